@@ -1,0 +1,2 @@
+#pragma once
+int cbaseline_version(void);
