@@ -1,0 +1,638 @@
+import CRdKafka
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+
+/// Where a consumer starts reading a partition when it is first assigned.
+public enum KafkaStartPosition: Sendable, Hashable {
+    /// The group's committed offset, else `auto.offset.reset`.
+    case committed
+    /// The first retained offset.
+    case beginning
+    /// The end: only records written from now on.
+    case end
+    /// The first record whose timestamp is at or after this time (milliseconds since the epoch).
+    case timestamp(Int64)
+    /// Explicit offsets per partition; partitions not listed start from their committed offset.
+    case offsets([KafkaTopicPartition: Int64])
+}
+
+/// Something that happened to a consumer other than a record: delivered on ``KafkaConsumer/events``.
+public enum KafkaConsumerEvent: Sendable {
+    /// Partitions were assigned, with the offsets consumption starts from (logical offsets such as
+    /// ``KafkaOffset/invalid`` mean "committed, else auto.offset.reset").
+    case assigned([KafkaTopicPartitionOffset])
+    /// Partitions were revoked (rebalance or close).
+    case revoked([KafkaTopicPartition])
+    /// The consumer reached the end of a partition (only with ``KafkaConsumerConfiguration/partitionEOF``).
+    case partitionEOF(KafkaTopicPartitionOffset)
+    /// A per-message or client error; consumption goes on.
+    case error(KafkaError)
+    /// librdkafka statistics (`statistics.interval.ms`).
+    case statistics(KafkaStatistics)
+}
+
+/// Synchronous hooks into a consumer group's rebalances.
+///
+/// They run on the consumer's polling thread, inside librdkafka's rebalance callback, before
+/// fetching starts: blocking work (reading offsets from a database, committing) is allowed there and
+/// delays nothing but this consumer. `onAssigned` may return start offsets for some partitions
+/// (for example offsets stored transactionally with a sink's rows); those win over everything else.
+public struct KafkaRebalanceListener: Sendable {
+    public var onAssigned: @Sendable ([KafkaTopicPartition]) -> [KafkaTopicPartitionOffset]
+    public var onRevoked: @Sendable ([KafkaTopicPartition]) -> Void
+
+    public init(
+        onAssigned: @escaping @Sendable ([KafkaTopicPartition]) -> [KafkaTopicPartitionOffset] = { _ in [] },
+        onRevoked: @escaping @Sendable ([KafkaTopicPartition]) -> Void = { _ in }
+    ) {
+        self.onAssigned = onAssigned
+        self.onRevoked = onRevoked
+    }
+}
+
+/// Committed offset, position and watermarks of one partition, and the lag they imply.
+public struct KafkaPartitionLag: Sendable, Hashable {
+    public var topic: String
+    public var partition: Int32
+    /// The group's committed offset, or ``KafkaOffset/invalid`` when it has none.
+    public var committed: Int64
+    /// Low and high watermarks (first retained offset, next offset to be written).
+    public var low: Int64
+    public var high: Int64
+    /// Records not yet committed: `high - committed`, or `high - low` with no commit.
+    public var lag: Int64 {
+        committed >= 0 ? max(0, high - committed) : max(0, high - low)
+    }
+
+    public init(topic: String, partition: Int32, committed: Int64, low: Int64, high: Int64) {
+        self.topic = topic
+        self.partition = partition
+        self.committed = committed
+        self.low = low
+        self.high = high
+    }
+}
+
+/// A Kafka consumer: group subscription or manual assignment, an `AsyncSequence` of records,
+/// batches, offset store and commit, seek, pause / resume, lag and replay helpers.
+///
+/// **Polling**: records are pulled from `rd_kafka_consumer_poll` on a dedicated thread owned by
+/// this consumer, only when the application asks for more (``messages`` or ``poll(maxMessages:timeout:)``),
+/// at most one batch at a time: librdkafka's own prefetch queue (`queued.max.messages.kbytes`) is the
+/// only buffer, so memory stays bounded and a slow application applies backpressure. Rebalance callbacks
+/// run on that thread too. Blocking calls (commit, committed, watermarks, seek) run on NIO's blocking pool.
+///
+/// **Offsets**: by default offsets are stored only when the application calls ``storeOffset(for:)``
+/// (or ``storeOffsets(_:)``), and stored offsets are committed every `auto.commit.interval.ms` and by
+/// ``commit()``: a record is never committed before it was processed.
+///
+/// **Errors**: a record that carries an error (broker down, offset out of range, …) becomes a
+/// ``KafkaConsumerEvent/error(_:)`` and the sequence goes on; only a fatal error ends it (by throwing).
+///
+/// **Shutdown**: ``close(timeout:)`` leaves the group (`rd_kafka_consumer_close`), destroys topic
+/// handles and then the client; the close is bounded because librdkafka 2.0.2 can hang there.
+public final class KafkaConsumer: Sendable {
+    let client: RDKafkaClient
+    private let poller: ConsumerPoller
+    private let rebalance: RebalanceHandler
+    private let topicHandles = NIOLockedValueBox<[String: UncheckedSendable<OpaquePointer>]>([:])
+    private let leftover = NIOLockedValueBox<ArraySlice<KafkaMessage>>([])
+    private let eventContinuation: AsyncStream<KafkaConsumerEvent>.Continuation
+    private let logger: Logger
+    /// The connection properties without group settings: used for side readers (timestamp lookups).
+    private let connectionProperties: [String: String]
+    /// The properties handed to librdkafka.
+    public let properties: [String: String]
+
+    /// Rebalances, per-message errors, partition EOF and statistics. Holds at most the newest 1,024
+    /// unread events; consume it or ignore it.
+    public let events: AsyncStream<KafkaConsumerEvent>
+
+    /// Creates a consumer. Throws a configuration error naming the key if a property is unknown or invalid.
+    public init(
+        configuration: KafkaConsumerConfiguration,
+        logger: Logger = Logger(label: "streamfirst.kafka.consumer"),
+        rebalanceListener: KafkaRebalanceListener? = nil
+    ) throws {
+        let (events, continuation) = AsyncStream<KafkaConsumerEvent>.makeStream(bufferingPolicy: .bufferingNewest(1024))
+        var connection = configuration.kafka.librdkafkaProperties()
+        for (k, v) in configuration.kafka.properties { connection[k] = v }
+        let handler = RebalanceHandler(
+            listener: rebalanceListener, events: continuation, logger: logger, connectionProperties: connection)
+        let context = RDKafkaContext(
+            logger: logger,
+            onStatistics: { continuation.yield(.statistics($0)) },
+            onError: { continuation.yield(.error($0)) },
+            rebalance: configuration.groupID == nil ? nil : handler
+        )
+        self.properties = configuration.librdkafkaProperties()
+        self.client = try RDKafkaClient(kind: .consumer, properties: properties, context: context)
+        // Serve logs, stats and errors from the consumer queue, i.e. from our polling thread.
+        rd_kafka_poll_set_consumer(client.rk)
+        self.rebalance = handler
+        self.events = events
+        self.eventContinuation = continuation
+        self.logger = logger
+        self.connectionProperties = connection
+        self.poller = ConsumerPoller(client: client, events: continuation, logger: logger)
+    }
+
+    // MARK: - Subscription and assignment
+
+    /// Joins the consumer group for these topics (requires `group.id`).
+    ///
+    /// `startingAt` applies to each partition the first time this consumer is assigned it; later
+    /// assignments of the same partition resume from the committed offset.
+    public func subscribe(topics: [String], startingAt position: KafkaStartPosition = .committed) throws {
+        rebalance.setStartPosition(position)
+        let list = RDKafkaTopicPartitionList(capacity: topics.count)
+        for t in topics { list.add(topic: t, partition: RD_KAFKA_PARTITION_UA, offset: KafkaOffset.invalid) }
+        try KafkaError.check(rd_kafka_subscribe(client.rk, list.list), "subscribe to \(topics)")
+    }
+
+    /// Assigns partitions manually (no group membership), starting at `position`.
+    public func assign(_ partitions: [KafkaTopicPartition], startingAt position: KafkaStartPosition = .committed) async throws {
+        let offsets = try await resolve(position, for: partitions)
+        let list = RDKafkaTopicPartitionList(offsets)
+        try KafkaError.check(rd_kafka_assign(client.rk, list.list), "assign \(partitions)")
+        eventContinuation.yield(.assigned(offsets))
+    }
+
+    /// The partitions currently assigned to this consumer.
+    public func assignment() throws -> [KafkaTopicPartition] {
+        var list: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>?
+        try KafkaError.check(rd_kafka_assignment(client.rk, &list), "assignment")
+        guard let list else { return [] }
+        defer { rd_kafka_topic_partition_list_destroy(list) }
+        return RDKafkaTopicPartitionList.read(list).map(\.topicPartition)
+    }
+
+    // MARK: - Records
+
+    /// The records, pulled from librdkafka as the loop asks for them. Ends when the consumer is
+    /// closed or the task is cancelled; throws only on a fatal error. Records that were fetched but
+    /// not yet handed out when a loop is left stay with the consumer for the next loop.
+    public var messages: KafkaMessageSequence { KafkaMessageSequence(consumer: self) }
+
+    /// Up to `maxMessages` records: waits up to `timeout` for the first, then takes what is already
+    /// fetched without waiting. Returns an empty array on timeout, cancellation or after close.
+    public func poll(maxMessages: Int = 500, timeout: Duration = .seconds(1)) async throws -> [KafkaMessage] {
+        let buffered = leftover.withLockedValue { slice -> [KafkaMessage] in
+            let n = min(maxMessages, slice.count)
+            defer { slice = slice.dropFirst(n) }
+            return Array(slice.prefix(n))
+        }
+        if !buffered.isEmpty { return buffered }
+        return try await poller.poll(maxMessages: max(1, maxMessages), timeout: timeout)
+    }
+
+    func nextMessage(batchSize: Int) async throws -> KafkaMessage? {
+        while true {
+            if let m = leftover.withLockedValue({ $0.popFirst() }) { return m }
+            if Task.isCancelled || poller.isClosed { return nil }
+            let batch = try await poller.poll(maxMessages: batchSize, timeout: nil)
+            if batch.isEmpty { continue }
+            leftover.withLockedValue { $0.append(contentsOf: batch.dropFirst()) }
+            return batch[0]
+        }
+    }
+
+    // MARK: - Offsets
+
+    /// Marks a record processed: its offset + 1 is committed by the next (auto) commit.
+    public func storeOffset(for message: KafkaMessage) throws {
+        let rkt = try topicHandle(message.topic)
+        try KafkaError.check(
+            rd_kafka_offset_store(rkt, message.partition, message.offset), "store offset of \(message.topicPartition)")
+    }
+
+    /// Stores offsets to commit (each is the *next* offset to read, i.e. last processed + 1).
+    public func storeOffsets(_ offsets: [KafkaTopicPartitionOffset]) throws {
+        let list = RDKafkaTopicPartitionList(offsets)
+        try KafkaError.check(rd_kafka_offsets_store(client.rk, list.list), "store offsets")
+        if let failed = list.elements.first(where: { $0.error != nil }), var e = failed.error {
+            e.message = "store offset of \(failed.topicPartition): \(e.message)"
+            throw e
+        }
+    }
+
+    /// Commits the stored offsets and waits for the broker's answer. Nothing stored is not an error.
+    public func commit() async throws {
+        let client = self.client
+        let err = try await runBlocking { rd_kafka_commit(client.rk, nil, 0) }
+        if err == RD_KAFKA_RESP_ERR__NO_OFFSET { return }
+        try KafkaError.check(err, "commit")
+    }
+
+    /// Commits these offsets (next offsets to read) and waits for the broker's answer.
+    public func commit(_ offsets: [KafkaTopicPartitionOffset]) async throws {
+        let client = self.client
+        let err = try await runBlocking { () -> rd_kafka_resp_err_t in
+            let list = RDKafkaTopicPartitionList(offsets)
+            return rd_kafka_commit(client.rk, list.list, 0)
+        }
+        try KafkaError.check(err, "commit \(offsets)")
+    }
+
+    /// Starts a commit of the stored offsets without waiting; failures become ``KafkaConsumerEvent/error(_:)``.
+    public func commitInBackground() throws {
+        let err = rd_kafka_commit(client.rk, nil, 1)
+        if err == RD_KAFKA_RESP_ERR__NO_OFFSET { return }
+        try KafkaError.check(err, "commit")
+    }
+
+    /// The group's committed offsets for these partitions (``KafkaOffset/invalid`` where none).
+    public func committed(_ partitions: [KafkaTopicPartition], timeout: Duration = .seconds(10)) async throws
+        -> [KafkaTopicPartitionOffset]
+    {
+        let client = self.client
+        let ms = Int32(clamping: timeout.milliseconds)
+        return try await runBlocking {
+            let list = RDKafkaTopicPartitionList(partitions)
+            try KafkaError.check(rd_kafka_committed(client.rk, list.list, ms), "committed offsets")
+            return list.elements
+        }
+    }
+
+    /// The consumer's position (next offset it will hand out) in these partitions.
+    public func position(_ partitions: [KafkaTopicPartition]) throws -> [KafkaTopicPartitionOffset] {
+        let list = RDKafkaTopicPartitionList(partitions)
+        try KafkaError.check(rd_kafka_position(client.rk, list.list), "position")
+        let positions = list.elements
+        // Records fetched but not handed out yet are not consumed: report the first of them.
+        let pending = leftover.withLockedValue { slice -> [KafkaTopicPartition: Int64] in
+            var first: [KafkaTopicPartition: Int64] = [:]
+            for m in slice where first[m.topicPartition] == nil { first[m.topicPartition] = m.offset }
+            return first
+        }
+        return positions.map { p in
+            var p = p
+            if let o = pending[p.topicPartition] { p.offset = o }
+            return p
+        }
+    }
+
+    /// Low and high watermarks of a partition, asked from the broker.
+    public func watermarks(topic: String, partition: Int32, timeout: Duration = .seconds(10)) async throws -> (
+        low: Int64, high: Int64
+    ) {
+        let client = self.client
+        let ms = Int32(clamping: timeout.milliseconds)
+        return try await runBlocking {
+            var low: Int64 = 0
+            var high: Int64 = 0
+            try KafkaError.check(
+                rd_kafka_query_watermark_offsets(client.rk, topic, partition, &low, &high, ms),
+                "watermarks of \(topic)[\(partition)]")
+            return (low, high)
+        }
+    }
+
+    /// Lag of the group in the assigned partitions (or the given ones): committed offsets against high watermarks.
+    public func lag(_ partitions: [KafkaTopicPartition]? = nil, timeout: Duration = .seconds(10)) async throws
+        -> [KafkaPartitionLag]
+    {
+        let parts = try partitions ?? assignment()
+        let committed = try await committed(parts, timeout: timeout)
+        var result: [KafkaPartitionLag] = []
+        for c in committed {
+            let (low, high) = try await watermarks(topic: c.topic, partition: c.partition, timeout: timeout)
+            result.append(KafkaPartitionLag(topic: c.topic, partition: c.partition, committed: c.offset, low: low, high: high))
+        }
+        return result
+    }
+
+    // MARK: - Seek, pause, resume, replay
+
+    /// Moves the consumer's position in assigned partitions. Records already fetched for those
+    /// partitions and not yet handed out are dropped.
+    public func seek(_ offsets: [KafkaTopicPartitionOffset], timeout: Duration = .seconds(10)) async throws {
+        let moved = Set(offsets.map(\.topicPartition))
+        leftover.withLockedValue { slice in slice = slice.filter { !moved.contains($0.topicPartition) } }
+        let ms = Int32(clamping: timeout.milliseconds)
+        for o in offsets {
+            let rkt = UncheckedSendable(try topicHandle(o.topic))
+            try await runBlocking {
+                // rd_kafka_seek_partitions' timeout is broken in 2.0.2 (1000x too short): seek one by one.
+                try KafkaError.check(rd_kafka_seek(rkt.value, o.partition, o.offset, ms), "seek \(o)")
+            }
+        }
+    }
+
+    /// Replays assigned partitions (or the given ones) from a position: the beginning, the end, an
+    /// offset map, or the first record at or after a timestamp.
+    ///
+    /// Timestamp lookups use the broker's offsetsForTimes and verify its answer: a broker that answers
+    /// "end" for a partition whose last record is at or after the timestamp (librdkafka's mock cluster
+    /// does so for every timestamp) is corrected by scanning the partition with a side reader.
+    public func seek(to position: KafkaStartPosition, partitions: [KafkaTopicPartition]? = nil) async throws {
+        let parts = try partitions ?? assignment()
+        let offsets = try await resolve(position, for: parts)
+        try await seek(offsets.filter { $0.offset != KafkaOffset.invalid })
+    }
+
+    /// Offsets for a start position, asked from the broker where needed.
+    public func resolve(_ position: KafkaStartPosition, for partitions: [KafkaTopicPartition]) async throws
+        -> [KafkaTopicPartitionOffset]
+    {
+        let client = self.client
+        let connection = connectionProperties
+        let logger = self.logger
+        return try await runBlocking {
+            try OffsetResolver.resolve(position, partitions: partitions, rk: client.rk, connection: connection, logger: logger)
+        }
+    }
+
+    /// Stops fetching these partitions (assigned ones); their position is kept.
+    public func pause(_ partitions: [KafkaTopicPartition]) throws {
+        let list = RDKafkaTopicPartitionList(partitions)
+        try KafkaError.check(rd_kafka_pause_partitions(client.rk, list.list), "pause")
+        let paused = Set(partitions)
+        // Hand out nothing more from paused partitions; rewind them so nothing is skipped on resume.
+        let rewinds = leftover.withLockedValue { slice -> [KafkaTopicPartitionOffset] in
+            var first: [KafkaTopicPartition: Int64] = [:]
+            for m in slice where paused.contains(m.topicPartition) && first[m.topicPartition] == nil {
+                first[m.topicPartition] = m.offset
+            }
+            slice = slice.filter { !paused.contains($0.topicPartition) }
+            return first.map { KafkaTopicPartitionOffset($0.key, offset: $0.value) }
+        }
+        for r in rewinds {
+            let rkt = try topicHandle(r.topic)
+            try KafkaError.check(rd_kafka_seek(rkt, r.partition, r.offset, 0), "rewind paused \(r)")
+        }
+    }
+
+    /// Resumes fetching paused partitions.
+    public func resume(_ partitions: [KafkaTopicPartition]) throws {
+        let list = RDKafkaTopicPartitionList(partitions)
+        try KafkaError.check(rd_kafka_resume_partitions(client.rk, list.list), "resume")
+    }
+
+    // MARK: - Close
+
+    /// Leaves the group (revoking partitions; the revoke listener runs), commits nothing by itself
+    /// beyond auto-commit of stored offsets, and destroys the client. Bounded by `timeout`: if
+    /// librdkafka hangs in close, the handle is abandoned and an error is logged. Idempotent.
+    public func close(timeout: Duration = .seconds(15)) async {
+        let handles = topicHandles.withLockedValue { cache -> [UncheckedSendable<OpaquePointer>] in
+            defer { cache = [:] }
+            return Array(cache.values)
+        }
+        let closed = await poller.close(timeout: timeout) {
+            for h in handles { rd_kafka_topic_destroy(h.value) }
+        }
+        if !closed {
+            logger.error("consumer close did not finish within \(timeout); the librdkafka handle is abandoned")
+        }
+        eventContinuation.finish()
+    }
+
+    private func topicHandle(_ name: String) throws -> OpaquePointer {
+        try topicHandles.withLockedValue { cache in
+            if let h = cache[name] { return h.value }
+            guard let rkt = rd_kafka_topic_new(client.rk, name, nil) else {
+                throw KafkaError(rd_kafka_last_error(), message: "cannot create a handle for topic '\(name)'")
+            }
+            cache[name] = UncheckedSendable(rkt)
+            return rkt
+        }
+    }
+}
+
+/// `for try await message in consumer.messages`.
+public struct KafkaMessageSequence: AsyncSequence, Sendable {
+    public typealias Element = KafkaMessage
+    let consumer: KafkaConsumer
+    /// Records pulled from librdkafka per request to the polling thread.
+    public var batchSize = 500
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        let consumer: KafkaConsumer
+        let batchSize: Int
+
+        public mutating func next() async throws -> KafkaMessage? {
+            try await consumer.nextMessage(batchSize: batchSize)
+        }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(consumer: consumer, batchSize: batchSize)
+    }
+}
+
+// MARK: - The polling thread
+
+/// Owns the consumer's polling thread. Requests are served one at a time, in order.
+final class ConsumerPoller: Sendable {
+    private struct Request {
+        var maxMessages: Int
+        var deadline: ContinuousClock.Instant?
+        var continuation: CheckedContinuation<[KafkaMessage], Error>
+        var id: Int
+    }
+    private struct State {
+        var queue: [Request] = []
+        var nextID = 0
+        var cancelled: Set<Int> = []
+        var closing = false
+        var closeAction: (@Sendable () -> Void)?
+        var closed = false
+    }
+    private let state: ConditionLockedState<State>
+    private let client: RDKafkaClient
+    private let events: AsyncStream<KafkaConsumerEvent>.Continuation
+    private let logger: Logger
+    private let finished = ConditionLock(value: 0)
+
+    init(client: RDKafkaClient, events: AsyncStream<KafkaConsumerEvent>.Continuation, logger: Logger) {
+        self.client = client
+        self.events = events
+        self.logger = logger
+        self.state = ConditionLockedState(State())
+        let thread = Thread { [self] in run() }
+        thread.name = "streamfirst.kafka.consumer"
+        thread.start()
+    }
+
+    var isClosed: Bool { state.read { $0.closing || $0.closed } }
+
+    func poll(maxMessages: Int, timeout: Duration?) async throws -> [KafkaMessage] {
+        let deadline = timeout.map { ContinuousClock.now.advanced(by: $0) }
+        let id = state.modify { s -> Int in
+            s.nextID += 1
+            return s.nextID
+        }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { c in
+                let refused = state.modifyAndSignal { s -> Bool in
+                    if s.closing || s.closed || s.cancelled.contains(id) { return true }
+                    s.queue.append(Request(maxMessages: maxMessages, deadline: deadline, continuation: c, id: id))
+                    return false
+                }
+                if refused { c.resume(returning: []) }
+            }
+        } onCancel: {
+            // A queued request is answered here; one being served is answered by the polling thread.
+            let queued = state.modifyAndSignal { s -> Request? in
+                s.cancelled.insert(id)
+                guard let i = s.queue.firstIndex(where: { $0.id == id }) else { return nil }
+                return s.queue.remove(at: i)
+            }
+            queued?.continuation.resume(returning: [])
+        }
+    }
+
+    /// Stops serving requests, runs `rd_kafka_consumer_close` on the polling thread (it serves the
+    /// revoke callback), then `beforeDestroy`, then destroys the client. Returns false on timeout.
+    func close(timeout: Duration, beforeDestroy: @escaping @Sendable () -> Void) async -> Bool {
+        let pending = state.modifyAndSignal { s -> [Request] in
+            if !s.closing {
+                s.closing = true
+                s.closeAction = beforeDestroy
+            }
+            defer { s.queue = [] }
+            return s.queue
+        }
+        for r in pending { r.continuation.resume(returning: []) }
+        let finished = self.finished
+        let seconds = Double(timeout.milliseconds) / 1000
+        return (try? await runBlocking { finished.lock(whenValue: 1, timeoutSeconds: seconds) ? { finished.unlock(); return true }() : false }) ?? false
+    }
+
+    private func run() {
+        // Topic names by `rd_kafka_topic_t` pointer (stable for the handle's life), so that a record
+        // does not allocate its topic string. Only this thread touches it.
+        var topicNames: [UnsafeMutableRawPointer: String] = [:]
+        while true {
+            var request: Request?
+            var closeAction: (@Sendable () -> Void)?
+            state.waitAndModify(until: { !$0.queue.isEmpty || $0.closing }) { s in
+                if !s.closing, !s.queue.isEmpty {
+                    request = s.queue.removeFirst()
+                } else {
+                    closeAction = s.closeAction
+                }
+            }
+            if let request {
+                serve(request, topicNames: &topicNames)
+                continue
+            }
+            let err = rd_kafka_consumer_close(client.rk)
+            if err != RD_KAFKA_RESP_ERR_NO_ERROR {
+                logger.warning("consumer close: \(KafkaError(err))")
+            }
+            closeAction?()
+            client.destroy()
+            state.modify { $0.closed = true }
+            finished.lock()
+            finished.unlock(withValue: 1)
+            return
+        }
+    }
+
+    private func serve(_ request: Request, topicNames: inout [UnsafeMutableRawPointer: String]) {
+        var batch: [KafkaMessage] = []
+        batch.reserveCapacity(min(request.maxMessages, 1024))
+        var failure: KafkaError?
+        while batch.count < request.maxMessages {
+            let wait: Int32
+            if !batch.isEmpty {
+                wait = 0
+            } else {
+                let stop = state.read { $0.closing || $0.cancelled.contains(request.id) }
+                if stop { break }
+                if let deadline = request.deadline {
+                    let left = deadline - ContinuousClock.now
+                    if left <= .zero { break }
+                    wait = Int32(clamping: min(left.milliseconds + 1, 100))
+                } else {
+                    wait = 100
+                }
+            }
+            guard let message = rd_kafka_consumer_poll(client.rk, wait) else {
+                if !batch.isEmpty { break }
+                continue
+            }
+            defer { rd_kafka_message_destroy(message) }
+            let err = message.pointee.err
+            if err == RD_KAFKA_RESP_ERR_NO_ERROR {
+                var topic = ""
+                if let rkt = message.pointee.rkt {
+                    let key = UnsafeMutableRawPointer(rkt)
+                    if let name = topicNames[key] {
+                        topic = name
+                    } else {
+                        topic = String(cString: rd_kafka_topic_name(rkt))
+                        topicNames[key] = topic
+                    }
+                }
+                batch.append(KafkaMessage(copying: message, topic: topic))
+                continue
+            }
+            if err == RD_KAFKA_RESP_ERR__PARTITION_EOF {
+                let topic = message.pointee.rkt.map { String(cString: rd_kafka_topic_name($0)) } ?? ""
+                events.yield(
+                    .partitionEOF(
+                        KafkaTopicPartitionOffset(topic: topic, partition: message.pointee.partition, offset: message.pointee.offset)))
+                continue
+            }
+            if err == RD_KAFKA_RESP_ERR__FATAL, let fatal = client.fatalError() {
+                failure = fatal
+                break
+            }
+            var e = KafkaError(err)
+            if let payload = message.pointee.payload, message.pointee.len > 0 {
+                e.message = String(decoding: UnsafeRawBufferPointer(start: payload, count: message.pointee.len), as: UTF8.self)
+            }
+            if let rkt = message.pointee.rkt {
+                e.message = "\(String(cString: rd_kafka_topic_name(rkt)))[\(message.pointee.partition)]: \(e.message)"
+            }
+            logger.warning("consumer error: \(e)")
+            events.yield(.error(e))
+        }
+        state.modify { _ = $0.cancelled.remove(request.id) }
+        if let failure, batch.isEmpty {
+            request.continuation.resume(throwing: failure)
+        } else {
+            request.continuation.resume(returning: batch)
+        }
+    }
+}
+
+extension KafkaMessage {
+    /// Copies a librdkafka message (which the caller still owns and destroys).
+    init(copying message: UnsafeMutablePointer<rd_kafka_message_t>, topic: String) {
+        let m = message.pointee
+        let key: [UInt8]? = m.key.map { Array(UnsafeRawBufferPointer(start: $0, count: m.key_len)) }
+        let value: [UInt8]? = m.payload.map { Array(UnsafeRawBufferPointer(start: $0, count: m.len)) }
+        var type = RD_KAFKA_TIMESTAMP_NOT_AVAILABLE
+        let ts = rd_kafka_message_timestamp(message, &type)
+        let timestamp: KafkaTimestamp? =
+            switch type {
+            case RD_KAFKA_TIMESTAMP_CREATE_TIME: KafkaTimestamp(milliseconds: ts, kind: .createTime)
+            case RD_KAFKA_TIMESTAMP_LOG_APPEND_TIME: KafkaTimestamp(milliseconds: ts, kind: .logAppendTime)
+            default: nil
+            }
+        var headers: [KafkaHeader] = []
+        var hdrs: OpaquePointer?
+        if rd_kafka_message_headers(message, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR, let hdrs {
+            let count = rd_kafka_header_cnt(hdrs)
+            headers.reserveCapacity(count)
+            var name: UnsafePointer<CChar>?
+            var value: UnsafeRawPointer?
+            var size = 0
+            for i in 0..<count where rd_kafka_header_get_all(hdrs, i, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR {
+                headers.append(
+                    KafkaHeader(
+                        key: name.map { String(cString: $0) } ?? "",
+                        value: value.map { Array(UnsafeRawBufferPointer(start: $0, count: size)) }))
+            }
+        }
+        self.init(
+            topic: topic, partition: m.partition, offset: m.offset, key: key, value: value, headers: headers,
+            timestamp: timestamp)
+    }
+}
+

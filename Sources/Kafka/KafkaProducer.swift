@@ -1,0 +1,563 @@
+import CRdKafka
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+
+/// A Kafka producer.
+///
+/// - ``send(_:)-(KafkaProducerMessage)`` awaits the broker's acknowledgement and returns where the record landed.
+/// - ``send(_:)-([KafkaProducerMessage])`` sends a batch and awaits one report per record (one suspension per batch).
+/// - ``enqueue(_:)`` is fire-and-forget: it returns once librdkafka queued the record; delivery
+///   reports arrive in batches at the `deliveryReports` handler given at construction, and are counted
+///   in ``deliveryCounts``.
+///
+/// **Full local queue**: when `queue.buffering.max.messages`/`kbytes` is reached, every send
+/// suspends until delivery reports have freed space, then retries. Nothing spins and no thread of
+/// the cooperative pool blocks. ``tryEnqueue(_:)`` throws `_QUEUE_FULL` instead.
+///
+/// **Threads**: one dedicated thread per producer serves librdkafka's events (`rd_kafka_poll`);
+/// delivery reports, statistics and error callbacks run on it. Flush, transactions and destroy run on
+/// NIO's blocking thread pool.
+///
+/// **Fatal errors** (for example an idempotence sequence desynchronisation): the producer fails
+/// loudly: every queued record is purged and its send completes with the fatal error, further sends
+/// throw it (``KafkaError/isFatal``), and the owner must create a new producer. It never hangs.
+///
+/// **Shutdown**: call ``shutdown(timeout:)``: it flushes, stops the event thread, destroys topic
+/// handles and then the `rd_kafka_t`.
+public final class KafkaProducer: Sendable {
+    let client: RDKafkaClient
+    private let dispatcher: DeliveryDispatcher
+    private let topics = NIOLockedValueBox<[String: UncheckedSendable<OpaquePointer>]>([:])
+    private let lifecycle = NIOLockedValueBox(Lifecycle.running)
+    private let pollThreadDone = ConditionLock(value: 0)
+    private let logger: Logger
+    /// The properties handed to librdkafka.
+    public let properties: [String: String]
+
+    private enum Lifecycle {
+        case running, stopping, stopped
+    }
+
+    /// Creates a producer. Throws a configuration error naming the key if a property is unknown or invalid.
+    ///
+    /// - Parameters:
+    ///   - deliveryReports: receives the reports of ``enqueue(_:)`` records, in batches, on the producer's event thread.
+    ///   - statistics: receives librdkafka statistics every `statistics.interval.ms`.
+    ///   - errors: receives client-level errors (broker down, fatal errors).
+    public init(
+        configuration: KafkaProducerConfiguration,
+        logger: Logger = Logger(label: "streamfirst.kafka.producer"),
+        deliveryReports: (@Sendable ([KafkaDeliveryReport]) -> Void)? = nil,
+        statistics: (@Sendable (KafkaStatistics) -> Void)? = nil,
+        errors: (@Sendable (KafkaError) -> Void)? = nil
+    ) throws {
+        let dispatcher = DeliveryDispatcher(handler: deliveryReports, logger: logger)
+        let context = RDKafkaContext(
+            logger: logger,
+            onStatistics: statistics,
+            onError: { error in
+                if error.isFatal { dispatcher.markFatal(error) }
+                errors?(error)
+            },
+            delivery: dispatcher
+        )
+        self.properties = configuration.librdkafkaProperties()
+        self.client = try RDKafkaClient(kind: .producer, properties: properties, context: context)
+        self.dispatcher = dispatcher
+        self.logger = logger
+        startEventThread()
+    }
+
+    private func startEventThread() {
+        let client = self.client
+        let dispatcher = self.dispatcher
+        let lifecycle = self.lifecycle
+        let done = self.pollThreadDone
+        let thread = Thread {
+            while lifecycle.withLockedValue({ $0 }) != .stopped {
+                rd_kafka_poll(client.rk, 100)
+                if dispatcher.takeFatalPurgeRequest() {
+                    // Fail everything still queued so that no send waits forever.
+                    rd_kafka_purge(client.rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT | RD_KAFKA_PURGE_F_NON_BLOCKING)
+                }
+                dispatcher.endOfPoll()
+            }
+            done.lock()
+            done.unlock(withValue: 1)
+        }
+        thread.name = "streamfirst.kafka.producer"
+        thread.start()
+    }
+
+    // MARK: - Sending
+
+    /// Sends one record and waits for the broker's acknowledgement.
+    ///
+    /// Suspends while the local queue is full. Throws the delivery error (for example
+    /// `_MSG_TIMED_OUT` after `message.timeout.ms`), a fatal error, or an error if the producer is shut down.
+    @discardableResult
+    public func send(_ message: KafkaProducerMessage) async throws -> KafkaDeliveryReport {
+        let report = await send([message])[0]
+        if let error = report.error { throw error }
+        return report
+    }
+
+    /// Sends records and waits until every one is acknowledged or failed.
+    ///
+    /// Returns one report per record, in the order given; a record that failed (or could not be
+    /// queued) carries its ``KafkaDeliveryReport/error``. Records to the same partition keep their order.
+    public func send(_ messages: [KafkaProducerMessage]) async -> [KafkaDeliveryReport] {
+        if messages.isEmpty { return [] }
+        let batch = DeliveryBatch(count: messages.count)
+        for (index, message) in messages.enumerated() {
+            let token = Unmanaged.passRetained(DeliveryToken(batch: batch, index: index, topic: message.topic))
+            do {
+                try await enqueueRetryingWhenFull(message, opaque: token.toOpaque())
+            } catch {
+                token.release()
+                batch.complete(
+                    index: index,
+                    report: KafkaDeliveryReport(
+                        topic: message.topic, partition: message.partition ?? -1, offset: KafkaOffset.invalid,
+                        timestamp: nil, error: error as? KafkaError ?? KafkaError.client("SEND", "\(error)")))
+            }
+        }
+        return await batch.wait()
+    }
+
+    /// Queues a record without waiting for its acknowledgement (fire-and-forget).
+    ///
+    /// Suspends only while the local queue is full. Its delivery report goes to the
+    /// `deliveryReports` handler and is counted in ``deliveryCounts``; ``flush(timeout:)`` waits for all.
+    public func enqueue(_ message: KafkaProducerMessage) async throws {
+        try await enqueueRetryingWhenFull(message, opaque: nil)
+    }
+
+    /// Queues a record without waiting; throws `_QUEUE_FULL` (retriable) instead of suspending when the queue is full.
+    public func tryEnqueue(_ message: KafkaProducerMessage) throws {
+        if let error = produce(message, opaque: nil) { throw error }
+    }
+
+    private func enqueueRetryingWhenFull(_ message: KafkaProducerMessage, opaque: UnsafeMutableRawPointer?) async throws {
+        while true {
+            let generation = dispatcher.generation
+            guard let error = produce(message, opaque: opaque) else { return }
+            guard error.code == KafkaError.queueFullCode else { throw error }
+            try await dispatcher.waitForSpace(after: generation)
+        }
+    }
+
+    /// Creates the topic handles up front, so the first record of each topic does not wait for
+    /// metadata (librdkafka 2.0.2 delays the first message of a topic without a handle by about a second).
+    public func prepare(topics names: [String]) throws {
+        for name in names { _ = try topicHandle(name) }
+    }
+
+    private func topicHandle(_ name: String) throws -> OpaquePointer {
+        try topics.withLockedValue { cache in
+            if let rkt = cache[name] { return rkt.value }
+            guard lifecycle.withLockedValue({ $0 }) == .running else { throw Self.closedError }
+            guard let rkt = rd_kafka_topic_new(client.rk, name, nil) else {
+                throw KafkaError(rd_kafka_last_error(), message: "cannot create a handle for topic '\(name)'")
+            }
+            cache[name] = UncheckedSendable(rkt)
+            return rkt
+        }
+    }
+
+    static let closedError = KafkaError.client("CLOSED", "the producer has been shut down")
+
+    /// One synchronous attempt to queue a record. Never suspends; returns the error, if any.
+    private func produce(_ message: KafkaProducerMessage, opaque: UnsafeMutableRawPointer?) -> KafkaError? {
+        if let fatal = dispatcher.fatalError { return fatal }
+        guard lifecycle.withLockedValue({ $0 }) == .running else { return Self.closedError }
+        let rkt: OpaquePointer
+        do { rkt = try topicHandle(message.topic) } catch { return error as? KafkaError }
+        let partition = message.partition ?? RD_KAFKA_PARTITION_UA
+        if message.headers.isEmpty && message.timestamp == nil {
+            let rc = withOptionalBytes(message.value) { value, valueLength in
+                withOptionalBytes(message.key) { key, keyLength in
+                    rd_kafka_produce(
+                        rkt, partition, RD_KAFKA_MSG_F_COPY, UnsafeMutableRawPointer(mutating: value), valueLength,
+                        key, keyLength, opaque)
+                }
+            }
+            if rc == 0 { return nil }
+            return producerError(rd_kafka_last_error(), message: message)
+        }
+        return produceWithHeaders(message, rkt: rkt, partition: partition, opaque: opaque)
+    }
+
+    private func produceWithHeaders(
+        _ message: KafkaProducerMessage, rkt: OpaquePointer, partition: Int32, opaque: UnsafeMutableRawPointer?
+    ) -> KafkaError? {
+        var headers: OpaquePointer?
+        if !message.headers.isEmpty {
+            headers = rd_kafka_headers_new(message.headers.count)
+            for h in message.headers {
+                _ = withOptionalBytes(h.value) { v, n in
+                    rd_kafka_header_add(headers, h.key, -1, v, n)
+                }
+            }
+        }
+        let error: OpaquePointer? = withOptionalBytes(message.value) { value, valueLength in
+            withOptionalBytes(message.key) { key, keyLength in
+                var vus = [rd_kafka_vu_t](repeating: rd_kafka_vu_t(), count: 8)
+                var n = 0
+                func add(_ type: rd_kafka_vtype_t, _ set: (inout rd_kafka_vu_t) -> Void) {
+                    vus[n].vtype = type
+                    set(&vus[n])
+                    n += 1
+                }
+                add(RD_KAFKA_VTYPE_RKT) { $0.u.rkt = rkt }
+                add(RD_KAFKA_VTYPE_PARTITION) { $0.u.i32 = partition }
+                add(RD_KAFKA_VTYPE_MSGFLAGS) { $0.u.i = RD_KAFKA_MSG_F_COPY }
+                add(RD_KAFKA_VTYPE_VALUE) { $0.u.mem.ptr = UnsafeMutableRawPointer(mutating: value); $0.u.mem.size = valueLength }
+                add(RD_KAFKA_VTYPE_KEY) { $0.u.mem.ptr = UnsafeMutableRawPointer(mutating: key); $0.u.mem.size = keyLength }
+                add(RD_KAFKA_VTYPE_OPAQUE) { $0.u.ptr = opaque }
+                if let ts = message.timestamp { add(RD_KAFKA_VTYPE_TIMESTAMP) { $0.u.i64 = ts } }
+                if let headers { add(RD_KAFKA_VTYPE_HEADERS) { $0.u.headers = headers } }
+                return vus.withUnsafeBufferPointer { rd_kafka_produceva(client.rk, $0.baseAddress, n) }
+            }
+        }
+        guard let error else { return nil }  // librdkafka now owns the headers.
+        if let headers { rd_kafka_headers_destroy(headers) }
+        let code = rd_kafka_error_code(error)
+        rd_kafka_error_destroy(error)
+        return producerError(code, message: message)
+    }
+
+    private func producerError(_ code: rd_kafka_resp_err_t, message: KafkaProducerMessage) -> KafkaError {
+        if code == RD_KAFKA_RESP_ERR__FATAL, let fatal = client.fatalError() {
+            dispatcher.markFatal(fatal)
+            return fatal
+        }
+        var error = KafkaError(code)
+        if code == RD_KAFKA_RESP_ERR__QUEUE_FULL {
+            error.message = "the local producer queue is full (queue.buffering.max.messages / kbytes)"
+            error.isRetriable = true
+        } else {
+            error.message = "cannot produce to \(message.topic): \(error.message)"
+        }
+        return error
+    }
+
+    // MARK: - Flush, counters, shutdown
+
+    /// Waits until every queued record is acknowledged or failed.
+    /// Throws `_TIMED_OUT` (with the number still outstanding) if the timeout passes first.
+    public func flush(timeout: Duration = .seconds(30)) async throws {
+        let client = self.client
+        let ms = Int32(clamping: timeout.milliseconds)
+        let result = try await runBlocking { rd_kafka_flush(client.rk, ms) }
+        if result != RD_KAFKA_RESP_ERR_NO_ERROR {
+            var e = KafkaError(result)
+            e.message = "flush timed out with \(rd_kafka_outq_len(client.rk)) records outstanding"
+            throw e
+        }
+    }
+
+    /// Records queued locally or in flight (`rd_kafka_outq_len`).
+    public var outstanding: Int { Int(rd_kafka_outq_len(client.rk)) }
+
+    /// How many fire-and-forget records were delivered and failed so far, and the last failure.
+    public var deliveryCounts: (delivered: Int, failed: Int, lastError: KafkaError?) { dispatcher.counts }
+
+    /// The fatal error this producer is in, if any.
+    public var fatalError: KafkaError? { dispatcher.fatalError }
+
+    /// Flushes (up to `timeout`), stops the event thread, destroys topic handles and the client. Idempotent.
+    public func shutdown(timeout: Duration = .seconds(10)) async {
+        let proceed = lifecycle.withLockedValue { state -> Bool in
+            guard state == .running else { return false }
+            state = .stopping
+            return true
+        }
+        guard proceed else { return }
+        do {
+            try await flush(timeout: timeout)
+        } catch {
+            logger.warning("producer shutdown: \(error); purging what is left")
+            rd_kafka_purge(client.rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT | RD_KAFKA_PURGE_F_NON_BLOCKING)
+        }
+        lifecycle.withLockedValue { $0 = .stopped }
+        let done = pollThreadDone
+        let client = self.client
+        let handles = topics.withLockedValue { cache -> [UncheckedSendable<OpaquePointer>] in
+            defer { cache = [:] }
+            return Array(cache.values)
+        }
+        let dispatcher = self.dispatcher
+        _ = try? await runBlocking {
+            done.lock(whenValue: 1)
+            done.unlock()
+            // Serve the reports of purged records, then release what hangs off the handle.
+            rd_kafka_poll(client.rk, 0)
+            dispatcher.endOfPoll()
+            for h in handles { rd_kafka_topic_destroy(h.value) }
+            client.destroy()
+        }
+        dispatcher.close()
+    }
+
+    // MARK: - Transactions
+
+    /// `rd_kafka_init_transactions`: registers `transactional.id` with the cluster and fences older instances.
+    public func initTransactions(timeout: Duration = .seconds(30)) async throws {
+        let client = self.client
+        let ms = Int32(clamping: timeout.milliseconds)
+        let error = try await runBlocking { UncheckedSendable(rd_kafka_init_transactions(client.rk, ms)) }
+        try KafkaError.check(error.value, "init transactions")
+    }
+
+    /// Starts a transaction.
+    public func beginTransaction() throws {
+        try KafkaError.check(rd_kafka_begin_transaction(client.rk), "begin transaction")
+    }
+
+    /// Adds the consumer's input offsets to the current transaction (they commit with it).
+    public func sendOffsetsToTransaction(
+        _ offsets: [KafkaTopicPartitionOffset], consumer: KafkaConsumer, timeout: Duration = .seconds(30)
+    ) async throws {
+        guard let metadata = rd_kafka_consumer_group_metadata(consumer.client.rk) else {
+            throw KafkaError.client("STATE", "the consumer has no group metadata (is group.id set?)")
+        }
+        let client = self.client
+        let ms = Int32(clamping: timeout.milliseconds)
+        let md = UncheckedSendable(metadata)
+        let error = try await runBlocking { () -> UncheckedSendable<OpaquePointer?> in
+            let list = RDKafkaTopicPartitionList(offsets)
+            defer { rd_kafka_consumer_group_metadata_destroy(md.value) }
+            return UncheckedSendable(rd_kafka_send_offsets_to_transaction(client.rk, list.list, md.value, ms))
+        }
+        try KafkaError.check(error.value, "send offsets to transaction")
+    }
+
+    /// Commits the current transaction (flushing its records first).
+    public func commitTransaction(timeout: Duration = .seconds(30)) async throws {
+        let client = self.client
+        let ms = Int32(clamping: timeout.milliseconds)
+        let error = try await runBlocking { UncheckedSendable(rd_kafka_commit_transaction(client.rk, ms)) }
+        try KafkaError.check(error.value, "commit transaction")
+    }
+
+    /// Aborts the current transaction; its records fail with `_PURGE_QUEUE` / are marked aborted.
+    public func abortTransaction(timeout: Duration = .seconds(30)) async throws {
+        let client = self.client
+        let ms = Int32(clamping: timeout.milliseconds)
+        let error = try await runBlocking { UncheckedSendable(rd_kafka_abort_transaction(client.rk, ms)) }
+        try KafkaError.check(error.value, "abort transaction")
+    }
+
+    /// Test hook: raises a fatal error in the client the way librdkafka would (`rd_kafka_test_fatal_error`).
+    func triggerFatalErrorForTesting(_ reason: String) {
+        _ = rd_kafka_test_fatal_error(client.rk, RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER, reason)
+    }
+}
+
+/// Calls `body` with a pointer and length for optional bytes: NULL/0 for nil; a valid (non-NULL)
+/// pointer for an empty array, so that an empty value stays distinct from a null one.
+@inline(__always)
+func withOptionalBytes<R>(_ bytes: [UInt8]?, _ body: (UnsafeRawPointer?, Int) -> R) -> R {
+    guard let bytes else { return body(nil, 0) }
+    if bytes.isEmpty {
+        return withUnsafePointer(to: emptyByte) { body(UnsafeRawPointer($0), 0) }
+    }
+    return bytes.withUnsafeBytes { body($0.baseAddress, $0.count) }
+}
+
+private let emptyByte: UInt8 = 0
+
+// MARK: - Delivery reports
+
+/// One awaited batch of sends: one slot per record, resumed once when all are reported.
+final class DeliveryBatch: Sendable {
+    private struct State {
+        var reports: [KafkaDeliveryReport?]
+        var remaining: Int
+        var continuation: CheckedContinuation<[KafkaDeliveryReport], Never>?
+    }
+    private let state: NIOLockedValueBox<State>
+
+    init(count: Int) {
+        state = NIOLockedValueBox(State(reports: Array(repeating: nil, count: count), remaining: count))
+    }
+
+    func complete(index: Int, report: KafkaDeliveryReport) {
+        let resume = state.withLockedValue { s -> (CheckedContinuation<[KafkaDeliveryReport], Never>, [KafkaDeliveryReport])? in
+            guard s.reports[index] == nil else { return nil }
+            s.reports[index] = report
+            s.remaining -= 1
+            guard s.remaining == 0, let c = s.continuation else { return nil }
+            s.continuation = nil
+            return (c, s.reports.compactMap { $0 })
+        }
+        if let (c, reports) = resume { c.resume(returning: reports) }
+    }
+
+    func wait() async -> [KafkaDeliveryReport] {
+        await withCheckedContinuation { c in
+            let ready = state.withLockedValue { s -> [KafkaDeliveryReport]? in
+                if s.remaining == 0 { return s.reports.compactMap { $0 } }
+                s.continuation = c
+                return nil
+            }
+            if let ready { c.resume(returning: ready) }
+        }
+    }
+}
+
+/// Travels through librdkafka as a record's opaque pointer (retained once, released in the report).
+final class DeliveryToken {
+    let batch: DeliveryBatch
+    let index: Int
+    let topic: String
+
+    init(batch: DeliveryBatch, index: Int, topic: String) {
+        self.batch = batch
+        self.index = index
+        self.topic = topic
+    }
+}
+
+/// Receives delivery reports on the producer's event thread and wakes senders waiting for queue space.
+final class DeliveryDispatcher: Sendable {
+    private struct State {
+        var pending: [KafkaDeliveryReport] = []
+        var reportsSinceLastPoll = 0
+        var generation = 0
+        var delivered = 0
+        var failed = 0
+        var lastError: KafkaError?
+        var fatal: KafkaError?
+        var fatalPurgeRequested = false
+        var closed = false
+        var spaceWaiters: [CheckedContinuation<Void, Error>] = []
+    }
+    private let state = NIOLockedValueBox(State())
+    private let handler: (@Sendable ([KafkaDeliveryReport]) -> Void)?
+    private let logger: Logger
+
+    init(handler: (@Sendable ([KafkaDeliveryReport]) -> Void)?, logger: Logger) {
+        self.handler = handler
+        self.logger = logger
+    }
+
+    var generation: Int { state.withLockedValue { $0.generation } }
+    var fatalError: KafkaError? { state.withLockedValue { $0.fatal } }
+    var counts: (delivered: Int, failed: Int, lastError: KafkaError?) {
+        state.withLockedValue { ($0.delivered, $0.failed, $0.lastError) }
+    }
+
+    /// Called by the delivery-report callback, once per record.
+    func handle(_ message: UnsafePointer<rd_kafka_message_t>) {
+        let m = message.pointee
+        let error: KafkaError? = m.err == RD_KAFKA_RESP_ERR_NO_ERROR ? nil : deliveryError(m.err)
+        if let opaque = m._private {
+            let token = Unmanaged<DeliveryToken>.fromOpaque(opaque).takeRetainedValue()
+            token.batch.complete(index: token.index, report: report(message, topic: token.topic, error: error))
+            state.withLockedValue { $0.reportsSinceLastPoll += 1 }
+            return
+        }
+        let built: KafkaDeliveryReport? =
+            handler == nil ? nil : report(message, topic: m.rkt.map { String(cString: rd_kafka_topic_name($0)) } ?? "", error: error)
+        state.withLockedValue { s in
+            s.reportsSinceLastPoll += 1
+            if let error {
+                s.failed += 1
+                s.lastError = error
+            } else {
+                s.delivered += 1
+            }
+            if let built { s.pending.append(built) }
+        }
+        if let error, handler == nil {
+            logger.warning("delivery failed for a fire-and-forget record: \(error)")
+        }
+    }
+
+    private func deliveryError(_ err: rd_kafka_resp_err_t) -> KafkaError {
+        if let fatal = fatalError, err == RD_KAFKA_RESP_ERR__FATAL || err == RD_KAFKA_RESP_ERR__PURGE_QUEUE
+            || err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT
+        {
+            return fatal
+        }
+        return KafkaError(err)
+    }
+
+    private func report(_ message: UnsafePointer<rd_kafka_message_t>, topic: String, error: KafkaError?) -> KafkaDeliveryReport {
+        var type = RD_KAFKA_TIMESTAMP_NOT_AVAILABLE
+        let ts = rd_kafka_message_timestamp(message, &type)
+        let timestamp: KafkaTimestamp? =
+            switch type {
+            case RD_KAFKA_TIMESTAMP_CREATE_TIME: KafkaTimestamp(milliseconds: ts, kind: .createTime)
+            case RD_KAFKA_TIMESTAMP_LOG_APPEND_TIME: KafkaTimestamp(milliseconds: ts, kind: .logAppendTime)
+            default: nil
+            }
+        return KafkaDeliveryReport(
+            topic: topic, partition: message.pointee.partition,
+            offset: error == nil ? message.pointee.offset : KafkaOffset.invalid, timestamp: timestamp, error: error)
+    }
+
+    /// Called after each `rd_kafka_poll`: hands fire-and-forget reports to the handler, wakes space waiters.
+    func endOfPoll() {
+        let (batch, waiters) = state.withLockedValue { s -> ([KafkaDeliveryReport], [CheckedContinuation<Void, Error>]) in
+            guard s.reportsSinceLastPoll > 0 || s.fatal != nil else { return ([], []) }
+            s.reportsSinceLastPoll = 0
+            s.generation &+= 1
+            let b = s.pending
+            s.pending = []
+            let w = s.spaceWaiters
+            s.spaceWaiters = []
+            return (b, w)
+        }
+        if !batch.isEmpty { handler?(batch) }
+        for w in waiters { w.resume() }
+    }
+
+    func waitForSpace(after generation: Int) async throws {
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, Error>) in
+            let immediate = state.withLockedValue { s -> Result<Void, Error>? in
+                if let fatal = s.fatal { return .failure(fatal) }
+                if s.closed { return .failure(KafkaProducer.closedError) }
+                if s.generation != generation { return .success(()) }
+                s.spaceWaiters.append(c)
+                return nil
+            }
+            if let immediate { c.resume(with: immediate) }
+        }
+    }
+
+    func markFatal(_ error: KafkaError) {
+        state.withLockedValue { s in
+            if s.fatal == nil {
+                s.fatal = error
+                s.fatalPurgeRequested = true
+            }
+        }
+        logger.critical("producer is in a fatal state and must be recreated: \(error)")
+    }
+
+    func takeFatalPurgeRequest() -> Bool {
+        state.withLockedValue { s in
+            defer { s.fatalPurgeRequested = false }
+            return s.fatalPurgeRequested
+        }
+    }
+
+    func close() {
+        let waiters = state.withLockedValue { s -> [CheckedContinuation<Void, Error>] in
+            s.closed = true
+            defer { s.spaceWaiters = [] }
+            return s.spaceWaiters
+        }
+        for w in waiters { w.resume(throwing: KafkaProducer.closedError) }
+    }
+}
+
+let rdkafkaDeliveryCallback: @convention(c) (OpaquePointer?, UnsafePointer<rd_kafka_message_t>?, UnsafeMutableRawPointer?) -> Void = {
+    _, message, opaque in
+    guard let message, let context = RDKafkaContext.from(opaque) else { return }
+    context.delivery?.handle(message)
+}

@@ -1,0 +1,234 @@
+import CRdKafka
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+
+/// What the C callbacks of one client reach through librdkafka's opaque pointer.
+///
+/// The client retains it (`Unmanaged.passRetained`) before `rd_kafka_new` and releases it only
+/// after `rd_kafka_destroy` returned, so it outlives every callback.
+final class RDKafkaContext: Sendable {
+    let logger: Logger
+    let onStatistics: (@Sendable (KafkaStatistics) -> Void)?
+    let onError: (@Sendable (KafkaError) -> Void)?
+    /// Producer only: receives delivery reports.
+    let delivery: DeliveryDispatcher?
+    /// Consumer only: performs (re)assignments.
+    let rebalance: RebalanceHandler?
+
+    init(
+        logger: Logger,
+        onStatistics: (@Sendable (KafkaStatistics) -> Void)?,
+        onError: (@Sendable (KafkaError) -> Void)?,
+        delivery: DeliveryDispatcher? = nil,
+        rebalance: RebalanceHandler? = nil
+    ) {
+        self.logger = logger
+        self.onStatistics = onStatistics
+        self.onError = onError
+        self.delivery = delivery
+        self.rebalance = rebalance
+    }
+
+    static func from(_ opaque: UnsafeMutableRawPointer?) -> RDKafkaContext? {
+        guard let opaque else { return nil }
+        return Unmanaged<RDKafkaContext>.fromOpaque(opaque).takeUnretainedValue()
+    }
+}
+
+/// The one owner of an `rd_kafka_t`.
+///
+/// Destroy order (see docs/ARCHITECTURE.md): the owning producer/consumer first releases what
+/// hangs off the handle (topic handles, queues, messages; for a consumer, `rd_kafka_consumer_close`),
+/// then calls ``destroy()``, which runs `rd_kafka_destroy` and finally releases the context.
+/// If the owner never called ``destroy()``, `deinit` hands the handle to a background thread
+/// to destroy it there: `rd_kafka_destroy` blocks, and a deinit may run on the cooperative pool.
+final class RDKafkaClient: @unchecked Sendable {
+    // `@unchecked`: `rk` is immutable and librdkafka's handle is thread-safe; `destroyed` is locked.
+    let rk: OpaquePointer
+    let context: RDKafkaContext
+    private let contextPointer: UnsafeMutableRawPointer
+    private let destroyed = NIOLockedValueBox(false)
+
+    enum Kind {
+        case producer, consumer
+    }
+
+    init(kind: Kind, properties: [String: String], context: RDKafkaContext) throws {
+        guard let conf = rd_kafka_conf_new() else {
+            throw KafkaError.client("ALLOC", "rd_kafka_conf_new returned NULL")
+        }
+        do {
+            try RDKafkaClient.apply(properties, to: conf)
+        } catch {
+            rd_kafka_conf_destroy(conf)
+            throw error
+        }
+        rd_kafka_conf_set_log_cb(conf, rdkafkaLogCallback)
+        rd_kafka_conf_set_error_cb(conf, rdkafkaErrorCallback)
+        rd_kafka_conf_set_stats_cb(conf, rdkafkaStatsCallback)
+        if context.delivery != nil {
+            rd_kafka_conf_set_dr_msg_cb(conf, rdkafkaDeliveryCallback)
+        }
+        if context.rebalance != nil {
+            rd_kafka_conf_set_rebalance_cb(conf, rdkafkaRebalanceCallback)
+        }
+        let opaque = Unmanaged.passRetained(context).toOpaque()
+        rd_kafka_conf_set_opaque(conf, opaque)
+
+        var errstr = [CChar](repeating: 0, count: 512)
+        let type = kind == .producer ? RD_KAFKA_PRODUCER : RD_KAFKA_CONSUMER
+        guard let rk = rd_kafka_new(type, conf, &errstr, errstr.count) else {
+            // rd_kafka_new frees the conf only on success.
+            rd_kafka_conf_destroy(conf)
+            Unmanaged<RDKafkaContext>.fromOpaque(opaque).release()
+            let message = stringFromCBuffer(errstr)
+            throw KafkaError.configuration(key: RDKafkaClient.quotedKey(in: message), message)
+        }
+        self.rk = rk
+        self.context = context
+        self.contextPointer = opaque
+    }
+
+    /// Applies properties in a stable order; the first unknown key or invalid value throws an error naming it.
+    static func apply(_ properties: [String: String], to conf: OpaquePointer) throws {
+        var errstr = [CChar](repeating: 0, count: 512)
+        for key in properties.keys.sorted() {
+            guard let value = properties[key] else { continue }
+            let result = rd_kafka_conf_set(conf, key, value, &errstr, errstr.count)
+            switch result {
+            case RD_KAFKA_CONF_OK:
+                continue
+            case RD_KAFKA_CONF_UNKNOWN:
+                throw KafkaError.configuration(
+                    key: key,
+                    "unknown configuration property '\(key)': check its spelling against librdkafka's CONFIGURATION.md")
+            default:
+                let shown = isSecret(key) ? "<redacted>" : "'\(value)'"
+                throw KafkaError.configuration(
+                    key: key, "invalid value \(shown) for '\(key)': \(stringFromCBuffer(errstr))")
+            }
+        }
+    }
+
+    static func isSecret(_ key: String) -> Bool {
+        key.contains("password") || key.contains("secret") || key.contains("key.pem")
+    }
+
+    /// librdkafka quotes the property a consistency error is about in backticks: `acks` must be...
+    static func quotedKey(in message: String) -> String? {
+        guard let start = message.firstIndex(of: "`") else { return nil }
+        let rest = message[message.index(after: start)...]
+        guard let end = rest.firstIndex(of: "`") else { return nil }
+        let key = String(rest[..<end])
+        return key.isEmpty ? nil : key
+    }
+
+    /// `rd_kafka_destroy` (blocking) then release of the context. Idempotent. Call it off the cooperative pool.
+    func destroy() {
+        let already = destroyed.withLockedValue { d -> Bool in
+            defer { d = true }
+            return d
+        }
+        if already { return }
+        rd_kafka_destroy(rk)
+        Unmanaged<RDKafkaContext>.fromOpaque(contextPointer).release()
+    }
+
+    var isDestroyed: Bool { destroyed.withLockedValue { $0 } }
+
+    deinit {
+        let already = destroyed.withLockedValue { $0 }
+        if !already {
+            let handle = UncheckedHandle(rk: rk, context: contextPointer)
+            Thread.detachNewThread {
+                rd_kafka_destroy(handle.rk)
+                Unmanaged<RDKafkaContext>.fromOpaque(handle.context).release()
+            }
+        }
+    }
+
+    private struct UncheckedHandle: @unchecked Sendable {
+        let rk: OpaquePointer
+        let context: UnsafeMutableRawPointer
+    }
+
+    /// The fatal error the instance is in, if any (`rd_kafka_fatal_error`).
+    func fatalError() -> KafkaError? {
+        var errstr = [CChar](repeating: 0, count: 512)
+        let err = rd_kafka_fatal_error(rk, &errstr, errstr.count)
+        guard err != RD_KAFKA_RESP_ERR_NO_ERROR else { return nil }
+        var e = KafkaError(err, message: stringFromCBuffer(errstr))
+        e.isFatal = true
+        e.isRetriable = false
+        return e
+    }
+}
+
+// MARK: - C callbacks (no captures: they find their context through the opaque pointer)
+
+private let rdkafkaLogCallback: @convention(c) (OpaquePointer?, Int32, UnsafePointer<CChar>?, UnsafePointer<CChar>?) -> Void = {
+    rk, level, facility, buffer in
+    guard let rk, let context = RDKafkaContext.from(rd_kafka_opaque(rk)) else { return }
+    let logLevel: Logger.Level
+    switch level {
+    case ...2: logLevel = .critical
+    case 3: logLevel = .error
+    case 4: logLevel = .warning
+    case 5: logLevel = .notice
+    case 6: logLevel = .info
+    default: logLevel = .debug
+    }
+    let fac = facility.map { String(cString: $0) } ?? ""
+    let text = buffer.map { String(cString: $0) } ?? ""
+    context.logger.log(level: logLevel, "\(text)", metadata: ["rdkafka.facility": "\(fac)"], source: "librdkafka")
+}
+
+private let rdkafkaErrorCallback: @convention(c) (OpaquePointer?, Int32, UnsafePointer<CChar>?, UnsafeMutableRawPointer?) -> Void = {
+    rk, code, reason, opaque in
+    guard let context = RDKafkaContext.from(opaque) else { return }
+    let err = rd_kafka_resp_err_t(rawValue: code)
+    var error = KafkaError(err, message: reason.map { String(cString: $0) })
+    if err == RD_KAFKA_RESP_ERR__FATAL, let rk {
+        var errstr = [CChar](repeating: 0, count: 512)
+        let original = rd_kafka_fatal_error(rk, &errstr, errstr.count)
+        error = KafkaError(original, message: stringFromCBuffer(errstr))
+        error.isFatal = true
+        error.isRetriable = false
+    }
+    let level: Logger.Level = error.isFatal ? .critical : (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN ? .error : .warning)
+    context.logger.log(level: level, "librdkafka error: \(error)")
+    context.onError?(error)
+}
+
+private let rdkafkaStatsCallback: @convention(c) (OpaquePointer?, UnsafeMutablePointer<CChar>?, Int, UnsafeMutableRawPointer?) -> Int32 = {
+    _, json, length, opaque in
+    guard let context = RDKafkaContext.from(opaque), let json, let onStatistics = context.onStatistics else { return 0 }
+    let text = String(decoding: UnsafeRawBufferPointer(start: json, count: length), as: UTF8.self)
+    onStatistics(KafkaStatistics(parsing: text))
+    return 0  // librdkafka frees the JSON.
+}
+
+extension KafkaStatistics {
+    init(parsing text: String) {
+        self.json = text
+        guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else { return }
+        queuedMessages = (object["msg_cnt"] as? NSNumber)?.int64Value
+        transmittedRequests = (object["tx"] as? NSNumber)?.int64Value
+        receivedResponses = (object["rx"] as? NSNumber)?.int64Value
+        if object["type"] as? String == "consumer", let topics = object["topics"] as? [String: Any] {
+            var lag: Int64 = 0
+            var any = false
+            for case let topic as [String: Any] in topics.values {
+                guard let partitions = topic["partitions"] as? [String: Any] else { continue }
+                for case let p as [String: Any] in partitions.values {
+                    if let l = (p["consumer_lag"] as? NSNumber)?.int64Value, l >= 0 {
+                        lag += l
+                        any = true
+                    }
+                }
+            }
+            consumerLag = any ? lag : nil
+        }
+    }
+}
