@@ -1,1 +1,212 @@
-print("bench")
+import ArgumentParser
+import CBaseline
+import EmbeddedBroker
+import Foundation
+import Kafka
+import Logging
+
+/// `streamfirst-bench client`: the Swift client against plain C librdkafka loops, same process,
+/// same embedded broker, same settings, same run.
+@main
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "streamfirst-bench",
+        abstract: "Benchmarks: the Swift Kafka client against a C librdkafka loop on the embedded broker.",
+        subcommands: [ClientBench.self],
+        defaultSubcommand: ClientBench.self
+    )
+}
+
+struct ClientBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "client",
+        abstract: "Producer and consumer throughput: Swift vs C, interleaved rounds, medians and ratios.",
+        discussion: """
+            Starts `streamfirst broker` (librdkafka's mock cluster) in its own process unless --bootstrap is given.
+            Volume is kept inside the mock's retention (5 MiB per partition): keep messages*size/partitions under ~4 MB.
+            """
+    )
+
+    @Option(help: "Records per run.") var messages = 300_000
+    @Option(help: "Record value size in bytes.") var size = 100
+    @Option(help: "Partitions per topic.") var partitions = 12
+    @Option(help: "Rounds (each runs C and Swift, alternating which goes first).") var rounds = 5
+    @Option(help: "linger.ms for both producers.") var linger = 5
+    @Option(help: "Use a running broker at this bootstrap address (its control channel via --control).")
+    var bootstrap: String?
+    @Option(help: "Control address of the running embedded broker (to create topics).") var control: String?
+
+    func validate() throws {
+        let perPartition = Double(messages) * Double(size + 12) / Double(partitions)
+        if perPartition > 4.5 * 1024 * 1024 {
+            throw ValidationError(
+                "--messages \(messages) x --size \(size) over --partitions \(partitions) is \(Int(perPartition / 1024)) KiB per partition: "
+                    + "the embedded broker keeps at most 5 MiB per partition. Raise --partitions or lower --messages.")
+        }
+    }
+
+    func run() async throws {
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = .warning
+            return h
+        }
+        var broker: EmbeddedBrokerProcess?
+        let bootstrapServers: String
+        let controlChannel: EmbeddedBrokerControl
+        if let bootstrap, let control {
+            bootstrapServers = bootstrap
+            controlChannel = try EmbeddedBrokerControl(address: control)
+        } else {
+            let b = try await EmbeddedBrokerProcess.launch()
+            broker = b
+            bootstrapServers = b.bootstrapServers
+            controlChannel = b.control
+        }
+        print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; librdkafka \(KafkaClientInfo.librdkafkaVersion)")
+        print("broker: embedded (librdkafka mock cluster, separate process) at \(bootstrapServers)")
+        print("workload: \(messages) records x \(size) B, \(partitions) partitions, linger.ms=\(linger), idempotent, acks=all; \(rounds) rounds\n")
+
+        var cProduce: [Sample] = []
+        var sProduce: [Sample] = []
+        var cConsume: [Sample] = []
+        var sConsume: [Sample] = []
+        for round in 0..<rounds {
+            let cTopic = "bench-c-\(round)-\(UUID().uuidString.prefix(8))"
+            let sTopic = "bench-s-\(round)-\(UUID().uuidString.prefix(8))"
+            try await controlChannel.createTopic(cTopic, partitions: partitions)
+            try await controlChannel.createTopic(sTopic, partitions: partitions)
+            let swiftFirst = round % 2 == 1
+            for which in (swiftFirst ? ["swift", "c"] : ["c", "swift"]) {
+                if which == "c" {
+                    cProduce.append(try cProduceRun(bootstrapServers, cTopic))
+                } else {
+                    sProduce.append(try await swiftProduceRun(bootstrapServers, sTopic))
+                }
+            }
+            for which in (swiftFirst ? ["swift", "c"] : ["c", "swift"]) {
+                // Both consumers read the same data (the C producer's topic).
+                if which == "c" {
+                    cConsume.append(try cConsumeRun(bootstrapServers, cTopic))
+                } else {
+                    sConsume.append(try await swiftConsumeRun(bootstrapServers, cTopic))
+                }
+            }
+            print(
+                "round \(round + 1): produce C \(fmt(cProduce.last!.rate)) / Swift \(fmt(sProduce.last!.rate)) msg/s; "
+                    + "consume C \(fmt(cConsume.last!.rate)) / Swift \(fmt(sConsume.last!.rate)) msg/s")
+        }
+        print("")
+        report("producer", c: cProduce, swift: sProduce)
+        report("consumer", c: cConsume, swift: sConsume)
+        if let broker { _ = try? await broker.terminate() }
+    }
+
+    struct Sample {
+        var wall: Double
+        var cpu: Double
+        var messages: Int64
+        var bytes: Int64
+        var rate: Double { Double(messages) / wall }
+        var mbps: Double { Double(bytes) / wall / 1_000_000 }
+        var cpuPerMillion: Double { cpu / Double(messages) * 1_000_000 }
+    }
+
+    func cProduceRun(_ brokers: String, _ topic: String) throws -> Sample {
+        var r = cb_result()
+        var err = [CChar](repeating: 0, count: 256)
+        guard cb_produce(brokers, topic, Int64(messages), Int32(size), Int32(linger), &r, &err, Int32(err.count)) == 0 else {
+            throw ValidationError("C producer failed: \(String(decoding: err.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))")
+        }
+        return Sample(wall: r.wall_seconds, cpu: r.cpu_seconds, messages: r.messages, bytes: r.bytes)
+    }
+
+    func cConsumeRun(_ brokers: String, _ topic: String) throws -> Sample {
+        var r = cb_result()
+        var err = [CChar](repeating: 0, count: 256)
+        guard cb_consume(brokers, topic, Int32(partitions), Int64(messages), &r, &err, Int32(err.count)) == 0 else {
+            throw ValidationError("C consumer failed: \(String(decoding: err.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))")
+        }
+        return Sample(wall: r.wall_seconds, cpu: r.cpu_seconds, messages: r.messages, bytes: r.bytes)
+    }
+
+    func swiftProduceRun(_ brokers: String, _ topic: String) async throws -> Sample {
+        var config = KafkaProducerConfiguration(kafka: KafkaConfiguration(bootstrapServers: brokers))
+        config.linger = .milliseconds(linger)
+        config.queueMaxMessages = 100_000
+        let producer = try KafkaProducer(configuration: config)
+        try producer.prepare(topics: [topic])
+        let payload = [UInt8](repeating: UInt8(ascii: "x"), count: size)
+        let message = KafkaProducerMessage(topic: topic, value: payload)
+        let t0 = ContinuousClock.now
+        let c0 = cpuSeconds()
+        for _ in 0..<messages {
+            try await producer.enqueue(message)
+        }
+        try await producer.flush(timeout: .seconds(60))
+        let wall = (ContinuousClock.now - t0).seconds
+        let cpu = cpuSeconds() - c0
+        let counts = producer.deliveryCounts
+        await producer.shutdown()
+        guard counts.delivered == messages else {
+            throw ValidationError("Swift producer delivered \(counts.delivered) of \(messages): \(String(describing: counts.lastError))")
+        }
+        return Sample(wall: wall, cpu: cpu, messages: Int64(counts.delivered), bytes: Int64(counts.delivered * size))
+    }
+
+    func swiftConsumeRun(_ brokers: String, _ topic: String) async throws -> Sample {
+        var config = KafkaConsumerConfiguration(kafka: KafkaConfiguration(bootstrapServers: brokers), groupID: nil)
+        config.autoCommit = false
+        let consumer = try KafkaConsumer(configuration: config)
+        let t0 = ContinuousClock.now
+        let c0 = cpuSeconds()
+        try await consumer.assign(
+            (0..<partitions).map { KafkaTopicPartition(topic: topic, partition: Int32($0)) }, startingAt: .beginning)
+        var count = 0
+        var bytes = 0
+        for try await m in consumer.messages {
+            count += 1
+            bytes += m.value?.count ?? 0
+            if count == messages { break }
+        }
+        let wall = (ContinuousClock.now - t0).seconds
+        let cpu = cpuSeconds() - c0
+        await consumer.close()
+        return Sample(wall: wall, cpu: cpu, messages: Int64(count), bytes: Int64(bytes))
+    }
+
+    func report(_ what: String, c: [Sample], swift: [Sample]) {
+        let cRate = median(c.map(\.rate))
+        let sRate = median(swift.map(\.rate))
+        let cCPU = median(c.map(\.cpuPerMillion))
+        let sCPU = median(swift.map(\.cpuPerMillion))
+        print("\(what) (median of \(c.count))")
+        print("  C     : \(fmt(cRate)) msg/s  \(String(format: "%.1f", median(c.map(\.mbps)))) MB/s  \(String(format: "%.3f", median(c.map(\.cpu)))) CPU s (\(String(format: "%.2f", cCPU)) CPU s per M records)")
+        print("  Swift : \(fmt(sRate)) msg/s  \(String(format: "%.1f", median(swift.map(\.mbps)))) MB/s  \(String(format: "%.3f", median(swift.map(\.cpu)))) CPU s (\(String(format: "%.2f", sCPU)) CPU s per M records)")
+        print("  Swift/C throughput ratio: \(String(format: "%.2f", sRate / cRate))   CPU efficiency ratio (C CPU / Swift CPU): \(String(format: "%.2f", cCPU / sCPU))")
+    }
+}
+
+func median(_ xs: [Double]) -> Double {
+    let s = xs.sorted()
+    guard !s.isEmpty else { return 0 }
+    return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+}
+
+func fmt(_ x: Double) -> String {
+    x >= 1000 ? String(format: "%.0fk", x / 1000) : String(format: "%.0f", x)
+}
+
+func cpuSeconds() -> Double {
+    var ru = rusage()
+    getrusage(RUSAGE_SELF, &ru)
+    return Double(ru.ru_utime.tv_sec) + Double(ru.ru_utime.tv_usec) / 1e6 + Double(ru.ru_stime.tv_sec)
+        + Double(ru.ru_stime.tv_usec) / 1e6
+}
+
+extension Duration {
+    var seconds: Double {
+        let (s, a) = components
+        return Double(s) + Double(a) / 1e18
+    }
+}

@@ -1,0 +1,47 @@
+# Streamfirst — the two commands of the README's quick start, and their helpers.
+#   make demo   runs the main job on the embedded broker
+#   make test   runs every test (what .ci/run calls)
+# Both install what is missing first (Debian packages, a Python venv for the interop client).
+
+SHELL := /bin/bash
+SWIFT ?= swift
+VENV := .venv
+APT_PACKAGES := librdkafka-dev kcat pkg-config python3-venv
+
+.PHONY: demo test bench deps deps-system deps-python build build-release clean
+
+deps: deps-system deps-python
+
+deps-system:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" -ne 0 ] && SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+deps-python:
+	@if ! $(VENV)/bin/python -c 'import confluent_kafka' >/dev/null 2>&1; then \
+	  echo "installing the interop client (confluent-kafka from PyPI) into $(VENV)"; \
+	  python3 -m venv $(VENV) && $(VENV)/bin/pip install -q 'confluent-kafka>=2.3'; \
+	fi
+
+build: deps-system
+	$(SWIFT) build
+
+build-release: deps-system
+	$(SWIFT) build -c release
+
+demo: build
+	$(SWIFT) run streamfirst demo
+
+test: deps
+	$(SWIFT) build --build-tests
+	STREAMFIRST_PYTHON=$(CURDIR)/$(VENV)/bin/python $(SWIFT) test --skip-build
+
+bench: deps-system
+	$(SWIFT) build -c release
+	.build/release/streamfirst-bench client
+
+clean:
+	rm -rf .build $(VENV)

@@ -1,0 +1,160 @@
+import ArgumentParser
+import Foundation
+import Kafka
+import Logging
+
+struct TailCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tail",
+        abstract: "Print the records of topics as they arrive (a consumer you can point at any topic).",
+        discussion: """
+            Without --group, partitions are assigned manually and nothing is committed. With --group,
+            the consumer joins that group; --commit sync commits each record's offset before printing it,
+            so a killed tail never skips or repeats a printed record.
+            With --json, records are JSON lines {topic, partition, offset, key, value, timestamp, headers}
+            and group events are lines {"event": "assigned"|"revoked", "partitions": [...]}.
+            """
+    )
+
+    @OptionGroup var connection: ConnectionOptions
+    @Argument(help: "Topics to read.") var topics: [String]
+    @Option(help: "Consumer group to join (default: none, manual assignment of every partition).") var group: String?
+    @Option(help: "Where to start: beginning, end, committed, time:MILLIS or time:ISO-8601.") var from = "beginning"
+    @Option(help: "Stop after this many records.") var max: Int?
+    @Option(help: "Offsets: none, auto (background auto-commit of processed records) or sync (commit before printing).")
+    var commit = "auto"
+    @Option(help: "session.timeout.ms for --group.") var sessionTimeoutMs = 10_000
+    @Option(help: "Stop after this many seconds without a record.") var idleExit: Double?
+    @Flag(help: "Print JSON lines.") var json = false
+
+    func validate() throws {
+        guard ["none", "auto", "sync"].contains(commit) else {
+            throw ValidationError("--commit '\(commit)': expected none, auto or sync")
+        }
+        if commit != "none" && group == nil && commit == "sync" {
+            throw ValidationError("--commit sync needs --group: offsets are committed for a consumer group")
+        }
+    }
+
+    func run() async throws {
+        bootstrapCLILogging()
+        var config = KafkaConsumerConfiguration(kafka: try connection.kafkaConfiguration(), groupID: group)
+        config.autoCommit = commit == "auto" && group != nil
+        config.sessionTimeout = .milliseconds(sessionTimeoutMs)
+        config.heartbeatInterval = .milliseconds(max(100, sessionTimeoutMs / 6))
+        config.fetchWaitMax = .milliseconds(50)
+        let position = try parseStartPosition(from, topics: topics)
+        let consumer = try KafkaConsumer(configuration: config)
+        let eventsTask = Task { [json] in
+            for await event in consumer.events {
+                switch event {
+                case .assigned(let p):
+                    let list = p.map { ["topic": $0.topic, "partition": Int($0.partition)] as [String: Any] }
+                    if json { emit(jsonString(["event": "assigned", "partitions": list])) }
+                    else { FileHandle.standardError.write(Data("assigned \(p.map(\.description))\n".utf8)) }
+                case .revoked(let p):
+                    let list = p.map { ["topic": $0.topic, "partition": Int($0.partition)] as [String: Any] }
+                    if json { emit(jsonString(["event": "revoked", "partitions": list])) }
+                    else { FileHandle.standardError.write(Data("revoked \(p.map(\.description))\n".utf8)) }
+                case .error(let e):
+                    FileHandle.standardError.write(Data("error: \(e)\n".utf8))
+                default:
+                    break
+                }
+            }
+        }
+        if group != nil {
+            try consumer.subscribe(topics: topics, startingAt: position)
+        } else {
+            let admin = try KafkaAdmin(configuration: try connection.kafkaConfiguration())
+            var partitions: [KafkaTopicPartition] = []
+            for t in topics {
+                partitions += try await admin.describeTopic(t).partitions.map { KafkaTopicPartition(topic: t, partition: $0.id) }
+            }
+            await admin.shutdown()
+            try await consumer.assign(partitions, startingAt: position)
+        }
+        var count = 0
+        loop: while true {
+            let batch = try await consumer.poll(maxMessages: 500, timeout: .milliseconds(idleExit.map { Int64($0 * 1000) } ?? 1000))
+            if batch.isEmpty {
+                if idleExit != nil { break }
+                continue
+            }
+            for m in batch {
+                if group != nil && commit != "none" {
+                    try consumer.storeOffset(for: m)
+                    if commit == "sync" { try await consumer.commit() }
+                }
+                emit(json ? jsonLine(m) : plainLine(m))
+                count += 1
+                if let max, count >= max { break loop }
+            }
+        }
+        if group != nil && commit == "auto" { try? await consumer.commit() }
+        await consumer.close()
+        eventsTask.cancel()
+    }
+
+    func plainLine(_ m: KafkaMessage) -> String {
+        let key = m.key.map { String(decoding: $0, as: UTF8.self) } ?? "∅"
+        let value = m.value.map { String(decoding: $0, as: UTF8.self) } ?? "∅ (tombstone)"
+        return "\(m.topic)[\(m.partition)]@\(m.offset) \(key): \(value)"
+    }
+}
+
+func bootstrapCLILogging() {
+    let level = ProcessInfo.processInfo.environment["LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
+    LoggingSystem.bootstrap { label in
+        var h = StreamLogHandler.standardError(label: label)
+        h.logLevel = level
+        return h
+    }
+}
+
+struct ProduceCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "produce",
+        abstract: "Produce one record per line of standard input (KEY<sep>VALUE with --key-separator).")
+
+    @OptionGroup var connection: ConnectionOptions
+    @Argument(help: "Topic to write to.") var topic: String
+    @Option(help: "Split each line into key and value at the first occurrence of this string.") var keySeparator: String?
+    @Option(name: .customLong("header"), help: "A header KEY=VALUE added to every record (repeatable).") var headers: [String] = []
+
+    func run() async throws {
+        bootstrapCLILogging()
+        let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(kafka: try connection.kafkaConfiguration()))
+        try producer.prepare(topics: [topic])
+        let hs = headers.map { h -> KafkaHeader in
+            let parts = h.split(separator: "=", maxSplits: 1)
+            return KafkaHeader(key: String(parts[0]), value: parts.count > 1 ? String(parts[1]) : "")
+        }
+        var sent = 0
+        var pending: [KafkaProducerMessage] = []
+        var failed = 0
+        func drain() async {
+            let reports = await producer.send(pending)
+            failed += reports.filter { $0.error != nil }.count
+            if let e = reports.first(where: { $0.error != nil })?.error {
+                FileHandle.standardError.write(Data("delivery failed: \(e)\n".utf8))
+            }
+            sent += pending.count
+            pending.removeAll(keepingCapacity: true)
+        }
+        while let line = readLine() {
+            var key: String?
+            var value = line
+            if let sep = keySeparator, let r = line.range(of: sep) {
+                key = String(line[..<r.lowerBound])
+                value = String(line[r.upperBound...])
+            }
+            pending.append(KafkaProducerMessage(topic: topic, key: key, value: value, headers: hs))
+            if pending.count >= 1000 { await drain() }
+        }
+        await drain()
+        await producer.shutdown()
+        FileHandle.standardError.write(Data("produced \(sent - failed) of \(sent) records to \(topic)\n".utf8))
+        if failed > 0 { throw ExitCode(1) }
+    }
+}

@@ -1,0 +1,163 @@
+import EmbeddedBroker
+import Foundation
+import Kafka
+import Logging
+import Testing
+
+/// Starts `streamfirst broker` in its own process with these topics (name: partitions).
+func launchBroker(topics: [String: Int] = [:], brokers: Int = 1) async throws -> EmbeddedBrokerProcess {
+    var args = ["--brokers", String(brokers)]
+    for (name, partitions) in topics.sorted(by: { $0.key < $1.key }) {
+        args += ["--topic", "\(name):\(partitions)"]
+    }
+    return try await EmbeddedBrokerProcess.launch(arguments: args)
+}
+
+func uniqueName(_ prefix: String) -> String {
+    "\(prefix)-\(UUID().uuidString.prefix(8).lowercased())"
+}
+
+func producerConfig(_ servers: String) -> KafkaProducerConfiguration {
+    var c = KafkaProducerConfiguration(kafka: KafkaConfiguration(bootstrapServers: servers))
+    c.linger = .milliseconds(1)
+    return c
+}
+
+/// Group settings the embedded broker rebalances quickly with (see docs: ~session.timeout.ms - 1 s per change).
+func consumerConfig(_ servers: String, group: String?) -> KafkaConsumerConfiguration {
+    var c = KafkaConsumerConfiguration(kafka: KafkaConfiguration(bootstrapServers: servers), groupID: group)
+    c.sessionTimeout = .seconds(6)
+    c.heartbeatInterval = .milliseconds(500)
+    c.fetchWaitMax = .milliseconds(20)
+    return c
+}
+
+func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
+func text(_ b: [UInt8]?) -> String? { b.map { String(decoding: $0, as: UTF8.self) } }
+
+/// Reads records until `count` have arrived (or the consumer's sequence ends).
+func collect(_ consumer: KafkaConsumer, count: Int, store: Bool = false) async throws -> [KafkaMessage] {
+    var got: [KafkaMessage] = []
+    if count == 0 { return got }
+    for try await m in consumer.messages {
+        got.append(m)
+        if store { try consumer.storeOffset(for: m) }
+        if got.count >= count { break }
+    }
+    return got
+}
+
+/// A swift-log handler that keeps what it is given, for asserting on logs.
+final class CapturingLogHandler: LogHandler, @unchecked Sendable {
+    // `@unchecked`: `entries` is guarded by `lock`; the rest is set before use.
+    struct Entry: Sendable {
+        var level: Logger.Level
+        var message: String
+        var source: String
+    }
+    private let lock = NSLock()
+    private var entries: [Entry] = []
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        lock.withLock { entries.append(Entry(level: event.level, message: event.message.description, source: event.source)) }
+    }
+
+    var all: [Entry] { lock.withLock { entries } }
+}
+
+/// Runs a child process, returning its exit status and standard output lines.
+func runProcess(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) async throws -> (
+    status: Int32, stdout: [String], stderr: String
+) {
+    try await Task.detached {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: executable)
+        p.arguments = arguments
+        p.environment = ProcessInfo.processInfo.environment.merging(environment) { _, n in n }
+        let out = Pipe()
+        let err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let outData = out.fileHandleForReading.readDataToEndOfFile()
+        let errData = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        let lines = String(decoding: outData, as: UTF8.self).split(separator: "\n").map(String.init)
+        return (p.terminationStatus, lines, String(decoding: errData, as: UTF8.self))
+    }.value
+}
+
+/// A child process whose standard output is read line by line as it arrives.
+final class LineProcess: @unchecked Sendable {
+    // `@unchecked`: `process` is configured before `run()` and only signalled afterwards.
+    let process = Process()
+    let lines: AsyncStream<String>
+    private let continuation: AsyncStream<String>.Continuation
+    private let stderrPipe = Pipe()
+
+    init(_ executable: URL, _ arguments: [String], environment: [String: String] = [:]) throws {
+        (lines, continuation) = AsyncStream<String>.makeStream()
+        process.executableURL = executable
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, n in n }
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = stderrPipe
+        process.standardInput = FileHandle.nullDevice
+        let continuation = self.continuation
+        let buffer = LineBuffer()
+        out.fileHandleForReading.readabilityHandler = { handle in
+            let data = handle.availableData
+            if data.isEmpty {
+                handle.readabilityHandler = nil
+                continuation.finish()
+                return
+            }
+            for line in buffer.append(data) { continuation.yield(line) }
+        }
+        try process.run()
+    }
+
+    func kill() {
+        Foundation.kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    func terminate() {
+        process.terminate()
+        process.waitUntilExit()
+    }
+
+    deinit {
+        if process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) }
+    }
+}
+
+final class LineBuffer: @unchecked Sendable {
+    // `@unchecked`: used from one readability handler at a time.
+    private var pending = Data()
+    func append(_ data: Data) -> [String] {
+        pending.append(data)
+        var lines: [String] = []
+        while let nl = pending.firstIndex(of: UInt8(ascii: "\n")) {
+            lines.append(String(decoding: pending[pending.startIndex..<nl], as: UTF8.self))
+            pending.removeSubrange(pending.startIndex...nl)
+        }
+        return lines
+    }
+}
+
+func streamfirstExecutable() throws -> URL {
+    try EmbeddedBrokerProcess.locateExecutable()
+}
+
+func jsonObject(_ line: String) -> [String: Any]? {
+    try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+}
