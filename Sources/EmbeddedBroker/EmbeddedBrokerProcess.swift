@@ -27,6 +27,10 @@ public final class EmbeddedBrokerProcess: Sendable {
         /// The exit code, or the signal number when `signaled`.
         public var code: Int32
         public var signaled: Bool
+        public init(code: Int32, signaled: Bool) {
+            self.code = code
+            self.signaled = signaled
+        }
         public var description: String { signaled ? "killed by signal \(code)" : "exit code \(code)" }
     }
 

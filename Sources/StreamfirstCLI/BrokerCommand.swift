@@ -36,6 +36,9 @@ struct BrokerCommand: AsyncParsableCommand {
             consumers see aborted data, and offsets sent in a transaction are not stored.
             - No CreateTopics API: create topics with --topic, --pipeline or the control channel. \
             Unknown topics are auto-created with 4 partitions by metadata requests.
+            - The replication factor of --topic/create-topic is checked (1...brokers) but not applied: \
+            every partition gets min(3, brokers) replicas.
+            - A `leader` command for an unknown topic auto-creates it (4 partitions), as metadata requests do.
             - offsetsForTimes answers the end offset for every timestamp.
             - The cooperative-sticky assignor is broken; use range or roundrobin.
             - Fetches wait the full fetch.wait.max.ms even when data arrives; lower it for latency.
