@@ -76,5 +76,13 @@ let package = Package(
                 "EmbeddedBroker",
             ]
         ),
+        // Launches `streamfirst broker` as a separate process and checks it from outside (kcat, control channel).
+        .testTarget(
+            name: "EmbeddedBrokerTests",
+            dependencies: [
+                "EmbeddedBroker",
+                "Kafka",
+            ]
+        ),
     ]
 )
