@@ -14,6 +14,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
     ],
     targets: [
         // The C boundary: librdkafka 2.x from Debian's librdkafka-dev (client + mock cluster headers).
@@ -42,6 +43,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Yams", package: "Yams"),
             ]
         ),
         .executableTarget(
@@ -72,6 +74,14 @@ let package = Package(
             dependencies: [
                 "Kafka",
                 "EmbeddedBroker",
+            ]
+        ),
+        // Launches `streamfirst broker` as a separate process and checks it from outside (kcat, control channel).
+        .testTarget(
+            name: "EmbeddedBrokerTests",
+            dependencies: [
+                "EmbeddedBroker",
+                "Kafka",
             ]
         ),
     ]

@@ -1,0 +1,16 @@
+import ArgumentParser
+
+@main
+struct Streamfirst: AsyncParsableCommand {
+    /// Every subcommand of `streamfirst`; add new ones here.
+    static let subcommands: [any ParsableCommand.Type] = [
+        BrokerCommand.self,
+        BrokerCtlCommand.self,
+    ]
+
+    static let configuration = CommandConfiguration(
+        commandName: "streamfirst",
+        abstract: "Streamfirst: streaming pipelines on Apache Kafka.",
+        subcommands: subcommands
+    )
+}
