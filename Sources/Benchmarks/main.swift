@@ -199,7 +199,7 @@ func fmt(_ x: Double) -> String {
 
 func cpuSeconds() -> Double {
     var ru = rusage()
-    getrusage(RUSAGE_SELF, &ru)
+    getrusage(RUSAGE_SELF.rawValue, &ru)
     return Double(ru.ru_utime.tv_sec) + Double(ru.ru_utime.tv_usec) / 1e6 + Double(ru.ru_stime.tv_sec)
         + Double(ru.ru_stime.tv_usec) / 1e6
 }

@@ -93,6 +93,7 @@ int cb_consume(const char *brokers, const char *topic, int partitions, int64_t c
                cb_result *out, char *errstr, int errstr_size) {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     if (set(conf, "bootstrap.servers", brokers, errstr, errstr_size) ||
+        set(conf, "group.id", "cbaseline-assign", errstr, errstr_size) ||  /* 2.0.2 refuses assign() without one */
         set(conf, "enable.auto.commit", "false", errstr, errstr_size) ||
         set(conf, "auto.offset.reset", "earliest", errstr, errstr_size)) {
         rd_kafka_conf_destroy(conf);
@@ -110,7 +111,13 @@ int cb_consume(const char *brokers, const char *topic, int partitions, int64_t c
 
     int64_t got = 0, bytes = 0, errors = 0;
     double t0 = now_seconds(), c0 = cpu_seconds();
-    rd_kafka_assign(rk, list);
+    rd_kafka_resp_err_t aerr = rd_kafka_assign(rk, list);
+    if (aerr) {
+        snprintf(errstr, (size_t)errstr_size, "assign: %s", rd_kafka_err2str(aerr));
+        rd_kafka_topic_partition_list_destroy(list);
+        rd_kafka_destroy(rk);
+        return -1;
+    }
     double deadline = t0 + 120;
     while (got < count && now_seconds() < deadline) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);

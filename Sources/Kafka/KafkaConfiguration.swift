@@ -178,7 +178,12 @@ public struct KafkaProducerConfiguration: Sendable, Hashable {
         p["linger.ms"] = String(linger.milliseconds)
         if let batchSize { p["batch.size"] = String(batchSize) }
         p["compression.codec"] = compression.rawValue
-        p["message.timeout.ms"] = String(messageTimeout.milliseconds)
+        var messageTimeoutMs = messageTimeout.milliseconds
+        if transactionalID != nil {
+            // librdkafka requires message.timeout.ms <= transaction.timeout.ms (default 60 s).
+            messageTimeoutMs = min(messageTimeoutMs, (transactionTimeout ?? .seconds(60)).milliseconds)
+        }
+        p["message.timeout.ms"] = String(messageTimeoutMs)
         p["queue.buffering.max.messages"] = String(queueMaxMessages)
         p["queue.buffering.max.kbytes"] = String(queueMaxKilobytes)
         if let transactionalID { p["transactional.id"] = transactionalID }
@@ -207,7 +212,9 @@ public struct KafkaConsumerConfiguration: Sendable, Hashable {
     }
 
     public var kafka: KafkaConfiguration
-    /// `group.id`; nil for a consumer that only uses manual assignment.
+    /// `group.id`; nil for a consumer that only uses manual assignment
+    /// (``KafkaConsumer/assign(_:startingAt:)``). librdkafka 2.0.2 refuses `assign` without a group id,
+    /// so such a consumer gets a private one (`streamfirst-assign-<uuid>`) and never commits.
     public var groupID: String?
     /// `group.instance.id` for static membership.
     public var groupInstanceID: String?
@@ -238,6 +245,9 @@ public struct KafkaConsumerConfiguration: Sendable, Hashable {
     /// Any librdkafka property; overrides everything above.
     public var properties: [String: String] = [:]
 
+    /// Suffix of the private group id of an assign-only consumer.
+    var assignOnlyGroupSuffix = String(UInt64.random(in: 1...UInt64.max), radix: 36)
+
     public init(kafka: KafkaConfiguration, groupID: String?) {
         self.kafka = kafka
         self.groupID = groupID
@@ -246,14 +256,19 @@ public struct KafkaConsumerConfiguration: Sendable, Hashable {
     /// The exact properties handed to librdkafka.
     public func librdkafkaProperties() -> [String: String] {
         var p = kafka.librdkafkaProperties()
-        if let groupID { p["group.id"] = groupID }
+        if let groupID {
+            p["group.id"] = groupID
+        } else {
+            p["group.id"] = "streamfirst-assign-\(assignOnlyGroupSuffix)"
+            p["enable.auto.commit"] = "false"
+        }
         if let groupInstanceID { p["group.instance.id"] = groupInstanceID }
         p["auto.offset.reset"] = autoOffsetReset.rawValue
         p["session.timeout.ms"] = String(sessionTimeout.milliseconds)
         p["heartbeat.interval.ms"] = String(heartbeatInterval.milliseconds)
         p["max.poll.interval.ms"] = String(maxPollInterval.milliseconds)
         p["partition.assignment.strategy"] = assignor.rawValue
-        p["enable.auto.commit"] = autoCommit ? "true" : "false"
+        if groupID != nil { p["enable.auto.commit"] = autoCommit ? "true" : "false" }
         p["auto.commit.interval.ms"] = String(autoCommitInterval.milliseconds)
         p["enable.auto.offset.store"] = autoOffsetStore ? "true" : "false"
         p["fetch.wait.max.ms"] = String(fetchWaitMax.milliseconds)

@@ -135,16 +135,26 @@ public final class KafkaConsumer: Sendable {
         self.eventContinuation = continuation
         self.logger = logger
         self.connectionProperties = connection
-        self.poller = ConsumerPoller(client: client, events: continuation, logger: logger)
+        let poller = ConsumerPoller(client: client, events: continuation, logger: logger)
+        self.poller = poller
+        let leftover = self.leftover
+        handler.revocationHook.withLockedValue {
+            $0 = { revoked in
+                poller.noteRevoked(revoked)
+                leftover.withLockedValue { slice in slice = slice.filter { !revoked.contains($0.topicPartition) } }
+            }
+        }
     }
 
     // MARK: - Subscription and assignment
 
     /// Joins the consumer group for these topics (requires `group.id`).
     ///
-    /// `startingAt` applies to each partition the first time this consumer is assigned it; later
-    /// assignments of the same partition resume from the committed offset.
+    /// `startingAt` applies to the partitions of this consumer's first assignment after `subscribe`
+    /// (a replay of the group's input); partitions assigned later (after a rebalance) resume from the
+    /// group's committed offsets, so a member taking over from a dead one neither skips nor repeats.
     public func subscribe(topics: [String], startingAt position: KafkaStartPosition = .committed) throws {
+        try ensureOpen()
         rebalance.setStartPosition(position)
         let list = RDKafkaTopicPartitionList(capacity: topics.count)
         for t in topics { list.add(topic: t, partition: RD_KAFKA_PARTITION_UA, offset: KafkaOffset.invalid) }
@@ -153,6 +163,7 @@ public final class KafkaConsumer: Sendable {
 
     /// Assigns partitions manually (no group membership), starting at `position`.
     public func assign(_ partitions: [KafkaTopicPartition], startingAt position: KafkaStartPosition = .committed) async throws {
+        try ensureOpen()
         let offsets = try await resolve(position, for: partitions)
         let list = RDKafkaTopicPartitionList(offsets)
         try KafkaError.check(rd_kafka_assign(client.rk, list.list), "assign \(partitions)")
@@ -161,6 +172,7 @@ public final class KafkaConsumer: Sendable {
 
     /// The partitions currently assigned to this consumer.
     public func assignment() throws -> [KafkaTopicPartition] {
+        try ensureOpen()
         var list: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>?
         try KafkaError.check(rd_kafka_assignment(client.rk, &list), "assignment")
         guard let list else { return [] }
@@ -202,6 +214,7 @@ public final class KafkaConsumer: Sendable {
 
     /// Marks a record processed: its offset + 1 is committed by the next (auto) commit.
     public func storeOffset(for message: KafkaMessage) throws {
+        try ensureOpen()
         let rkt = try topicHandle(message.topic)
         try KafkaError.check(
             rd_kafka_offset_store(rkt, message.partition, message.offset), "store offset of \(message.topicPartition)")
@@ -209,6 +222,7 @@ public final class KafkaConsumer: Sendable {
 
     /// Stores offsets to commit (each is the *next* offset to read, i.e. last processed + 1).
     public func storeOffsets(_ offsets: [KafkaTopicPartitionOffset]) throws {
+        try ensureOpen()
         let list = RDKafkaTopicPartitionList(offsets)
         try KafkaError.check(rd_kafka_offsets_store(client.rk, list.list), "store offsets")
         if let failed = list.elements.first(where: { $0.error != nil }), var e = failed.error {
@@ -219,6 +233,7 @@ public final class KafkaConsumer: Sendable {
 
     /// Commits the stored offsets and waits for the broker's answer. Nothing stored is not an error.
     public func commit() async throws {
+        try ensureOpen()
         let client = self.client
         let err = try await runBlocking { rd_kafka_commit(client.rk, nil, 0) }
         if err == RD_KAFKA_RESP_ERR__NO_OFFSET { return }
@@ -227,6 +242,7 @@ public final class KafkaConsumer: Sendable {
 
     /// Commits these offsets (next offsets to read) and waits for the broker's answer.
     public func commit(_ offsets: [KafkaTopicPartitionOffset]) async throws {
+        try ensureOpen()
         let client = self.client
         let err = try await runBlocking { () -> rd_kafka_resp_err_t in
             let list = RDKafkaTopicPartitionList(offsets)
@@ -237,6 +253,7 @@ public final class KafkaConsumer: Sendable {
 
     /// Starts a commit of the stored offsets without waiting; failures become ``KafkaConsumerEvent/error(_:)``.
     public func commitInBackground() throws {
+        try ensureOpen()
         let err = rd_kafka_commit(client.rk, nil, 1)
         if err == RD_KAFKA_RESP_ERR__NO_OFFSET { return }
         try KafkaError.check(err, "commit")
@@ -246,6 +263,7 @@ public final class KafkaConsumer: Sendable {
     public func committed(_ partitions: [KafkaTopicPartition], timeout: Duration = .seconds(10)) async throws
         -> [KafkaTopicPartitionOffset]
     {
+        try ensureOpen()
         let client = self.client
         let ms = Int32(clamping: timeout.milliseconds)
         return try await runBlocking {
@@ -257,6 +275,7 @@ public final class KafkaConsumer: Sendable {
 
     /// The consumer's position (next offset it will hand out) in these partitions.
     public func position(_ partitions: [KafkaTopicPartition]) throws -> [KafkaTopicPartitionOffset] {
+        try ensureOpen()
         let list = RDKafkaTopicPartitionList(partitions)
         try KafkaError.check(rd_kafka_position(client.rk, list.list), "position")
         let positions = list.elements
@@ -277,6 +296,7 @@ public final class KafkaConsumer: Sendable {
     public func watermarks(topic: String, partition: Int32, timeout: Duration = .seconds(10)) async throws -> (
         low: Int64, high: Int64
     ) {
+        try ensureOpen()
         let client = self.client
         let ms = Int32(clamping: timeout.milliseconds)
         return try await runBlocking {
@@ -308,6 +328,7 @@ public final class KafkaConsumer: Sendable {
     /// Moves the consumer's position in assigned partitions. Records already fetched for those
     /// partitions and not yet handed out are dropped.
     public func seek(_ offsets: [KafkaTopicPartitionOffset], timeout: Duration = .seconds(10)) async throws {
+        try ensureOpen()
         let moved = Set(offsets.map(\.topicPartition))
         leftover.withLockedValue { slice in slice = slice.filter { !moved.contains($0.topicPartition) } }
         let ms = Int32(clamping: timeout.milliseconds)
@@ -336,6 +357,7 @@ public final class KafkaConsumer: Sendable {
     public func resolve(_ position: KafkaStartPosition, for partitions: [KafkaTopicPartition]) async throws
         -> [KafkaTopicPartitionOffset]
     {
+        try ensureOpen()
         let client = self.client
         let connection = connectionProperties
         let logger = self.logger
@@ -346,6 +368,7 @@ public final class KafkaConsumer: Sendable {
 
     /// Stops fetching these partitions (assigned ones); their position is kept.
     public func pause(_ partitions: [KafkaTopicPartition]) throws {
+        try ensureOpen()
         let list = RDKafkaTopicPartitionList(partitions)
         try KafkaError.check(rd_kafka_pause_partitions(client.rk, list.list), "pause")
         let paused = Set(partitions)
@@ -366,6 +389,7 @@ public final class KafkaConsumer: Sendable {
 
     /// Resumes fetching paused partitions.
     public func resume(_ partitions: [KafkaTopicPartition]) throws {
+        try ensureOpen()
         let list = RDKafkaTopicPartitionList(partitions)
         try KafkaError.check(rd_kafka_resume_partitions(client.rk, list.list), "resume")
     }
@@ -386,6 +410,20 @@ public final class KafkaConsumer: Sendable {
         if !closed {
             logger.error("consumer close did not finish within \(timeout); the librdkafka handle is abandoned")
         }
+        eventContinuation.finish()
+    }
+
+    private func ensureOpen() throws {
+        if poller.isClosed { throw KafkaError.client("CLOSED", "the consumer has been closed") }
+    }
+
+    deinit {
+        // Dropped without close(): the polling thread leaves the group and destroys the handles.
+        let handles = topicHandles.withLockedValue { cache -> [UncheckedSendable<OpaquePointer>] in
+            defer { cache = [:] }
+            return Array(cache.values)
+        }
+        poller.beginClose { for h in handles { rd_kafka_topic_destroy(h.value) } }
         eventContinuation.finish()
     }
 
@@ -439,6 +477,8 @@ final class ConsumerPoller: Sendable {
         var closing = false
         var closeAction: (@Sendable () -> Void)?
         var closed = false
+        /// Partitions revoked while a request is being served (set from the rebalance callback).
+        var revokedDuringServe: Set<KafkaTopicPartition> = []
     }
     private let state: ConditionLockedState<State>
     private let client: RDKafkaClient
@@ -457,6 +497,11 @@ final class ConsumerPoller: Sendable {
     }
 
     var isClosed: Bool { state.read { $0.closing || $0.closed } }
+
+    /// Called by the rebalance callback (on the polling thread) when partitions are revoked.
+    func noteRevoked(_ partitions: Set<KafkaTopicPartition>) {
+        state.modify { $0.revokedDuringServe.formUnion(partitions) }
+    }
 
     func poll(maxMessages: Int, timeout: Duration?) async throws -> [KafkaMessage] {
         let deadline = timeout.map { ContinuousClock.now.advanced(by: $0) }
@@ -487,6 +532,14 @@ final class ConsumerPoller: Sendable {
     /// Stops serving requests, runs `rd_kafka_consumer_close` on the polling thread (it serves the
     /// revoke callback), then `beforeDestroy`, then destroys the client. Returns false on timeout.
     func close(timeout: Duration, beforeDestroy: @escaping @Sendable () -> Void) async -> Bool {
+        beginClose(beforeDestroy)
+        let finished = self.finished
+        let seconds = Double(timeout.milliseconds) / 1000
+        return (try? await runBlocking { finished.lock(whenValue: 1, timeoutSeconds: seconds) ? { finished.unlock(); return true }() : false }) ?? false
+    }
+
+    /// Asks the polling thread to close (answering queued requests with nothing); does not wait.
+    func beginClose(_ beforeDestroy: @escaping @Sendable () -> Void) {
         let pending = state.modifyAndSignal { s -> [Request] in
             if !s.closing {
                 s.closing = true
@@ -496,9 +549,6 @@ final class ConsumerPoller: Sendable {
             return s.queue
         }
         for r in pending { r.continuation.resume(returning: []) }
-        let finished = self.finished
-        let seconds = Double(timeout.milliseconds) / 1000
-        return (try? await runBlocking { finished.lock(whenValue: 1, timeoutSeconds: seconds) ? { finished.unlock(); return true }() : false }) ?? false
     }
 
     private func run() {
@@ -592,7 +642,15 @@ final class ConsumerPoller: Sendable {
             logger.warning("consumer error: \(e)")
             events.yield(.error(e))
         }
-        state.modify { _ = $0.cancelled.remove(request.id) }
+        let revoked = state.modify { s -> Set<KafkaTopicPartition> in
+            s.cancelled.remove(request.id)
+            defer { s.revokedDuringServe = [] }
+            return s.revokedDuringServe
+        }
+        if !revoked.isEmpty {
+            // Records fetched before a revocation belong to the partitions' next owner now.
+            batch.removeAll { revoked.contains($0.topicPartition) }
+        }
         if let failure, batch.isEmpty {
             request.continuation.resume(throwing: failure)
         } else {

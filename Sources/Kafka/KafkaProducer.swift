@@ -73,6 +73,7 @@ public final class KafkaProducer: Sendable {
         let client = self.client
         let dispatcher = self.dispatcher
         let lifecycle = self.lifecycle
+        let topics = self.topics
         let done = self.pollThreadDone
         let thread = Thread {
             while lifecycle.withLockedValue({ $0 }) != .stopped {
@@ -83,11 +84,27 @@ public final class KafkaProducer: Sendable {
                 }
                 dispatcher.endOfPoll()
             }
+            // Stopped (by shutdown or deinit): serve the last reports, then tear down in order:
+            // topic handles, then the rd_kafka_t, then the context.
+            rd_kafka_poll(client.rk, 0)
+            dispatcher.endOfPoll()
+            let handles = topics.withLockedValue { cache -> [UncheckedSendable<OpaquePointer>] in
+                defer { cache = [:] }
+                return Array(cache.values)
+            }
+            for h in handles { rd_kafka_topic_destroy(h.value) }
+            client.destroy()
+            dispatcher.close()
             done.lock()
             done.unlock(withValue: 1)
         }
         thread.name = "streamfirst.kafka.producer"
         thread.start()
+    }
+
+    deinit {
+        // Dropped without shutdown(): stop the event thread, which destroys the handles. Nothing is flushed.
+        lifecycle.withLockedValue { $0 = .stopped }
     }
 
     // MARK: - Sending
@@ -248,9 +265,16 @@ public final class KafkaProducer: Sendable {
     /// Waits until every queued record is acknowledged or failed.
     /// Throws `_TIMED_OUT` (with the number still outstanding) if the timeout passes first.
     public func flush(timeout: Duration = .seconds(30)) async throws {
+        guard lifecycle.withLockedValue({ $0 }) != .stopped else { throw Self.closedError }
         let client = self.client
         let ms = Int32(clamping: timeout.milliseconds)
-        let result = try await runBlocking { rd_kafka_flush(client.rk, ms) }
+        let dispatcher = self.dispatcher
+        let result = try await runBlocking {
+            let r = rd_kafka_flush(client.rk, ms)
+            // Reports served inside the flush reach the handler before flush returns.
+            dispatcher.endOfPoll()
+            return r
+        }
         if result != RD_KAFKA_RESP_ERR_NO_ERROR {
             var e = KafkaError(result)
             e.message = "flush timed out with \(rd_kafka_outq_len(client.rk)) records outstanding"
@@ -259,7 +283,7 @@ public final class KafkaProducer: Sendable {
     }
 
     /// Records queued locally or in flight (`rd_kafka_outq_len`).
-    public var outstanding: Int { Int(rd_kafka_outq_len(client.rk)) }
+    public var outstanding: Int { client.isDestroyed ? 0 : Int(rd_kafka_outq_len(client.rk)) }
 
     /// How many fire-and-forget records were delivered and failed so far, and the last failure.
     public var deliveryCounts: (delivered: Int, failed: Int, lastError: KafkaError?) { dispatcher.counts }
@@ -267,7 +291,8 @@ public final class KafkaProducer: Sendable {
     /// The fatal error this producer is in, if any.
     public var fatalError: KafkaError? { dispatcher.fatalError }
 
-    /// Flushes (up to `timeout`), stops the event thread, destroys topic handles and the client. Idempotent.
+    /// Flushes (up to `timeout`), stops the event thread, which destroys the topic handles and then the
+    /// client. Idempotent. A producer dropped without shutdown stops the same way but flushes nothing.
     public func shutdown(timeout: Duration = .seconds(10)) async {
         let proceed = lifecycle.withLockedValue { state -> Bool in
             guard state == .running else { return false }
@@ -283,22 +308,10 @@ public final class KafkaProducer: Sendable {
         }
         lifecycle.withLockedValue { $0 = .stopped }
         let done = pollThreadDone
-        let client = self.client
-        let handles = topics.withLockedValue { cache -> [UncheckedSendable<OpaquePointer>] in
-            defer { cache = [:] }
-            return Array(cache.values)
-        }
-        let dispatcher = self.dispatcher
         _ = try? await runBlocking {
             done.lock(whenValue: 1)
             done.unlock()
-            // Serve the reports of purged records, then release what hangs off the handle.
-            rd_kafka_poll(client.rk, 0)
-            dispatcher.endOfPoll()
-            for h in handles { rd_kafka_topic_destroy(h.value) }
-            client.destroy()
         }
-        dispatcher.close()
     }
 
     // MARK: - Transactions
@@ -436,6 +449,7 @@ final class DeliveryDispatcher: Sendable {
         var spaceWaiters: [CheckedContinuation<Void, Error>] = []
     }
     private let state = NIOLockedValueBox(State())
+    private let handlerLock = NIOLock()
     private let handler: (@Sendable ([KafkaDeliveryReport]) -> Void)?
     private let logger: Logger
 
@@ -500,8 +514,13 @@ final class DeliveryDispatcher: Sendable {
             offset: error == nil ? message.pointee.offset : KafkaOffset.invalid, timestamp: timestamp, error: error)
     }
 
-    /// Called after each `rd_kafka_poll`: hands fire-and-forget reports to the handler, wakes space waiters.
+    /// Called after each `rd_kafka_poll` and after a flush: hands fire-and-forget reports to the
+    /// handler (one call at a time, in order, under `handlerLock`) and wakes space waiters.
     func endOfPoll() {
+        handlerLock.withLock { endOfPollLocked() }
+    }
+
+    private func endOfPollLocked() {
         let (batch, waiters) = state.withLockedValue { s -> ([KafkaDeliveryReport], [CheckedContinuation<Void, Error>]) in
             guard s.reportsSinceLastPoll > 0 || s.fatal != nil else { return ([], []) }
             s.reportsSinceLastPoll = 0

@@ -67,6 +67,5 @@ func jsonString(_ object: Any) -> String {
 
 /// Writes a line to stdout and flushes, so that a reading process sees it at once.
 func emit(_ line: String) {
-    print(line)
-    fflush(stdout)
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
 }

@@ -6,6 +6,11 @@ struct Streamfirst: AsyncParsableCommand {
     static let subcommands: [any ParsableCommand.Type] = [
         BrokerCommand.self,
         BrokerCtlCommand.self,
+        DemoCommand.self,
+        TailCommand.self,
+        ProduceCommand.self,
+        TopicsCommand.self,
+        LagCommand.self,
     ]
 
     static let configuration = CommandConfiguration(

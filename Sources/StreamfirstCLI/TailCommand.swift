@@ -19,7 +19,8 @@ struct TailCommand: AsyncParsableCommand {
     @OptionGroup var connection: ConnectionOptions
     @Argument(help: "Topics to read.") var topics: [String]
     @Option(help: "Consumer group to join (default: none, manual assignment of every partition).") var group: String?
-    @Option(help: "Where to start: beginning, end, committed, time:MILLIS or time:ISO-8601.") var from = "beginning"
+    @Option(help: "Where to start: beginning, end, committed, time:MILLIS or time:ISO-8601 (default: committed with --group, else beginning).")
+    var from: String?
     @Option(help: "Stop after this many records.") var max: Int?
     @Option(help: "Offsets: none, auto (background auto-commit of processed records) or sync (commit before printing).")
     var commit = "auto"
@@ -41,9 +42,9 @@ struct TailCommand: AsyncParsableCommand {
         var config = KafkaConsumerConfiguration(kafka: try connection.kafkaConfiguration(), groupID: group)
         config.autoCommit = commit == "auto" && group != nil
         config.sessionTimeout = .milliseconds(sessionTimeoutMs)
-        config.heartbeatInterval = .milliseconds(max(100, sessionTimeoutMs / 6))
+        config.heartbeatInterval = .milliseconds(Swift.max(100, sessionTimeoutMs / 6))
         config.fetchWaitMax = .milliseconds(50)
-        let position = try parseStartPosition(from, topics: topics)
+        let position = try parseStartPosition(from ?? (group == nil ? "beginning" : "committed"), topics: topics)
         let consumer = try KafkaConsumer(configuration: config)
         let eventsTask = Task { [json] in
             for await event in consumer.events {

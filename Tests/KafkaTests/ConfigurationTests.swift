@@ -43,7 +43,7 @@ struct ConfigurationTests {
     }
 
     @Test("TLS and SASL (PLAIN, SCRAM) settings map to librdkafka's keys and are accepted")
-    func security() throws {
+    func security() async throws {
         let tls = KafkaTLS(caLocation: "/etc/ssl/certs/ca-certificates.crt", verifyHostname: false)
         var c = KafkaProducerConfiguration(
             kafka: KafkaConfiguration(
@@ -56,13 +56,13 @@ struct ConfigurationTests {
         #expect(p["ssl.ca.location"] == "/etc/ssl/certs/ca-certificates.crt")
         #expect(p["ssl.endpoint.identification.algorithm"] == "none")
         let producer = try KafkaProducer(configuration: c)
-        producer.client.destroy()
+        await producer.shutdown(timeout: .zero)
 
         c.kafka.security = .sasl(KafkaSASL(mechanism: .plain, username: "u", password: "p"), tls: nil)
         p = c.librdkafkaProperties()
         #expect(p["security.protocol"] == "sasl_plaintext" && p["sasl.mechanisms"] == "PLAIN")
         let plain = try KafkaProducer(configuration: c)
-        plain.client.destroy()
+        await plain.shutdown(timeout: .zero)
 
         c.kafka.security = .tls(KafkaTLS())
         #expect(c.librdkafkaProperties()["security.protocol"] == "ssl")

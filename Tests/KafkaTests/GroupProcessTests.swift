@@ -4,32 +4,43 @@ import Testing
 
 @testable import Kafka
 
-/// Collects a tail process's JSON lines: records and assignment events.
+/// Collects the JSON lines of several tail processes: records and assignment events, per process.
 actor TailLog {
-    var records: [String] = []  // "partition/offset/value"
-    var assigned: [Int] = []  // partition count of each assignment
-    var waiters: [(condition: @Sendable (TailLog) async -> Bool, continuation: CheckedContinuation<Void, Never>)] = []
+    var records: [String: [String]] = [:]  // process → "partition/offset/value"
+    var assigned: [String: [Int]] = [:]  // process → partition count of each assignment
+    private var waiters: [(id: Int, condition: @Sendable (isolated TailLog) -> Bool, continuation: CheckedContinuation<Void, Never>)] = []
+    private var nextID = 0
 
-    func add(_ line: String) async {
+    func add(_ line: String, from process: String) {
         guard let o = jsonObject(line) else { return }
         if o["event"] as? String == "assigned" {
-            assigned.append((o["partitions"] as? [Any])?.count ?? 0)
+            assigned[process, default: []].append((o["partitions"] as? [Any])?.count ?? 0)
         } else if let p = o["partition"] as? Int, let off = o["offset"] as? Int {
-            records.append("\(p)/\(off)/\(o["value"] as? String ?? "")")
+            records[process, default: []].append("\(p)/\(off)/\(o["value"] as? String ?? "")")
         }
-        var still: [(condition: @Sendable (TailLog) async -> Bool, continuation: CheckedContinuation<Void, Never>)] = []
-        for w in waiters {
-            if await w.condition(self) { w.continuation.resume() } else { still.append(w) }
-        }
-        waiters = still
+        let ready = waiters.filter { $0.condition(self) }
+        waiters.removeAll { w in ready.contains { $0.id == w.id } }
+        for w in ready { w.continuation.resume() }
     }
 
-    func until(_ condition: @escaping @Sendable (TailLog) async -> Bool) async {
-        if await condition(self) { return }
-        await withCheckedContinuation { waiters.append((condition, $0)) }
+    /// Waits until `condition` holds (re-checked on every line); gives up when the task is cancelled.
+    func until(_ condition: @escaping @Sendable (isolated TailLog) -> Bool) async {
+        if condition(self) { return }
+        nextID += 1
+        let id = nextID
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { waiters.append((id, condition, $0)) }
+        } onCancel: {
+            Task { await self.cancel(id) }
+        }
     }
 
-    func lastAssignment() -> Int? { assigned.last }
+    private func cancel(_ id: Int) {
+        if let i = waiters.firstIndex(where: { $0.id == id }) { waiters.remove(at: i).continuation.resume() }
+    }
+
+    func count(_ process: String) -> Int { records[process]?.count ?? 0 }
+    func lastAssignment(_ process: String) -> Int? { assigned[process]?.last }
 }
 
 @Suite("Consumer groups across processes", .serialized, .timeLimit(.minutes(3)))
@@ -46,21 +57,19 @@ struct GroupProcessTests {
         ]
         let a = try LineProcess(exe, args)
         let b = try LineProcess(exe, args)
-        let logA = TailLog()
-        let logB = TailLog()
-        let readA = Task { for await l in a.lines { await logA.add(l) } }
-        let readB = Task { for await l in b.lines { await logB.add(l) } }
+        let log = TailLog()
+        let readA = Task { for await l in a.lines { await log.add(l, from: "a") } }
+        let readB = Task { for await l in b.lines { await log.add(l, from: "b") } }
 
         // Both members hold two partitions each.
-        await logA.until { await $0.lastAssignment() == 2 }
-        await logB.until { await $0.lastAssignment() == 2 }
+        await log.until { $0.lastAssignment("a") == 2 && $0.lastAssignment("b") == 2 }
 
         let producer = try KafkaProducer(configuration: producerConfig(broker.bootstrapServers))
         let first = await producer.send((0..<200).map { KafkaProducerMessage(topic: topic, partition: Int32($0 % 4), value: bytes("a\($0)")) })
         #expect(first.allSatisfy { $0.error == nil })
-        await logA.until { _ in await logA.records.count + logB.records.count == 200 }
-        let aBefore = await logA.records.count
-        let bBefore = await logB.records.count
+        await log.until { $0.count("a") + $0.count("b") == 200 }
+        let aBefore = await log.count("a")
+        let bBefore = await log.count("b")
         #expect(aBefore > 0 && bBefore > 0, "both members consumed")
 
         // B dies without leaving the group; A must take over its partitions after the session timeout.
@@ -68,10 +77,10 @@ struct GroupProcessTests {
         let second = await producer.send((200..<400).map { KafkaProducerMessage(topic: topic, partition: Int32($0 % 4), value: bytes("a\($0)")) })
         #expect(second.allSatisfy { $0.error == nil })
         await producer.shutdown()
-        await logA.until { await $0.lastAssignment() == 4 }
-        await logA.until { await $0.records.count - aBefore == 200 }
+        await log.until { $0.lastAssignment("a") == 4 }
+        await log.until { $0.count("a") - aBefore >= 200 }
 
-        let all = await logA.records + logB.records
+        let all = await (log.records["a"] ?? []) + (log.records["b"] ?? [])
         #expect(all.count == 400, "no record printed twice")
         #expect(Set(all.map { $0.split(separator: "/")[2] }) == Set((0..<400).map { "a\($0)" }), "no record lost")
         a.terminate()

@@ -78,7 +78,9 @@ struct ProducerConsumerTests {
         let r2 = try await producer.send(KafkaProducerMessage(topic: topic, partition: 2, value: bytes("b")))
         #expect(r1.partition == 2 && r2.partition == 2)
         #expect(r1.offset == 0 && r2.offset == 1)
-        #expect((r1.timestamp?.milliseconds ?? 0) >= before - 1000)
+        // Real brokers echo nothing for CreateTime topics; the mock answers LogAppendTime 1234 for every produce.
+        let ts = try #require(r1.timestamp)
+        if ts.kind == .createTime { #expect(ts.milliseconds >= before - 1000) }
         await producer.shutdown()
         let consumer = try KafkaConsumer(configuration: consumerConfig(broker.bootstrapServers, group: nil))
         try await consumer.assign([KafkaTopicPartition(topic: topic, partition: 2)], startingAt: .beginning)
@@ -204,8 +206,8 @@ struct ProducerConsumerTests {
         for c in committed {
             let firstAfter = part2.filter { $0.partition == c.partition }.map(\.offset).min()
             let lastBefore = part1.filter { $0.partition == c.partition }.map(\.offset).max() ?? -1
-            #expect(c.offset == lastBefore + 1)
-            if let firstAfter { #expect(firstAfter == c.offset) }
+            #expect(c.offset == (lastBefore >= 0 ? lastBefore + 1 : KafkaOffset.invalid))
+            if let firstAfter { #expect(firstAfter == max(c.offset, 0)) }
         }
         _ = try await broker.terminate()
     }
@@ -268,14 +270,15 @@ struct ProducerConsumerTests {
         let tp = KafkaTopicPartition(topic: topic, partition: 0)
         try await consumer.assign([tp], startingAt: .offsets([tp: 1000]))
         // The out-of-range offset yields an error event; the sequence itself stays alive.
-        let errorSeen = Task {
+        let errorSeen = Task { () -> KafkaError? in
             for await event in consumer.events { if case .error(let e) = event { return e } }
             return nil
         }
         let iteration = Task { try await collect(consumer, count: 5) }
         let error = await errorSeen.value
         #expect(error != nil)
-        try await consumer.seek([KafkaTopicPartitionOffset(tp, offset: KafkaOffset.beginning)])
+        // The partition is in error state now (librdkafka refuses seek there): re-assign it from the beginning.
+        try await consumer.assign([tp], startingAt: .beginning)
         let got = try await iteration.value
         #expect(got.compactMap { text($0.value) } == (0..<5).map { "e\($0)" })
         await consumer.close()

@@ -7,9 +7,14 @@ import NIOConcurrencyHelpers
 final class RebalanceHandler: Sendable {
     private struct State {
         var position: KafkaStartPosition = .committed
-        var started: Set<KafkaTopicPartition> = []
+        /// The position applies to the first assignment after `subscribe` only: partitions that move
+        /// here later (a member died or left) continue from the group's committed offsets.
+        var firstAssignmentDone = false
     }
     private let state = NIOLockedValueBox(State())
+    /// Told (on the polling thread, inside the callback) which partitions were revoked, so that
+    /// records fetched from them but not yet handed out are dropped: the new owner reads them again.
+    let revocationHook = NIOLockedValueBox<(@Sendable (Set<KafkaTopicPartition>) -> Void)?>(nil)
     let listener: KafkaRebalanceListener?
     let events: AsyncStream<KafkaConsumerEvent>.Continuation
     let logger: Logger
@@ -28,7 +33,7 @@ final class RebalanceHandler: Sendable {
     func setStartPosition(_ position: KafkaStartPosition) {
         state.withLockedValue {
             $0.position = position
-            $0.started = []
+            $0.firstAssignmentDone = false
         }
     }
 
@@ -38,9 +43,8 @@ final class RebalanceHandler: Sendable {
         switch err {
         case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
             let (position, fresh) = state.withLockedValue { s -> (KafkaStartPosition, [KafkaTopicPartition]) in
-                let fresh = partitions.filter { !s.started.contains($0) }
-                s.started.formUnion(fresh)
-                return (s.position, fresh)
+                defer { s.firstAssignmentDone = true }
+                return (s.position, s.firstAssignmentDone ? [] : partitions)
             }
             var offsets: [KafkaTopicPartition: Int64] = [:]
             if position != .committed, !fresh.isEmpty {
@@ -73,6 +77,7 @@ final class RebalanceHandler: Sendable {
             logger.info("assigned \(partitions.map(\.description).joined(separator: ", "))")
             events.yield(.assigned(RDKafkaTopicPartitionList.read(list)))
         case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
+            revocationHook.withLockedValue { $0 }?(Set(partitions))
             listener?.onRevoked(partitions)
             if cooperative {
                 if let error = rd_kafka_incremental_unassign(rk, list) {
@@ -85,6 +90,7 @@ final class RebalanceHandler: Sendable {
             logger.info("revoked \(partitions.map(\.description).joined(separator: ", "))")
             events.yield(.revoked(partitions))
         default:
+            revocationHook.withLockedValue { $0 }?(Set(partitions))
             report(KafkaError(err), "rebalance")
             _ = rd_kafka_assign(rk, nil)
             events.yield(.revoked(partitions))
@@ -183,7 +189,8 @@ final class SideReader {
         p["enable.auto.offset.store"] = "false"
         p["fetch.wait.max.ms"] = "10"
         p["auto.offset.reset"] = "earliest"
-        p.removeValue(forKey: "group.id")
+        // librdkafka 2.0.2 refuses assign() without a group id; this one never joins or commits.
+        p["group.id"] = "streamfirst-side-reader-\(String(UInt64.random(in: 1...UInt64.max), radix: 36))"
         p.removeValue(forKey: "statistics.interval.ms")
         client = try RDKafkaClient(
             kind: .consumer, properties: p, context: RDKafkaContext(logger: logger, onStatistics: nil, onError: nil))
