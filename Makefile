@@ -37,7 +37,7 @@ demo: build
 
 test: deps
 	$(SWIFT) build --build-tests
-	STREAMFIRST_PYTHON=$(CURDIR)/$(VENV)/bin/python $(SWIFT) test --skip-build
+	STREAMFIRST_PYTHON=$(CURDIR)/$(VENV)/bin/python $(SWIFT) test --skip-build --no-parallel
 
 bench: deps-system
 	$(SWIFT) build -c release

@@ -3,7 +3,7 @@ import PackageDescription
 
 let package = Package(
     name: "Streamfirst",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .library(name: "Kafka", targets: ["Kafka"]),
         .library(name: "EmbeddedBroker", targets: ["EmbeddedBroker"]),

@@ -32,9 +32,18 @@ struct ClientBench: AsyncParsableCommand {
     @Option(help: "Partitions per topic.") var partitions = 12
     @Option(help: "Rounds (each runs C and Swift, alternating which goes first).") var rounds = 5
     @Option(help: "linger.ms for both producers.") var linger = 5
+    @Option(
+        help: """
+            queued.min.messages for both consumers. librdkafka 2.0.2 stops fetching for ~0.5-1 s whenever its prefetch \
+            queue passes this (fixed in 2.1 by fetch.queue.backoff.ms); the default of 100000 makes results bimodal. \
+            0 keeps librdkafka's default.
+            """)
+    var queuedMinMessages = 1_000_000
     @Option(help: "Use a running broker at this bootstrap address (its control channel via --control).")
     var bootstrap: String?
     @Option(help: "Control address of the running embedded broker (to create topics).") var control: String?
+    @Option(help: "Profile one side only: c-consumer, swift-consumer, c-producer or swift-producer (no comparison).")
+    var only: String?
 
     func validate() throws {
         let perPartition = Double(messages) * Double(size + 12) / Double(partitions)
@@ -65,8 +74,14 @@ struct ClientBench: AsyncParsableCommand {
         }
         print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; librdkafka \(KafkaClientInfo.librdkafkaVersion)")
         print("broker: embedded (librdkafka mock cluster, separate process) at \(bootstrapServers)")
-        print("workload: \(messages) records x \(size) B, \(partitions) partitions, linger.ms=\(linger), idempotent, acks=all; \(rounds) rounds\n")
+        print("workload: \(messages) records x \(size) B, \(partitions) partitions, linger.ms=\(linger), idempotent, acks=all; "
+            + "consumers: assign from beginning, queued.min.messages=\(queuedMinMessages > 0 ? String(queuedMinMessages) : "default"); \(rounds) rounds\n")
 
+        if let only {
+            try await profileOnly(only, servers: bootstrapServers, control: controlChannel)
+            if let broker { _ = try? await broker.terminate() }
+            return
+        }
         var cProduce: [Sample] = []
         var sProduce: [Sample] = []
         var cConsume: [Sample] = []
@@ -102,6 +117,26 @@ struct ClientBench: AsyncParsableCommand {
         if let broker { _ = try? await broker.terminate() }
     }
 
+    func profileOnly(_ which: String, servers: String, control: EmbeddedBrokerControl) async throws {
+        for round in 0..<rounds {
+            let topic = "profile-\(round)-\(UUID().uuidString.prefix(8))"
+            try await control.createTopic(topic, partitions: partitions)
+            let sample: Sample
+            switch which {
+            case "c-producer": sample = try cProduceRun(servers, topic)
+            case "swift-producer": sample = try await swiftProduceRun(servers, topic)
+            case "c-consumer":
+                _ = try cProduceRun(servers, topic)
+                sample = try cConsumeRun(servers, topic)
+            case "swift-consumer":
+                _ = try cProduceRun(servers, topic)
+                sample = try await swiftConsumeRun(servers, topic)
+            default: throw ValidationError("--only \(which): expected c-consumer, swift-consumer, c-producer or swift-producer")
+            }
+            print("\(which): \(fmt(sample.rate)) msg/s, \(String(format: "%.2f", sample.cpuPerMillion)) CPU s per M records")
+        }
+    }
+
     struct Sample {
         var wall: Double
         var cpu: Double
@@ -115,7 +150,7 @@ struct ClientBench: AsyncParsableCommand {
     func cProduceRun(_ brokers: String, _ topic: String) throws -> Sample {
         var r = cb_result()
         var err = [CChar](repeating: 0, count: 256)
-        guard cb_produce(brokers, topic, Int64(messages), Int32(size), Int32(linger), &r, &err, Int32(err.count)) == 0 else {
+        guard cb_produce(brokers, topic, Int32(partitions), Int64(messages), Int32(size), Int32(linger), &r, &err, Int32(err.count)) == 0 else {
             throw ValidationError("C producer failed: \(String(decoding: err.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))")
         }
         return Sample(wall: r.wall_seconds, cpu: r.cpu_seconds, messages: r.messages, bytes: r.bytes)
@@ -124,7 +159,7 @@ struct ClientBench: AsyncParsableCommand {
     func cConsumeRun(_ brokers: String, _ topic: String) throws -> Sample {
         var r = cb_result()
         var err = [CChar](repeating: 0, count: 256)
-        guard cb_consume(brokers, topic, Int32(partitions), Int64(messages), &r, &err, Int32(err.count)) == 0 else {
+        guard cb_consume(brokers, topic, Int32(partitions), Int64(messages), Int32(queuedMinMessages), &r, &err, Int32(err.count)) == 0 else {
             throw ValidationError("C consumer failed: \(String(decoding: err.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))")
         }
         return Sample(wall: r.wall_seconds, cpu: r.cpu_seconds, messages: r.messages, bytes: r.bytes)
@@ -137,10 +172,12 @@ struct ClientBench: AsyncParsableCommand {
         let producer = try KafkaProducer(configuration: config)
         try producer.prepare(topics: [topic])
         let payload = [UInt8](repeating: UInt8(ascii: "x"), count: size)
-        let message = KafkaProducerMessage(topic: topic, value: payload)
+        var message = KafkaProducerMessage(topic: topic, value: payload)
+        let (total, spread) = (messages, Int32(partitions))
         let t0 = ContinuousClock.now
         let c0 = cpuSeconds()
-        for _ in 0..<messages {
+        for i in 0..<total {
+            message.partition = Int32(i) % spread
             try await producer.enqueue(message)
         }
         try await producer.flush(timeout: .seconds(60))
@@ -157,6 +194,7 @@ struct ClientBench: AsyncParsableCommand {
     func swiftConsumeRun(_ brokers: String, _ topic: String) async throws -> Sample {
         var config = KafkaConsumerConfiguration(kafka: KafkaConfiguration(bootstrapServers: brokers), groupID: nil)
         config.autoCommit = false
+        if queuedMinMessages > 0 { config.properties["queued.min.messages"] = String(queuedMinMessages) }
         let consumer = try KafkaConsumer(configuration: config)
         let t0 = ContinuousClock.now
         let c0 = cpuSeconds()
@@ -164,10 +202,11 @@ struct ClientBench: AsyncParsableCommand {
             (0..<partitions).map { KafkaTopicPartition(topic: topic, partition: Int32($0)) }, startingAt: .beginning)
         var count = 0
         var bytes = 0
+        let expected = messages
         for try await m in consumer.messages {
             count += 1
             bytes += m.value?.count ?? 0
-            if count == messages { break }
+            if count == expected { break }
         }
         let wall = (ContinuousClock.now - t0).seconds
         let cpu = cpuSeconds() - c0

@@ -36,7 +36,7 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     else c->delivered++;
 }
 
-int cb_produce(const char *brokers, const char *topic, int64_t count, int size, int linger_ms,
+int cb_produce(const char *brokers, const char *topic, int partitions, int64_t count, int size, int linger_ms,
                cb_result *out, char *errstr, int errstr_size) {
     char linger[32];
     snprintf(linger, sizeof linger, "%d", linger_ms);
@@ -63,7 +63,7 @@ int cb_produce(const char *brokers, const char *topic, int64_t count, int size, 
 
     double t0 = now_seconds(), c0 = cpu_seconds();
     for (int64_t i = 0; i < count;) {
-        if (rd_kafka_produce(rkt, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY, payload, (size_t)size,
+        if (rd_kafka_produce(rkt, (int32_t)(i % partitions), RD_KAFKA_MSG_F_COPY, payload, (size_t)size,
                              NULL, 0, NULL) == 0) {
             i++;
             continue;
@@ -89,7 +89,7 @@ int cb_produce(const char *brokers, const char *topic, int64_t count, int size, 
     return counts.delivered == count ? 0 : -1;
 }
 
-int cb_consume(const char *brokers, const char *topic, int partitions, int64_t count,
+int cb_consume(const char *brokers, const char *topic, int partitions, int64_t count, int queued_min_messages,
                cb_result *out, char *errstr, int errstr_size) {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     if (set(conf, "bootstrap.servers", brokers, errstr, errstr_size) ||
@@ -98,6 +98,14 @@ int cb_consume(const char *brokers, const char *topic, int partitions, int64_t c
         set(conf, "auto.offset.reset", "earliest", errstr, errstr_size)) {
         rd_kafka_conf_destroy(conf);
         return -1;
+    }
+    if (queued_min_messages > 0) {
+        char qmm[32];
+        snprintf(qmm, sizeof qmm, "%d", queued_min_messages);
+        if (set(conf, "queued.min.messages", qmm, errstr, errstr_size)) {
+            rd_kafka_conf_destroy(conf);
+            return -1;
+        }
     }
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, (size_t)errstr_size);
     if (!rk) {

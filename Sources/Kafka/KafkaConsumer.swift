@@ -97,7 +97,7 @@ public final class KafkaConsumer: Sendable {
     private let poller: ConsumerPoller
     private let rebalance: RebalanceHandler
     private let topicHandles = NIOLockedValueBox<[String: UncheckedSendable<OpaquePointer>]>([:])
-    private let leftover = NIOLockedValueBox<ArraySlice<KafkaMessage>>([])
+    private let leftover = RecordBuffer()
     private let eventContinuation: AsyncStream<KafkaConsumerEvent>.Continuation
     private let logger: Logger
     /// The connection properties without group settings: used for side readers (timestamp lookups).
@@ -106,7 +106,9 @@ public final class KafkaConsumer: Sendable {
     public let properties: [String: String]
 
     /// Rebalances, per-message errors, partition EOF and statistics. Holds at most the newest 1,024
-    /// unread events; consume it or ignore it.
+    /// unread events; consume it or ignore it. Like every Kafka consumer, this one joins its group,
+    /// rebalances and emits these events only while the application is reading records (``messages``
+    /// or ``poll(maxMessages:timeout:)``): read in one task, watch events in another.
     public let events: AsyncStream<KafkaConsumerEvent>
 
     /// Creates a consumer. Throws a configuration error naming the key if a property is unknown or invalid.
@@ -141,7 +143,7 @@ public final class KafkaConsumer: Sendable {
         handler.revocationHook.withLockedValue {
             $0 = { revoked in
                 poller.noteRevoked(revoked)
-                leftover.withLockedValue { slice in slice = slice.filter { !revoked.contains($0.topicPartition) } }
+                leftover.remove(partitions: revoked)
             }
         }
     }
@@ -190,23 +192,26 @@ public final class KafkaConsumer: Sendable {
     /// Up to `maxMessages` records: waits up to `timeout` for the first, then takes what is already
     /// fetched without waiting. Returns an empty array on timeout, cancellation or after close.
     public func poll(maxMessages: Int = 500, timeout: Duration = .seconds(1)) async throws -> [KafkaMessage] {
-        let buffered = leftover.withLockedValue { slice -> [KafkaMessage] in
-            let n = min(maxMessages, slice.count)
-            defer { slice = slice.dropFirst(n) }
-            return Array(slice.prefix(n))
-        }
+        let buffered = leftover.take(max: maxMessages)
         if !buffered.isEmpty { return buffered }
         return try await poller.poll(maxMessages: max(1, maxMessages), timeout: timeout)
     }
 
+    /// A record fetched earlier and not handed out yet, if any (never suspends).
+    @inline(__always)
+    func takeBuffered() -> KafkaMessage? {
+        leftover.take()
+    }
+
     func nextMessage(batchSize: Int) async throws -> KafkaMessage? {
         while true {
-            if let m = leftover.withLockedValue({ $0.popFirst() }) { return m }
+            if let m = leftover.take() { return m }
             if Task.isCancelled || poller.isClosed { return nil }
-            let batch = try await poller.poll(maxMessages: batchSize, timeout: nil)
-            if batch.isEmpty { continue }
-            leftover.withLockedValue { $0.append(contentsOf: batch.dropFirst()) }
-            return batch[0]
+            var batch = try await poller.poll(maxMessages: batchSize, timeout: nil)
+            guard !batch.isEmpty else { continue }
+            let first = batch.removeFirst()
+            leftover.append(batch)
+            return first
         }
     }
 
@@ -280,11 +285,7 @@ public final class KafkaConsumer: Sendable {
         try KafkaError.check(rd_kafka_position(client.rk, list.list), "position")
         let positions = list.elements
         // Records fetched but not handed out yet are not consumed: report the first of them.
-        let pending = leftover.withLockedValue { slice -> [KafkaTopicPartition: Int64] in
-            var first: [KafkaTopicPartition: Int64] = [:]
-            for m in slice where first[m.topicPartition] == nil { first[m.topicPartition] = m.offset }
-            return first
-        }
+        let pending = leftover.firstOffsets()
         return positions.map { p in
             var p = p
             if let o = pending[p.topicPartition] { p.offset = o }
@@ -330,7 +331,7 @@ public final class KafkaConsumer: Sendable {
     public func seek(_ offsets: [KafkaTopicPartitionOffset], timeout: Duration = .seconds(10)) async throws {
         try ensureOpen()
         let moved = Set(offsets.map(\.topicPartition))
-        leftover.withLockedValue { slice in slice = slice.filter { !moved.contains($0.topicPartition) } }
+        leftover.remove(partitions: moved)
         let ms = Int32(clamping: timeout.milliseconds)
         for o in offsets {
             let rkt = UncheckedSendable(try topicHandle(o.topic))
@@ -373,14 +374,7 @@ public final class KafkaConsumer: Sendable {
         try KafkaError.check(rd_kafka_pause_partitions(client.rk, list.list), "pause")
         let paused = Set(partitions)
         // Hand out nothing more from paused partitions; rewind them so nothing is skipped on resume.
-        let rewinds = leftover.withLockedValue { slice -> [KafkaTopicPartitionOffset] in
-            var first: [KafkaTopicPartition: Int64] = [:]
-            for m in slice where paused.contains(m.topicPartition) && first[m.topicPartition] == nil {
-                first[m.topicPartition] = m.offset
-            }
-            slice = slice.filter { !paused.contains($0.topicPartition) }
-            return first.map { KafkaTopicPartitionOffset($0.key, offset: $0.value) }
-        }
+        let rewinds = leftover.remove(partitions: paused).map { KafkaTopicPartitionOffset($0.key, offset: $0.value) }
         for r in rewinds {
             let rkt = try topicHandle(r.topic)
             try KafkaError.check(rd_kafka_seek(rkt, r.partition, r.offset, 0), "rewind paused \(r)")
@@ -451,7 +445,14 @@ public struct KafkaMessageSequence: AsyncSequence, Sendable {
         let batchSize: Int
 
         public mutating func next() async throws -> KafkaMessage? {
-            try await consumer.nextMessage(batchSize: batchSize)
+            // Fast path without a suspension point: a record already fetched.
+            if let m = consumer.takeBuffered() { return m }
+            return try await consumer.nextMessage(batchSize: batchSize)
+        }
+
+        public mutating func next(isolation actor: isolated (any Actor)?) async throws -> KafkaMessage? {
+            if let m = consumer.takeBuffered() { return m }
+            return try await consumer.nextMessage(batchSize: batchSize)
         }
     }
 

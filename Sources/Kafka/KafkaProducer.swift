@@ -2,6 +2,7 @@ import CRdKafka
 import Foundation
 import Logging
 import NIOConcurrencyHelpers
+import Synchronization
 
 /// A Kafka producer.
 ///
@@ -29,14 +30,26 @@ public final class KafkaProducer: Sendable {
     let client: RDKafkaClient
     private let dispatcher: DeliveryDispatcher
     private let topics = NIOLockedValueBox<[String: UncheckedSendable<OpaquePointer>]>([:])
-    private let lifecycle = NIOLockedValueBox(Lifecycle.running)
+    private let lifecycle = LifecycleFlag()
     private let pollThreadDone = ConditionLock(value: 0)
     private let logger: Logger
     /// The properties handed to librdkafka.
     public let properties: [String: String]
 
-    private enum Lifecycle {
-        case running, stopping, stopped
+    /// running → stopping (shutdown flushes) → stopped (the event thread tears down). An atomic:
+    /// it is read on every send.
+    final class LifecycleFlag: Sendable {
+        static let running: UInt8 = 0
+        static let stopping: UInt8 = 1
+        static let stopped: UInt8 = 2
+        private let value = Atomic<UInt8>(LifecycleFlag.running)
+        var isRunning: Bool { value.load(ordering: .acquiring) == LifecycleFlag.running }
+        var isStopped: Bool { value.load(ordering: .acquiring) == LifecycleFlag.stopped }
+        func stop() { value.store(LifecycleFlag.stopped, ordering: .releasing) }
+        /// running → stopping; false if it was not running.
+        func beginStopping() -> Bool {
+            value.compareExchange(expected: LifecycleFlag.running, desired: LifecycleFlag.stopping, ordering: .acquiringAndReleasing).exchanged
+        }
     }
 
     /// Creates a producer. Throws a configuration error naming the key if a property is unknown or invalid.
@@ -76,7 +89,7 @@ public final class KafkaProducer: Sendable {
         let topics = self.topics
         let done = self.pollThreadDone
         let thread = Thread {
-            while lifecycle.withLockedValue({ $0 }) != .stopped {
+            while !lifecycle.isStopped {
                 rd_kafka_poll(client.rk, 100)
                 if dispatcher.takeFatalPurgeRequest() {
                     // Fail everything still queued so that no send waits forever.
@@ -104,7 +117,7 @@ public final class KafkaProducer: Sendable {
 
     deinit {
         // Dropped without shutdown(): stop the event thread, which destroys the handles. Nothing is flushed.
-        lifecycle.withLockedValue { $0 = .stopped }
+        lifecycle.stop()
     }
 
     // MARK: - Sending
@@ -174,7 +187,7 @@ public final class KafkaProducer: Sendable {
     private func topicHandle(_ name: String) throws -> OpaquePointer {
         try topics.withLockedValue { cache in
             if let rkt = cache[name] { return rkt.value }
-            guard lifecycle.withLockedValue({ $0 }) == .running else { throw Self.closedError }
+            guard lifecycle.isRunning else { throw Self.closedError }
             guard let rkt = rd_kafka_topic_new(client.rk, name, nil) else {
                 throw KafkaError(rd_kafka_last_error(), message: "cannot create a handle for topic '\(name)'")
             }
@@ -187,8 +200,8 @@ public final class KafkaProducer: Sendable {
 
     /// One synchronous attempt to queue a record. Never suspends; returns the error, if any.
     private func produce(_ message: KafkaProducerMessage, opaque: UnsafeMutableRawPointer?) -> KafkaError? {
-        if let fatal = dispatcher.fatalError { return fatal }
-        guard lifecycle.withLockedValue({ $0 }) == .running else { return Self.closedError }
+        if dispatcher.hasFatalError, let fatal = dispatcher.fatalError { return fatal }
+        guard lifecycle.isRunning else { return Self.closedError }
         let rkt: OpaquePointer
         do { rkt = try topicHandle(message.topic) } catch { return error as? KafkaError }
         let partition = message.partition ?? RD_KAFKA_PARTITION_UA
@@ -265,7 +278,7 @@ public final class KafkaProducer: Sendable {
     /// Waits until every queued record is acknowledged or failed.
     /// Throws `_TIMED_OUT` (with the number still outstanding) if the timeout passes first.
     public func flush(timeout: Duration = .seconds(30)) async throws {
-        guard lifecycle.withLockedValue({ $0 }) != .stopped else { throw Self.closedError }
+        guard !lifecycle.isStopped else { throw Self.closedError }
         let client = self.client
         let ms = Int32(clamping: timeout.milliseconds)
         let dispatcher = self.dispatcher
@@ -294,19 +307,14 @@ public final class KafkaProducer: Sendable {
     /// Flushes (up to `timeout`), stops the event thread, which destroys the topic handles and then the
     /// client. Idempotent. A producer dropped without shutdown stops the same way but flushes nothing.
     public func shutdown(timeout: Duration = .seconds(10)) async {
-        let proceed = lifecycle.withLockedValue { state -> Bool in
-            guard state == .running else { return false }
-            state = .stopping
-            return true
-        }
-        guard proceed else { return }
+        guard lifecycle.beginStopping() else { return }
         do {
             try await flush(timeout: timeout)
         } catch {
             logger.warning("producer shutdown: \(error); purging what is left")
             rd_kafka_purge(client.rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT | RD_KAFKA_PURGE_F_NON_BLOCKING)
         }
-        lifecycle.withLockedValue { $0 = .stopped }
+        lifecycle.stop()
         let done = pollThreadDone
         _ = try? await runBlocking {
             done.lock(whenValue: 1)
@@ -438,10 +446,6 @@ final class DeliveryToken {
 final class DeliveryDispatcher: Sendable {
     private struct State {
         var pending: [KafkaDeliveryReport] = []
-        var reportsSinceLastPoll = 0
-        var generation = 0
-        var delivered = 0
-        var failed = 0
         var lastError: KafkaError?
         var fatal: KafkaError?
         var fatalPurgeRequested = false
@@ -449,6 +453,13 @@ final class DeliveryDispatcher: Sendable {
         var spaceWaiters: [CheckedContinuation<Void, Error>] = []
     }
     private let state = NIOLockedValueBox(State())
+    // Per-record counters and flags are atomics: the send path and the delivery callback touch them
+    // for every record, from different threads.
+    private let generationCounter = Atomic<Int>(0)
+    private let reportsSinceLastPoll = Atomic<Int>(0)
+    private let deliveredCount = Atomic<Int>(0)
+    private let failedCount = Atomic<Int>(0)
+    private let fatalFlag = Atomic<Bool>(false)
     private let handlerLock = NIOLock()
     private let handler: (@Sendable ([KafkaDeliveryReport]) -> Void)?
     private let logger: Logger
@@ -458,10 +469,11 @@ final class DeliveryDispatcher: Sendable {
         self.logger = logger
     }
 
-    var generation: Int { state.withLockedValue { $0.generation } }
-    var fatalError: KafkaError? { state.withLockedValue { $0.fatal } }
+    var generation: Int { generationCounter.load(ordering: .acquiring) }
+    var hasFatalError: Bool { fatalFlag.load(ordering: .acquiring) }
+    var fatalError: KafkaError? { hasFatalError ? state.withLockedValue { $0.fatal } : nil }
     var counts: (delivered: Int, failed: Int, lastError: KafkaError?) {
-        state.withLockedValue { ($0.delivered, $0.failed, $0.lastError) }
+        (deliveredCount.load(ordering: .acquiring), failedCount.load(ordering: .acquiring), state.withLockedValue { $0.lastError })
     }
 
     /// Called by the delivery-report callback, once per record.
@@ -471,20 +483,22 @@ final class DeliveryDispatcher: Sendable {
         if let opaque = m._private {
             let token = Unmanaged<DeliveryToken>.fromOpaque(opaque).takeRetainedValue()
             token.batch.complete(index: token.index, report: report(message, topic: token.topic, error: error))
-            state.withLockedValue { $0.reportsSinceLastPoll += 1 }
+            reportsSinceLastPoll.add(1, ordering: .relaxed)
             return
+        }
+        reportsSinceLastPoll.add(1, ordering: .relaxed)
+        if error == nil {
+            deliveredCount.add(1, ordering: .relaxed)
+        } else {
+            failedCount.add(1, ordering: .relaxed)
         }
         let built: KafkaDeliveryReport? =
             handler == nil ? nil : report(message, topic: m.rkt.map { String(cString: rd_kafka_topic_name($0)) } ?? "", error: error)
-        state.withLockedValue { s in
-            s.reportsSinceLastPoll += 1
-            if let error {
-                s.failed += 1
-                s.lastError = error
-            } else {
-                s.delivered += 1
+        if error != nil || built != nil {
+            state.withLockedValue { s in
+                if let error { s.lastError = error }
+                if let built { s.pending.append(built) }
             }
-            if let built { s.pending.append(built) }
         }
         if let error, handler == nil {
             logger.warning("delivery failed for a fire-and-forget record: \(error)")
@@ -521,10 +535,9 @@ final class DeliveryDispatcher: Sendable {
     }
 
     private func endOfPollLocked() {
+        guard reportsSinceLastPoll.exchange(0, ordering: .acquiringAndReleasing) > 0 || hasFatalError else { return }
         let (batch, waiters) = state.withLockedValue { s -> ([KafkaDeliveryReport], [CheckedContinuation<Void, Error>]) in
-            guard s.reportsSinceLastPoll > 0 || s.fatal != nil else { return ([], []) }
-            s.reportsSinceLastPoll = 0
-            s.generation &+= 1
+            generationCounter.add(1, ordering: .releasing)
             let b = s.pending
             s.pending = []
             let w = s.spaceWaiters
@@ -540,7 +553,7 @@ final class DeliveryDispatcher: Sendable {
             let immediate = state.withLockedValue { s -> Result<Void, Error>? in
                 if let fatal = s.fatal { return .failure(fatal) }
                 if s.closed { return .failure(KafkaProducer.closedError) }
-                if s.generation != generation { return .success(()) }
+                if generationCounter.load(ordering: .acquiring) != generation { return .success(()) }
                 s.spaceWaiters.append(c)
                 return nil
             }
@@ -554,6 +567,7 @@ final class DeliveryDispatcher: Sendable {
                 s.fatal = error
                 s.fatalPurgeRequested = true
             }
+            fatalFlag.store(true, ordering: .releasing)
         }
         logger.critical("producer is in a fatal state and must be recreated: \(error)")
     }

@@ -40,6 +40,8 @@ struct BrokerCommand: AsyncParsableCommand {
             every partition gets min(3, brokers) replicas.
             - A `leader` command for an unknown topic auto-creates it (4 partitions), as metadata requests do.
             - offsetsForTimes answers the end offset for every timestamp.
+            - No ListGroups API: listing groups answers _UNSUPPORTED_FEATURE (group offsets and lag work).
+            - Delivery reports carry a LogAppendTime of 1234 (the mock's placeholder), not the record's timestamp.
             - The cooperative-sticky assignor is broken; use range or roundrobin.
             - Fetches wait the full fetch.wait.max.ms even when data arrives; lower it for latency.
             - In memory only: all data is gone when the process exits.

@@ -45,7 +45,10 @@ struct DemoCommand: AsyncParsableCommand {
         consumerConfig.autoCommitInterval = .milliseconds(500)
         let consumer = try KafkaConsumer(configuration: consumerConfig)
         try consumer.subscribe(topics: [topic])
-        // Wait for the group's first assignment before streaming, so latency is end to end.
+        // Start reading (polling is what drives the group join), then wait for the group's first
+        // assignment before streaming, so that latency is measured end to end.
+        let stats = DemoStats()
+        let readerTask = Task { try await readAll(consumer: consumer, expected: records, stats: stats) }
         var assignedEvents = consumer.events.makeAsyncIterator()
         while let event = await assignedEvents.next() {
             if case .assigned(let p) = event {
@@ -53,9 +56,6 @@ struct DemoCommand: AsyncParsableCommand {
                 break
             }
         }
-
-        let stats = DemoStats()
-        let readerTask = Task { try await readAll(consumer: consumer, expected: records, stats: stats) }
 
         var producerConfig = KafkaProducerConfiguration(kafka: kafka)
         producerConfig.linger = .milliseconds(1)

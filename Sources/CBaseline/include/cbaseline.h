@@ -13,15 +13,17 @@ typedef struct {
     int64_t errors;        // failed deliveries / consumer errors
 } cb_result;
 
-// Produces `count` records of `size` bytes, round-robin by librdkafka's partitioner (no key),
-// fire-and-forget with delivery reports, then flushes. `linger_ms` as librdkafka's linger.ms;
+// Produces `count` records of `size` bytes without key, record i to partition i % partitions
+// (even spread, so no partition outgrows the embedded broker's retention), fire-and-forget with
+// delivery reports, then flushes. `linger_ms` as librdkafka's linger.ms;
 // idempotence on, acks=all. Returns 0 on success, -1 with `errstr` filled.
-int cb_produce(const char *brokers, const char *topic, int64_t count, int size, int linger_ms,
+int cb_produce(const char *brokers, const char *topic, int partitions, int64_t count, int size, int linger_ms,
                cb_result *out, char *errstr, int errstr_size);
 
 // Reads `count` records from `partitions` partitions of `topic` from the beginning, by manual
 // assignment (no group), with rd_kafka_consumer_poll. Returns 0 on success, -1 on error/timeout.
-int cb_consume(const char *brokers, const char *topic, int partitions, int64_t count,
+// `queued_min_messages` > 0 sets librdkafka's queued.min.messages.
+int cb_consume(const char *brokers, const char *topic, int partitions, int64_t count, int queued_min_messages,
                cb_result *out, char *errstr, int errstr_size);
 
 #endif
