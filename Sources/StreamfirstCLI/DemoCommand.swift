@@ -98,7 +98,8 @@ struct DemoCommand: AsyncParsableCommand {
         }
         say("")
         say("== summary ==")
-        say("produced      \(delivered.delivered) delivered, \(delivered.failed) failed, in \(produceTime)")
+        let seconds = Double(produceTime.components.seconds) + Double(produceTime.components.attoseconds) / 1e18
+        say("produced      \(delivered.delivered) delivered, \(delivered.failed) failed, in \(String(format: "%.2f", seconds)) s")
         say("consumed      \(s.count) records, \(s.duplicates) duplicates, \(records - s.distinct) missing")
         say("partitions    " + s.perPartition.sorted { $0.key < $1.key }.map { "p\($0.key)=\($0.value)" }.joined(separator: " "))
         say("ordering      \(s.orderViolations) per-sensor order violations across \(s.perSensorLast.count) sensors")
