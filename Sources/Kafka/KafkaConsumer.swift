@@ -285,7 +285,8 @@ public final class KafkaConsumer: Sendable {
         try KafkaError.check(rd_kafka_position(client.rk, list.list), "position")
         let positions = list.elements
         // Records fetched but not handed out yet are not consumed: report the first of them.
-        let pending = leftover.firstOffsets()
+        var pending = poller.prefetchedFirstOffsets()
+        for (tp, offset) in leftover.firstOffsets() { pending[tp] = offset }  // leftover records come first
         return positions.map { p in
             var p = p
             if let o = pending[p.topicPartition] { p.offset = o }
@@ -332,6 +333,7 @@ public final class KafkaConsumer: Sendable {
         try ensureOpen()
         let moved = Set(offsets.map(\.topicPartition))
         leftover.remove(partitions: moved)
+        _ = poller.invalidate(moved, rewind: false)
         let ms = Int32(clamping: timeout.milliseconds)
         for o in offsets {
             let rkt = UncheckedSendable(try topicHandle(o.topic))
@@ -374,7 +376,9 @@ public final class KafkaConsumer: Sendable {
         try KafkaError.check(rd_kafka_pause_partitions(client.rk, list.list), "pause")
         let paused = Set(partitions)
         // Hand out nothing more from paused partitions; rewind them so nothing is skipped on resume.
-        let rewinds = leftover.remove(partitions: paused).map { KafkaTopicPartitionOffset($0.key, offset: $0.value) }
+        var firstOffsets = poller.invalidate(paused, rewind: true)
+        for (tp, offset) in leftover.remove(partitions: paused) { firstOffsets[tp] = offset }  // leftover records come first
+        let rewinds = firstOffsets.map { KafkaTopicPartitionOffset($0.key, offset: $0.value) }
         for r in rewinds {
             let rkt = try topicHandle(r.topic)
             try KafkaError.check(rd_kafka_seek(rkt, r.partition, r.offset, 0), "rewind paused \(r)")
@@ -464,6 +468,12 @@ public struct KafkaMessageSequence: AsyncSequence, Sendable {
 // MARK: - The polling thread
 
 /// Owns the consumer's polling thread. Requests are served one at a time, in order.
+///
+/// **Read-ahead**: after answering a request the thread polls, without waiting, up to one more batch
+/// of what librdkafka has already fetched and keeps it (`prefetched`). The next request takes that
+/// batch at once, without a thread handoff, and the thread reads ahead again while the application
+/// works — polling and processing overlap on two cores. At most one batch is held; records of
+/// partitions that are revoked, paused or sought meanwhile are dropped (paused ones rewound).
 final class ConsumerPoller: Sendable {
     private struct Request {
         var maxMessages: Int
@@ -478,8 +488,17 @@ final class ConsumerPoller: Sendable {
         var closing = false
         var closeAction: (@Sendable () -> Void)?
         var closed = false
-        /// Partitions revoked while a request is being served (set from the rebalance callback).
-        var revokedDuringServe: Set<KafkaTopicPartition> = []
+        /// Partitions revoked while the thread polls (set from the rebalance callback).
+        var revokedDuringPoll: Set<KafkaTopicPartition> = []
+        /// Partitions paused or sought by the application while the thread polls.
+        var invalidatedDuringPoll: [KafkaTopicPartition: Bool] = [:]  // value: rewind (pause)
+        /// The thread is in a poll pass (serve or read-ahead) whose batch is not settled yet.
+        var polling = false
+        /// One batch read ahead, and how large the next one may be (0: no read-ahead wanted).
+        var prefetched: [KafkaMessage] = []
+        var readAheadSize = 0
+        /// A fatal error met while reading ahead, thrown to the next request.
+        var pendingFailure: KafkaError?
     }
     private let state: ConditionLockedState<State>
     private let client: RDKafkaClient
@@ -493,7 +512,7 @@ final class ConsumerPoller: Sendable {
         self.logger = logger
         self.state = ConditionLockedState(State())
         let thread = Thread { [self] in run() }
-        thread.name = "streamfirst.kafka.consumer"
+        thread.name = "sf-kafka-consumer"
         thread.start()
     }
 
@@ -501,10 +520,59 @@ final class ConsumerPoller: Sendable {
 
     /// Called by the rebalance callback (on the polling thread) when partitions are revoked.
     func noteRevoked(_ partitions: Set<KafkaTopicPartition>) {
-        state.modify { $0.revokedDuringServe.formUnion(partitions) }
+        state.modify { s in
+            s.revokedDuringPoll.formUnion(partitions)
+            s.prefetched.removeAll { partitions.contains($0.topicPartition) }
+        }
+    }
+
+    /// Drops read-ahead records of these partitions (paused: `rewind`, or sought) and returns the first
+    /// dropped offset per partition; records the partitions for a poll in progress too.
+    func invalidate(_ partitions: Set<KafkaTopicPartition>, rewind: Bool) -> [KafkaTopicPartition: Int64] {
+        state.modify { s in
+            var first: [KafkaTopicPartition: Int64] = [:]
+            for m in s.prefetched where partitions.contains(m.topicPartition) && first[m.topicPartition] == nil {
+                first[m.topicPartition] = m.offset
+            }
+            s.prefetched.removeAll { partitions.contains($0.topicPartition) }
+            if s.polling {
+                for p in partitions { s.invalidatedDuringPoll[p] = rewind }
+            }
+            return first
+        }
+    }
+
+    /// The first read-ahead offset per partition.
+    func prefetchedFirstOffsets() -> [KafkaTopicPartition: Int64] {
+        state.read { s in
+            var first: [KafkaTopicPartition: Int64] = [:]
+            for m in s.prefetched where first[m.topicPartition] == nil { first[m.topicPartition] = m.offset }
+            return first
+        }
     }
 
     func poll(maxMessages: Int, timeout: Duration?) async throws -> [KafkaMessage] {
+        // Fast path: a batch read ahead is taken at once; the thread reads the next one.
+        let ready = try state.modifyAndSignal { s -> [KafkaMessage]? in
+            if let failure = s.pendingFailure {
+                s.pendingFailure = nil
+                throw failure
+            }
+            guard s.queue.isEmpty, !s.prefetched.isEmpty, !s.closing else { return nil }
+            let n = min(maxMessages, s.prefetched.count)
+            let out: [KafkaMessage]
+            if n == s.prefetched.count {
+                out = s.prefetched
+                s.prefetched = []
+            } else {
+                out = Array(s.prefetched[..<n])
+                s.prefetched.removeFirst(n)
+            }
+            s.readAheadSize = maxMessages
+            return out
+        }
+        if let ready { return ready }
+
         let deadline = timeout.map { ContinuousClock.now.advanced(by: $0) }
         let id = state.modify { s -> Int in
             s.nextID += 1
@@ -546,10 +614,17 @@ final class ConsumerPoller: Sendable {
                 s.closing = true
                 s.closeAction = beforeDestroy
             }
+            s.prefetched = []
             defer { s.queue = [] }
             return s.queue
         }
         for r in pending { r.continuation.resume(returning: []) }
+    }
+
+    private enum Work {
+        case request(Request)
+        case readAhead(Int)
+        case close((@Sendable () -> Void)?)
     }
 
     private func run() {
@@ -557,29 +632,149 @@ final class ConsumerPoller: Sendable {
         // does not allocate its topic string. Only this thread touches it.
         var topicNames: [UnsafeMutableRawPointer: String] = [:]
         while true {
-            var request: Request?
-            var closeAction: (@Sendable () -> Void)?
-            state.waitAndModify(until: { !$0.queue.isEmpty || $0.closing }) { s in
-                if !s.closing, !s.queue.isEmpty {
-                    request = s.queue.removeFirst()
+            var work = Work.close(nil)
+            state.waitAndModify(until: { s in
+                s.closing || !s.queue.isEmpty || (s.readAheadSize > 0 && s.prefetched.isEmpty && s.pendingFailure == nil)
+            }) { s in
+                if s.closing {
+                    work = .close(s.closeAction)
+                } else if !s.queue.isEmpty {
+                    work = .request(s.queue.removeFirst())
+                    s.polling = s.prefetched.isEmpty
                 } else {
-                    closeAction = s.closeAction
+                    work = .readAhead(s.readAheadSize)
+                    s.readAheadSize = 0  // one pass per batch taken
+                    s.polling = true
                 }
             }
-            if let request {
+            switch work {
+            case .request(let request):
+                // A batch read ahead meanwhile goes first: records leave in the order they were polled.
+                let early = state.modify { s -> [KafkaMessage] in
+                    guard !s.prefetched.isEmpty else { return [] }
+                    let n = min(request.maxMessages, s.prefetched.count)
+                    let out = Array(s.prefetched[..<n])
+                    s.prefetched.removeFirst(n)
+                    s.cancelled.remove(request.id)
+                    s.readAheadSize = request.maxMessages
+                    return out
+                }
+                if !early.isEmpty {
+                    request.continuation.resume(returning: early)
+                    continue
+                }
                 serve(request, topicNames: &topicNames)
-                continue
+            case .readAhead(let size):
+                readAhead(size, topicNames: &topicNames)
+            case .close(let closeAction):
+                let err = rd_kafka_consumer_close(client.rk)
+                if err != RD_KAFKA_RESP_ERR_NO_ERROR {
+                    logger.warning("consumer close: \(KafkaError(err))")
+                }
+                closeAction?()
+                client.destroy()
+                state.modify { $0.closed = true }
+                finished.lock()
+                finished.unlock(withValue: 1)
+                return
             }
-            let err = rd_kafka_consumer_close(client.rk)
-            if err != RD_KAFKA_RESP_ERR_NO_ERROR {
-                logger.warning("consumer close: \(KafkaError(err))")
+        }
+    }
+
+    private enum PollOutcome {
+        case record, empty, skipped
+        case fatal(KafkaError)
+    }
+
+    /// One `rd_kafka_consumer_poll`: a record is appended to `batch`; errors become events.
+    private func pollOnce(wait: Int32, into batch: inout [KafkaMessage], topicNames: inout [UnsafeMutableRawPointer: String]) -> PollOutcome {
+        guard let message = rd_kafka_consumer_poll(client.rk, wait) else { return .empty }
+        defer { rd_kafka_message_destroy(message) }
+        let err = message.pointee.err
+        if err == RD_KAFKA_RESP_ERR_NO_ERROR {
+            var topic = ""
+            if let rkt = message.pointee.rkt {
+                let key = UnsafeMutableRawPointer(rkt)
+                if let name = topicNames[key] {
+                    topic = name
+                } else {
+                    topic = String(cString: rd_kafka_topic_name(rkt))
+                    topicNames[key] = topic
+                }
             }
-            closeAction?()
-            client.destroy()
-            state.modify { $0.closed = true }
-            finished.lock()
-            finished.unlock(withValue: 1)
-            return
+            batch.append(KafkaMessage(copying: message, topic: topic))
+            return .record
+        }
+        if err == RD_KAFKA_RESP_ERR__PARTITION_EOF {
+            let topic = message.pointee.rkt.map { String(cString: rd_kafka_topic_name($0)) } ?? ""
+            events.yield(
+                .partitionEOF(
+                    KafkaTopicPartitionOffset(topic: topic, partition: message.pointee.partition, offset: message.pointee.offset)))
+            return .skipped
+        }
+        if err == RD_KAFKA_RESP_ERR__FATAL, let fatal = client.fatalError() {
+            return .fatal(fatal)
+        }
+        var e = KafkaError(err)
+        if let payload = message.pointee.payload, message.pointee.len > 0 {
+            e.message = String(decoding: UnsafeRawBufferPointer(start: payload, count: message.pointee.len), as: UTF8.self)
+        }
+        if let rkt = message.pointee.rkt {
+            e.message = "\(String(cString: rd_kafka_topic_name(rkt)))[\(message.pointee.partition)]: \(e.message)"
+        }
+        logger.warning("consumer error: \(e)")
+        events.yield(.error(e))
+        return .skipped
+    }
+
+    /// Removes from `batch` what was revoked, paused or sought while it was polled; rewinds paused
+    /// partitions to their first dropped record. Call with the batch just polled.
+    private func settle(_ batch: inout [KafkaMessage], requestID: Int?) {
+        let (revoked, invalidated) = state.modify { s -> (Set<KafkaTopicPartition>, [KafkaTopicPartition: Bool]) in
+            if let requestID { s.cancelled.remove(requestID) }
+            defer {
+                s.revokedDuringPoll = []
+                s.invalidatedDuringPoll = [:]
+                s.polling = false
+            }
+            return (s.revokedDuringPoll, s.invalidatedDuringPoll)
+        }
+        if revoked.isEmpty && invalidated.isEmpty { return }
+        var rewinds: [KafkaTopicPartition: Int64] = [:]
+        batch.removeAll { m in
+            let tp = m.topicPartition
+            if revoked.contains(tp) { return true }
+            guard let rewind = invalidated[tp] else { return false }
+            if rewind && rewinds[tp] == nil { rewinds[tp] = m.offset }
+            return true
+        }
+        for (tp, offset) in rewinds {
+            guard let rkt = rd_kafka_topic_new(client.rk, tp.topic, nil) else { continue }
+            let err = rd_kafka_seek(rkt, tp.partition, offset, 0)
+            if err != RD_KAFKA_RESP_ERR_NO_ERROR { logger.warning("rewind of paused \(tp) to \(offset): \(KafkaError(err))") }
+            rd_kafka_topic_destroy(rkt)
+        }
+    }
+
+    private func readAhead(_ size: Int, topicNames: inout [UnsafeMutableRawPointer: String]) {
+        var batch: [KafkaMessage] = []
+        batch.reserveCapacity(min(size, 1024))
+        var failure: KafkaError?
+        while batch.count < size {
+            let outcome = pollOnce(wait: 0, into: &batch, topicNames: &topicNames)
+            if case .empty = outcome { break }
+            if case .fatal(let e) = outcome {
+                failure = e
+                break
+            }
+        }
+        settle(&batch, requestID: nil)
+        state.modifyAndSignal { s in
+            if s.closing { return }
+            if !batch.isEmpty {
+                s.prefetched.append(contentsOf: batch)
+            }
+            if let failure { s.pendingFailure = failure }
         }
     }
 
@@ -602,55 +797,16 @@ final class ConsumerPoller: Sendable {
                     wait = 100
                 }
             }
-            guard let message = rd_kafka_consumer_poll(client.rk, wait) else {
-                if !batch.isEmpty { break }
-                continue
-            }
-            defer { rd_kafka_message_destroy(message) }
-            let err = message.pointee.err
-            if err == RD_KAFKA_RESP_ERR_NO_ERROR {
-                var topic = ""
-                if let rkt = message.pointee.rkt {
-                    let key = UnsafeMutableRawPointer(rkt)
-                    if let name = topicNames[key] {
-                        topic = name
-                    } else {
-                        topic = String(cString: rd_kafka_topic_name(rkt))
-                        topicNames[key] = topic
-                    }
-                }
-                batch.append(KafkaMessage(copying: message, topic: topic))
-                continue
-            }
-            if err == RD_KAFKA_RESP_ERR__PARTITION_EOF {
-                let topic = message.pointee.rkt.map { String(cString: rd_kafka_topic_name($0)) } ?? ""
-                events.yield(
-                    .partitionEOF(
-                        KafkaTopicPartitionOffset(topic: topic, partition: message.pointee.partition, offset: message.pointee.offset)))
-                continue
-            }
-            if err == RD_KAFKA_RESP_ERR__FATAL, let fatal = client.fatalError() {
-                failure = fatal
+            let outcome = pollOnce(wait: wait, into: &batch, topicNames: &topicNames)
+            if case .empty = outcome, !batch.isEmpty { break }
+            if case .fatal(let e) = outcome {
+                failure = e
                 break
             }
-            var e = KafkaError(err)
-            if let payload = message.pointee.payload, message.pointee.len > 0 {
-                e.message = String(decoding: UnsafeRawBufferPointer(start: payload, count: message.pointee.len), as: UTF8.self)
-            }
-            if let rkt = message.pointee.rkt {
-                e.message = "\(String(cString: rd_kafka_topic_name(rkt)))[\(message.pointee.partition)]: \(e.message)"
-            }
-            logger.warning("consumer error: \(e)")
-            events.yield(.error(e))
         }
-        let revoked = state.modify { s -> Set<KafkaTopicPartition> in
-            s.cancelled.remove(request.id)
-            defer { s.revokedDuringServe = [] }
-            return s.revokedDuringServe
-        }
-        if !revoked.isEmpty {
-            // Records fetched before a revocation belong to the partitions' next owner now.
-            batch.removeAll { revoked.contains($0.topicPartition) }
+        settle(&batch, requestID: request.id)
+        state.modify { s in
+            if !s.closing { s.readAheadSize = request.maxMessages }
         }
         if let failure, batch.isEmpty {
             request.continuation.resume(throwing: failure)

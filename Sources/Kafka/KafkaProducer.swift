@@ -111,7 +111,7 @@ public final class KafkaProducer: Sendable {
             done.lock()
             done.unlock(withValue: 1)
         }
-        thread.name = "streamfirst.kafka.producer"
+        thread.name = "sf-kafka-producer"
         thread.start()
     }
 
@@ -161,6 +161,11 @@ public final class KafkaProducer: Sendable {
     /// Suspends only while the local queue is full. Its delivery report goes to the
     /// `deliveryReports` handler and is counted in ``deliveryCounts``; ``flush(timeout:)`` waits for all.
     public func enqueue(_ message: KafkaProducerMessage) async throws {
+        // Fast path, no suspension: queued at the first attempt.
+        let generation = dispatcher.generation
+        guard let error = produce(message, opaque: nil) else { return }
+        guard error.code == KafkaError.queueFullCode else { throw error }
+        try await dispatcher.waitForSpace(after: generation)
         try await enqueueRetryingWhenFull(message, opaque: nil)
     }
 
