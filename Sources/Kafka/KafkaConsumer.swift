@@ -78,10 +78,11 @@ public struct KafkaPartitionLag: Sendable, Hashable {
 /// batches, offset store and commit, seek, pause / resume, lag and replay helpers.
 ///
 /// **Polling**: records are pulled from `rd_kafka_consumer_poll` on a dedicated thread owned by
-/// this consumer, only when the application asks for more (``messages`` or ``poll(maxMessages:timeout:)``),
-/// at most one batch at a time: librdkafka's own prefetch queue (`queued.max.messages.kbytes`) is the
-/// only buffer, so memory stays bounded and a slow application applies backpressure. Rebalance callbacks
-/// run on that thread too. Blocking calls (commit, committed, watermarks, seek) run on NIO's blocking pool.
+/// this consumer, as the application asks for them (``messages`` or ``poll(maxMessages:timeout:)``),
+/// plus at most one batch read ahead of what librdkafka has already fetched: librdkafka's own prefetch
+/// queue (`queued.max.messages.kbytes`) stays the real buffer, so memory is bounded and a slow
+/// application applies backpressure. Rebalance callbacks run on that thread too. Blocking calls
+/// (commit, committed, watermarks, seek) run on NIO's blocking pool.
 ///
 /// **Offsets**: by default offsets are stored only when the application calls ``storeOffset(for:)``
 /// (or ``storeOffsets(_:)``), and stored offsets are committed every `auto.commit.interval.ms` and by
