@@ -146,14 +146,7 @@ public final class KafkaAdmin: Sendable {
     ) {
         let client = self.client
         let ms = Int32(clamping: timeout.milliseconds)
-        return try await runBlocking {
-            var low: Int64 = 0
-            var high: Int64 = 0
-            try KafkaError.check(
-                rd_kafka_query_watermark_offsets(client.rk, topic, partition, &low, &high, ms),
-                "watermarks of \(topic)[\(partition)]")
-            return (low, high)
-        }
+        return try await runBlocking { try client.queryWatermarks(topic: topic, partition: partition, timeoutMs: ms) }
     }
 
     // MARK: - Topics
@@ -259,12 +252,9 @@ public final class KafkaAdmin: Sendable {
     /// A group's lag per partition of these topics: committed offset against the high watermark.
     public func groupLag(group: String, topics: [String], timeout: Duration = .seconds(10)) async throws -> [KafkaPartitionLag] {
         let committed = try await groupOffsets(group: group, topics: topics, timeout: timeout)
-        var result: [KafkaPartitionLag] = []
-        for c in committed {
-            let (low, high) = try await watermarks(topic: c.topic, partition: c.partition, timeout: timeout)
-            result.append(KafkaPartitionLag(topic: c.topic, partition: c.partition, committed: c.offset, low: low, high: high))
-        }
-        return result
+        let client = self.client
+        let ms = Int32(clamping: timeout.milliseconds)
+        return try await runBlocking { try client.lags(of: committed, timeoutMs: ms) }
     }
 }
 

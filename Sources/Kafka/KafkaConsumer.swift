@@ -302,14 +302,7 @@ public final class KafkaConsumer: Sendable {
         try ensureOpen()
         let client = self.client
         let ms = Int32(clamping: timeout.milliseconds)
-        return try await runBlocking {
-            var low: Int64 = 0
-            var high: Int64 = 0
-            try KafkaError.check(
-                rd_kafka_query_watermark_offsets(client.rk, topic, partition, &low, &high, ms),
-                "watermarks of \(topic)[\(partition)]")
-            return (low, high)
-        }
+        return try await runBlocking { try client.queryWatermarks(topic: topic, partition: partition, timeoutMs: ms) }
     }
 
     /// Lag of the group in the assigned partitions (or the given ones): committed offsets against high watermarks.
@@ -318,12 +311,9 @@ public final class KafkaConsumer: Sendable {
     {
         let parts = try partitions ?? assignment()
         let committed = try await committed(parts, timeout: timeout)
-        var result: [KafkaPartitionLag] = []
-        for c in committed {
-            let (low, high) = try await watermarks(topic: c.topic, partition: c.partition, timeout: timeout)
-            result.append(KafkaPartitionLag(topic: c.topic, partition: c.partition, committed: c.offset, low: low, high: high))
-        }
-        return result
+        let client = self.client
+        let ms = Int32(clamping: timeout.milliseconds)
+        return try await runBlocking { try client.lags(of: committed, timeoutMs: ms) }
     }
 
     // MARK: - Seek, pause, resume, replay
@@ -823,14 +813,7 @@ extension KafkaMessage {
         let m = message.pointee
         let key: [UInt8]? = m.key.map { Array(UnsafeRawBufferPointer(start: $0, count: m.key_len)) }
         let value: [UInt8]? = m.payload.map { Array(UnsafeRawBufferPointer(start: $0, count: m.len)) }
-        var type = RD_KAFKA_TIMESTAMP_NOT_AVAILABLE
-        let ts = rd_kafka_message_timestamp(message, &type)
-        let timestamp: KafkaTimestamp? =
-            switch type {
-            case RD_KAFKA_TIMESTAMP_CREATE_TIME: KafkaTimestamp(milliseconds: ts, kind: .createTime)
-            case RD_KAFKA_TIMESTAMP_LOG_APPEND_TIME: KafkaTimestamp(milliseconds: ts, kind: .logAppendTime)
-            default: nil
-            }
+        let timestamp = KafkaTimestamp(of: message)
         var headers: [KafkaHeader] = []
         var hdrs: OpaquePointer?
         if rd_kafka_message_headers(message, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR, let hdrs {

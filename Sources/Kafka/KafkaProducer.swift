@@ -520,14 +520,7 @@ final class DeliveryDispatcher: Sendable {
     }
 
     private func report(_ message: UnsafePointer<rd_kafka_message_t>, topic: String, error: KafkaError?) -> KafkaDeliveryReport {
-        var type = RD_KAFKA_TIMESTAMP_NOT_AVAILABLE
-        let ts = rd_kafka_message_timestamp(message, &type)
-        let timestamp: KafkaTimestamp? =
-            switch type {
-            case RD_KAFKA_TIMESTAMP_CREATE_TIME: KafkaTimestamp(milliseconds: ts, kind: .createTime)
-            case RD_KAFKA_TIMESTAMP_LOG_APPEND_TIME: KafkaTimestamp(milliseconds: ts, kind: .logAppendTime)
-            default: nil
-            }
+        let timestamp = KafkaTimestamp(of: message)
         return KafkaDeliveryReport(
             topic: topic, partition: message.pointee.partition,
             offset: error == nil ? message.pointee.offset : KafkaOffset.invalid, timestamp: timestamp, error: error)

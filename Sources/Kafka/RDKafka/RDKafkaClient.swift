@@ -232,3 +232,41 @@ extension KafkaStatistics {
         }
     }
 }
+
+extension KafkaTimestamp {
+    /// The timestamp librdkafka reports for a message (consumed or delivered), if it has one.
+    init?(of message: UnsafePointer<rd_kafka_message_t>) {
+        var type = RD_KAFKA_TIMESTAMP_NOT_AVAILABLE
+        let ts = rd_kafka_message_timestamp(message, &type)
+        switch type {
+        case RD_KAFKA_TIMESTAMP_CREATE_TIME: self.init(milliseconds: ts, kind: .createTime)
+        case RD_KAFKA_TIMESTAMP_LOG_APPEND_TIME: self.init(milliseconds: ts, kind: .logAppendTime)
+        default: return nil
+        }
+    }
+}
+
+extension RDKafkaClient {
+    /// Low and high watermarks of a partition, asked from the broker (blocking: call off the cooperative pool).
+    func queryWatermarks(topic: String, partition: Int32, timeoutMs: Int32) throws -> (low: Int64, high: Int64) {
+        try Kafka.queryWatermarks(rk, topic: topic, partition: partition, timeoutMs: timeoutMs)
+    }
+
+    /// Lag per partition from committed offsets, asking the broker for each partition's watermarks.
+    func lags(of committed: [KafkaTopicPartitionOffset], timeoutMs: Int32) throws -> [KafkaPartitionLag] {
+        try committed.map { c in
+            let (low, high) = try queryWatermarks(topic: c.topic, partition: c.partition, timeoutMs: timeoutMs)
+            return KafkaPartitionLag(topic: c.topic, partition: c.partition, committed: c.offset, low: low, high: high)
+        }
+    }
+}
+
+/// `rd_kafka_query_watermark_offsets` (blocking).
+func queryWatermarks(_ rk: OpaquePointer, topic: String, partition: Int32, timeoutMs: Int32) throws -> (low: Int64, high: Int64) {
+    var low: Int64 = 0
+    var high: Int64 = 0
+    try KafkaError.check(
+        rd_kafka_query_watermark_offsets(rk, topic, partition, &low, &high, timeoutMs),
+        "watermarks of \(topic)[\(partition)]")
+    return (low, high)
+}

@@ -152,11 +152,7 @@ enum OffsetResolver {
         var result = list.elements
         var suspicious: [(index: Int, low: Int64, high: Int64)] = []
         for (i, r) in result.enumerated() where r.offset < 0 || r.error != nil {
-            var low: Int64 = 0
-            var high: Int64 = 0
-            try KafkaError.check(
-                rd_kafka_query_watermark_offsets(rk, r.topic, r.partition, &low, &high, timeoutMs),
-                "watermarks of \(r.topicPartition)")
+            let (low, high) = try queryWatermarks(rk, topic: r.topic, partition: r.partition, timeoutMs: timeoutMs)
             result[i].error = nil
             result[i].offset = high
             if high > low { suspicious.append((i, low, high)) }
