@@ -156,31 +156,41 @@ public final class KafkaConsumer: Sendable {
     /// `startingAt` applies to the partitions of this consumer's first assignment after `subscribe`
     /// (a replay of the group's input); partitions assigned later (after a rebalance) resume from the
     /// group's committed offsets, so a member taking over from a dead one neither skips nor repeats.
-    public func subscribe(topics: [String], startingAt position: KafkaStartPosition = .committed) throws {
+    public func subscribe(topics: [String], startingAt position: KafkaStartPosition = .committed) async throws {
         try ensureOpen()
         rebalance.setStartPosition(position)
-        let list = RDKafkaTopicPartitionList(capacity: topics.count)
-        for t in topics { list.add(topic: t, partition: RD_KAFKA_PARTITION_UA, offset: KafkaOffset.invalid) }
-        try KafkaError.check(rd_kafka_subscribe(client.rk, list.list), "subscribe to \(topics)")
+        let client = self.client
+        // rd_kafka_subscribe waits for librdkafka's main thread: off the cooperative pool.
+        try await runBlocking {
+            let list = RDKafkaTopicPartitionList(capacity: topics.count)
+            for t in topics { list.add(topic: t, partition: RD_KAFKA_PARTITION_UA, offset: KafkaOffset.invalid) }
+            try KafkaError.check(rd_kafka_subscribe(client.rk, list.list), "subscribe to \(topics)")
+        }
     }
 
     /// Assigns partitions manually (no group membership), starting at `position`.
     public func assign(_ partitions: [KafkaTopicPartition], startingAt position: KafkaStartPosition = .committed) async throws {
         try ensureOpen()
         let offsets = try await resolve(position, for: partitions)
-        let list = RDKafkaTopicPartitionList(offsets)
-        try KafkaError.check(rd_kafka_assign(client.rk, list.list), "assign \(partitions)")
+        let client = self.client
+        try await runBlocking {
+            let list = RDKafkaTopicPartitionList(offsets)
+            try KafkaError.check(rd_kafka_assign(client.rk, list.list), "assign \(partitions)")
+        }
         eventContinuation.yield(.assigned(offsets))
     }
 
     /// The partitions currently assigned to this consumer.
-    public func assignment() throws -> [KafkaTopicPartition] {
+    public func assignment() async throws -> [KafkaTopicPartition] {
         try ensureOpen()
-        var list: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>?
-        try KafkaError.check(rd_kafka_assignment(client.rk, &list), "assignment")
-        guard let list else { return [] }
-        defer { rd_kafka_topic_partition_list_destroy(list) }
-        return RDKafkaTopicPartitionList.read(list).map(\.topicPartition)
+        let client = self.client
+        return try await runBlocking {
+            var list: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>?
+            try KafkaError.check(rd_kafka_assignment(client.rk, &list), "assignment")
+            guard let list else { return [] }
+            defer { rd_kafka_topic_partition_list_destroy(list) }
+            return RDKafkaTopicPartitionList.read(list).map(\.topicPartition)
+        }
     }
 
     // MARK: - Records
@@ -309,7 +319,8 @@ public final class KafkaConsumer: Sendable {
     public func lag(_ partitions: [KafkaTopicPartition]? = nil, timeout: Duration = .seconds(10)) async throws
         -> [KafkaPartitionLag]
     {
-        let parts = try partitions ?? assignment()
+        let parts: [KafkaTopicPartition]
+        if let partitions { parts = partitions } else { parts = try await assignment() }
         let committed = try await committed(parts, timeout: timeout)
         let client = self.client
         let ms = Int32(clamping: timeout.milliseconds)
@@ -342,7 +353,8 @@ public final class KafkaConsumer: Sendable {
     /// "end" for a partition whose last record is at or after the timestamp (librdkafka's mock cluster
     /// does so for every timestamp) is corrected by scanning the partition with a side reader.
     public func seek(to position: KafkaStartPosition, partitions: [KafkaTopicPartition]? = nil) async throws {
-        let parts = try partitions ?? assignment()
+        let parts: [KafkaTopicPartition]
+        if let partitions { parts = partitions } else { parts = try await assignment() }
         let offsets = try await resolve(position, for: parts)
         try await seek(offsets.filter { $0.offset != KafkaOffset.invalid })
     }

@@ -44,7 +44,7 @@ struct DemoCommand: AsyncParsableCommand {
         consumerConfig.heartbeatInterval = .seconds(1)
         consumerConfig.autoCommitInterval = .milliseconds(500)
         let consumer = try KafkaConsumer(configuration: consumerConfig)
-        try consumer.subscribe(topics: [topic])
+        try await consumer.subscribe(topics: [topic])
         // Start reading (polling is what drives the group join), then wait for the group's first
         // assignment before streaming, so that latency is measured end to end.
         let stats = DemoStats()

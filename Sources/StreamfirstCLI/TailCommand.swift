@@ -65,7 +65,7 @@ struct TailCommand: AsyncParsableCommand {
             }
         }
         if group != nil {
-            try consumer.subscribe(topics: topics, startingAt: position)
+            try await consumer.subscribe(topics: topics, startingAt: position)
         } else {
             let admin = try KafkaAdmin(configuration: try connection.kafkaConfiguration())
             var partitions: [KafkaTopicPartition] = []

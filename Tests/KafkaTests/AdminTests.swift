@@ -26,7 +26,7 @@ struct AdminTests {
         var config = consumerConfig(broker.bootstrapServers, group: group)
         config.autoCommit = false
         let consumer = try KafkaConsumer(configuration: config)
-        try consumer.subscribe(topics: [topic])
+        try await consumer.subscribe(topics: [topic])
         _ = try await collect(consumer, count: 12, store: true)
         try await consumer.commit()
         // The mock cluster does not implement ListGroups: the error says so by name (real clusters: see RealClusterTests).
@@ -73,7 +73,7 @@ struct RealClusterTests {
         await consumer.close()
         let group = uniqueName("g")
         let member = try KafkaConsumer(configuration: consumerConfig(servers, group: group))
-        try member.subscribe(topics: [topic])
+        try await member.subscribe(topics: [topic])
         _ = try await collect(member, count: 1)
         #expect(try await admin.listGroups().contains { $0.name == group })
         await member.close()

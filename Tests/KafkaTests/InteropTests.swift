@@ -30,7 +30,7 @@ struct InteropTests {
         let run = try await runProcess(try python(), [script, "produce", broker.bootstrapServers, topic, "50"])
         #expect(run.status == 0, "\(run.stderr)")
         let consumer = try KafkaConsumer(configuration: consumerConfig(broker.bootstrapServers, group: uniqueName("g")))
-        try consumer.subscribe(topics: [topic])
+        try await consumer.subscribe(topics: [topic])
         let got = try await collect(consumer, count: 50)
         await consumer.close()
         let byIndex = Dictionary(uniqueKeysWithValues: got.map { (text($0.header("index")?.value) ?? "", $0) })

@@ -189,14 +189,14 @@ struct ProducerConsumerTests {
         var config = consumerConfig(broker.bootstrapServers, group: group)
         config.autoCommit = false
         let first = try KafkaConsumer(configuration: config)
-        try first.subscribe(topics: [topic])
+        try await first.subscribe(topics: [topic])
         let part1 = try await collect(first, count: 40, store: true)
         try await first.commit()
         let committed = try await first.committed([KafkaTopicPartition(topic: topic, partition: 0), KafkaTopicPartition(topic: topic, partition: 1)])
         await first.close()
 
         let second = try KafkaConsumer(configuration: config)
-        try second.subscribe(topics: [topic])
+        try await second.subscribe(topics: [topic])
         let part2 = try await collect(second, count: 60, store: true)
         try await second.commit()
         await second.close()
@@ -248,7 +248,7 @@ struct ProducerConsumerTests {
 
         // Seek an active group consumer back in time.
         let consumer = try KafkaConsumer(configuration: consumerConfig(broker.bootstrapServers, group: uniqueName("g")))
-        try consumer.subscribe(topics: [topic], startingAt: .beginning)
+        try await consumer.subscribe(topics: [topic], startingAt: .beginning)
         _ = try await collect(consumer, count: 90)
         try await consumer.seek(to: .timestamp(t0 + 85_000))
         let replayed = try await collect(consumer, count: 5).compactMap { text($0.value) }
@@ -322,7 +322,7 @@ struct ProducerConsumerTests {
         config.kafka.debugContexts = "cgrp"
         config.autoCommit = false
         let consumer = try KafkaConsumer(configuration: config, logger: logger)
-        try consumer.subscribe(topics: [topic])
+        try await consumer.subscribe(topics: [topic])
         let got = try await collect(consumer, count: 6, store: true)
         try await consumer.commit()
         var sawAssigned = false
@@ -340,7 +340,7 @@ struct ProducerConsumerTests {
         let lag = try await consumer.lag()
         #expect(lag.reduce(0) { $0 + $1.lag } == 4)
         #expect(lag.reduce(0) { $0 + $1.high } == 10)
-        let positions = try consumer.position(try consumer.assignment())
+        let positions = try consumer.position(try await consumer.assignment())
         let consumedPerPartition = Dictionary(grouping: got, by: \.partition).mapValues { ($0.map(\.offset).max() ?? -1) + 1 }
         for p in positions where consumedPerPartition[p.partition] != nil {
             #expect(p.offset == consumedPerPartition[p.partition])
