@@ -715,7 +715,7 @@ final class ConsumerPoller: Sendable {
                     KafkaTopicPartitionOffset(topic: topic, partition: message.pointee.partition, offset: message.pointee.offset)))
             return .skipped
         }
-        if err == RD_KAFKA_RESP_ERR__FATAL, let fatal = client.fatalError() {
+        if err == RD_KAFKA_RESP_ERR__FATAL, let fatal = client.pendingFatalError() {
             return .fatal(fatal)
         }
         var e = KafkaError(err)

@@ -264,7 +264,7 @@ public final class KafkaProducer: Sendable {
     }
 
     private func producerError(_ code: rd_kafka_resp_err_t, message: KafkaProducerMessage) -> KafkaError {
-        if code == RD_KAFKA_RESP_ERR__FATAL, let fatal = client.fatalError() {
+        if code == RD_KAFKA_RESP_ERR__FATAL, let fatal = client.pendingFatalError() {
             dispatcher.markFatal(fatal)
             return fatal
         }

@@ -154,7 +154,7 @@ final class RDKafkaClient: @unchecked Sendable {
     }
 
     /// The fatal error the instance is in, if any (`rd_kafka_fatal_error`).
-    func fatalError() -> KafkaError? {
+    func pendingFatalError() -> KafkaError? {
         var errstr = [CChar](repeating: 0, count: 512)
         let err = rd_kafka_fatal_error(rk, &errstr, errstr.count)
         guard err != RD_KAFKA_RESP_ERR_NO_ERROR else { return nil }
