@@ -97,7 +97,7 @@ public final class KafkaConsumer: Sendable {
     let client: RDKafkaClient
     private let poller: ConsumerPoller
     private let rebalance: RebalanceHandler
-    private let topicHandles = NIOLockedValueBox<[String: UncheckedSendable<OpaquePointer>]>([:])
+    private let topicHandles = RDKafkaTopicHandles(closedError: KafkaConsumer.closedError)
     private let leftover = RecordBuffer()
     private let eventContinuation: AsyncStream<KafkaConsumerEvent>.Continuation
     private let logger: Logger
@@ -401,42 +401,29 @@ public final class KafkaConsumer: Sendable {
     /// beyond auto-commit of stored offsets, and destroys the client. Bounded by `timeout`: if
     /// librdkafka hangs in close, the handle is abandoned and an error is logged. Idempotent.
     public func close(timeout: Duration = .seconds(15)) async {
-        let handles = topicHandles.withLockedValue { cache -> [UncheckedSendable<OpaquePointer>] in
-            defer { cache = [:] }
-            return Array(cache.values)
-        }
-        let closed = await poller.close(timeout: timeout) {
-            for h in handles { rd_kafka_topic_destroy(h.value) }
-        }
+        let handles = topicHandles
+        let closed = await poller.close(timeout: timeout) { handles.destroyAll() }
         if !closed {
             logger.error("consumer close did not finish within \(timeout); the librdkafka handle is abandoned")
         }
         eventContinuation.finish()
     }
 
+    static let closedError = KafkaError.client("CLOSED", "the consumer has been closed")
+
     private func ensureOpen() throws {
-        if poller.isClosed { throw KafkaError.client("CLOSED", "the consumer has been closed") }
+        if poller.isClosed { throw Self.closedError }
     }
 
     deinit {
         // Dropped without close(): the polling thread leaves the group and destroys the handles.
-        let handles = topicHandles.withLockedValue { cache -> [UncheckedSendable<OpaquePointer>] in
-            defer { cache = [:] }
-            return Array(cache.values)
-        }
-        poller.beginClose { for h in handles { rd_kafka_topic_destroy(h.value) } }
+        let handles = topicHandles
+        poller.beginClose { handles.destroyAll() }
         eventContinuation.finish()
     }
 
     private func topicHandle(_ name: String) throws -> OpaquePointer {
-        try topicHandles.withLockedValue { cache in
-            if let h = cache[name] { return h.value }
-            guard let rkt = rd_kafka_topic_new(client.rk, name, nil) else {
-                throw KafkaError(rd_kafka_last_error(), message: "cannot create a handle for topic '\(name)'")
-            }
-            cache[name] = UncheckedSendable(rkt)
-            return rkt
-        }
+        try topicHandles.handle(name, on: client.rk)
     }
 }
 
@@ -453,11 +440,6 @@ public struct KafkaMessageSequence: AsyncSequence, Sendable {
 
         public mutating func next() async throws -> KafkaMessage? {
             // Fast path without a suspension point: a record already fetched.
-            if let m = consumer.takeBuffered() { return m }
-            return try await consumer.nextMessage(batchSize: batchSize)
-        }
-
-        public mutating func next(isolation actor: isolated (any Actor)?) async throws -> KafkaMessage? {
             if let m = consumer.takeBuffered() { return m }
             return try await consumer.nextMessage(batchSize: batchSize)
         }
@@ -502,6 +484,21 @@ final class ConsumerPoller: Sendable {
         var readAheadSize = 0
         /// A fatal error met while reading ahead, thrown to the next request.
         var pendingFailure: KafkaError?
+
+        /// Takes up to `max` read-ahead records for a request of that size, and asks for the next read-ahead.
+        mutating func takePrefetched(max: Int) -> [KafkaMessage] {
+            let n = Swift.min(max, prefetched.count)
+            let out: [KafkaMessage]
+            if n == prefetched.count {
+                out = prefetched
+                prefetched = []
+            } else {
+                out = Array(prefetched[..<n])
+                prefetched.removeFirst(n)
+            }
+            readAheadSize = max
+            return out
+        }
     }
     private let state: ConditionLockedState<State>
     private let client: RDKafkaClient
@@ -562,17 +559,7 @@ final class ConsumerPoller: Sendable {
                 throw failure
             }
             guard s.queue.isEmpty, !s.prefetched.isEmpty, !s.closing else { return nil }
-            let n = min(maxMessages, s.prefetched.count)
-            let out: [KafkaMessage]
-            if n == s.prefetched.count {
-                out = s.prefetched
-                s.prefetched = []
-            } else {
-                out = Array(s.prefetched[..<n])
-                s.prefetched.removeFirst(n)
-            }
-            s.readAheadSize = maxMessages
-            return out
+            return s.takePrefetched(max: maxMessages)
         }
         if let ready { return ready }
 
@@ -655,12 +642,8 @@ final class ConsumerPoller: Sendable {
                 // A batch read ahead meanwhile goes first: records leave in the order they were polled.
                 let early = state.modify { s -> [KafkaMessage] in
                     guard !s.prefetched.isEmpty else { return [] }
-                    let n = min(request.maxMessages, s.prefetched.count)
-                    let out = Array(s.prefetched[..<n])
-                    s.prefetched.removeFirst(n)
                     s.cancelled.remove(request.id)
-                    s.readAheadSize = request.maxMessages
-                    return out
+                    return s.takePrefetched(max: request.maxMessages)
                 }
                 if !early.isEmpty {
                     request.continuation.resume(returning: early)

@@ -29,7 +29,7 @@ import Synchronization
 public final class KafkaProducer: Sendable {
     let client: RDKafkaClient
     private let dispatcher: DeliveryDispatcher
-    private let topics = NIOLockedValueBox<[String: UncheckedSendable<OpaquePointer>]>([:])
+    private let topics = RDKafkaTopicHandles(closedError: KafkaProducer.closedError)
     private let lifecycle = LifecycleFlag()
     private let pollThreadDone = ConditionLock(value: 0)
     private let logger: Logger
@@ -101,11 +101,7 @@ public final class KafkaProducer: Sendable {
             // topic handles, then the rd_kafka_t, then the context.
             rd_kafka_poll(client.rk, 0)
             dispatcher.endOfPoll()
-            let handles = topics.withLockedValue { cache -> [UncheckedSendable<OpaquePointer>] in
-                defer { cache = [:] }
-                return Array(cache.values)
-            }
-            for h in handles { rd_kafka_topic_destroy(h.value) }
+            topics.destroyAll()
             client.destroy()
             dispatcher.close()
             done.lock()
@@ -161,11 +157,6 @@ public final class KafkaProducer: Sendable {
     /// Suspends only while the local queue is full. Its delivery report goes to the
     /// `deliveryReports` handler and is counted in ``deliveryCounts``; ``flush(timeout:)`` waits for all.
     public func enqueue(_ message: KafkaProducerMessage) async throws {
-        // Fast path, no suspension: queued at the first attempt.
-        let generation = dispatcher.generation
-        guard let error = produce(message, opaque: nil) else { return }
-        guard error.code == KafkaError.queueFullCode else { throw error }
-        try await dispatcher.waitForSpace(after: generation)
         try await enqueueRetryingWhenFull(message, opaque: nil)
     }
 
@@ -190,15 +181,8 @@ public final class KafkaProducer: Sendable {
     }
 
     private func topicHandle(_ name: String) throws -> OpaquePointer {
-        try topics.withLockedValue { cache in
-            if let rkt = cache[name] { return rkt.value }
-            guard lifecycle.isRunning else { throw Self.closedError }
-            guard let rkt = rd_kafka_topic_new(client.rk, name, nil) else {
-                throw KafkaError(rd_kafka_last_error(), message: "cannot create a handle for topic '\(name)'")
-            }
-            cache[name] = UncheckedSendable(rkt)
-            return rkt
-        }
+        guard lifecycle.isRunning else { throw Self.closedError }
+        return try topics.handle(name, on: client.rk)
     }
 
     static let closedError = KafkaError.client("CLOSED", "the producer has been shut down")
