@@ -9,12 +9,26 @@ let package = Package(
         .library(name: "EmbeddedBroker", targets: ["EmbeddedBroker"]),
         .executable(name: "streamfirst", targets: ["StreamfirstCLI"]),
         .executable(name: "streamfirst-bench", targets: ["Benchmarks"]),
+        .library(name: "Pipeline", targets: ["Pipeline"]),
+        .library(name: "Processing", targets: ["Processing"]),
+        .library(name: "Validation", targets: ["Validation"]),
+        .library(name: "Connectors", targets: ["Connectors"]),
+        .executable(name: "ingest", targets: ["IngestWorker"]),
+        .executable(name: "validate", targets: ["ValidateWorker"]),
+        .executable(name: "process", targets: ["ProcessWorker"]),
+        .executable(name: "persist", targets: ["PersistWorker"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.5.0"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.21.0"),
+        .package(url: "https://github.com/vapor/sqlite-nio", from: "1.10.0"),
     ],
     targets: [
         // The C boundary: librdkafka 2.x from Debian's librdkafka-dev (client + mock cluster headers).
@@ -46,11 +60,52 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
+        // JSON values, record headers: what every pipeline module shares. Foundation only.
+        .target(name: "StreamCore"),
+        // Line-aware YAML configuration reading with ${VAR:-default} expansion and unknown-key errors.
+        .target(name: "Config", dependencies: [.product(name: "Yams", package: "Yams")]),
+        // JSON Schema (draft 2020-12) validation.
+        .target(name: "Validation", dependencies: ["StreamCore", "Config"]),
+        // Expressions and stateless operators (filter, set, rename, drop, route, enrich); the custom processor protocol.
+        .target(name: "Processing", dependencies: ["StreamCore", "Config"]),
+        // Sources (stdin, files, tail, HTTP, generator) and sinks (SQLite, PostgreSQL, NDJSON, Kafka).
+        .target(
+            name: "Connectors",
+            dependencies: [
+                "StreamCore", "Config", "Kafka",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "SQLiteNIO", package: "sqlite-nio"),
+            ]
+        ),
+        // The stage runtime the four workers share: pipeline files, consume → handle → produce → commit,
+        // dead letters, health and metrics endpoints, graceful shutdown.
+        .target(
+            name: "Pipeline",
+            dependencies: [
+                "Kafka", "StreamCore", "Config", "Validation", "Processing", "Connectors",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        .executableTarget(name: "IngestWorker", dependencies: ["Pipeline"]),
+        .executableTarget(name: "ValidateWorker", dependencies: ["Pipeline"]),
+        .executableTarget(name: "ProcessWorker", dependencies: ["Pipeline"]),
+        .executableTarget(name: "PersistWorker", dependencies: ["Pipeline"]),
         .executableTarget(
             name: "StreamfirstCLI",
             dependencies: [
                 "Kafka",
                 "EmbeddedBroker",
+                "Pipeline",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -84,5 +139,10 @@ let package = Package(
                 "Kafka",
             ]
         ),
+        .testTarget(name: "StreamCoreTests", dependencies: ["StreamCore", "Config"]),
+        .testTarget(name: "ValidationTests", dependencies: ["Validation", "StreamCore"]),
+        .testTarget(name: "ProcessingTests", dependencies: ["Processing", "StreamCore", "Config"]),
+        .testTarget(name: "ConnectorTests", dependencies: ["Connectors", "StreamCore", "Config", "Kafka", "EmbeddedBroker"]),
+        .testTarget(name: "PipelineTests", dependencies: ["Pipeline", "StreamCore", "Config", "Kafka", "EmbeddedBroker", "Connectors"]),
     ]
 )

@@ -1,0 +1,1 @@
+// Expressions and stateless operators — see Expression.swift.
