@@ -20,12 +20,18 @@ public struct SourceRecord: Sendable {
     public var checkpoint: String?
     /// When the source read it, milliseconds since the epoch.
     public var receivedAtMs: Int64
+    /// Set when the source already knows the record is bad (a CSV row with the wrong number of
+    /// fields, a line over the size limit): ingest sends `bytes` to the dead-letter topic with this reason.
+    public var rejection: String?
 
-    public init(bytes: [UInt8], id: String? = nil, checkpoint: String? = nil, receivedAtMs: Int64) {
+    public init(
+        bytes: [UInt8], id: String? = nil, checkpoint: String? = nil, receivedAtMs: Int64, rejection: String? = nil
+    ) {
         self.bytes = bytes
         self.id = id
         self.checkpoint = checkpoint
         self.receivedAtMs = receivedAtMs
+        self.rejection = rejection
     }
 }
 
