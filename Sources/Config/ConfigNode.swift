@@ -1,6 +1,10 @@
 import Foundation
 import Yams
 
+// Yams' `Node` is an immutable value (an enum of strings, marks and arrays of nodes) that is not
+// declared Sendable; parsed configuration is handed to stage services on other tasks, so say so here.
+extension Node: @retroactive @unchecked Sendable {}
+
 /// A configuration error: names the file, the line, the key path, and what to do about it.
 public struct ConfigError: Error, Sendable, CustomStringConvertible {
     public let file: String
@@ -37,7 +41,7 @@ public struct ConfigSource: Sendable {
 /// Why this exists rather than `Decodable`: decoding through `YAMLDecoder` neither reports the line of a
 /// bad value nor rejects unknown keys. Every component reads its settings through a ``ConfigMapping``,
 /// which does both, and expands `${VAR}` / `${VAR:-default}` in every scalar.
-public struct ConfigNode {
+public struct ConfigNode: Sendable {
     public let node: Node
     public let path: String
     public let source: ConfigSource
@@ -201,6 +205,9 @@ public final class ConfigMapping {
     public var keys: [String] { entries.map(\.key) }
 
     public func contains(_ key: String) -> Bool { entries.contains { $0.key == key } }
+
+    /// Marks keys as read by someone else (a shared section reader), so ``finish()`` accepts them.
+    public func markUsed(_ keys: [String]) { used.formUnion(keys) }
 
     /// The value under `key`, or nil when absent or explicitly null.
     public func optional(_ key: String) -> ConfigNode? {

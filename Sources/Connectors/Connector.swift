@@ -141,11 +141,21 @@ public protocol RecordSink: Sendable {
     /// a thrown error means the whole batch failed (retry it).
     func write(_ batch: [SinkRecord], offsets: [SinkOffset], consumerGroup: String) async throws -> [SinkRejection]
 
+    /// The records of `batch` that ``write(_:offsets:consumerGroup:)`` would refuse, with reasons —
+    /// a pure check, no I/O. The persist worker dead-letters these *before* writing the rest, so a
+    /// crash between the write and the dead letter cannot lose a refused record.
+    func rejections(in batch: [SinkRecord]) -> [SinkRejection]
+
     /// The number of stored rows (the demo's summary and tests read it).
     func count() async throws -> Int
 
     /// Flushes and releases everything.
     func close() async
+}
+
+extension RecordSink {
+    /// Sinks that accept every record (NDJSON, Kafka) refuse nothing.
+    public func rejections(in batch: [SinkRecord]) -> [SinkRejection] { [] }
 }
 
 // MARK: - Self-description

@@ -1,1 +1,4 @@
-print("not yet")
+// The validate worker: everything lives in the Pipeline library; this file only picks the stage.
+import Pipeline
+
+await Worker.main(stage: .validate)

@@ -1,0 +1,222 @@
+import Config
+import Connectors
+import Foundation
+import Kafka
+import Logging
+import NIOConcurrencyHelpers
+import ServiceLifecycle
+import StreamCore
+import Synchronization
+
+/// The persist stage: writes the input topic into a sink in batches.
+///
+/// Exactly-once into the sink, without Kafka transactions: for sinks that store offsets (SQLite,
+/// PostgreSQL, NDJSON files) the batch's rows and the next offsets go in one database transaction,
+/// and on every partition assignment the consumer seeks to the offsets stored there — Kafka's
+/// committed offsets are then only informational (for `lag` tooling). Rows are upserted by the
+/// configured key, so a record that reaches the sink twice (an upstream stage redelivered it after
+/// a crash, with the same `sf.id`) is one row.
+///
+/// Settings (section `persist:`): `sink` (see docs/CONNECTORS-SINKS.md), `batch_size` (default 500),
+/// `batch_wait` (how long a batch may wait to fill, default 100ms), `retry_backoff` (between failed
+/// writes, default 1s; the batch is retried until it is written or the worker is stopped).
+public final class PersistStage: Service, Sendable {
+    let spec: PipelineSpec
+    let common: PipelineSpec.StageCommon
+    let sink: any RecordSink
+    let metrics: StageMetrics
+    let health: StageHealth
+    let logger: Logger
+    let deadLetters: DeadLetterWriter
+    let retryBackoffMs: Int64
+
+    public init(spec: PipelineSpec, common: PipelineSpec.StageCommon, metrics: StageMetrics, health: StageHealth, logger: Logger)
+        throws(ConfigError)
+    {
+        let m = try common.mapping()
+        let sinkNode = try m.required("sink", hint: "where records go: sqlite, postgres, ndjson or kafka")
+        let sinkMapping = try sinkNode.mapping()
+        var producerConfig = KafkaProducerConfiguration(kafka: spec.kafka)
+        producerConfig.properties = common.producerProperties
+        self.sink = try SinkFactory.make(sinkMapping, baseDirectory: spec.baseDirectory, kafka: producerConfig, logger: logger)
+        self.retryBackoffMs = try m.duration("retry_backoff", defaultMilliseconds: 1000)
+        try m.finish()
+        self.spec = spec
+        self.common = common
+        self.metrics = metrics
+        self.health = health
+        self.logger = logger
+        self.deadLetters = DeadLetterWriter(pipeline: spec.name, stage: "persist", topic: spec.deadLetter.name)
+    }
+
+    public func run() async throws {
+        guard let input = common.input else { return }
+        try await sink.open()
+        let sink = self.sink
+        let group = common.group
+        let logger = self.logger
+        let listener: KafkaRebalanceListener? =
+            sink.storesOffsets
+            ? KafkaRebalanceListener(onAssigned: { partitions in
+                // Runs on the consumer's polling thread (not the cooperative pool): waiting here delays
+                // only this consumer, which must not fetch before it knows where to start.
+                let stored = PersistStage.blockingStoredOffsets(sink: sink, group: group, topic: input.name, logger: logger)
+                return partitions.compactMap { tp in
+                    stored[tp.partition].map { KafkaTopicPartitionOffset(tp, offset: $0) }
+                }
+            })
+            : nil
+        let clients = try StageClients(spec: spec, common: common, logger: logger, rebalanceListener: listener)
+        try clients.producer.prepare(topics: [spec.deadLetter.name])
+        try await clients.consumer.subscribe(topics: [input.name])
+        health.setReady(true)
+        logger.info("persisting", metadata: ["topic": "\(input.name)", "group": "\(group)", "sink": "\(sink.name)"])
+
+        let stopping = Synchronization.Atomic<Bool>(false)
+        let lagTask = clients.startLagReporter(metrics: metrics)
+        var failure: (any Error)?
+        await withGracefulShutdownHandler {
+            do {
+                while !stopping.load(ordering: .relaxed) && !Task.isCancelled {
+                    health.beat()
+                    let batch = try await collectBatch(clients.consumer, stopping: stopping)
+                    if batch.isEmpty { continue }
+                    try await write(batch, clients: clients, stopping: stopping)
+                }
+            } catch {
+                failure = error
+            }
+        } onGracefulShutdown: {
+            stopping.store(true, ordering: .relaxed)
+        }
+        stopping.store(true, ordering: .relaxed)
+        lagTask.cancel()
+        health.setReady(false)
+        await clients.close(commit: failure == nil, logger: logger)
+        await sink.close()
+        if let failure { throw failure }
+    }
+
+    /// Polls until the batch is full or `batch_wait` has passed since its first record.
+    func collectBatch(_ consumer: KafkaConsumer, stopping: borrowing Synchronization.Atomic<Bool>) async throws -> [KafkaMessage] {
+        var batch = try await consumer.poll(maxMessages: common.batchSize, timeout: .milliseconds(100))
+        guard !batch.isEmpty, common.batchWaitMs > 0 else { return batch }
+        let deadline = ContinuousClock.now + .milliseconds(common.batchWaitMs)
+        while batch.count < common.batchSize && !stopping.load(ordering: .relaxed) {
+            let left = deadline - ContinuousClock.now
+            if left <= .zero { break }
+            let more = try await consumer.poll(maxMessages: common.batchSize - batch.count, timeout: min(left, .milliseconds(100)))
+            batch += more
+        }
+        return batch
+    }
+
+    func write(_ batch: [KafkaMessage], clients: StageClients, stopping: borrowing Synchronization.Atomic<Bool>) async throws {
+        let started = ContinuousClock.now
+        metrics.recordIn(batch.count)
+        let now = currentTimeMs()
+        var records: [SinkRecord] = []
+        records.reserveCapacity(batch.count)
+        var originals: [String: KafkaMessage] = [:]  // "topic:partition:offset" → message, for rejections
+        var dead: [(KafkaMessage, DeadLetterReason)] = []
+        var next: [Int32: Int64] = [:]
+        for m in batch {
+            next[m.partition] = max(next[m.partition] ?? 0, m.offset + 1)
+            guard let bytes = m.value else {
+                dead.append((m, DeadLetterReason(component: "json-parse", errorClass: "MalformedJSON", message: "the record has no value (tombstone)")))
+                continue
+            }
+            let value: JSONValue
+            do {
+                value = try JSONValue.parse(bytes)
+            } catch {
+                dead.append((m, DeadLetterReason(component: "json-parse", errorClass: "MalformedJSON", message: error.description)))
+                continue
+            }
+            records.append(
+                SinkRecord(
+                    id: m.recordID, key: m.key, value: value,
+                    eventTimeMs: m.headerString(RecordHeader.eventTime).flatMap { Int64($0) },
+                    topic: m.topic, partition: m.partition, offset: m.offset,
+                    headers: m.headers.map { ($0.key, $0.value) }))
+            originals["\(m.topic):\(m.partition):\(m.offset)"] = m
+        }
+        let offsets = next.map { SinkOffset(topic: clients.input, partition: $0.key, nextOffset: $0.value) }
+
+        // Refused records are dead-lettered (and acknowledged) before the batch's offsets are stored.
+        let refused = sink.rejections(in: records)
+        if !refused.isEmpty {
+            let keys = Set(refused.map { "\($0.record.topic):\($0.record.partition):\($0.record.offset)" })
+            records.removeAll { keys.contains("\($0.topic):\($0.partition):\($0.offset)") }
+            for r in refused {
+                if let m = originals["\(r.record.topic):\(r.record.partition):\(r.record.offset)"] {
+                    dead.append((m, DeadLetterReason(component: "sink:\(sink.name)", errorClass: "SinkRejected", message: r.reason)))
+                }
+            }
+        }
+        try await sendDeadLetters(dead, clients: clients, nowMs: now)
+
+        // Rows and offsets in one transaction; retried until written (the records are not lost, the
+        // consumer does not move on) or the worker is stopped (then redelivered on restart).
+        var rejections: [SinkRejection] = []
+        while true {
+            do {
+                rejections = try await sink.write(records, offsets: offsets, consumerGroup: common.group)
+                health.setReady(true)
+                break
+            } catch {
+                health.setReady(false)
+                logger.error("sink write failed; retrying", metadata: ["sink": "\(sink.name)", "error": "\(error)"])
+                if stopping.load(ordering: .relaxed) { throw PipelineError.sink("\(error)") }
+                try await Task.sleep(for: .milliseconds(retryBackoffMs))
+            }
+        }
+        if !rejections.isEmpty {
+            // The pre-check should have caught these; dead-letter them now (at-least-once for them).
+            logger.warning("the sink refused records its pre-check accepted", metadata: ["count": "\(rejections.count)"])
+            var late: [(KafkaMessage, DeadLetterReason)] = []
+            for r in rejections {
+                if let m = originals["\(r.record.topic):\(r.record.partition):\(r.record.offset)"] {
+                    late.append((m, DeadLetterReason(component: "sink:\(sink.name)", errorClass: "SinkRejected", message: r.reason)))
+                }
+            }
+            try await sendDeadLetters(late, clients: clients, nowMs: now)
+            dead += late
+        }
+        clients.storeAndCommit(batch, logger: logger)
+        metrics.recordOut(records.count - rejections.count)
+        for (_, reason) in dead { metrics.recordDeadLetter(errorClass: reason.errorClass) }
+        metrics.recordProcessing(nanoseconds: (ContinuousClock.now - started).nanoseconds, records: batch.count)
+        metrics.recordEndToEnd(ingestTimesMs: batch.compactMap(\.ingestTimeMs), nowMs: currentTimeMs())
+    }
+
+    func sendDeadLetters(_ dead: [(KafkaMessage, DeadLetterReason)], clients: StageClients, nowMs: Int64) async throws {
+        guard !dead.isEmpty else { return }
+        let reports = await clients.producer.send(dead.map { deadLetters.message(for: $0.0, reason: $0.1, nowMs: nowMs) })
+        if let failed = reports.first(where: { $0.error != nil }), let error = failed.error {
+            throw PipelineError.delivery("dead-letter topic \(failed.topic): \(error)")
+        }
+    }
+
+    /// Reads the sink's stored offsets from a synchronous context (the rebalance callback), waiting
+    /// for the async sink on a semaphore. Never called on the cooperative pool.
+    static func blockingStoredOffsets(sink: any RecordSink, group: String, topic: String, logger: Logger) -> [Int32: Int64] {
+        let result = NIOLockedValueBox<[Int32: Int64]?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        Task.detached {
+            do {
+                let stored = try await sink.storedOffsets(consumerGroup: group, topic: topic)
+                result.withLockedValue { $0 = stored }
+            } catch {
+                logger.warning(
+                    "could not read the sink's stored offsets; starting from the group's committed offsets",
+                    metadata: ["error": "\(error)"])
+            }
+            done.signal()
+        }
+        done.wait()
+        let stored = result.withLockedValue { $0 } ?? [:]
+        logger.info("assigned; resuming from the sink's offsets", metadata: ["offsets": "\(stored.sorted { $0.key < $1.key })"])
+        return stored
+    }
+}

@@ -1,0 +1,195 @@
+import Config
+import Foundation
+import Kafka
+
+/// A pipeline file (`pipelines/<name>.yaml`) parsed and checked: topics, Kafka settings and one
+/// section per stage. Stage-specific settings (the source, steps, sink) stay as configuration nodes
+/// here and are checked when ``PipelineSpec/check()`` or the stage builds its components.
+///
+/// Every scalar may use `${VAR}` / `${VAR:-default}`; unknown keys and bad values fail with the
+/// file, line and key path. See `docs/PIPELINES.md` for the format.
+public struct PipelineSpec: Sendable {
+    /// A stage of the pipeline, as named in the file and by the worker executables.
+    public enum StageName: String, CaseIterable, Sendable {
+        case ingest, validate, process, persist
+    }
+
+    /// A topic the pipeline declares: a logical name used in the file, the Kafka topic name.
+    public struct Topic: Sendable, Hashable {
+        public var logical: String
+        public var name: String
+        public var partitions: Int
+        public var replicationFactor: Int
+    }
+
+    /// Settings every stage section shares.
+    public struct StageCommon: Sendable {
+        public var name: StageName
+        /// Logical input topic (absent for ingest).
+        public var input: Topic?
+        /// Logical default output topic (absent for persist).
+        public var output: Topic?
+        /// Consumer group id: default `<pipeline>.<stage>`.
+        public var group: String
+        /// Records per poll / produce batch.
+        public var batchSize: Int
+        /// Longest wait for a batch to fill (persist; other stages hand over what they have).
+        public var batchWaitMs: Int64
+        /// Port of the health and metrics endpoint (0 = any free port).
+        public var httpPort: Int
+        /// librdkafka properties for this stage's consumer.
+        public var consumerProperties: [String: String]
+        /// librdkafka properties for this stage's producer.
+        public var producerProperties: [String: String]
+        /// Graceful-shutdown deadline: after it, in-flight work is abandoned (and redelivered on restart).
+        public var shutdownTimeoutMs: Int64
+        /// The whole section, for stage-specific keys.
+        public var node: ConfigNode
+    }
+
+    public var name: String
+    public var file: String
+    /// The directory holding the pipeline file: relative paths in it resolve from here.
+    public var baseDirectory: String
+    public var kafka: KafkaConfiguration
+    public var topics: [String: Topic]
+    public var deadLetter: Topic
+    public var stages: [StageName: StageCommon]
+    public var environment: [String: String]
+
+    /// The default health/metrics port of each stage, so four workers on one host do not collide.
+    public static func defaultHTTPPort(_ stage: StageName) -> Int {
+        switch stage {
+        case .ingest: return 9101
+        case .validate: return 9102
+        case .process: return 9103
+        case .persist: return 9104
+        }
+    }
+
+    /// Reads a pipeline file. `KAFKA_BROKERS` in `environment`, when set, overrides `kafka.bootstrap`
+    /// (so the same file runs against any cluster).
+    public static func load(file: String, environment: [String: String] = ProcessInfo.processInfo.environment)
+        throws(ConfigError) -> PipelineSpec
+    {
+        let root = try ConfigNode.load(file: file, environment: environment)
+        return try parse(root: root, file: file, environment: environment)
+    }
+
+    /// Parses pipeline YAML text (`file` names it in errors and anchors relative paths).
+    public static func parse(yaml: String, file: String, environment: [String: String]) throws(ConfigError)
+        -> PipelineSpec
+    {
+        let root = try ConfigNode.parse(yaml: yaml, source: ConfigSource(file: file, environment: environment))
+        return try parse(root: root, file: file, environment: environment)
+    }
+
+    static func parse(root: ConfigNode, file: String, environment: [String: String]) throws(ConfigError)
+        -> PipelineSpec
+    {
+        let top = try root.mapping()
+        let name = try top.required("name", hint: "a short name such as iot-sensors").string()
+        try checkIdentifier(name, at: try top.required("name"))
+        _ = top.optional("description")
+        _ = top.optional("tests")  // inline pipeline tests: read by `streamfirst check --run-tests`
+
+        // Kafka connection.
+        var kafka = KafkaConfiguration(bootstrapServers: "127.0.0.1:9092")
+        if let k = top.optional("kafka") {
+            let m = try k.mapping()
+            kafka.bootstrapServers = try m.string("bootstrap", default: kafka.bootstrapServers)
+            kafka.clientID = try m.string("client_id")
+            if let p = m.optional("properties") { kafka.properties = try p.stringMap() }
+            try m.finish()
+        }
+        if let brokers = environment["KAFKA_BROKERS"], !brokers.isEmpty {
+            kafka.bootstrapServers = brokers
+        }
+
+        // Topics.
+        var topics: [String: Topic] = [:]
+        let topicsNode = try top.required("topics", hint: "a mapping of logical name to { name, partitions }")
+        let topicsMap = try topicsNode.mapping()
+        for logical in topicsMap.keys {
+            let node = try topicsMap.required(logical)
+            try checkIdentifier(logical, at: node)
+            let m = try node.mapping()
+            let nameNode = try m.required("name", hint: "the Kafka topic name")
+            let topicName = try nameNode.string()
+            guard !topicName.isEmpty, topicName.count <= 249,
+                topicName.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) })
+            else {
+                throw nameNode.error("'\(topicName)' is not a valid Kafka topic name (letters, digits, '.', '_', '-')")
+            }
+            let partitions = try m.int("partitions", default: 1, in: 1...10_000)
+            let rf = try m.int("replication_factor", default: 1, in: 1...32)
+            try m.finish()
+            topics[logical] = Topic(logical: logical, name: topicName, partitions: partitions, replicationFactor: rf)
+        }
+        try topicsMap.finish()
+
+        func topic(_ node: ConfigNode) throws(ConfigError) -> Topic {
+            let logical = try node.string()
+            guard let t = topics[logical] else {
+                throw node.error("no topic '\(logical)' under topics: (declared: \(topics.keys.sorted().joined(separator: ", ")))")
+            }
+            return t
+        }
+
+        let dlqNode = try top.required("dead_letter", hint: "the logical topic that receives records a stage cannot handle")
+        let deadLetter = try topic(dlqNode)
+
+        var stages: [StageName: StageCommon] = [:]
+        for stage in StageName.allCases {
+            guard let node = top.optional(stage.rawValue) else { continue }
+            let m = try node.mapping()
+            var common = StageCommon(
+                name: stage, input: nil, output: nil, group: "\(name).\(stage.rawValue)",
+                batchSize: 500, batchWaitMs: stage == .persist ? 100 : 0,
+                httpPort: defaultHTTPPort(stage), consumerProperties: [:], producerProperties: [:],
+                shutdownTimeoutMs: 20_000, node: node)
+            if stage != .ingest {
+                common.input = try topic(try m.required("input", hint: "the logical topic this stage reads"))
+            }
+            if stage != .persist {
+                common.output = try topic(try m.required("output", hint: "the logical topic this stage writes"))
+            }
+            common.group = try m.string("group", default: common.group)
+            common.batchSize = try m.int("batch_size", default: common.batchSize, in: 1...100_000)
+            common.batchWaitMs = try m.duration("batch_wait", defaultMilliseconds: common.batchWaitMs)
+            common.httpPort = try m.int("http_port", default: common.httpPort, in: 0...65535)
+            common.shutdownTimeoutMs = try m.duration("shutdown_timeout", defaultMilliseconds: common.shutdownTimeoutMs)
+            if let c = m.optional("consumer") { common.consumerProperties = try c.stringMap() }
+            if let p = m.optional("producer") { common.producerProperties = try p.stringMap() }
+            // Stage-specific keys are read (and unknown ones rejected) by the stage itself.
+            stages[stage] = common
+        }
+        try top.finish()
+
+        let base = URL(fileURLWithPath: file).deletingLastPathComponent().path
+        return PipelineSpec(
+            name: name, file: file, baseDirectory: base, kafka: kafka, topics: topics, deadLetter: deadLetter,
+            stages: stages, environment: environment)
+    }
+
+    /// The section of one stage, or an error saying the file has none.
+    public func stage(_ name: StageName) throws(ConfigError) -> StageCommon {
+        guard let s = stages[name] else {
+            throw ConfigError(
+                file: file, line: nil, path: name.rawValue,
+                message: "the pipeline has no '\(name.rawValue):' section, so the \(name.rawValue) worker has nothing to do")
+        }
+        return s
+    }
+
+    /// Resolves a path from the pipeline file against its directory (absolute paths stay).
+    public func resolve(path: String) -> String {
+        path.hasPrefix("/") ? path : URL(fileURLWithPath: baseDirectory).appendingPathComponent(path).path
+    }
+
+    static func checkIdentifier(_ text: String, at node: ConfigNode) throws(ConfigError) {
+        guard !text.isEmpty, text.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "_-.".contains($0)) }) else {
+            throw node.error("'\(text)' must be letters, digits, '_', '-' or '.'")
+        }
+    }
+}

@@ -1,0 +1,84 @@
+import Config
+import Kafka
+import Processing
+import StreamCore
+
+/// The process stage: runs the pipeline's steps (filter, set, rename, drop, keep, enrich, route —
+/// see docs/EXPRESSIONS.md) or a custom ``RecordProcessor`` on every record.
+///
+/// Outputs keep the input's headers (lineage: `sf.id`, `sf.event_time`, `sf.ingest_time`) and key.
+/// When one input yields several outputs for the same topic, the second and later get the id
+/// `<id>#<n>`, still deterministic, so a redelivered input produces identical outputs.
+public struct ProcessHandler: StageHandler {
+    let processor: any RecordProcessor
+    let output: String
+    /// Logical topic name → Kafka topic name, for routes.
+    let routes: [String: String]
+
+    public init(processor: any RecordProcessor, output: String, routes: [String: String]) {
+        self.processor = processor
+        self.output = output
+        self.routes = routes
+    }
+
+    /// Builds the handler from the `process:` section's `steps:`.
+    public static func make(spec: PipelineSpec, common: PipelineSpec.StageCommon) throws(ConfigError) -> ProcessHandler {
+        let m = try common.mapping()
+        let stepsNode = try m.required("steps", hint: "a list of steps: filter, set, rename, drop, keep, enrich, route")
+        try m.finish()
+        let processor = try StepProcessor(steps: stepsNode, baseDirectory: spec.baseDirectory)
+        var routes: [String: String] = [:]
+        for logical in processor.routes {
+            guard let topic = spec.topics[logical] else {
+                throw stepsNode.error("a route sends records to '\(logical)', which is not declared under topics:")
+            }
+            routes[logical] = topic.name
+        }
+        guard let output = common.output else { throw stepsNode.error("process needs an output topic") }
+        return ProcessHandler(processor: processor, output: output.name, routes: routes)
+    }
+
+    /// Every topic this handler may write to (for the producer to prepare).
+    public var topics: [String] { [output] + routes.values }
+
+    public func handle(_ message: KafkaMessage) -> StageOutcome {
+        guard let bytes = message.value else {
+            return .deadLetter(DeadLetterReason(component: "json-parse", errorClass: "MalformedJSON", message: "the record has no value (tombstone)"))
+        }
+        let value: JSONValue
+        do {
+            value = try JSONValue.parse(bytes)
+        } catch {
+            return .deadLetter(DeadLetterReason(component: "json-parse", errorClass: "MalformedJSON", message: error.description))
+        }
+        let id = message.recordID
+        let context = RecordContext(
+            id: id, key: message.key.map { String(decoding: $0, as: UTF8.self) },
+            eventTimeMs: message.headerString(RecordHeader.eventTime).flatMap { Int64($0) },
+            topic: message.topic, partition: message.partition, offset: message.offset)
+        let outputs: [ProcessorOutput]
+        do {
+            outputs = try processor.process(value, context: context)
+        } catch {
+            return .deadLetter(DeadLetterReason(component: error.step, errorClass: error.errorClass, message: error.message))
+        }
+        if outputs.isEmpty { return .filtered }
+        var perTopic: [String: Int] = [:]
+        var result: [StageOutput] = []
+        result.reserveCapacity(outputs.count)
+        for out in outputs {
+            let topic = out.route.flatMap { routes[$0] } ?? output
+            let n = perTopic[topic, default: 0]
+            perTopic[topic] = n + 1
+            var headers = message.headers
+            if n > 0 {
+                headers.removeAll { $0.key == RecordHeader.id }
+                headers.append(KafkaHeader(key: RecordHeader.id, value: "\(id)#\(n)"))
+            } else if message.header(RecordHeader.id) == nil {
+                headers.append(KafkaHeader(key: RecordHeader.id, value: id))
+            }
+            result.append(StageOutput(topic: topic, key: message.key, value: out.value.serialized(), headers: headers))
+        }
+        return .forward(result)
+    }
+}

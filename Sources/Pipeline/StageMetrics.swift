@@ -1,0 +1,142 @@
+import Foundation
+import Histogram
+import Metrics
+import NIOConcurrencyHelpers
+import StreamCore
+import Synchronization
+
+/// What a stage counts. Every count goes to swift-metrics (the worker's `main` bootstraps the
+/// Prometheus backend behind `/metrics`) and to in-process counters behind `/stats` (JSON, read by
+/// `streamfirst demo` and tests), so both views agree.
+///
+/// Metric names (Prometheus, label `pipeline` and `stage`):
+/// - `streamfirst_records_in_total`, `streamfirst_records_out_total`,
+///   `streamfirst_records_dead_lettered_total`, `streamfirst_records_filtered_total`
+/// - `streamfirst_processing_duration_seconds` (histogram: from poll to delivery, per record)
+/// - `streamfirst_end_to_end_latency_seconds` (histogram: from ingest time to this stage's commit)
+/// - `streamfirst_consumer_lag` (gauge: records behind the input topic's end, all partitions)
+public final class StageMetrics: Sendable {
+    public let pipeline: String
+    public let stage: String
+
+    private let inCount = Synchronization.Atomic<Int>(0)
+    private let outCount = Synchronization.Atomic<Int>(0)
+    private let deadCount = Synchronization.Atomic<Int>(0)
+    private let filteredCount = Synchronization.Atomic<Int>(0)
+    private let lagValue = Synchronization.Atomic<Int>(-1)
+    private let deadReasons = NIOLockedValueBox<[String: Int]>([:])
+    private let processing = NIOLockedValueBox(Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .two))
+    private let endToEnd = NIOLockedValueBox(Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .two))
+
+    private let inCounter: Counter
+    private let outCounter: Counter
+    private let deadCounter: Counter
+    private let filteredCounter: Counter
+    private let processingTimer: Metrics.Timer
+    private let endToEndTimer: Metrics.Timer
+    private let lagGauge: Gauge
+
+    public init(pipeline: String, stage: String) {
+        self.pipeline = pipeline
+        self.stage = stage
+        let dims = [("pipeline", pipeline), ("stage", stage)]
+        inCounter = Counter(label: "streamfirst_records_in_total", dimensions: dims)
+        outCounter = Counter(label: "streamfirst_records_out_total", dimensions: dims)
+        deadCounter = Counter(label: "streamfirst_records_dead_lettered_total", dimensions: dims)
+        filteredCounter = Counter(label: "streamfirst_records_filtered_total", dimensions: dims)
+        processingTimer = Metrics.Timer(label: "streamfirst_processing_duration_seconds", dimensions: dims)
+        endToEndTimer = Metrics.Timer(label: "streamfirst_end_to_end_latency_seconds", dimensions: dims)
+        lagGauge = Gauge(label: "streamfirst_consumer_lag", dimensions: dims)
+    }
+
+    public func recordIn(_ n: Int) {
+        guard n > 0 else { return }
+        inCount.add(n, ordering: .relaxed)
+        inCounter.increment(by: n)
+    }
+
+    public func recordOut(_ n: Int) {
+        guard n > 0 else { return }
+        outCount.add(n, ordering: .relaxed)
+        outCounter.increment(by: n)
+    }
+
+    public func recordFiltered(_ n: Int) {
+        guard n > 0 else { return }
+        filteredCount.add(n, ordering: .relaxed)
+        filteredCounter.increment(by: n)
+    }
+
+    public func recordDeadLetter(errorClass: String) {
+        deadCount.add(1, ordering: .relaxed)
+        deadCounter.increment()
+        deadReasons.withLockedValue { $0[errorClass, default: 0] += 1 }
+    }
+
+    /// Processing time of a batch, attributed to each of its records.
+    public func recordProcessing(nanoseconds: Int64, records: Int) {
+        guard records > 0, nanoseconds >= 0 else { return }
+        let perRecord = UInt64(nanoseconds / Int64(records))
+        processing.withLockedValue { _ = $0.record(perRecord / 1000, count: UInt64(records)) }
+        processingTimer.recordNanoseconds(Int64(perRecord))
+    }
+
+    /// End-to-end latency of records whose ingest time is known (milliseconds since the epoch).
+    public func recordEndToEnd(ingestTimesMs: [Int64], nowMs: Int64) {
+        guard !ingestTimesMs.isEmpty else { return }
+        endToEnd.withLockedValue { h in
+            for t in ingestTimesMs {
+                let micros = UInt64(max(0, nowMs - t)) * 1000
+                _ = h.record(micros)
+            }
+        }
+        for t in ingestTimesMs { endToEndTimer.recordMilliseconds(max(0, nowMs - t)) }
+    }
+
+    public func recordLag(_ lag: Int) {
+        lagValue.store(lag, ordering: .relaxed)
+        lagGauge.record(lag)
+    }
+
+    /// A point-in-time view for `/stats`.
+    public func snapshot() -> StageStats {
+        let p = processing.withLockedValue { $0 }
+        let e = endToEnd.withLockedValue { $0 }
+        return StageStats(
+            pipeline: pipeline, stage: stage,
+            recordsIn: inCount.load(ordering: .relaxed), recordsOut: outCount.load(ordering: .relaxed),
+            deadLettered: deadCount.load(ordering: .relaxed), filtered: filteredCount.load(ordering: .relaxed),
+            consumerLag: lagValue.load(ordering: .relaxed),
+            deadLetterClasses: deadReasons.withLockedValue { $0 },
+            processingMicros: .init(p), endToEndMicros: .init(e))
+    }
+}
+
+/// The `/stats` document of a worker.
+public struct StageStats: Sendable, Codable, Equatable {
+    public struct Quantiles: Sendable, Codable, Equatable {
+        public var count: UInt64
+        public var p50: UInt64
+        public var p99: UInt64
+        public var max: UInt64
+
+        init(_ h: Histogram<UInt64>) {
+            count = h.totalCount
+            p50 = h.totalCount == 0 ? 0 : h.valueAtPercentile(50)
+            p99 = h.totalCount == 0 ? 0 : h.valueAtPercentile(99)
+            max = h.totalCount == 0 ? 0 : h.max
+        }
+    }
+
+    public var pipeline: String
+    public var stage: String
+    public var recordsIn: Int
+    public var recordsOut: Int
+    public var deadLettered: Int
+    public var filtered: Int
+    /// -1 until first measured.
+    public var consumerLag: Int
+    public var deadLetterClasses: [String: Int]
+    public var processingMicros: Quantiles
+    public var endToEndMicros: Quantiles
+}

@@ -1,0 +1,280 @@
+import Foundation
+import Kafka
+import Logging
+import ServiceLifecycle
+import StreamCore
+import Synchronization
+
+/// One record a handler wants produced.
+public struct StageOutput: Sendable {
+    public var topic: String
+    public var key: [UInt8]?
+    public var value: [UInt8]
+    public var headers: [KafkaHeader]
+
+    public init(topic: String, key: [UInt8]?, value: [UInt8], headers: [KafkaHeader]) {
+        self.topic = topic
+        self.key = key
+        self.value = value
+        self.headers = headers
+    }
+}
+
+/// What a stage decided for one consumed record.
+public enum StageOutcome: Sendable {
+    /// Produce these records (to the stage's output or routed topics).
+    case forward([StageOutput])
+    /// Drop it on purpose (a filter said no); counted as filtered.
+    case filtered
+    /// It cannot be handled: the original goes to the dead-letter topic with this reason.
+    case deadLetter(DeadLetterReason)
+}
+
+/// The per-record logic of a consume → produce stage (validate, process, or your own). Called on the
+/// stage's task for every record in order per partition; must be deterministic for the no-duplicate
+/// guarantee (the same input always yields the same outputs), and must not block.
+public protocol StageHandler: Sendable {
+    func handle(_ message: KafkaMessage) -> StageOutcome
+}
+
+/// Readiness and liveness as the HTTP endpoints report them.
+public final class StageHealth: Sendable {
+    private let ready = Synchronization.Atomic<Bool>(false)
+    private let lastBeatMs = Synchronization.Atomic<Int64>(0)
+    /// A stage whose loop has not turned for this long is reported unhealthy (`/healthz` 503).
+    public let stallLimitMs: Int64
+
+    public init(stallLimitMs: Int64 = 60_000) {
+        self.stallLimitMs = stallLimitMs
+        beat()
+    }
+
+    public func setReady(_ value: Bool) { ready.store(value, ordering: .relaxed) }
+    public var isReady: Bool { ready.load(ordering: .relaxed) }
+    /// Called by the stage loop each time it turns.
+    public func beat() { lastBeatMs.store(currentTimeMs(), ordering: .relaxed) }
+    public var isLive: Bool { currentTimeMs() - lastBeatMs.load(ordering: .relaxed) < stallLimitMs }
+}
+
+/// The consume → handle → produce → commit loop shared by validate, process and custom stages.
+///
+/// Delivery guarantee (see docs/ARCHITECTURE.md, "No loss, no duplicates"): a batch's offsets are
+/// stored and committed only after every output and dead letter of the batch is acknowledged by
+/// the broker. A crash before that redelivers the batch; the handler is deterministic and outputs
+/// carry the input's record id (`sf.id`), so the redelivered outputs are identical and the sink's
+/// upsert by id absorbs them.
+public final class ConsumeProduceStage: Service, Sendable {
+    let spec: PipelineSpec
+    let common: PipelineSpec.StageCommon
+    let handler: any StageHandler
+    let metrics: StageMetrics
+    let health: StageHealth
+    let logger: Logger
+    let deadLetters: DeadLetterWriter
+    /// Extra topics the handler may produce to (routes), prepared at start.
+    let extraTopics: [String]
+
+    public init(
+        spec: PipelineSpec, common: PipelineSpec.StageCommon, handler: any StageHandler, metrics: StageMetrics,
+        health: StageHealth, logger: Logger, extraTopics: [String] = []
+    ) {
+        self.spec = spec
+        self.common = common
+        self.handler = handler
+        self.metrics = metrics
+        self.health = health
+        self.logger = logger
+        self.deadLetters = DeadLetterWriter(pipeline: spec.name, stage: common.name.rawValue, topic: spec.deadLetter.name)
+        self.extraTopics = extraTopics
+    }
+
+    public func run() async throws {
+        guard let input = common.input else { return }
+        let clients = try StageClients(spec: spec, common: common, logger: logger, rebalanceListener: nil)
+        var outputTopics = [spec.deadLetter.name] + extraTopics
+        if let out = common.output { outputTopics.append(out.name) }
+        try clients.producer.prepare(topics: Array(Set(outputTopics)))
+        try await clients.consumer.subscribe(topics: [input.name])
+        health.setReady(true)
+        logger.info("consuming", metadata: ["topic": "\(input.name)", "group": "\(common.group)"])
+
+        let stopping = Synchronization.Atomic<Bool>(false)
+        let lagTask = clients.startLagReporter(metrics: metrics)
+        var failure: (any Error)?
+        await withGracefulShutdownHandler {
+            do {
+                while !stopping.load(ordering: .relaxed) && !Task.isCancelled {
+                    health.beat()
+                    let batch = try await clients.consumer.poll(maxMessages: common.batchSize, timeout: .milliseconds(100))
+                    if batch.isEmpty { continue }
+                    try await process(batch, clients: clients)
+                }
+            } catch {
+                failure = error
+            }
+        } onGracefulShutdown: {
+            stopping.store(true, ordering: .relaxed)
+        }
+        stopping.store(true, ordering: .relaxed)
+        lagTask.cancel()
+        health.setReady(false)
+        await clients.close(commit: failure == nil, logger: logger)
+        if let failure { throw failure }
+    }
+
+    /// Handles one polled batch: outputs and dead letters are produced and acknowledged, then the
+    /// batch's offsets are stored and committed.
+    func process(_ batch: [KafkaMessage], clients: StageClients) async throws {
+        let started = ContinuousClock.now
+        metrics.recordIn(batch.count)
+        var messages: [KafkaProducerMessage] = []
+        messages.reserveCapacity(batch.count)
+        var outCount = 0
+        var filtered = 0
+        var deadClasses: [String] = []
+        let now = currentTimeMs()
+        for message in batch {
+            switch handler.handle(message) {
+            case .forward(let outputs):
+                for o in outputs {
+                    messages.append(KafkaProducerMessage(topic: o.topic, key: o.key, value: o.value, headers: o.headers))
+                }
+                outCount += outputs.count
+                if outputs.isEmpty { filtered += 1 }
+            case .filtered:
+                filtered += 1
+            case .deadLetter(let reason):
+                messages.append(deadLetters.message(for: message, reason: reason, nowMs: now))
+                deadClasses.append(reason.errorClass)
+                logger.debug(
+                    "dead-lettered",
+                    metadata: [
+                        "topic": "\(message.topic)", "partition": "\(message.partition)", "offset": "\(message.offset)",
+                        "class": "\(reason.errorClass)", "reason": "\(reason.message)",
+                    ])
+            }
+        }
+        let reports = await clients.producer.send(messages)
+        if let failed = reports.first(where: { $0.error != nil }), let error = failed.error {
+            // Not committing: the batch is redelivered after restart. Failing the worker is louder
+            // (and safer) than retrying forever behind a broker that refuses records.
+            throw PipelineError.delivery("could not deliver to \(failed.topic): \(error)")
+        }
+        clients.storeAndCommit(batch, logger: logger)
+        metrics.recordOut(outCount)
+        metrics.recordFiltered(filtered)
+        for c in deadClasses { metrics.recordDeadLetter(errorClass: c) }
+        let elapsed = ContinuousClock.now - started
+        metrics.recordProcessing(nanoseconds: elapsed.nanoseconds, records: batch.count)
+        metrics.recordEndToEnd(ingestTimesMs: batch.compactMap(\.ingestTimeMs), nowMs: currentTimeMs())
+    }
+}
+
+/// Errors of the stage runtime.
+public enum PipelineError: Error, CustomStringConvertible, Sendable {
+    case delivery(String)
+    case sink(String)
+    case setup(String)
+
+    public var description: String {
+        switch self {
+        case .delivery(let m): return "delivery failed: \(m)"
+        case .sink(let m): return "sink failed: \(m)"
+        case .setup(let m): return m
+        }
+    }
+}
+
+extension KafkaMessage {
+    /// The `sf.ingest_time` header, milliseconds since the epoch.
+    var ingestTimeMs: Int64? { headerString(RecordHeader.ingestTime).flatMap { Int64($0) } }
+}
+
+extension Duration {
+    var nanoseconds: Int64 {
+        let (s, atto) = components
+        return s * 1_000_000_000 + atto / 1_000_000_000
+    }
+}
+
+/// The Kafka clients of one stage: a consumer in the stage's group and a producer.
+/// Destroy order: the consumer is closed (final commit, leave the group) before the producer is
+/// flushed and shut down; both are owned here and by nothing else.
+final class StageClients: Sendable {
+    let consumer: KafkaConsumer
+    let producer: KafkaProducer
+    let input: String
+
+    init(
+        spec: PipelineSpec, common: PipelineSpec.StageCommon, logger: Logger,
+        rebalanceListener: KafkaRebalanceListener?
+    ) throws {
+        var consumerConfig = KafkaConsumerConfiguration(kafka: spec.kafka, groupID: common.group)
+        consumerConfig.autoOffsetReset = .earliest
+        consumerConfig.autoCommit = true  // commits what we store; stored only after delivery
+        consumerConfig.autoOffsetStore = false
+        consumerConfig.fetchWaitMax = .milliseconds(10)
+        consumerConfig.isolation = .readCommitted
+        consumerConfig.properties = common.consumerProperties
+        if consumerConfig.properties["queued.min.messages"] == nil {
+            // librdkafka 2.0.2 stalls fetching for 0.5–1 s whenever its prefetch queue passes this
+            // threshold; a large value keeps a busy stage from hitting the cliff (see BENCHMARKS.md).
+            consumerConfig.properties["queued.min.messages"] = "1000000"
+        }
+        var producerConfig = KafkaProducerConfiguration(kafka: spec.kafka)
+        producerConfig.linger = .milliseconds(2)
+        producerConfig.properties = common.producerProperties
+        self.input = common.input?.name ?? ""
+        self.consumer = try KafkaConsumer(
+            configuration: consumerConfig, logger: logger, rebalanceListener: rebalanceListener)
+        self.producer = try KafkaProducer(configuration: producerConfig, logger: logger)
+    }
+
+    /// Stores the next offsets of a handled batch and lets the consumer commit them (in the
+    /// background; a lost commit only means redelivery, which ids make harmless).
+    func storeAndCommit(_ batch: [KafkaMessage], logger: Logger) {
+        var next: [KafkaTopicPartition: Int64] = [:]
+        for m in batch {
+            let tp = m.topicPartition
+            next[tp] = max(next[tp] ?? 0, m.offset + 1)
+        }
+        let offsets = next.map { KafkaTopicPartitionOffset($0.key, offset: $0.value) }
+        do {
+            try consumer.storeOffsets(offsets)
+        } catch {
+            // A partition revoked while the batch was in flight: its new owner redelivers it.
+            logger.debug("could not store offsets", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Reports consumer lag every two seconds until cancelled.
+    func startLagReporter(metrics: StageMetrics) -> Task<Void, Never> {
+        let consumer = self.consumer
+        return Task.detached {
+            while !Task.isCancelled {
+                if let lags = try? await consumer.lag(timeout: .seconds(2)) {
+                    metrics.recordLag(Int(lags.reduce(0) { $0 + max(0, $1.lag) }))
+                }
+                try? await Task.sleep(for: .seconds(2))
+            }
+        }
+    }
+
+    /// Final commit, leave the group, flush the producer.
+    func close(commit: Bool, logger: Logger) async {
+        if commit {
+            do {
+                try await consumer.commit()
+            } catch {
+                logger.debug("final commit", metadata: ["error": "\(error)"])
+            }
+        }
+        await consumer.close()
+        do {
+            try await producer.flush(timeout: .seconds(10))
+        } catch {
+            logger.warning("flush on shutdown", metadata: ["error": "\(error)"])
+        }
+        await producer.shutdown()
+    }
+}

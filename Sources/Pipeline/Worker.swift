@@ -1,0 +1,151 @@
+import ArgumentParser
+import Config
+import Foundation
+import Logging
+import Metrics
+import Prometheus
+import ServiceLifecycle
+
+/// Options every worker executable takes. Each has an environment variable, so one container image
+/// runs anywhere: `PIPELINE`, `KAFKA_BROKERS` (read by the pipeline file), `HTTP_PORT`, `LOG_LEVEL`,
+/// `LOG_FORMAT`.
+public struct WorkerOptions: ParsableArguments {
+    @Option(name: .long, help: "The pipeline file (env PIPELINE).")
+    public var pipeline: String?
+
+    @Option(name: .long, help: "Port of /healthz, /readyz, /metrics and /stats; 0 picks a free one (env HTTP_PORT; default per stage: 9101–9104).")
+    public var httpPort: Int?
+
+    @Option(name: .long, help: "Address the HTTP endpoints listen on (env HTTP_HOST).")
+    public var httpHost: String?
+
+    @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical (env LOG_LEVEL).")
+    public var logLevel: String?
+
+    @Option(name: .long, help: "text or json: json writes one JSON object per line (env LOG_FORMAT).")
+    public var logFormat: String?
+
+    @Flag(name: .long, help: "Check the pipeline file and the stage's settings, then exit.")
+    public var check = false
+
+    public init() {}
+}
+
+/// The body of the four worker executables: parse options, bootstrap logging and metrics, build the
+/// stage from the pipeline file, run it with the HTTP endpoints in a `ServiceGroup` that turns
+/// SIGTERM / SIGINT into a graceful shutdown, and exit 0 when it ends cleanly.
+///
+/// Exit codes: 0 clean stop; 1 the stage failed (Kafka, sink); 2 bad options or configuration
+/// (the message names the file, line and key).
+public enum Worker {
+    public static func main(stage: PipelineSpec.StageName) async -> Never {
+        let options: WorkerOptions
+        do {
+            options = try WorkerOptions.parse(Array(CommandLine.arguments.dropFirst()))
+        } catch {
+            WorkerOptions.exit(withError: error)
+        }
+        let env = ProcessInfo.processInfo.environment
+        let level = Logger.Level(rawValue: options.logLevel ?? env["LOG_LEVEL"] ?? "info") ?? .info
+        let json = (options.logFormat ?? env["LOG_FORMAT"] ?? "text") == "json"
+        LoggingSystem.bootstrap { label in
+            var handler: any LogHandler = json ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        var logger = Logger(label: "streamfirst.\(stage.rawValue)")
+        logger[metadataKey: "stage"] = "\(stage.rawValue)"
+
+        guard let file = options.pipeline ?? env["PIPELINE"] else {
+            fail(2, "\(stage.rawValue): no pipeline file: pass --pipeline FILE or set PIPELINE")
+        }
+        let built: BuiltStage
+        do {
+            let spec = try PipelineSpec.load(file: file, environment: env)
+            logger[metadataKey: "pipeline"] = "\(spec.name)"
+            built = try BuiltStage.build(stage, spec: spec, logger: logger)
+        } catch {
+            fail(2, "\(stage.rawValue): \(error)")
+        }
+        if options.check {
+            print("\(file): the \(stage.rawValue) stage is configured correctly")
+            exit(0)
+        }
+
+        var port = built.common.httpPort
+        if let p = options.httpPort ?? env["HTTP_PORT"].flatMap({ Int($0) }) { port = p }
+        let host = options.httpHost ?? env["HTTP_HOST"] ?? "0.0.0.0"
+        let http = WorkerHTTP.application(
+            host: host, port: port, metrics: built.metrics, health: built.health, registry: registry, logger: logger,
+            onBound: { bound in
+                // A machine-readable line for launchers (streamfirst demo, tests) that start workers with port 0.
+                FileHandle.standardOutput.write(Data("\(stage.rawValue) http_port=\(bound)\n".utf8))
+            })
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: [
+                    .init(service: built.service, successTerminationBehavior: .gracefullyShutdownGroup),
+                    .init(service: http),
+                ],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                cancellationSignals: [],
+                logger: logger
+            ).withDeadline(milliseconds: built.common.shutdownTimeoutMs))
+        do {
+            try await group.run()
+            logger.info("stopped")
+            exit(0)
+        } catch {
+            logger.error("stage failed", metadata: ["error": "\(error)"])
+            fail(1, "\(stage.rawValue): \(error)")
+        }
+    }
+
+    static func fail(_ code: Int32, _ message: String) -> Never {
+        FileHandle.standardError.write(Data((message + "\n").utf8))
+        exit(code)
+    }
+}
+
+extension ServiceGroupConfiguration {
+    func withDeadline(milliseconds: Int64) -> ServiceGroupConfiguration {
+        var c = self
+        c.maximumGracefulShutdownDuration = .milliseconds(milliseconds)
+        c.maximumCancellationDuration = .seconds(5)
+        return c
+    }
+}
+
+/// A stage built from its pipeline section: the service to run and what the endpoints report.
+public struct BuiltStage: Sendable {
+    public let service: any Service
+    public let common: PipelineSpec.StageCommon
+    public let metrics: StageMetrics
+    public let health: StageHealth
+
+    /// Builds the stage `name` from `spec` (reads and checks the stage's section; loads schemas,
+    /// tables and connector settings). Throws a ``ConfigError`` naming the key and line.
+    public static func build(_ name: PipelineSpec.StageName, spec: PipelineSpec, logger: Logger) throws(ConfigError) -> BuiltStage {
+        let common = try spec.stage(name)
+        let metrics = StageMetrics(pipeline: spec.name, stage: name.rawValue)
+        let health = StageHealth()
+        let service: any Service
+        switch name {
+        case .ingest:
+            service = try IngestStage(spec: spec, common: common, metrics: metrics, health: health, logger: logger)
+        case .validate:
+            let handler = try ValidateHandler.make(spec: spec, common: common)
+            service = ConsumeProduceStage(spec: spec, common: common, handler: handler, metrics: metrics, health: health, logger: logger)
+        case .process:
+            let handler = try ProcessHandler.make(spec: spec, common: common)
+            service = ConsumeProduceStage(
+                spec: spec, common: common, handler: handler, metrics: metrics, health: health, logger: logger,
+                extraTopics: handler.topics)
+        case .persist:
+            service = try PersistStage(spec: spec, common: common, metrics: metrics, health: health, logger: logger)
+        }
+        return BuiltStage(service: service, common: common, metrics: metrics, health: health)
+    }
+}
