@@ -8,7 +8,7 @@ SWIFT ?= swift
 VENV := .venv
 APT_PACKAGES := librdkafka-dev kcat pkg-config python3-venv
 
-.PHONY: demo test bench deps deps-system deps-python build build-release clean
+.PHONY: demo test bench deps deps-system deps-python deps-postgres build build-release clean
 
 deps: deps-system deps-python
 
@@ -32,12 +32,19 @@ build: deps-system
 build-release: deps-system
 	$(SWIFT) build -c release
 
+# Builds every executable (the demo starts the broker and the four workers as separate processes).
 demo: build
-	$(SWIFT) run streamfirst demo
+	.build/debug/streamfirst demo
 
-test: deps
+# PostgreSQL from Debian for the PostgreSQL sink's tests (installs and starts it if needed).
+deps-postgres:
+	@bash scripts/ensure-postgres.sh >/dev/null
+
+test: deps deps-postgres
 	$(SWIFT) build --build-tests
-	STREAMFIRST_PYTHON=$(CURDIR)/$(VENV)/bin/python $(SWIFT) test --skip-build --no-parallel
+	STREAMFIRST_PYTHON=$(CURDIR)/$(VENV)/bin/python \
+	STREAMFIRST_POSTGRES_URL=$$(bash scripts/ensure-postgres.sh) \
+	$(SWIFT) test --skip-build --no-parallel
 
 bench: deps-system
 	$(SWIFT) build -c release

@@ -99,6 +99,16 @@ let package = Package(
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
         ),
+        // Runs a whole pipeline on one machine: the embedded broker and the four workers as processes
+        // (`streamfirst run`, `streamfirst demo`, end-to-end tests).
+        .target(
+            name: "LocalRun",
+            dependencies: [
+                "Pipeline", "EmbeddedBroker", "Kafka", "Connectors", "StreamCore", "Config",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
         .executableTarget(name: "IngestWorker", dependencies: ["Pipeline"]),
         .executableTarget(name: "ValidateWorker", dependencies: ["Pipeline"]),
         .executableTarget(name: "ProcessWorker", dependencies: ["Pipeline"]),
@@ -109,6 +119,7 @@ let package = Package(
                 "Kafka",
                 "EmbeddedBroker",
                 "Pipeline",
+                "LocalRun",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -146,6 +157,12 @@ let package = Package(
         .testTarget(name: "ValidationTests", dependencies: ["Validation", "StreamCore"]),
         .testTarget(name: "ProcessingTests", dependencies: ["Processing", "StreamCore", "Config"]),
         .testTarget(name: "ConnectorTests", dependencies: ["Connectors", "StreamCore", "Config", "Kafka", "EmbeddedBroker"]),
-        .testTarget(name: "PipelineTests", dependencies: ["Pipeline", "StreamCore", "Config", "Kafka", "EmbeddedBroker", "Connectors"]),
+        .testTarget(
+            name: "PipelineTests",
+            dependencies: [
+                "Pipeline", "LocalRun", "StreamCore", "Config", "Kafka", "EmbeddedBroker", "Connectors",
+                .product(name: "SQLiteNIO", package: "sqlite-nio"),
+            ]
+        ),
     ]
 )

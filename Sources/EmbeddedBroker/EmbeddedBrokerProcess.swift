@@ -243,7 +243,7 @@ public final class EmbeddedBrokerProcess: Sendable {
     }
 
     /// Reads `handle` on a thread of its own until EOF, calling `onLine` per line; the result is set at EOF.
-    private static func readLines(_ handle: FileHandle, onLine: @escaping @Sendable (String) -> Void) -> OneShot<Void> {
+    static func readLines(_ handle: FileHandle, onLine: @escaping @Sendable (String) -> Void) -> OneShot<Void> {
         let done = OneShot<Void>()
         let thread = Thread {
             var pending = Data()

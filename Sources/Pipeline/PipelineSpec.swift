@@ -52,6 +52,10 @@ public struct PipelineSpec: Sendable {
     /// The directory holding the pipeline file: relative paths in it resolve from here.
     public var baseDirectory: String
     public var kafka: KafkaConfiguration
+    /// librdkafka properties for every stage's consumer (`kafka.consumer`); a stage's own `consumer:` wins.
+    public var consumerProperties: [String: String]
+    /// librdkafka properties for every stage's producer (`kafka.producer`); a stage's own `producer:` wins.
+    public var producerProperties: [String: String]
     public var topics: [String: Topic]
     public var deadLetter: Topic
     public var stages: [StageName: StageCommon]
@@ -95,11 +99,15 @@ public struct PipelineSpec: Sendable {
 
         // Kafka connection.
         var kafka = KafkaConfiguration(bootstrapServers: "127.0.0.1:9092")
+        var consumerProperties: [String: String] = [:]
+        var producerProperties: [String: String] = [:]
         if let k = top.optional("kafka") {
             let m = try k.mapping()
             kafka.bootstrapServers = try m.string("bootstrap", default: kafka.bootstrapServers)
             kafka.clientID = try m.string("client_id")
             if let p = m.optional("properties") { kafka.properties = try p.stringMap() }
+            if let c = m.optional("consumer") { consumerProperties = try c.stringMap() }
+            if let p = m.optional("producer") { producerProperties = try p.stringMap() }
             try m.finish()
         }
         if let brokers = environment["KAFKA_BROKERS"], !brokers.isEmpty {
@@ -146,7 +154,7 @@ public struct PipelineSpec: Sendable {
             var common = StageCommon(
                 name: stage, input: nil, output: nil, group: "\(name).\(stage.rawValue)",
                 batchSize: 500, batchWaitMs: stage == .persist ? 100 : 0,
-                httpPort: defaultHTTPPort(stage), consumerProperties: [:], producerProperties: [:],
+                httpPort: defaultHTTPPort(stage), consumerProperties: consumerProperties, producerProperties: producerProperties,
                 shutdownTimeoutMs: 20_000, node: node)
             if stage != .ingest {
                 common.input = try topic(try m.required("input", hint: "the logical topic this stage reads"))
@@ -159,8 +167,8 @@ public struct PipelineSpec: Sendable {
             common.batchWaitMs = try m.duration("batch_wait", defaultMilliseconds: common.batchWaitMs)
             common.httpPort = try m.int("http_port", default: common.httpPort, in: 0...65535)
             common.shutdownTimeoutMs = try m.duration("shutdown_timeout", defaultMilliseconds: common.shutdownTimeoutMs)
-            if let c = m.optional("consumer") { common.consumerProperties = try c.stringMap() }
-            if let p = m.optional("producer") { common.producerProperties = try p.stringMap() }
+            if let c = m.optional("consumer") { common.consumerProperties.merge(try c.stringMap()) { $1 } }
+            if let p = m.optional("producer") { common.producerProperties.merge(try p.stringMap()) { $1 } }
             // Stage-specific keys are read (and unknown ones rejected) by the stage itself.
             stages[stage] = common
         }
@@ -168,7 +176,8 @@ public struct PipelineSpec: Sendable {
 
         let base = URL(fileURLWithPath: file).deletingLastPathComponent().path
         return PipelineSpec(
-            name: name, file: file, baseDirectory: base, kafka: kafka, topics: topics, deadLetter: deadLetter,
+            name: name, file: file, baseDirectory: base, kafka: kafka, consumerProperties: consumerProperties,
+            producerProperties: producerProperties, topics: topics, deadLetter: deadLetter,
             stages: stages, environment: environment)
     }
 

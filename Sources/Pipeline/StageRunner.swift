@@ -212,6 +212,7 @@ final class StageClients: Sendable {
         var consumerConfig = KafkaConsumerConfiguration(kafka: spec.kafka, groupID: common.group)
         consumerConfig.autoOffsetReset = .earliest
         consumerConfig.autoCommit = true  // commits what we store; stored only after delivery
+        consumerConfig.autoCommitInterval = .seconds(1)
         consumerConfig.autoOffsetStore = false
         consumerConfig.fetchWaitMax = .milliseconds(10)
         consumerConfig.isolation = .readCommitted

@@ -6,7 +6,10 @@ struct Streamfirst: AsyncParsableCommand {
     static let subcommands: [any ParsableCommand.Type] = [
         BrokerCommand.self,
         BrokerCtlCommand.self,
+        RunCommand.self,
         DemoCommand.self,
+        CheckCommand.self,
+        ClientDemoCommand.self,
         TailCommand.self,
         ProduceCommand.self,
         TopicsCommand.self,

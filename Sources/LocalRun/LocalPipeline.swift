@@ -1,0 +1,312 @@
+import Config
+import Connectors
+import EmbeddedBroker
+import Foundation
+import Kafka
+import Logging
+import NIOConcurrencyHelpers
+import Pipeline
+import StreamCore
+
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// A whole pipeline on one machine: the embedded broker (or an existing cluster) and one process per
+/// worker executable, each with its HTTP endpoints on a free port. `streamfirst run`, `streamfirst demo`
+/// and the end-to-end tests drive pipelines through this.
+///
+/// Workers get their settings the way a container would: `--pipeline FILE` plus the environment
+/// (`KAFKA_BROKERS`, `STREAMFIRST_STATE_DIR`, `SQLITE_PATH`, `HTTP_PORT=0`, …).
+public final class LocalPipeline: Sendable {
+    public struct Options: Sendable {
+        public var pipelineFile: String
+        /// Holds the state directory, the SQLite file and the worker logs.
+        public var workDirectory: String
+        /// Extra environment for the workers (and for reading the pipeline file here).
+        public var environment: [String: String]
+        /// Use this cluster instead of starting the embedded broker.
+        public var bootstrapServers: String?
+        public var logLevel: String
+
+        public init(
+            pipelineFile: String, workDirectory: String, environment: [String: String] = [:],
+            bootstrapServers: String? = nil, logLevel: String = "info"
+        ) {
+            self.pipelineFile = pipelineFile
+            self.workDirectory = workDirectory
+            self.environment = environment
+            self.bootstrapServers = bootstrapServers
+            self.logLevel = logLevel
+        }
+    }
+
+    struct Running: Sendable {
+        var process: ChildProcess
+        var port: Int
+    }
+
+    public let options: Options
+    public let broker: EmbeddedBrokerProcess?
+    public let bootstrapServers: String
+    public let spec: PipelineSpec
+    /// The environment every worker gets.
+    public let workerEnvironment: [String: String]
+    private let workers = NIOLockedValueBox<[PipelineSpec.StageName: Running]>([:])
+
+    private init(options: Options, broker: EmbeddedBrokerProcess?, bootstrap: String, spec: PipelineSpec, env: [String: String]) {
+        self.options = options
+        self.broker = broker
+        self.bootstrapServers = bootstrap
+        self.spec = spec
+        self.workerEnvironment = env
+    }
+
+    /// Starts the embedded broker with the pipeline's topics (unless `bootstrapServers` is given) and
+    /// reads the pipeline file. Workers are started with ``start(_:)``.
+    public static func launch(_ options: Options) async throws -> LocalPipeline {
+        let work = URL(fileURLWithPath: options.workDirectory)
+        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+        var env = options.environment
+        env["STREAMFIRST_STATE_DIR"] = env["STREAMFIRST_STATE_DIR"] ?? work.appendingPathComponent("state").path
+        env["SQLITE_PATH"] = env["SQLITE_PATH"] ?? work.appendingPathComponent("pipeline.sqlite").path
+        env["LOG_LEVEL"] = env["LOG_LEVEL"] ?? options.logLevel
+        env["HTTP_PORT"] = "0"
+        env["HTTP_HOST"] = "127.0.0.1"
+        // Check the file before starting anything.
+        var readEnv = ProcessInfo.processInfo.environment.merging(env) { $1 }
+        if let b = options.bootstrapServers { readEnv["KAFKA_BROKERS"] = b }
+        _ = try PipelineSpec.load(file: options.pipelineFile, environment: readEnv)
+
+        var broker: EmbeddedBrokerProcess?
+        let bootstrap: String
+        if let b = options.bootstrapServers {
+            bootstrap = b
+        } else {
+            let b = try await EmbeddedBrokerProcess.launch(arguments: ["--pipeline", options.pipelineFile], environment: env)
+            broker = b
+            bootstrap = b.bootstrapServers
+        }
+        env["KAFKA_BROKERS"] = bootstrap
+        readEnv["KAFKA_BROKERS"] = bootstrap
+        let spec = try PipelineSpec.load(file: options.pipelineFile, environment: readEnv)
+        return LocalPipeline(options: options, broker: broker, bootstrap: bootstrap, spec: spec, env: env)
+    }
+
+    /// The stages the pipeline file has, in pipeline order.
+    public var stages: [PipelineSpec.StageName] {
+        PipelineSpec.StageName.allCases.filter { spec.stages[$0] != nil }
+    }
+
+    /// Where a stage's log (its stderr) goes.
+    public func logFile(_ stage: PipelineSpec.StageName) -> String {
+        URL(fileURLWithPath: options.workDirectory).appendingPathComponent("logs/\(stage.rawValue).log").path
+    }
+
+    /// Starts a stage's worker process and waits until its HTTP endpoint is up.
+    public func start(_ stage: PipelineSpec.StageName, extraEnvironment: [String: String] = [:]) async throws {
+        let executable = try ChildProcess.locate(stage.rawValue)
+        let port = PortLine()
+        let process = try ChildProcess(
+            executable: executable, arguments: ["--pipeline", options.pipelineFile],
+            environment: workerEnvironment.merging(extraEnvironment) { $1 }, logFile: logFile(stage),
+            onLine: { line in
+                if let r = line.range(of: "http_port="), let p = Int(line[r.upperBound...]) { port.set(p) }
+            })
+        // The port line, or the process's end — whichever comes first.
+        let exitWatch = Task { let s = await process.wait(); port.fail(s) }
+        defer { exitWatch.cancel() }
+        switch await port.wait() {
+        case .success(let p):
+            workers.withLockedValue { $0[stage] = Running(process: process, port: p) }
+        case .failure(let status):
+            throw LocalRunError("the \(stage.rawValue) worker exited before serving HTTP (\(status)):\n\(process.standardError)")
+        }
+    }
+
+    /// The running process of a stage.
+    public func process(_ stage: PipelineSpec.StageName) -> ChildProcess? {
+        workers.withLockedValue { $0[stage]?.process }
+    }
+
+    /// SIGKILLs a stage's worker (no shutdown at all) and waits for it to die.
+    @discardableResult
+    public func kill(_ stage: PipelineSpec.StageName) async -> ChildProcess.ExitStatus? {
+        guard let p = process(stage) else { return nil }
+        return await p.kill()
+    }
+
+    /// SIGTERM: the graceful shutdown path. Returns the exit status and whether it took longer than `timeout`.
+    public func terminate(_ stage: PipelineSpec.StageName, timeout: Duration = .seconds(30)) async -> (status: ChildProcess.ExitStatus, timedOut: Bool)? {
+        guard let p = process(stage) else { return nil }
+        return await p.terminate(timeout: timeout)
+    }
+
+    /// The `/stats` document of a running stage, or nil if it does not answer.
+    public func stats(_ stage: PipelineSpec.StageName) async -> StageStats? {
+        guard let port = workers.withLockedValue({ $0[stage]?.port }),
+            let url = URL(string: "http://127.0.0.1:\(port)/stats")
+        else { return nil }
+        var request = URLRequest(url: url)
+        request.timeoutInterval = 2
+        guard let (data, _) = try? await URLSession.shared.data(for: request) else { return nil }
+        return try? JSONDecoder().decode(StageStats.self, from: data)
+    }
+
+    /// The HTTP port of a running stage.
+    public func port(_ stage: PipelineSpec.StageName) -> Int? { workers.withLockedValue { $0[stage]?.port } }
+
+    // MARK: - Kafka-side views
+
+    func admin() throws -> KafkaAdmin {
+        try KafkaAdmin(configuration: KafkaConfiguration(bootstrapServers: bootstrapServers, clientID: "streamfirst-run"))
+    }
+
+    /// Records in each declared topic (sum of high watermarks), by logical name.
+    public func topicCounts() async throws -> [String: Int64] {
+        let admin = try admin()
+        defer { Task { await admin.shutdown() } }
+        var out: [String: Int64] = [:]
+        for (logical, topic) in spec.topics {
+            var sum: Int64 = 0
+            for p in 0..<topic.partitions {
+                let w = try await admin.watermarks(topic: topic.name, partition: Int32(p))
+                sum += w.high
+            }
+            out[logical] = sum
+        }
+        return out
+    }
+
+    /// Records each consuming stage's group has not committed yet, by stage.
+    public func groupLags() async throws -> [PipelineSpec.StageName: Int64] {
+        let admin = try admin()
+        defer { Task { await admin.shutdown() } }
+        var out: [PipelineSpec.StageName: Int64] = [:]
+        for stage in stages {
+            guard let common = spec.stages[stage], let input = common.input else { continue }
+            let lags = try await admin.groupLag(group: common.group, topics: [input.name])
+            out[stage] = lags.reduce(0) { $0 + $1.lag }
+        }
+        return out
+    }
+
+    /// Waits until every consuming stage's group has committed everything in its input topic and the
+    /// counts stayed so for two checks in a row. `ingestDone` is awaited first (ingest's end).
+    public func waitUntilDrained(timeout: Duration, onTick: @Sendable ([PipelineSpec.StageName: Int64]) async -> Void = { _ in })
+        async throws
+    {
+        let deadline = ContinuousClock.now + timeout
+        var zeroRounds = 0
+        var last: [String: Int64] = [:]
+        while ContinuousClock.now < deadline {
+            let lags = (try? await groupLags()) ?? [:]
+            await onTick(lags)
+            let counts = (try? await topicCounts()) ?? [:]
+            if !lags.isEmpty, lags.values.allSatisfy({ $0 == 0 }), counts == last {
+                zeroRounds += 1
+                if zeroRounds >= 2 { return }
+            } else {
+                zeroRounds = 0
+            }
+            last = counts
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        throw LocalRunError("the pipeline did not drain within \(timeout); lags: \((try? await groupLags()) ?? [:])")
+    }
+
+    /// Every record in a topic (logical name), read from the beginning to the current end.
+    public func readAll(_ logical: String) async throws -> [KafkaMessage] {
+        guard let topic = spec.topics[logical] else { throw LocalRunError("no topic \(logical)") }
+        let kafka = KafkaConfiguration(bootstrapServers: bootstrapServers, clientID: "streamfirst-run-reader")
+        let admin = try admin()
+        var ends: [Int32: Int64] = [:]
+        for p in 0..<topic.partitions {
+            ends[Int32(p)] = try await admin.watermarks(topic: topic.name, partition: Int32(p)).high
+        }
+        await admin.shutdown()
+        let total = ends.values.reduce(0, +)
+        if total == 0 { return [] }
+        var config = KafkaConsumerConfiguration(kafka: kafka, groupID: nil)
+        config.fetchWaitMax = .milliseconds(10)
+        let consumer = try KafkaConsumer(configuration: config)
+        try await consumer.assign(
+            (0..<topic.partitions).map { KafkaTopicPartition(topic: topic.name, partition: Int32($0)) }, startingAt: .beginning)
+        var out: [KafkaMessage] = []
+        var done: Set<Int32> = Set(ends.filter { $0.value == 0 }.keys)
+        let deadline = ContinuousClock.now + .seconds(60)
+        while done.count < topic.partitions && ContinuousClock.now < deadline {
+            for m in try await consumer.poll(maxMessages: 1000, timeout: .milliseconds(200)) {
+                out.append(m)
+                if m.offset + 1 >= ends[m.partition] ?? 0 { done.insert(m.partition) }
+            }
+        }
+        await consumer.close()
+        return out
+    }
+
+    /// Opens the persist stage's sink (read-only use: counting rows) with the workers' settings.
+    public func sinkRowCount() async throws -> Int {
+        let common = try spec.stage(.persist)
+        let m = try common.mapping()
+        let sinkNode = try m.required("sink")
+        let sink = try SinkFactory.make(
+            try sinkNode.mapping(), baseDirectory: spec.baseDirectory,
+            kafka: KafkaProducerConfiguration(kafka: spec.kafka), logger: Logger(label: "streamfirst.run"))
+        try await sink.open()
+        let n = try await sink.count()
+        await sink.close()
+        return n
+    }
+
+    /// Stops every worker (SIGTERM, graceful) in pipeline order, then the broker.
+    /// Returns each worker's exit status.
+    public func stop(timeout: Duration = .seconds(30)) async -> [PipelineSpec.StageName: ChildProcess.ExitStatus] {
+        var out: [PipelineSpec.StageName: ChildProcess.ExitStatus] = [:]
+        for stage in stages {
+            if let r = await terminate(stage, timeout: timeout) { out[stage] = r.status }
+        }
+        if let broker { _ = try? await broker.terminate() }
+        return out
+    }
+}
+
+/// An error of the local runner.
+public struct LocalRunError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// The `http_port=` line of a starting worker, or its exit.
+final class PortLine: Sendable {
+    private let state = NIOLockedValueBox<(Result<Int, ExitFailure>?, [CheckedContinuation<Result<Int, ExitFailure>, Never>])>((nil, []))
+
+    struct ExitFailure: Error, CustomStringConvertible {
+        let status: ChildProcess.ExitStatus
+        var description: String { status.description }
+    }
+
+    func set(_ port: Int) { finish(.success(port)) }
+    func fail(_ status: ChildProcess.ExitStatus) { finish(.failure(ExitFailure(status: status))) }
+
+    private func finish(_ r: Result<Int, ExitFailure>) {
+        let waiters = state.withLockedValue { s -> [CheckedContinuation<Result<Int, ExitFailure>, Never>] in
+            guard s.0 == nil else { return [] }
+            s.0 = r
+            defer { s.1 = [] }
+            return s.1
+        }
+        for w in waiters { w.resume(returning: r) }
+    }
+
+    func wait() async -> Result<Int, ExitFailure> {
+        await withCheckedContinuation { c in
+            let now = state.withLockedValue { s -> Result<Int, ExitFailure>? in
+                if let r = s.0 { return r }
+                s.1.append(c)
+                return nil
+            }
+            if let now { c.resume(returning: now) }
+        }
+    }
+}

@@ -1,0 +1,259 @@
+import ArgumentParser
+import Config
+import EmbeddedBroker
+import Foundation
+import Kafka
+import LocalRun
+import Logging
+import Pipeline
+import StreamCore
+
+/// `streamfirst run FILE`: the whole pipeline on this machine, one process per worker.
+struct RunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run a pipeline locally: the embedded broker (or --bootstrap) and one process per worker, with live progress and a summary.",
+        discussion: """
+            Starts `streamfirst broker --pipeline FILE` (unless --bootstrap names a cluster), then the \
+            validate, process and persist workers and finally ingest, each as its own process with its \
+            HTTP endpoints on a free port. Prints each stage's counts every second until ingest's source \
+            has ended and every stage has caught up, then stops the workers with SIGTERM (graceful \
+            shutdown), prints a summary and exits 0 if the counts reconcile \
+            (ingested = persisted + dead-lettered + filtered) and every worker exited cleanly.
+            Worker logs go to WORKDIR/logs/<stage>.log.
+            """
+    )
+
+    @Argument(help: "The pipeline file.") var pipeline: String
+    @OptionGroup var run: RunOptions
+
+    func run() async throws {
+        try await PipelineRunner(pipeline: pipeline, options: run, title: "streamfirst run").execute()
+    }
+}
+
+/// `streamfirst demo`: `run pipelines/iot-sensors.yaml` with the demo's defaults.
+struct DemoCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "demo",
+        abstract: "The main job: run pipelines/iot-sensors.yaml (generated IoT readings, some malformed or schema-invalid) through four worker processes on the embedded broker.",
+        discussion: "The same as `streamfirst run pipelines/iot-sensors.yaml`, starting from a fresh work directory."
+    )
+
+    @Option(help: "The demo pipeline file.") var pipeline = "pipelines/iot-sensors.yaml"
+    @OptionGroup var run: RunOptions
+
+    func run() async throws {
+        var options = run
+        if options.workDirectory == nil {
+            options.workDirectory = ".streamfirst/demo"
+            try? FileManager.default.removeItem(atPath: ".streamfirst/demo")  // a fresh demo every time
+        }
+        try await PipelineRunner(pipeline: pipeline, options: options, title: "Streamfirst demo").execute()
+    }
+}
+
+struct RunOptions: ParsableArguments {
+    @Option(help: "Work directory: state, SQLite file, worker logs (default .streamfirst/run/<pipeline>).")
+    var workDirectory: String?
+    @Option(help: "Use this Kafka cluster instead of starting the embedded broker.")
+    var bootstrap: String?
+    @Option(help: "Give up if the pipeline has not drained after this many seconds.")
+    var timeout = 300
+    @Option(help: "Log level of the workers (their logs go to files).")
+    var logLevel = "info"
+    @Option(name: .customLong("set"), help: ArgumentHelp("Environment for the pipeline file and workers, e.g. --set IOT_COUNT=5000.", valueName: "VAR=VALUE"))
+    var variables: [String] = []
+}
+
+/// Drives a `LocalPipeline` and prints what happens.
+struct PipelineRunner {
+    let pipeline: String
+    let options: RunOptions
+    let title: String
+
+    func execute() async throws {
+        bootstrapCLILogging()
+        let started = ContinuousClock.now
+        var env: [String: String] = [:]
+        for v in options.variables {
+            guard let eq = v.firstIndex(of: "="), eq != v.startIndex else {
+                throw ValidationError("--set expects VAR=VALUE, got '\(v)'")
+            }
+            env[String(v[..<eq])] = String(v[v.index(after: eq)...])
+        }
+        let specName = (try? PipelineSpec.load(file: pipeline).name) ?? "pipeline"
+        let work = options.workDirectory ?? ".streamfirst/run/\(specName)"
+        let local: LocalPipeline
+        do {
+            local = try await LocalPipeline.launch(
+                .init(pipelineFile: pipeline, workDirectory: work, environment: env, bootstrapServers: options.bootstrap,
+                      logLevel: options.logLevel))
+        } catch let error as ConfigError {
+            throw ValidationError("\(error)")
+        }
+        say("\(title): pipeline \(local.spec.name) (\(pipeline))")
+        if let broker = local.broker {
+            say("  broker   librdkafka \(KafkaClientInfo.librdkafkaVersion) mock cluster, own process (pid \(broker.processIdentifier)), \(broker.bootstrapServers)")
+        } else {
+            say("  broker   \(local.bootstrapServers)")
+        }
+        // Consumers first, so that nothing waits for a group to form after ingest has started.
+        let order = local.stages.filter { $0 != .ingest } + (local.stages.contains(.ingest) ? [.ingest] : [])
+        for stage in order {
+            try await local.start(stage)
+            say("  \(stage.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0)) pid \(local.process(stage)?.processIdentifier ?? 0), http://127.0.0.1:\(local.port(stage) ?? 0)/metrics, log \(local.logFile(stage))")
+        }
+
+        // Live progress until ingest's source ends and every group has caught up.
+        let progress = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(1))
+                if Task.isCancelled { break }
+                say(await progressLine(local, since: started))
+            }
+        }
+        var ingestStatus: ChildProcess.ExitStatus?
+        if let ingest = local.process(.ingest) {
+            ingestStatus = await ingest.wait()
+        }
+        var stats: [PipelineSpec.StageName: StageStats] = [:]
+        do {
+            try await local.waitUntilDrained(timeout: .seconds(options.timeout))
+        } catch {
+            progress.cancel()
+            _ = await local.stop()
+            throw error
+        }
+        progress.cancel()
+        for stage in local.stages where stage != .ingest {
+            stats[stage] = await local.stats(stage)
+        }
+        // Ingest has exited: its counts are in its log's last line; re-read them from the topics instead.
+        let counts = (try? await local.topicCounts()) ?? [:]
+        let deadLetters = (try? await local.readAll(local.spec.deadLetter.logical)) ?? []
+        let exits = await local.stop()
+        let rows = try? await local.sinkRowCount()
+        summary(local: local, stats: stats, counts: counts, deadLetters: deadLetters, rows: rows,
+                ingestStatus: ingestStatus, exits: exits, elapsed: ContinuousClock.now - started)
+    }
+
+    func progressLine(_ local: LocalPipeline, since: ContinuousClock.Instant) async -> String {
+        let t = Int((ContinuousClock.now - since).components.seconds)
+        var parts: [String] = []
+        for stage in local.stages {
+            guard let s = await local.stats(stage) else {
+                parts.append("\(stage.rawValue) done")
+                continue
+            }
+            var p = "\(stage.rawValue) \(s.recordsIn) in"
+            if s.deadLettered > 0 { p += ", \(s.deadLettered) dead" }
+            if s.filtered > 0 { p += ", \(s.filtered) filtered" }
+            parts.append(p)
+        }
+        return "  t=\(String(t).leftPad(3))s  " + parts.joined(separator: " │ ")
+    }
+
+    func summary(
+        local: LocalPipeline, stats: [PipelineSpec.StageName: StageStats], counts: [String: Int64], deadLetters: [KafkaMessage],
+        rows: Int?, ingestStatus: ChildProcess.ExitStatus?, exits: [PipelineSpec.StageName: ChildProcess.ExitStatus],
+        elapsed: Duration
+    ) {
+        let spec = local.spec
+        say("")
+        say("Summary (\(String(format: "%.1f", Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)) s)")
+        say("  topics: " + spec.topics.values.sorted { $0.name < $1.name }.map { "\($0.name) \(counts[$0.logical] ?? 0)" }.joined(separator: ", "))
+
+        // Dead letters by stage and class, distinct by record id.
+        var byReason: [String: (ids: Set<String>, example: String)] = [:]
+        for m in deadLetters {
+            let stage = m.header(DeadLetterHeader.stage)?.value.map { String(decoding: $0, as: UTF8.self) } ?? "?"
+            let cls = m.header(DeadLetterHeader.exceptionClass)?.value.map { String(decoding: $0, as: UTF8.self) } ?? "?"
+            let msg = m.header(DeadLetterHeader.exceptionMessage)?.value.map { String(decoding: $0, as: UTF8.self) } ?? ""
+            let id = m.header(RecordHeader.id)?.value.map { String(decoding: $0, as: UTF8.self) } ?? "\(m.partition):\(m.offset)"
+            let k = "\(stage) \(cls)"
+            var e = byReason[k] ?? ([], msg)
+            e.ids.insert(id)
+            byReason[k] = e
+        }
+        let deadTotal = byReason.values.reduce(0) { $0 + $1.ids.count }
+        let ingested: Int
+        if let raw = spec.stages[.ingest]?.output {
+            ingested = Int(counts[raw.logical] ?? 0) + (byReason.filter { $0.key.hasPrefix("ingest ") }.values.reduce(0) { $0 + $1.ids.count })
+        } else {
+            ingested = 0
+        }
+        say("  stage      records in   out   dead-lettered   filtered")
+        say("  ingest     \(String(ingested).leftPad(10))   \(String(counts[spec.stages[.ingest]?.output?.logical ?? ""] ?? 0).leftPad(5))   \(String(byReason.filter { $0.key.hasPrefix("ingest ") }.values.reduce(0) { $0 + $1.ids.count }).leftPad(13))   \("0".leftPad(8))")
+        for stage in [PipelineSpec.StageName.validate, .process, .persist] {
+            guard let s = stats[stage] else { continue }
+            say("  \(stage.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0))  \(String(s.recordsIn).leftPad(10))   \(String(s.recordsOut).leftPad(5))   \(String(s.deadLettered).leftPad(13))   \(String(s.filtered).leftPad(8))")
+        }
+        if !byReason.isEmpty {
+            say("  dead letters (\(spec.deadLetter.name)), by stage and reason:")
+            for (k, v) in byReason.sorted(by: { $0.key < $1.key }) {
+                say("    \(k.padding(toLength: 28, withPad: " ", startingAt: 0)) \(String(v.ids.count).leftPad(6))   e.g. \(v.example.prefix(110))")
+            }
+        }
+        let filtered = stats.values.reduce(0) { $0 + $1.filtered }
+        if let rows {
+            say("  rows in the sink: \(rows)")
+        } else {
+            say("  rows in the sink: (could not be read)")
+        }
+        let persisted = rows ?? -1
+        let ok = persisted + deadTotal + filtered == ingested
+        say("  reconciliation: ingested \(ingested) = persisted \(persisted) + dead-lettered \(deadTotal) + filtered \(filtered)  \(ok ? "✓" : "✗ MISMATCH")")
+        if let e = stats[.persist]?.endToEndMicros, e.count > 0 {
+            say("  end-to-end latency, ingest → persisted: p50 \(ms(e.p50)), p99 \(ms(e.p99)), max \(ms(e.max)) (n=\(e.count))")
+        }
+        var clean = ingestStatus.map { !$0.signaled && $0.code == 0 } ?? true
+        var exitText: [String] = []
+        if let ingestStatus { exitText.append("ingest \(ingestStatus) (source finished)") }
+        for (stage, status) in exits.sorted(by: { $0.key.rawValue < $1.key.rawValue }) where stage != .ingest {
+            exitText.append("\(stage.rawValue) \(status)")
+            if status.signaled || status.code != 0 { clean = false }
+        }
+        say("  workers: " + exitText.joined(separator: ", "))
+        if !(ok && clean) {
+            say("FAILED: see the logs in \(local.options.workDirectory)/logs")
+            Foundation.exit(1)
+        }
+    }
+
+    func ms(_ micros: UInt64) -> String { String(format: "%.1f ms", Double(micros) / 1000) }
+}
+
+extension String {
+    func leftPad(_ n: Int) -> String { count >= n ? self : String(repeating: " ", count: n - count) + self }
+}
+
+/// `streamfirst check FILE`: validates a pipeline file and every stage's settings without running anything.
+struct CheckCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check",
+        abstract: "Check a pipeline file: syntax, topics, every stage's settings, schemas, expressions, tables and connectors. Runs nothing.",
+        discussion: "Exit code 0 when the file is valid; otherwise 2 with a message naming the file, line and key."
+    )
+
+    @Argument(help: "Pipeline files.") var files: [String]
+
+    func run() async throws {
+        var failed = false
+        for file in files {
+            do {
+                let spec = try PipelineSpec.load(file: file)
+                var stages: [String] = []
+                for stage in PipelineSpec.StageName.allCases where spec.stages[stage] != nil {
+                    _ = try BuiltStage.build(stage, spec: spec, logger: Logger(label: "streamfirst.check"))
+                    stages.append(stage.rawValue)
+                }
+                emit("\(file): ok — pipeline \(spec.name), \(spec.topics.count) topics, stages: \(stages.joined(separator: ", "))")
+            } catch {
+                FileHandle.standardError.write(Data("\(error)\n".utf8))
+                failed = true
+            }
+        }
+        if failed { throw ExitCode(2) }
+    }
+}

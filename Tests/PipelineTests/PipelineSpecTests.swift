@@ -1,0 +1,106 @@
+import Config
+import Foundation
+import Pipeline
+import Testing
+
+@Suite struct PipelineSpecTests {
+    static let minimal = """
+        name: t
+        kafka:
+          bootstrap: ${KAFKA_BROKERS:-127.0.0.1:9092}
+          consumer: { session.timeout.ms: "6000" }
+        topics:
+          in:   { name: t.in, partitions: 3 }
+          out:  { name: t.out }
+          dead: { name: t.dead }
+        dead_letter: dead
+        validate:
+          input: in
+          output: out
+          batch_size: 100
+          consumer: { fetch.wait.max.ms: "5" }
+          schema: s
+        """
+
+    func parse(_ yaml: String, env: [String: String] = [:]) throws(ConfigError) -> PipelineSpec {
+        try PipelineSpec.parse(yaml: yaml, file: "/p/t.yaml", environment: env)
+    }
+
+    func expectError(_ yaml: String, _ expected: String, sourceLocation: SourceLocation = #_sourceLocation) {
+        do {
+            _ = try parse(yaml)
+            Issue.record("expected an error containing \(expected)", sourceLocation: sourceLocation)
+        } catch {
+            #expect(error.description.contains(expected), "\(error)", sourceLocation: sourceLocation)
+        }
+    }
+
+    @Test func parsesTopicsStagesAndMergesKafkaProperties() throws {
+        let spec = try parse(Self.minimal)
+        #expect(spec.name == "t")
+        #expect(spec.topics["in"]?.partitions == 3)
+        #expect(spec.topics["out"]?.partitions == 1)
+        #expect(spec.deadLetter.name == "t.dead")
+        #expect(spec.baseDirectory == "/p")
+        let validate = try spec.stage(.validate)
+        #expect(validate.input?.name == "t.in")
+        #expect(validate.output?.name == "t.out")
+        #expect(validate.group == "t.validate")
+        #expect(validate.batchSize == 100)
+        #expect(validate.httpPort == 9102)
+        #expect(validate.consumerProperties == ["session.timeout.ms": "6000", "fetch.wait.max.ms": "5"])
+        #expect(throws: ConfigError.self) { try spec.stage(.persist) }
+    }
+
+    @Test func kafkaBrokersOverridesTheFile() throws {
+        let spec = try parse(Self.minimal.replacingOccurrences(of: "${KAFKA_BROKERS:-127.0.0.1:9092}", with: "a:1"), env: ["KAFKA_BROKERS": "b:2"])
+        #expect(spec.kafka.bootstrapServers == "b:2")
+        #expect(try parse(Self.minimal).kafka.bootstrapServers == "127.0.0.1:9092")
+    }
+
+    @Test func unknownTopLevelKeyNamesItsLine() {
+        expectError(Self.minimal + "\nvalidat:\n  input: in\n", "/p/t.yaml:17: validat: unknown key")
+    }
+
+    @Test func undeclaredTopicIsNamed() {
+        expectError(Self.minimal.replacingOccurrences(of: "input: in", with: "input: nowhere"), "/p/t.yaml:11: validate.input: no topic 'nowhere'")
+    }
+
+    @Test func badValuesNameKeyAndLine() {
+        expectError(Self.minimal.replacingOccurrences(of: "partitions: 3", with: "partitions: many"), "/p/t.yaml:6: topics.in.partitions: expected an integer")
+        expectError(Self.minimal.replacingOccurrences(of: "batch_size: 100", with: "batch_size: 0"), "validate.batch_size: 0 is out of range")
+        expectError(Self.minimal.replacingOccurrences(of: "name: t.out", with: "name: \"bad topic\""), "topics.out.name: 'bad topic' is not a valid Kafka topic name")
+        expectError(Self.minimal.replacingOccurrences(of: "dead_letter: dead", with: ""), "dead_letter: missing required key")
+        expectError("name: x\ntopics: {}\ndead_letter: ${UNSET_VAR}\n", "dead_letter: environment variable UNSET_VAR is not set")
+    }
+
+    @Test func stageKeysAreCheckedByTheStage() throws {
+        // `schema_dir` (typo) is rejected when the validate stage reads its section.
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sf-spec-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: dir.appendingPathComponent("schemas"), withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try Data(#"{"type":"object"}"#.utf8).write(to: dir.appendingPathComponent("schemas/s.json"))
+        let file = dir.appendingPathComponent("p.yaml").path
+        try Data((Self.minimal + "\n  schema_dir: x\n").utf8).write(to: URL(fileURLWithPath: file))
+        let spec = try PipelineSpec.load(file: file, environment: [:])
+        do {
+            _ = try ValidateHandler.make(spec: spec, common: try spec.stage(.validate))
+            Issue.record("expected an error")
+        } catch {
+            #expect(error.description.contains("p.yaml:17: validate.schema_dir: unknown key; did you mean 'schemas_dir'?"), "\(error)")
+        }
+    }
+
+    @Test func theShippedPipelinesAreValid() throws {
+        let pipelines = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("pipelines")
+        let files = try FileManager.default.contentsOfDirectory(atPath: pipelines.path).filter { $0.hasSuffix(".yaml") }
+        #expect(!files.isEmpty)
+        for f in files {
+            let spec = try PipelineSpec.load(file: pipelines.appendingPathComponent(f).path, environment: [:])
+            for stage in PipelineSpec.StageName.allCases where spec.stages[stage] != nil {
+                _ = try BuiltStage.build(stage, spec: spec, logger: .init(label: "test"))
+            }
+        }
+    }
+}
