@@ -80,6 +80,7 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
+                .product(name: "Yams", package: "Yams"),
             ]
         ),
         // The stage runtime the four workers share: pipeline files, consume → handle → produce → commit,
@@ -162,6 +163,7 @@ let package = Package(
             dependencies: [
                 "Pipeline", "LocalRun", "StreamCore", "Config", "Kafka", "EmbeddedBroker", "Connectors",
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
+                .product(name: "Yams", package: "Yams"),
             ]
         ),
     ]

@@ -8,10 +8,6 @@ import NIOConcurrencyHelpers
 import Pipeline
 import StreamCore
 
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
-
 /// A whole pipeline on one machine: the embedded broker (or an existing cluster) and one process per
 /// worker executable, each with its HTTP endpoints on a free port. `streamfirst run`, `streamfirst demo`
 /// and the end-to-end tests drive pipelines through this.
@@ -145,12 +141,9 @@ public final class LocalPipeline: Sendable {
     /// The `/stats` document of a running stage, or nil if it does not answer.
     public func stats(_ stage: PipelineSpec.StageName) async -> StageStats? {
         guard let port = workers.withLockedValue({ $0[stage]?.port }),
-            let url = URL(string: "http://127.0.0.1:\(port)/stats")
+            let response = try? await HTTPGet.get(host: "127.0.0.1", port: port, path: "/stats"), response.status == 200
         else { return nil }
-        var request = URLRequest(url: url)
-        request.timeoutInterval = 2
-        guard let (data, _) = try? await URLSession.shared.data(for: request) else { return nil }
-        return try? JSONDecoder().decode(StageStats.self, from: data)
+        return try? JSONDecoder().decode(StageStats.self, from: Data(response.body))
     }
 
     /// The HTTP port of a running stage.

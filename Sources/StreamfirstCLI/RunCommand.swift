@@ -257,3 +257,25 @@ struct CheckCommand: AsyncParsableCommand {
         if failed { throw ExitCode(2) }
     }
 }
+
+/// `streamfirst probe URL`: exit 0 if the URL answers 200 (container health checks; the slim image has no curl).
+struct ProbeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "probe",
+        abstract: "GET an http:// URL (e.g. a worker's /healthz) and exit 0 on 200, 1 otherwise.")
+
+    @Argument(help: "http://HOST:PORT/PATH (IPv4 or localhost).") var url: String
+    @Option(help: "Timeout in milliseconds.") var timeout = 2000
+
+    func run() async throws {
+        guard let target = HTTPGet.parse(url: url) else { throw ValidationError("expected http://HOST:PORT/PATH, got \(url)") }
+        do {
+            let response = try await HTTPGet.get(host: target.host, port: target.port, path: target.path, timeoutMs: timeout)
+            emit("\(response.status) \(String(decoding: response.body.prefix(200), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))")
+            if response.status != 200 { throw ExitCode(1) }
+        } catch let error as HTTPGet.Failure {
+            emit("unreachable: \(error)")
+            throw ExitCode(1)
+        }
+    }
+}

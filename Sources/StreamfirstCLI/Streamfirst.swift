@@ -9,6 +9,7 @@ struct Streamfirst: AsyncParsableCommand {
         RunCommand.self,
         DemoCommand.self,
         CheckCommand.self,
+        ProbeCommand.self,
         ClientDemoCommand.self,
         TailCommand.self,
         ProduceCommand.self,

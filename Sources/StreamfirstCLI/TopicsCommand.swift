@@ -1,4 +1,5 @@
 import ArgumentParser
+import Pipeline
 import EmbeddedBroker
 import Foundation
 import Kafka
@@ -53,10 +54,11 @@ struct TopicsCommand: AsyncParsableCommand {
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Create a topic.",
+            abstract: "Create a topic, or every topic a pipeline file declares (--pipeline; existing ones are left alone).",
             discussion: "On the embedded broker pass --control (its control address): the mock cluster has no CreateTopics API.")
         @OptionGroup var connection: ConnectionOptions
-        @Argument var topic: String
+        @Argument var topic: String?
+        @Option(help: "Create the topics declared in this pipeline file (their partitions and replication factor).") var pipeline: String?
         @Option var partitions = 6
         @Option var replicationFactor = -1
         @Option(name: .customLong("config"), help: "Topic config KEY=VALUE (repeatable).") var configs: [String] = []
@@ -64,6 +66,26 @@ struct TopicsCommand: AsyncParsableCommand {
 
         func run() async throws {
             bootstrapCLILogging()
+            if let pipeline {
+                let spec = try PipelineSpec.load(file: pipeline)
+                let admin = try KafkaAdmin(configuration: try connection.kafkaConfiguration())
+                let existing = Set(try await admin.listTopics())
+                let missing = spec.topics.values.filter { !existing.contains($0.name) }.sorted { $0.name < $1.name }
+                if !missing.isEmpty {
+                    do {
+                        try await admin.createTopics(missing.map {
+                            KafkaNewTopic(name: $0.name, partitions: $0.partitions, replicationFactor: $0.replicationFactor)
+                        })
+                    } catch {
+                        await admin.shutdown()
+                        throw error
+                    }
+                }
+                await admin.shutdown()
+                emit("created \(missing.count) of \(spec.topics.count) topics declared in \(pipeline)\(missing.isEmpty ? "" : ": " + missing.map(\.name).joined(separator: ", "))")
+                return
+            }
+            guard let topic else { throw ValidationError("name a topic, or pass --pipeline FILE") }
             if let control {
                 try await EmbeddedBrokerControl(address: control).createTopic(topic, partitions: partitions,
                                                                              replicationFactor: max(1, replicationFactor))

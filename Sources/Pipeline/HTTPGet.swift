@@ -1,0 +1,93 @@
+import Foundation
+import NIOPosix
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A minimal HTTP/1.0 GET over a loopback or LAN TCP socket, for probes (`streamfirst probe`, the
+/// container HEALTHCHECK) and for launchers reading a worker's `/stats`.
+///
+/// Written by hand because the slim runtime image has no curl and Foundation's URLSession needs
+/// libcurl; async-http-client would do it but adds a large dependency for one request.
+/// The blocking socket calls run on NIO's thread pool, never on the cooperative pool.
+public enum HTTPGet {
+    public struct Response: Sendable {
+        public var status: Int
+        public var body: [UInt8]
+    }
+
+    public struct Failure: Error, CustomStringConvertible, Sendable {
+        public let description: String
+    }
+
+    /// GETs `path` from `host:port` (IPv4 dotted address or `localhost`), waiting at most `timeoutMs`
+    /// for each socket operation.
+    public static func get(host: String, port: Int, path: String, timeoutMs: Int = 2000) async throws -> Response {
+        try await NIOThreadPool.singleton.runIfActive {
+            try blockingGet(host: host, port: port, path: path, timeoutMs: timeoutMs)
+        }
+    }
+
+    /// Parses `http://host:port/path`.
+    public static func parse(url: String) -> (host: String, port: Int, path: String)? {
+        guard url.hasPrefix("http://") else { return nil }
+        let rest = url.dropFirst("http://".count)
+        let hostPort = rest.prefix { $0 != "/" }
+        let path = rest.dropFirst(hostPort.count)
+        let parts = hostPort.split(separator: ":")
+        guard parts.count == 2, let port = Int(parts[1]) else { return nil }
+        return (String(parts[0]), port, path.isEmpty ? "/" : String(path))
+    }
+
+    static func blockingGet(host: String, port: Int, path: String, timeoutMs: Int) throws -> Response {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw Failure(description: "socket: errno \(errno)") }
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: timeoutMs / 1000, tv_usec: (timeoutMs % 1000) * 1000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        let dotted = host == "localhost" ? "127.0.0.1" : host
+        guard inet_pton(AF_INET, dotted, &address.sin_addr) == 1 else {
+            throw Failure(description: "not an IPv4 address: \(host)")
+        }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { throw Failure(description: "connect \(host):\(port): errno \(errno)") }
+        let request = Array("GET \(path) HTTP/1.0\r\nHost: \(host)\r\nConnection: close\r\n\r\n".utf8)
+        var sent = 0
+        while sent < request.count {
+            let n = request[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+            guard n > 0 else { throw Failure(description: "send: errno \(errno)") }
+            sent += n
+        }
+        var data: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 16 * 1024)
+        while data.count < 16 * 1024 * 1024 {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n == 0 { break }
+            guard n > 0 else { throw Failure(description: "recv: errno \(errno)") }
+            data.append(contentsOf: buffer[0..<n])
+        }
+        // Status line, headers, blank line, body.
+        guard let headerEnd = findHeaderEnd(data) else { throw Failure(description: "no HTTP response") }
+        let head = String(decoding: data[0..<headerEnd], as: UTF8.self)
+        let statusParts = head.split(separator: " ", maxSplits: 2)
+        guard statusParts.count >= 2, let status = Int(statusParts[1]) else {
+            throw Failure(description: "bad status line: \(head.prefix(80))")
+        }
+        return Response(status: status, body: Array(data[(headerEnd + 4)...]))
+    }
+
+    static func findHeaderEnd(_ data: [UInt8]) -> Int? {
+        guard data.count >= 4 else { return nil }
+        for i in 0...(data.count - 4) where data[i] == 13 && data[i + 1] == 10 && data[i + 2] == 13 && data[i + 3] == 10 {
+            return i
+        }
+        return nil
+    }
+}
