@@ -78,6 +78,22 @@ public final class LocalPipeline: Sendable {
         let bootstrap: String
         if let b = options.bootstrapServers {
             bootstrap = b
+            // A real cluster: create the declared topics that do not exist yet.
+            let spec = try PipelineSpec.load(file: options.pipelineFile, environment: readEnv)
+            let admin = try KafkaAdmin(configuration: KafkaConfiguration(bootstrapServers: b, clientID: "streamfirst-run"))
+            do {
+                let existing = Set(try await admin.listTopics())
+                let missing = spec.topics.values.filter { !existing.contains($0.name) }
+                if !missing.isEmpty {
+                    try await admin.createTopics(missing.map {
+                        KafkaNewTopic(name: $0.name, partitions: $0.partitions, replicationFactor: $0.replicationFactor)
+                    })
+                }
+            } catch {
+                await admin.shutdown()
+                throw error
+            }
+            await admin.shutdown()
         } else {
             let b = try await EmbeddedBrokerProcess.launch(arguments: ["--pipeline", options.pipelineFile], environment: env)
             broker = b

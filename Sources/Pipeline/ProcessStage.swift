@@ -21,20 +21,35 @@ public struct ProcessHandler: StageHandler {
         self.routes = routes
     }
 
-    /// Builds the handler from the `process:` section's `steps:`.
-    public static func make(spec: PipelineSpec, common: PipelineSpec.StageCommon) throws(ConfigError) -> ProcessHandler {
+    /// Builds the handler from the `process:` section's `steps:`, followed by `custom` when given
+    /// (then `steps:` may be left out). Routes of a custom processor must name declared topics too:
+    /// records routed to an unknown logical topic are dead-lettered.
+    public static func make(spec: PipelineSpec, common: PipelineSpec.StageCommon, custom: (any RecordProcessor)? = nil)
+        throws(ConfigError) -> ProcessHandler
+    {
         let m = try common.mapping()
-        let stepsNode = try m.required("steps", hint: "a list of steps: filter, set, rename, drop, keep, enrich, route")
+        let stepsNode = custom == nil
+            ? try m.required("steps", hint: "a list of steps: filter, set, rename, drop, keep, enrich, route")
+            : m.optional("steps")
         try m.finish()
-        let processor = try StepProcessor(steps: stepsNode, baseDirectory: spec.baseDirectory)
+        var processors: [any RecordProcessor] = []
         var routes: [String: String] = [:]
-        for logical in processor.routes {
-            guard let topic = spec.topics[logical] else {
-                throw stepsNode.error("a route sends records to '\(logical)', which is not declared under topics:")
+        if let stepsNode {
+            let steps = try StepProcessor(steps: stepsNode, baseDirectory: spec.baseDirectory)
+            for logical in steps.routes {
+                guard let topic = spec.topics[logical] else {
+                    throw stepsNode.error("a route sends records to '\(logical)', which is not declared under topics:")
+                }
+                routes[logical] = topic.name
             }
-            routes[logical] = topic.name
+            processors.append(steps)
         }
-        guard let output = common.output else { throw stepsNode.error("process needs an output topic") }
+        if let custom {
+            processors.append(custom)
+            for (logical, topic) in spec.topics where routes[logical] == nil { routes[logical] = topic.name }
+        }
+        guard let output = common.output else { throw common.node.error("process needs an output topic") }
+        let processor: any RecordProcessor = processors.count == 1 ? processors[0] : ProcessorChain(processors)
         return ProcessHandler(processor: processor, output: output.name, routes: routes)
     }
 
@@ -67,7 +82,13 @@ public struct ProcessHandler: StageHandler {
         var result: [StageOutput] = []
         result.reserveCapacity(outputs.count)
         for out in outputs {
-            let topic = out.route.flatMap { routes[$0] } ?? output
+            var topic = output
+            if let route = out.route {
+                guard let routed = routes[route] else {
+                    return .deadLetter(DeadLetterReason(component: "route", errorClass: "UnknownRoute", message: "the processor routed the record to '\(route)', which is not a declared topic"))
+                }
+                topic = routed
+            }
             let n = perTopic[topic, default: 0]
             perTopic[topic] = n + 1
             var headers = message.headers

@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import Metrics
 import Prometheus
+import Processing
 import ServiceLifecycle
 
 /// Options every worker executable takes. Each has an environment variable, so one container image
@@ -38,7 +39,26 @@ public struct WorkerOptions: ParsableArguments {
 /// Exit codes: 0 clean stop; 1 the stage failed (Kafka, sink); 2 bad options or configuration
 /// (the message names the file, line and key).
 public enum Worker {
+    /// Runs one of the four stages as configured by the pipeline file.
     public static func main(stage: PipelineSpec.StageName) async -> Never {
+        await main(stage: stage, processor: nil)
+    }
+
+    /// Runs the process stage with your own processor: the pipeline's `process:` section supplies
+    /// topics and settings, and its `steps:` (optional here) run before `processor`.
+    ///
+    /// ```swift
+    /// // Sources/MyProcess/main.swift
+    /// import Pipeline
+    /// import Processing
+    /// struct Celsius: RecordProcessor { … }
+    /// await Worker.main(processor: Celsius())
+    /// ```
+    public static func main(processor: any RecordProcessor) async -> Never {
+        await main(stage: .process, processor: processor)
+    }
+
+    static func main(stage: PipelineSpec.StageName, processor custom: (any RecordProcessor)?) async -> Never {
         let options: WorkerOptions
         do {
             options = try WorkerOptions.parse(Array(CommandLine.arguments.dropFirst()))
@@ -65,7 +85,7 @@ public enum Worker {
         do {
             let spec = try PipelineSpec.load(file: file, environment: env)
             logger[metadataKey: "pipeline"] = "\(spec.name)"
-            built = try BuiltStage.build(stage, spec: spec, logger: logger)
+            built = try BuiltStage.build(stage, spec: spec, logger: logger, processor: custom)
         } catch {
             fail(2, "\(stage.rawValue): \(error)")
         }
@@ -127,7 +147,9 @@ public struct BuiltStage: Sendable {
 
     /// Builds the stage `name` from `spec` (reads and checks the stage's section; loads schemas,
     /// tables and connector settings). Throws a ``ConfigError`` naming the key and line.
-    public static func build(_ name: PipelineSpec.StageName, spec: PipelineSpec, logger: Logger) throws(ConfigError) -> BuiltStage {
+    public static func build(
+        _ name: PipelineSpec.StageName, spec: PipelineSpec, logger: Logger, processor custom: (any RecordProcessor)? = nil
+    ) throws(ConfigError) -> BuiltStage {
         let common = try spec.stage(name)
         let metrics = StageMetrics(pipeline: spec.name, stage: name.rawValue)
         let health = StageHealth()
@@ -139,7 +161,7 @@ public struct BuiltStage: Sendable {
             let handler = try ValidateHandler.make(spec: spec, common: common)
             service = ConsumeProduceStage(spec: spec, common: common, handler: handler, metrics: metrics, health: health, logger: logger)
         case .process:
-            let handler = try ProcessHandler.make(spec: spec, common: common)
+            let handler = try ProcessHandler.make(spec: spec, common: common, custom: custom)
             service = ConsumeProduceStage(
                 spec: spec, common: common, handler: handler, metrics: metrics, health: health, logger: logger,
                 extraTopics: handler.topics)

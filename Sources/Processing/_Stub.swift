@@ -9,3 +9,5 @@ public struct StepProcessor: RecordProcessor { public init(steps: ConfigNode, ba
   public func process(_ value: JSONValue, context: RecordContext) throws(ProcessingError) -> [ProcessorOutput] { [] } }
 public struct ExpressionError: Error {}
 public struct Expression: Sendable { public init(_ text: String) throws {} ; public func evaluate(_ value: JSONValue, context: RecordContext) throws(ExpressionError) -> JSONValue { .null } }
+public struct ProcessorChain: RecordProcessor { public init(_ p: [any RecordProcessor]) {}
+  public func process(_ value: JSONValue, context: RecordContext) throws(ProcessingError) -> [ProcessorOutput] { [] } }
