@@ -1,1 +1,0 @@
-// Expressions and stateless operators — see Expression.swift.
