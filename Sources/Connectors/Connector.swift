@@ -110,7 +110,7 @@ public struct SinkOffset: Sendable, Hashable {
 }
 
 /// A record the sink refused (e.g. a value that does not fit a column): goes to the dead-letter topic.
-public struct SinkRejection: Sendable {
+public struct SinkRejection: Error, Sendable {
     public var record: SinkRecord
     public var reason: String
     public init(record: SinkRecord, reason: String) {

@@ -1,0 +1,101 @@
+import Config
+import Foundation
+import Hummingbird
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import StreamCore
+
+/// `type: http` — an HTTP endpoint that takes NDJSON (one record per line) in POST bodies.
+///
+/// The answer comes after delivery: 200 `{"accepted": N}` once every record of the body is
+/// acknowledged by Kafka (at-least-once for the client: retry on anything else); 413 for a body
+/// over `max_body_bytes`; 429 with `Retry-After` when the pipeline is overloaded (producer queue
+/// over ingest's `max_in_flight`); 503 while the worker stops or Kafka refuses records. An
+/// `Idempotency-Key` header makes ids deterministic (`http:<key>:<line>`): a retried request
+/// yields the same ids, which sinks upsert by.
+public struct HTTPSource: RecordSource {
+    public static let spec = ConnectorSpec(
+        type: "http",
+        summary: "POST NDJSON bodies; answered after delivery; 413 / 429 / 503 under limits, overload and shutdown.",
+        fields: [
+            .init("host", "string", default: "0.0.0.0", "listen address"),
+            .init("port", "integer", default: "8080", "listen port (0 = any free port)"),
+            .init("path", "string", default: "/ingest", "the POST endpoint"),
+            .init("max_body_bytes", "integer", default: "10485760", "larger bodies are refused with 413"),
+        ])
+
+    public let host: String
+    public let port: Int
+    public let path: String
+    public let maxBodyBytes: Int
+    let logger: Logger
+    /// Called with the bound port once the server listens (tests use port 0).
+    public var onBound: @Sendable (Int) -> Void = { _ in }
+
+    public var name: String { "http" }
+
+    public init(host: String = "0.0.0.0", port: Int = 8080, path: String = "/ingest", maxBodyBytes: Int = 10 << 20, logger: Logger) {
+        self.host = host
+        self.port = port
+        self.path = path.hasPrefix("/") ? path : "/" + path
+        self.maxBodyBytes = maxBodyBytes
+        self.logger = logger
+    }
+
+    init(_ m: ConfigMapping, logger: Logger) throws(ConfigError) {
+        self.init(
+            host: try m.string("host", default: "0.0.0.0"), port: try m.int("port", default: 8080, in: 0...65535),
+            path: try m.string("path", default: "/ingest"),
+            maxBodyBytes: try m.int("max_body_bytes", default: 10 << 20, in: 1...(1 << 30)), logger: logger)
+    }
+
+    public func run(resumingFrom checkpoint: String?, emitter: any RecordEmitter) async throws {
+        let router = Router()
+        let maxBody = maxBodyBytes
+        router.post(RouterPath(path)) { request, _ -> Response in
+            let body: ByteBuffer
+            do {
+                body = try await request.body.collect(upTo: maxBody)
+            } catch {
+                return Self.json(.contentTooLarge, #"{"error":"body over \#(maxBody) bytes"}"#)
+            }
+            let key = request.headers.first { $0.name.canonicalName == "idempotency-key" }?.value
+            let now = Int64((Date().timeIntervalSince1970 * 1000).rounded())
+            var records: [SourceRecord] = []
+            var lineNumber = 0
+            for line in body.readableBytesView.split(separator: 0x0A, omittingEmptySubsequences: false) {
+                lineNumber += 1
+                var bytes = Array(line)
+                if bytes.last == 0x0D { bytes.removeLast() }
+                if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { continue }
+                records.append(SourceRecord(bytes: bytes, id: key.map { "http:\($0):\(lineNumber)" }, receivedAtMs: now))
+            }
+            if records.isEmpty { return Self.json(.ok, #"{"accepted":0}"#) }
+            do {
+                try await emitter.emitAndWait(records)
+                return Self.json(.ok, #"{"accepted":\#(records.count)}"#)
+            } catch let error as EmitError {
+                switch error {
+                case .backpressure:
+                    var r = Self.json(.tooManyRequests, #"{"error":"overloaded, retry later"}"#)
+                    r.headers[.retryAfter] = "1"
+                    return r
+                case .shuttingDown:
+                    return Self.json(.serviceUnavailable, #"{"error":"shutting down"}"#)
+                case .deliveryFailed(let reason):
+                    return Self.json(.serviceUnavailable, JSONValue.object(["error": .string("delivery failed: \(reason)")]).jsonString)
+                }
+            }
+        }
+        let onBound = self.onBound
+        let app = Application(
+            router: router, configuration: .init(address: .hostname(host, port: port), serverName: nil),
+            onServerRunning: { channel in onBound(channel.localAddress?.port ?? 0) }, logger: logger)
+        try await app.run()
+    }
+
+    static func json(_ status: HTTPResponse.Status, _ body: String) -> Response {
+        Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: body + "\n")))
+    }
+}
