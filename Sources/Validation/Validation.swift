@@ -1,1 +1,0 @@
-// JSON Schema (draft 2020-12) validation — see JSONSchema.swift.
