@@ -116,7 +116,12 @@ public final class LocalPipeline: Sendable {
     }
 
     /// Starts a stage's worker process and waits until its HTTP endpoint is up.
-    public func start(_ stage: PipelineSpec.StageName, extraEnvironment: [String: String] = [:]) async throws {
+    ///
+    /// With `waitUntilReady` (the default) it also waits for `/readyz`: a consuming stage is ready
+    /// once its group has assigned it partitions, so records produced afterwards flow at once.
+    public func start(_ stage: PipelineSpec.StageName, extraEnvironment: [String: String] = [:], waitUntilReady: Bool = true)
+        async throws
+    {
         let executable = try ChildProcess.locate(stage.rawValue)
         let port = PortLine()
         let process = try ChildProcess(
@@ -131,8 +136,33 @@ public final class LocalPipeline: Sendable {
         switch await port.wait() {
         case .success(let p):
             workers.withLockedValue { $0[stage] = Running(process: process, port: p) }
+            if waitUntilReady { try await self.waitUntilReady(stage, process: process, port: p) }
         case .failure(let status):
             throw LocalRunError("the \(stage.rawValue) worker exited before serving HTTP (\(status)):\n\(process.standardError)")
+        }
+    }
+
+    /// Polls `/readyz` until it answers 200 (the worker exposes no push channel), for at most a minute.
+    func waitUntilReady(_ stage: PipelineSpec.StageName, process: ChildProcess, port: Int) async throws {
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < deadline {
+            if let status = process.exited {
+                throw LocalRunError("the \(stage.rawValue) worker exited (\(status)) before it was ready:\n\(process.standardError)")
+            }
+            if let r = try? await HTTPGet.get(host: "127.0.0.1", port: port, path: "/readyz"), r.status == 200 { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw LocalRunError("the \(stage.rawValue) worker was not ready within a minute")
+    }
+
+    /// Starts several stages at once and waits until every one is ready (consumer groups form in
+    /// parallel instead of one after the other).
+    public func start(_ stages: [PipelineSpec.StageName]) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for stage in stages {
+                group.addTask { try await self.start(stage) }
+            }
+            try await group.waitForAll()
         }
     }
 

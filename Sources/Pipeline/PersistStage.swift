@@ -18,7 +18,7 @@ import Synchronization
 /// a crash, with the same `sf.id`) is one row.
 ///
 /// Settings (section `persist:`): `sink` (see docs/CONNECTORS-SINKS.md), `batch_size` (default 500),
-/// `batch_wait` (how long a batch may wait to fill, default 100ms), `retry_backoff` (between failed
+/// `batch_wait` (how long a batch may wait to fill, default 20ms), `retry_backoff` (between failed
 /// writes, default 1s; the batch is retried until it is written or the worker is stopped).
 public final class PersistStage: Service, Sendable {
     let spec: PipelineSpec
@@ -69,7 +69,8 @@ public final class PersistStage: Service, Sendable {
         let clients = try StageClients(spec: spec, common: common, logger: logger, rebalanceListener: listener)
         try clients.producer.prepare(topics: [spec.deadLetter.name])
         try await clients.consumer.subscribe(topics: [input.name])
-        health.setReady(true)
+        let readiness = clients.startReadinessWatch(health: health, logger: logger)
+        defer { readiness.cancel() }
         logger.info("persisting", metadata: ["topic": "\(input.name)", "group": "\(group)", "sink": "\(sink.name)"])
 
         let stopping = Synchronization.Atomic<Bool>(false)

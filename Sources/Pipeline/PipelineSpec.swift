@@ -153,7 +153,7 @@ public struct PipelineSpec: Sendable {
             let m = try node.mapping()
             var common = StageCommon(
                 name: stage, input: nil, output: nil, group: "\(name).\(stage.rawValue)",
-                batchSize: 500, batchWaitMs: stage == .persist ? 100 : 0,
+                batchSize: 500, batchWaitMs: stage == .persist ? 20 : 0,
                 httpPort: defaultHTTPPort(stage), consumerProperties: consumerProperties, producerProperties: producerProperties,
                 shutdownTimeoutMs: 20_000, node: node)
             if stage != .ingest {

@@ -95,7 +95,8 @@ public final class ConsumeProduceStage: Service, Sendable {
         if let out = common.output { outputTopics.append(out.name) }
         try clients.producer.prepare(topics: Array(Set(outputTopics)))
         try await clients.consumer.subscribe(topics: [input.name])
-        health.setReady(true)
+        let readiness = clients.startReadinessWatch(health: health, logger: logger)
+        defer { readiness.cancel() }
         logger.info("consuming", metadata: ["topic": "\(input.name)", "group": "\(common.group)"])
 
         let stopping = Synchronization.Atomic<Bool>(false)
@@ -245,6 +246,27 @@ final class StageClients: Sendable {
         } catch {
             // A partition revoked while the batch was in flight: its new owner redelivers it.
             logger.debug("could not store offsets", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Marks the stage ready when the group has given this member its (possibly empty) assignment —
+    /// from then on records are consumed as they arrive — and logs rebalances and consumer errors.
+    func startReadinessWatch(health: StageHealth, logger: Logger) -> Task<Void, Never> {
+        let events = consumer.events
+        return Task.detached {
+            for await event in events {
+                switch event {
+                case .assigned(let partitions):
+                    health.setReady(true)
+                    logger.info("partitions assigned", metadata: ["partitions": "\(partitions.map(\.description).joined(separator: ","))"])
+                case .revoked(let partitions):
+                    logger.info("partitions revoked", metadata: ["partitions": "\(partitions.map(\.description).joined(separator: ","))"])
+                case .error(let error):
+                    logger.warning("consumer error", metadata: ["error": "\(error)"])
+                default:
+                    break
+                }
+            }
         }
     }
 

@@ -99,9 +99,10 @@ struct PipelineRunner {
             say("  broker   \(local.bootstrapServers)")
         }
         // Consumers first, so that nothing waits for a group to form after ingest has started.
-        let order = local.stages.filter { $0 != .ingest } + (local.stages.contains(.ingest) ? [.ingest] : [])
-        for stage in order {
-            try await local.start(stage)
+        let consumers = local.stages.filter { $0 != .ingest }
+        try await local.start(consumers)
+        if local.stages.contains(.ingest) { try await local.start(.ingest) }
+        for stage in consumers + (local.stages.contains(.ingest) ? [.ingest] : []) {
             say("  \(stage.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0)) pid \(local.process(stage)?.processIdentifier ?? 0), http://127.0.0.1:\(local.port(stage) ?? 0)/metrics, log \(local.logFile(stage))")
         }
 

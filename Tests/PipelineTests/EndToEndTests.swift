@@ -46,9 +46,8 @@ import Testing
         let local = try await LocalPipeline.launch(
             .init(pipelineFile: pipelineFile, workDirectory: work, environment: environment(count: count, rate: rate)))
         do {
-            for stage in [PipelineSpec.StageName.validate, .process, .persist, .ingest] {
-                try await local.start(stage)
-            }
+            try await local.start([.validate, .process, .persist])
+            try await local.start(.ingest)
             try await during(local)
             if let ingest = local.process(.ingest) {
                 let status = await ingest.wait()
