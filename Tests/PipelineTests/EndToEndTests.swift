@@ -95,16 +95,18 @@ import Testing
 
     @Test func killingEachWorkerMidStreamChangesNothing() async throws {
         let count = 6000
-        let rate = 1000
+        let rate = 500
         let baseline = try await Self.run(name: "baseline", count: count, rate: rate)
         let kills = KillLog()
         let disturbed = try await Self.run(name: "kills", count: count, rate: rate) { local in
-            // Kill each worker in turn once it has handled some records, then start it again.
-            for (stage, after) in [(PipelineSpec.StageName.persist, 500), (.validate, 1500), (.process, 2500), (.ingest, 3500)] {
-                try await waitForRecords(local, stage: stage, atLeast: after)
+            // Kill each worker in turn as ingest passes a mark, and start it again at once (without
+            // waiting for its group assignment, so the next kill can land during the rebalance).
+            // The marks follow ingest's own count, which only restarts when ingest is killed, last.
+            for (stage, mark) in [(PipelineSpec.StageName.persist, 800), (.validate, 1600), (.process, 2400), (.ingest, 3200)] {
+                try await Self.waitForRecords(local, stage: .ingest, atLeast: mark)
                 let status = await local.kill(stage)
-                kills.add("\(stage.rawValue) (\(status.map { "\($0)" } ?? "?"))")
-                try await local.start(stage)
+                kills.add("\(stage.rawValue)@\(mark) (\(status.map { "\($0)" } ?? "?"))")
+                try await local.start(stage, waitUntilReady: false)
             }
         }
         #expect(kills.all.count == 4)
@@ -142,8 +144,4 @@ final class KillLog: @unchecked Sendable {
     private var entries: [String] = []
     func add(_ s: String) { lock.withLock { entries.append(s) } }
     var all: [String] { lock.withLock { entries } }
-}
-
-extension ChildProcess.ExitStatus {
-    init(code: Int32, signaled: Bool) { self = EmbeddedBrokerProcess.ExitStatus(code: code, signaled: signaled) }
 }

@@ -59,7 +59,7 @@ import Testing
     }
 
     @Test func unknownTopLevelKeyNamesItsLine() {
-        expectError(Self.minimal + "\nvalidat:\n  input: in\n", "/p/t.yaml:17: validat: unknown key")
+        expectError(Self.minimal + "\nvalidat:\n  input: in\n", "/p/t.yaml:16: validat: unknown key")
     }
 
     @Test func undeclaredTopicIsNamed() {
@@ -87,7 +87,7 @@ import Testing
             _ = try ValidateHandler.make(spec: spec, common: try spec.stage(.validate))
             Issue.record("expected an error")
         } catch {
-            #expect(error.description.contains("p.yaml:17: validate.schema_dir: unknown key; did you mean 'schemas_dir'?"), "\(error)")
+            #expect(error.description.contains("p.yaml:16: validate.schema_dir: unknown key; did you mean 'schemas_dir'?"), "\(error)")
         }
     }
 
