@@ -87,6 +87,9 @@ extension JSONValue {
     public func jsonEquals(_ other: JSONValue) -> Bool {
         switch (self, other) {
         case (.integer(let a), .integer(let b)): return a == b
+        // Code point equality: Swift's `==` on String treats canonically equivalent strings
+        // ("é" and "e" + combining acute) as equal; JSON does not.
+        case (.string(let a), .string(let b)): return a.unicodeScalars.elementsEqual(b.unicodeScalars)
         case (.integer, .number), (.number, .integer), (.number, .number):
             return doubleValue == other.doubleValue
         case (.array(let a), .array(let b)):

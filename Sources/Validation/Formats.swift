@@ -13,15 +13,18 @@ enum Formats {
         case "uuid": return matches(s, "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
         case "hostname": return hostname(s)
         case "uri": return uri(s)
-        case "uri-reference": return !s.contains(" ")
+        case "uri-reference": return uriReference(s, requireScheme: false)
         case "regex": return (try? NSRegularExpression(pattern: s)) != nil
-        case "duration": return matches(s, "^P(?!$)(\\d+Y)?(\\d+M)?(\\d+W)?(\\d+D)?(T(?=\\d)(\\d+H)?(\\d+M)?(\\d+S)?)?$")
+        case "duration": return duration(s)
+        case "json-pointer": return jsonPointer(s)
+        case "relative-json-pointer": return relativeJSONPointer(s)
         default: return true  // unknown formats are annotations only
         }
     }
 
     static func matches(_ s: String, _ pattern: String) -> Bool {
-        guard s.allSatisfy(\.isASCII), let r = try? NSRegularExpression(pattern: pattern) else { return false }
+        // No line breaks anywhere: ICU's `$` would also match before a trailing newline.
+        guard s.allSatisfy({ $0.isASCII && !$0.isNewline }), let r = try? NSRegularExpression(pattern: pattern) else { return false }
         return r.firstMatch(in: s, range: NSRange(s.startIndex..., in: s)) != nil
     }
 
@@ -58,12 +61,60 @@ enum Formats {
         return date(String(s[..<t])) && time(String(s[s.index(after: t)...]))
     }
 
+    /// RFC 3339 appendix A: units in order, contiguous (no "P1Y2D"), weeks alone.
+    static func duration(_ s: String) -> Bool {
+        let time = "T(?:\\d+H(?:\\d+M(?:\\d+S)?)?|\\d+M(?:\\d+S)?|\\d+S)"
+        let date = "(?:\\d+Y(?:\\d+M(?:\\d+D)?)?|\\d+M(?:\\d+D)?|\\d+D)"
+        return matches(s, "^P(?:\(date)(?:\(time))?|\(time)|\\d+W)$")
+    }
+
+    /// RFC 6901: empty, or "/"-separated tokens in which "~" is only "~0" or "~1".
+    static func jsonPointer(_ s: String) -> Bool {
+        if s.isEmpty { return true }
+        guard s.hasPrefix("/") else { return false }
+        var chars = s.makeIterator()
+        while let c = chars.next() {
+            if c == "~" {
+                guard let n = chars.next(), n == "0" || n == "1" else { return false }
+            }
+        }
+        return true
+    }
+
+    /// draft-handrews-relative-json-pointer: a non-negative integer (no leading zero), an optional
+    /// index adjustment, then "#" or a JSON pointer.
+    static func relativeJSONPointer(_ s: String) -> Bool {
+        let digits = s.prefix { $0.isASCII && $0.isNumber }
+        guard !digits.isEmpty, digits == "0" || !digits.hasPrefix("0") else { return false }
+        var rest = s.dropFirst(digits.count)
+        if let sign = rest.first, sign == "+" || sign == "-" {
+            let adj = rest.dropFirst().prefix { $0.isASCII && $0.isNumber }
+            guard !adj.isEmpty, adj == "0" || !adj.hasPrefix("0") else { return false }
+            rest = rest.dropFirst(1 + adj.count)
+        }
+        return rest == "#" || jsonPointer(String(rest))
+    }
+
     static func email(_ s: String) -> Bool {
-        let parts = s.split(separator: "@", omittingEmptySubsequences: false)
-        guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else { return false }
-        let local = parts[0]
-        if local.hasPrefix(".") || local.hasSuffix(".") || local.contains("..") { return false }
-        let domain = String(parts[1])
+        guard let at = s.lastIndex(of: "@") else { return false }
+        let local = s[..<at]
+        guard !local.isEmpty, s.index(after: at) < s.endIndex else { return false }
+        if local.count >= 2, local.hasPrefix("\""), local.hasSuffix("\"") {
+            // quoted-string: anything printable but an unescaped quote or backslash.
+            var escaped = false
+            for c in local.dropFirst().dropLast() {
+                if escaped { escaped = false; continue }
+                if c == "\\" { escaped = true; continue }
+                if c == "\"" || c.isNewline { return false }
+            }
+            if escaped { return false }
+        } else {
+            // dot-atom: atext characters separated by single dots.
+            let atext = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+/=?^_`{|}~-")
+            if local.hasPrefix(".") || local.hasSuffix(".") || local.contains("..") { return false }
+            guard local.allSatisfy({ $0 == "." || atext.contains($0) }) else { return false }
+        }
+        let domain = String(s[s.index(after: at)...])
         if domain.hasPrefix("[") && domain.hasSuffix("]") {
             let inner = String(domain.dropFirst().dropLast())
             return inner.hasPrefix("IPv6:") ? ipv6(String(inner.dropFirst(5))) : ipv4(inner)
@@ -98,25 +149,95 @@ enum Formats {
         return true
     }
 
-    static func uri(_ s: String) -> Bool {
-        guard let colon = s.firstIndex(of: ":"), colon != s.startIndex else { return false }
-        let scheme = s[..<colon]
-        guard scheme.first?.isLetter == true, scheme.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "+-.".contains($0)) }) else {
-            return false
-        }
-        let invalid: Set<Character> = [" ", "<", ">", "\"", "{", "}", "|", "\\", "^", "`"]
-        guard !s.contains(where: { invalid.contains($0) || !$0.isASCII }) else { return false }
-        if s[s.index(after: colon)...].hasPrefix("//") {
-            let authority = s[s.index(colon, offsetBy: 3)...].prefix { $0 != "/" && $0 != "?" && $0 != "#" }
-            if authority.hasPrefix("[") { return authority.contains("]") }
-            if authority.filter({ $0 == "@" }).count > 1 { return false }
-            if let at = authority.lastIndex(of: "@") {
-                let hostPort = authority[authority.index(after: at)...]
-                if hostPort.filter({ $0 == ":" }).count > 1 { return false }
-            } else if authority.filter({ $0 == ":" }).count > 1 {
-                return false
+    static func uri(_ s: String) -> Bool { uriReference(s, requireScheme: true) }
+
+    // RFC 3986 character classes.
+    static let unreserved = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~")
+    static let subDelims = Set("!$&'()*+,;=")
+    static let hexDigits = Set("0123456789abcdefABCDEF")
+
+    /// Whether every character is unreserved, a sub-delim, in `extra`, or a complete %XX escape.
+    static func allowed(_ part: Substring, extra: Set<Character>) -> Bool {
+        var i = part.startIndex
+        while i < part.endIndex {
+            let c = part[i]
+            if c == "%" {
+                let a = part.index(after: i)
+                guard a < part.endIndex, hexDigits.contains(part[a]) else { return false }
+                let b = part.index(after: a)
+                guard b < part.endIndex, hexDigits.contains(part[b]) else { return false }
+                i = part.index(after: b)
+                continue
             }
+            guard unreserved.contains(c) || subDelims.contains(c) || extra.contains(c) else { return false }
+            i = part.index(after: i)
         }
         return true
+    }
+
+    /// RFC 3986 URI (`requireScheme`) or URI-reference: scheme, authority (userinfo, host as
+    /// reg-name, IPv4 or bracketed IPv6 / IPvFuture, numeric port), path, query, fragment.
+    static func uriReference(_ s: String, requireScheme: Bool) -> Bool {
+        var rest = Substring(s)
+        if let hash = rest.firstIndex(of: "#") {
+            guard allowed(rest[rest.index(after: hash)...], extra: [":", "@", "/", "?"]) else { return false }
+            rest = rest[..<hash]
+        }
+        if let q = rest.firstIndex(of: "?") {
+            guard allowed(rest[rest.index(after: q)...], extra: [":", "@", "/", "?"]) else { return false }
+            rest = rest[..<q]
+        }
+        // A scheme is whatever precedes the first ":" when no "/" comes before it.
+        let firstSlash = rest.firstIndex(of: "/") ?? rest.endIndex
+        if let colon = rest.firstIndex(of: ":"), colon < firstSlash {
+            let scheme = rest[..<colon]
+            guard let f = scheme.first, f.isASCII, f.isLetter,
+                scheme.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "+-.".contains($0)) })
+            else { return false }  // also: a relative reference's first segment may not hold ":"
+            rest = rest[rest.index(after: colon)...]
+        } else if requireScheme {
+            return false
+        }
+        if rest.hasPrefix("//") {
+            rest = rest.dropFirst(2)
+            let end = rest.firstIndex(of: "/") ?? rest.endIndex
+            guard authority(rest[..<end]) else { return false }
+            rest = rest[end...]
+        }
+        return allowed(rest, extra: [":", "@", "/"])
+    }
+
+    static func authority(_ a: Substring) -> Bool {
+        var hostPort = a
+        if let at = a.firstIndex(of: "@") {
+            guard allowed(a[..<at], extra: [":"]) else { return false }
+            hostPort = a[a.index(after: at)...]
+        }
+        var port: Substring = ""
+        if hostPort.hasPrefix("[") {
+            guard let close = hostPort.firstIndex(of: "]") else { return false }
+            let literal = hostPort[hostPort.index(after: hostPort.startIndex)..<close]
+            if literal.first == "v" || literal.first == "V" {
+                guard literal.contains("."), allowed(literal.dropFirst(), extra: [":"]) else { return false }
+            } else {
+                guard ipv6(String(literal)) else { return false }
+                // inet_pton accepts "::ffff:01.2.3.4"; RFC 3986's dec-octet does not.
+                if literal.contains("."), let last = literal.lastIndex(of: ":"), !ipv4(String(literal[literal.index(after: last)...])) {
+                    return false
+                }
+            }
+            let after = hostPort[hostPort.index(after: close)...]
+            if !after.isEmpty {
+                guard after.hasPrefix(":") else { return false }
+                port = after.dropFirst()
+            }
+        } else {
+            if let colon = hostPort.lastIndex(of: ":") {
+                port = hostPort[hostPort.index(after: colon)...]
+                hostPort = hostPort[..<colon]
+            }
+            guard allowed(hostPort, extra: []) else { return false }
+        }
+        return port.allSatisfy { $0.isASCII && $0.isNumber }
     }
 }

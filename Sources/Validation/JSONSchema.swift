@@ -58,7 +58,7 @@ public final class JSONSchema: Sendable {
     public func validate(_ instance: JSONValue) -> [SchemaViolation] {
         var errors: [SchemaViolation] = []
         var v = Validator(registry: registry)
-        _ = v.validate(root, base: baseURI, instance: instance, path: "", keyword: "", dynamic: [baseURI], errors: &errors)
+        _ = v.validate(root, base: baseURI, instance: instance, path: "", keyword: "", dynamic: [baseURI], idApplied: true, errors: &errors)
         return errors
     }
 
@@ -88,7 +88,7 @@ struct Validator {
     /// Validates `instance` against `schema`, appending violations; returns the annotations.
     mutating func validate(
         _ schema: JSONValue, base parentBase: String, instance: JSONValue, path: String, keyword: String, dynamic: [String],
-        errors: inout [SchemaViolation]
+        idApplied: Bool = false, errors: inout [SchemaViolation]
     ) -> Evaluated {
         var evaluated = Evaluated()
         switch schema {
@@ -107,7 +107,8 @@ struct Validator {
         }
         var base = parentBase
         var dynamic = dynamic
-        if let id = schema["$id"]?.stringValue {
+        // A schema reached through a reference (or the root) comes with its own `$id` already applied.
+        if !idApplied, let id = schema["$id"]?.stringValue {
             base = URIs.stripFragment(URIs.resolve(id, against: parentBase))
             dynamic.append(base)
         }
@@ -123,7 +124,7 @@ struct Validator {
             if let (target, targetBase) = registry.resolve(ref, base: base) {
                 var d = dynamic
                 if d.last != targetBase { d.append(targetBase) }
-                evaluated.merge(validate(target, base: targetBase, instance: instance, path: path, keyword: keyword + "/$ref", dynamic: d, errors: &errors))
+                evaluated.merge(validate(target, base: targetBase, instance: instance, path: path, keyword: keyword + "/$ref", dynamic: d, idApplied: true, errors: &errors))
             } else {
                 fail("$ref", "cannot resolve $ref '\(ref)'")
             }
@@ -132,7 +133,7 @@ struct Validator {
             if let (target, targetBase) = registry.resolveDynamic(ref, base: base, dynamicScope: dynamic) {
                 var d = dynamic
                 if d.last != targetBase { d.append(targetBase) }
-                evaluated.merge(validate(target, base: targetBase, instance: instance, path: path, keyword: keyword + "/$dynamicRef", dynamic: d, errors: &errors))
+                evaluated.merge(validate(target, base: targetBase, instance: instance, path: path, keyword: keyword + "/$dynamicRef", dynamic: d, idApplied: true, errors: &errors))
             } else {
                 fail("$dynamicRef", "cannot resolve $dynamicRef '\(ref)'")
             }

@@ -15,6 +15,8 @@ public final class SchemaRegistry: @unchecked Sendable {
     private var dynamicAnchors: Set<String> = []
     /// Short names ("reading" for reading.json) → resource URI.
     private var names: [String: String] = [:]
+    /// Retrieval URI → the `$id` of the document registered under it (when they differ).
+    private var aliases: [String: String] = [:]
     private var regexes: [String: CompiledRegex?] = [:]
     /// Whether `format` asserts (2020-12 default: it only annotates).
     public let formatAssertion: Bool
@@ -27,7 +29,12 @@ public final class SchemaRegistry: @unchecked Sendable {
     public func register(_ document: JSONValue, uri: String) throws(SchemaError) {
         lock.lock()
         defer { lock.unlock() }
-        index(document, base: URIs.stripFragment(uri), isRoot: true)
+        let retrieval = URIs.stripFragment(uri)
+        index(document, base: retrieval, isRoot: true)
+        if let id = document["$id"]?.stringValue {
+            let canonical = URIs.stripFragment(URIs.resolve(id, against: retrieval))
+            if canonical != retrieval { aliases[retrieval] = canonical }
+        }
     }
 
     /// Gives a registered resource a short name for ``schema(named:)``.
@@ -67,8 +74,9 @@ public final class SchemaRegistry: @unchecked Sendable {
     /// Resolves a `$ref` against `base`: the target schema and its base URI.
     func resolve(_ ref: String, base: String) -> (JSONValue, String)? {
         let absolute = URIs.resolve(ref, against: base)
-        let (resource, fragment) = URIs.split(absolute)
+        let (named, fragment) = URIs.split(absolute)
         return lock.withLock { () -> (JSONValue, String)? in
+            let resource = aliases[named] ?? named
             if fragment.isEmpty {
                 guard let doc = resources[resource] else { return nil }
                 return (doc, resource)
@@ -130,8 +138,8 @@ public final class SchemaRegistry: @unchecked Sendable {
             case .array(let a): current = Int(token).flatMap { a.indices.contains($0) ? a[$0] : nil } ?? .null
             default: return base
             }
-            // The target's own $id is applied when the validator enters it.
-            if case .object(let o) = current, let id = o["$id"]?.stringValue, raw != decoded.split(separator: "/").last {
+            // Including the target's own $id: the validator enters it with its base already applied.
+            if case .object(let o) = current, let id = o["$id"]?.stringValue {
                 base = URIs.stripFragment(URIs.resolve(id, against: base))
             }
         }
@@ -152,7 +160,8 @@ public final class SchemaRegistry: @unchecked Sendable {
         func walk(_ s: JSONValue, _ base: String, _ where_: String) {
             guard case .object(let o) = s else { return }
             var base = base
-            if let id = o["$id"]?.stringValue { base = URIs.stripFragment(URIs.resolve(id, against: base)) }
+            // `base` already includes the root's own $id.
+            if !where_.isEmpty, let id = o["$id"]?.stringValue { base = URIs.stripFragment(URIs.resolve(id, against: base)) }
             if let ref = o["$ref"]?.stringValue, resolve(ref, base: base) == nil {
                 problems.append("\(where_.isEmpty ? "/" : where_): $ref '\(ref)' does not resolve")
             }
