@@ -110,6 +110,16 @@ public final class ChildProcess: Sendable {
         return (status, timedOut.value == true)
     }
 
+    /// Writes to the child's standard input (e.g. records for a `stdin` source).
+    public func writeToStandardInput(_ data: Data) throws {
+        try stdin.write(contentsOf: data)
+    }
+
+    /// Closes the child's standard input: it reads end of file.
+    public func closeStandardInput() throws {
+        try stdin.close()
+    }
+
     /// SIGKILL and wait.
     @discardableResult
     public func kill() async -> ExitStatus {

@@ -13,7 +13,7 @@ import Synchronization
 /// time and lineage headers, and produces it to the stage's output topic. Records that are not JSON
 /// (or that the source already rejected) go to the dead-letter topic with their bytes untouched.
 ///
-/// Settings (section `ingest:`): `source` (see docs/CONNECTORS-SOURCES.md), `key` (an expression,
+/// Settings (section `ingest:`): `source` (see docs/CONNECTORS.md), `key` (an expression,
 /// usually a field name, giving the Kafka key; absent → no key), `event_time` (an expression giving
 /// milliseconds since the epoch or an ISO-8601 string; absent or unusable → ingest time),
 /// `state_dir` (where the source checkpoint is kept, default `${STREAMFIRST_STATE_DIR:-.streamfirst}`

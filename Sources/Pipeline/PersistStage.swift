@@ -17,7 +17,7 @@ import Synchronization
 /// configured key, so a record that reaches the sink twice (an upstream stage redelivered it after
 /// a crash, with the same `sf.id`) is one row.
 ///
-/// Settings (section `persist:`): `sink` (see docs/CONNECTORS-SINKS.md), `batch_size` (default 500),
+/// Settings (section `persist:`): `sink` (see docs/CONNECTORS.md), `batch_size` (default 500),
 /// `batch_wait` (how long a batch may wait to fill, default 20ms), `retry_backoff` (between failed
 /// writes, default 1s; the batch is retried until it is written or the worker is stopped).
 public final class PersistStage: Service, Sendable {

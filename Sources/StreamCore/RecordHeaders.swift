@@ -34,6 +34,6 @@ public enum DeadLetterHeader {
     public static let connector = "__connect.errors.connector.name"
     /// When the record was dead-lettered, milliseconds since the epoch (Streamfirst's addition).
     public static let time = "sf.errors.time"
-    /// For schema violations: a JSON array of `{ "path": JSON-Pointer, "message": … }` (Streamfirst's addition).
+    /// For schema violations: a JSON array of `{ "path", "keyword", "message" }` (JSON Pointers into record and schema) (Streamfirst's addition).
     public static let violations = "sf.errors.violations"
 }

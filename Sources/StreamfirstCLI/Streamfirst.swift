@@ -15,6 +15,7 @@ struct Streamfirst: AsyncParsableCommand {
         ProduceCommand.self,
         TopicsCommand.self,
         LagCommand.self,
+        ConnectorsCommand.self,
     ]
 
     static let configuration = CommandConfiguration(

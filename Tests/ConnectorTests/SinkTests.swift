@@ -147,3 +147,42 @@ struct PostgresSinkTests {
         }
     }
 }
+
+@Suite struct ConnectorDocsTests {
+    @Test func docsConnectorsMarkdownMatchesTheSpecs() throws {
+        let file = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("docs/CONNECTORS.md")
+        let text = try String(contentsOf: file, encoding: .utf8)
+        #expect(text == ConnectorDocs.markdown(), "docs/CONNECTORS.md is stale: run `swift run streamfirst connectors > docs/CONNECTORS.md`")
+    }
+}
+
+import EmbeddedBroker
+import Kafka
+
+@Suite struct KafkaSinkTests {
+    @Test func producesValuesWithKeyFieldAndHeadersToTheEmbeddedBroker() async throws {
+        let broker = try await EmbeddedBrokerProcess.launch(arguments: ["--topic", "out:1"])
+        let kafka = KafkaConfiguration(bootstrapServers: broker.bootstrapServers, clientID: "sink-test")
+        let sink = KafkaSink(topic: "out", keyField: "sensor_id", configuration: KafkaProducerConfiguration(kafka: kafka), logger: Logger(label: "t"))
+        try await sink.open()
+        var records = (0..<5).map { sinkRecord(["sensor_id": .string("s\($0)"), "v": .integer(Int64($0))], offset: Int64($0)) }
+        records[0].headers = [("sf.id", Array("r-0-0".utf8))]
+        #expect(try await sink.write(records, offsets: [], consumerGroup: "g").isEmpty)
+        #expect(!sink.storesOffsets, "the worker commits to the group after the write")
+        #expect(try await sink.count() == 5)
+        await sink.close()
+
+        var config = KafkaConsumerConfiguration(kafka: kafka, groupID: nil)
+        config.fetchWaitMax = .milliseconds(10)
+        let consumer = try KafkaConsumer(configuration: config)
+        try await consumer.assign([KafkaTopicPartition(topic: "out", partition: 0)], startingAt: .beginning)
+        var got: [KafkaMessage] = []
+        for _ in 0..<30 where got.count < 5 { got += try await consumer.poll(maxMessages: 100, timeout: .seconds(1)) }
+        await consumer.close()
+        #expect(got.map { $0.key.map { String(decoding: $0, as: UTF8.self) } } == ["s0", "s1", "s2", "s3", "s4"])
+        #expect(try JSONValue.parse(got[2].value ?? []) == ["sensor_id": "s2", "v": 2])
+        #expect(got[0].headers.first { $0.key == "sf.id" }?.value.map { String(decoding: $0, as: UTF8.self) } == "r-0-0")
+        _ = try await broker.terminate()
+    }
+}

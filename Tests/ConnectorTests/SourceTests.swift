@@ -168,3 +168,81 @@ func temporaryDirectory() throws -> URL {
         #expect(emitter.records.count == 2)
     }
 }
+
+/// Counts emitted records and lets a test await a count (the emission is the event; no sleeps).
+final class CountWaiter: @unchecked Sendable {
+    // @unchecked: guarded by the lock.
+    private let lock = NSLock()
+    private var count = 0
+    private var waiters: [(Int, CheckedContinuation<Void, Never>)] = []
+
+    func update(_ n: Int) {
+        let ready: [CheckedContinuation<Void, Never>] = lock.withLock {
+            count = n
+            let (done, rest) = (waiters.filter { $0.0 <= n }, waiters.filter { $0.0 > n })
+            waiters = rest
+            return done.map(\.1)
+        }
+        ready.forEach { $0.resume() }
+    }
+
+    func wait(for n: Int) async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let now = lock.withLock { () -> Bool in
+                if count >= n { return true }
+                waiters.append((n, c))
+                return false
+            }
+            if now { c.resume() }
+        }
+    }
+}
+
+@Suite struct TailSourceTests {
+    @Test func followsAppendsAcrossRotationAndTruncation() async throws {
+        let dir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("app.log").path
+        try "{\"n\":1}\n".write(toFile: path, atomically: false, encoding: .utf8)
+        let counter = CountWaiter()
+        let emitter = CollectingEmitter { counter.update($0) }
+        let source = TailSource(path: path, pollIntervalMs: 20)
+        let task = Task { try await source.run(resumingFrom: nil, emitter: emitter) }
+        defer { task.cancel() }
+        await counter.wait(for: 1)
+
+        // An append, a partial line completed later.
+        let h = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try h.seekToEnd()
+        try h.write(contentsOf: Data("{\"n\":2}\n{\"n\":".utf8))
+        await counter.wait(for: 2)
+        try h.write(contentsOf: Data("3}\n".utf8))
+        try h.close()
+        await counter.wait(for: 3)
+
+        // Rotation: the file is moved away and a new one appears at the path.
+        try FileManager.default.moveItem(atPath: path, toPath: path + ".1")
+        try "{\"n\":4}\n".write(toFile: path, atomically: false, encoding: .utf8)
+        await counter.wait(for: 4)
+
+        // Truncation in place (the file is now shorter than what was read): restart at the beginning.
+        try "{}\n".write(toFile: path, atomically: false, encoding: .utf8)
+        await counter.wait(for: 5)
+        let values = emitter.records.map { String(decoding: $0.bytes, as: UTF8.self) }
+        #expect(values == ["{\"n\":1}", "{\"n\":2}", "{\"n\":3}", "{\"n\":4}", "{}"])
+
+        // A restart from the last checkpoint re-reads nothing.
+        task.cancel()
+        _ = try? await task.value
+        let counter2 = CountWaiter()
+        let resumed = CollectingEmitter { counter2.update($0) }
+        let again = Task { try await source.run(resumingFrom: emitter.records.last?.checkpoint, emitter: resumed) }
+        let h2 = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try h2.seekToEnd()
+        try h2.write(contentsOf: Data("{\"n\":6}\n".utf8))
+        try h2.close()
+        await counter2.wait(for: 1)
+        again.cancel()
+        #expect(resumed.records.map { String(decoding: $0.bytes, as: UTF8.self) } == ["{\"n\":6}"])
+    }
+}
