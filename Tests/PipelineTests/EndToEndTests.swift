@@ -98,7 +98,11 @@ import Testing
         let rate = 500
         let baseline = try await Self.run(name: "baseline", count: count, rate: rate)
         let kills = KillLog()
+        let scraped = KillLog()
         let disturbed = try await Self.run(name: "kills", count: count, rate: rate) { local in
+            // While records flow (ingest runs for ~12 s): every worker's endpoints answer.
+            try await Self.waitForRecords(local, stage: .persist, atLeast: 1)
+            try await Self.scrape(local, into: scraped)
             // Kill each worker in turn as ingest passes a mark, and start it again at once (without
             // waiting for its group assignment, so the next kill can land during the rebalance).
             // The marks follow ingest's own count, which only restarts when ingest is killed, last.
@@ -110,12 +114,37 @@ import Testing
             }
         }
         #expect(kills.all.count == 4)
+        Self.checkMetrics(scraped)
         #expect(disturbed.rows.count == baseline.rows.count, "rows lost or duplicated")
         #expect(disturbed.rows == baseline.rows, "the table differs from the crash-free run")
         #expect(disturbed.deadLetterIDs == baseline.deadLetterIDs, "dead letters lost")
         #expect(baseline.rows.count + baseline.deadLetterIDs.count == count)
-        let report = "records \(count), kills \(kills.all.joined(separator: ", ")), rows \(disturbed.rows.count) (crash-free \(baseline.rows.count)), dead letters \(disturbed.deadLetterIDs.count) distinct / \(disturbed.deadLetterCount) written (crash-free \(baseline.deadLetterIDs.count))"
+        let lost = Set(baseline.rows).subtracting(disturbed.rows).count
+        let duplicated = disturbed.rows.count - Set(disturbed.rows).count + Set(disturbed.rows).subtracting(baseline.rows).count
+        #expect(lost == 0 && duplicated == 0)
+        let report = "records \(count), lost \(lost), duplicated or changed rows \(duplicated), kills \(kills.all.joined(separator: ", ")), rows \(disturbed.rows.count) (crash-free \(baseline.rows.count)), dead letters \(disturbed.deadLetterIDs.count) distinct / \(disturbed.deadLetterCount) written (crash-free \(baseline.deadLetterIDs.count))"
         print("crash test: \(report)")
+    }
+
+    static func scrape(_ local: LocalPipeline, into scraped: KillLog) async throws {
+        for stage in local.stages {
+            guard let port = local.port(stage) else { continue }
+            let metrics = try await HTTPGet.get(host: "127.0.0.1", port: port, path: "/metrics")
+            scraped.add("\(stage.rawValue) \(metrics.status) " + String(decoding: metrics.body, as: UTF8.self))
+            #expect(try await HTTPGet.get(host: "127.0.0.1", port: port, path: "/healthz").status == 200)
+            #expect(try await HTTPGet.get(host: "127.0.0.1", port: port, path: "/readyz").status == 200)
+        }
+    }
+
+    static func checkMetrics(_ scraped: KillLog) {
+        #expect(scraped.all.count == 4)
+        for text in scraped.all {
+            #expect(text.contains(" 200 "), "\(text.prefix(80))")
+            for name in ["streamfirst_records_in_total", "streamfirst_records_dead_lettered_total", "streamfirst_processing_duration_seconds"] {
+                #expect(text.contains(name), "\(text.prefix(40)): no \(name)")
+            }
+            if !text.hasPrefix("ingest") { #expect(text.contains("streamfirst_consumer_lag"), "\(text.prefix(40)): no lag gauge") }
+        }
     }
 
     /// Waits until a stage's `/stats` reports at least `n` records in (polls its endpoint: the
