@@ -121,6 +121,8 @@ let package = Package(
                 "EmbeddedBroker",
                 "Pipeline",
                 "LocalRun",
+                "Validation",
+                "Connectors",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

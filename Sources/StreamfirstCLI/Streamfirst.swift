@@ -16,6 +16,7 @@ struct Streamfirst: AsyncParsableCommand {
         TopicsCommand.self,
         LagCommand.self,
         ConnectorsCommand.self,
+        ConformanceCommand.self,
     ]
 
     static let configuration = CommandConfiguration(
