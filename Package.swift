@@ -123,6 +123,7 @@ let package = Package(
                 "LocalRun",
                 "Validation",
                 "Connectors",
+                "Processing",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

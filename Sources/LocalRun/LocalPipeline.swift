@@ -83,10 +83,10 @@ public final class LocalPipeline: Sendable {
             let admin = try KafkaAdmin(configuration: KafkaConfiguration(bootstrapServers: b, clientID: "streamfirst-run"))
             do {
                 let existing = Set(try await admin.listTopics())
-                let missing = spec.topics.values.filter { !existing.contains($0.name) }
+                let missing = spec.topicsToCreate.filter { !existing.contains($0.name) }
                 if !missing.isEmpty {
                     try await admin.createTopics(missing.map {
-                        KafkaNewTopic(name: $0.name, partitions: $0.partitions, replicationFactor: $0.replicationFactor)
+                        KafkaNewTopic(name: $0.name, partitions: $0.partitions, replicationFactor: $0.replicationFactor, config: $0.config)
                     })
                 }
             } catch {
@@ -257,31 +257,8 @@ public final class LocalPipeline: Sendable {
     /// Every record in a topic (logical name), read from the beginning to the current end.
     public func readAll(_ logical: String) async throws -> [KafkaMessage] {
         guard let topic = spec.topics[logical] else { throw LocalRunError("no topic \(logical)") }
-        let kafka = KafkaConfiguration(bootstrapServers: bootstrapServers, clientID: "streamfirst-run-reader")
-        let admin = try admin()
-        var ends: [Int32: Int64] = [:]
-        for p in 0..<topic.partitions {
-            ends[Int32(p)] = try await admin.watermarks(topic: topic.name, partition: Int32(p)).high
-        }
-        await admin.shutdown()
-        let total = ends.values.reduce(0, +)
-        if total == 0 { return [] }
-        var config = KafkaConsumerConfiguration(kafka: kafka, groupID: nil)
-        config.fetchWaitMax = .milliseconds(10)
-        let consumer = try KafkaConsumer(configuration: config)
-        try await consumer.assign(
-            (0..<topic.partitions).map { KafkaTopicPartition(topic: topic.name, partition: Int32($0)) }, startingAt: .beginning)
-        var out: [KafkaMessage] = []
-        var done: Set<Int32> = Set(ends.filter { $0.value == 0 }.keys)
-        let deadline = ContinuousClock.now + .seconds(60)
-        while done.count < topic.partitions && ContinuousClock.now < deadline {
-            for m in try await consumer.poll(maxMessages: 1000, timeout: .milliseconds(200)) {
-                out.append(m)
-                if m.offset + 1 >= ends[m.partition] ?? 0 { done.insert(m.partition) }
-            }
-        }
-        await consumer.close()
-        return out
+        return try await TopicReader.readToEnd(
+            topic: topic.name, kafka: KafkaConfiguration(bootstrapServers: bootstrapServers, clientID: "streamfirst-run-reader"))
     }
 
     /// Opens the persist stage's sink (read-only use: counting rows) with the workers' settings.

@@ -20,7 +20,20 @@ public struct PipelineSpec: Sendable {
         public var name: String
         public var partitions: Int
         public var replicationFactor: Int
+        /// Topic configuration to create it with (e.g. `cleanup.policy`).
+        public var config: [String: String] = [:]
     }
+
+    /// The ledger of `streamfirst redrive` (which dead letters were sent back): a compacted topic
+    /// named after the dead-letter topic. Not declared in the file; created with the others.
+    public var redriveLedger: Topic {
+        Topic(
+            logical: "redrive-ledger", name: deadLetter.name + ".redrive-ledger", partitions: 1,
+            replicationFactor: deadLetter.replicationFactor, config: ["cleanup.policy": "compact"])
+    }
+
+    /// Every topic to create on a cluster: the declared ones and ``redriveLedger``.
+    public var topicsToCreate: [Topic] { topics.values.sorted { $0.name < $1.name } + [redriveLedger] }
 
     /// Settings every stage section shares.
     public struct StageCommon: Sendable {

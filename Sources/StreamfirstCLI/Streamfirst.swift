@@ -17,6 +17,7 @@ struct Streamfirst: AsyncParsableCommand {
         LagCommand.self,
         ConnectorsCommand.self,
         ConformanceCommand.self,
+        RedriveCommand.self,
     ]
 
     static let configuration = CommandConfiguration(

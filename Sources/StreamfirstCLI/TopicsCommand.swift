@@ -70,11 +70,11 @@ struct TopicsCommand: AsyncParsableCommand {
                 let spec = try PipelineSpec.load(file: pipeline)
                 let admin = try KafkaAdmin(configuration: try connection.kafkaConfiguration())
                 let existing = Set(try await admin.listTopics())
-                let missing = spec.topics.values.filter { !existing.contains($0.name) }.sorted { $0.name < $1.name }
+                let missing = spec.topicsToCreate.filter { !existing.contains($0.name) }.sorted { $0.name < $1.name }
                 if !missing.isEmpty {
                     do {
                         try await admin.createTopics(missing.map {
-                            KafkaNewTopic(name: $0.name, partitions: $0.partitions, replicationFactor: $0.replicationFactor)
+                            KafkaNewTopic(name: $0.name, partitions: $0.partitions, replicationFactor: $0.replicationFactor, config: $0.config)
                         })
                     } catch {
                         await admin.shutdown()
@@ -82,7 +82,7 @@ struct TopicsCommand: AsyncParsableCommand {
                     }
                 }
                 await admin.shutdown()
-                emit("created \(missing.count) of \(spec.topics.count) topics declared in \(pipeline)\(missing.isEmpty ? "" : ": " + missing.map(\.name).joined(separator: ", "))")
+                emit("created \(missing.count) of \(spec.topicsToCreate.count) topics of \(pipeline)\(missing.isEmpty ? "" : ": " + missing.map(\.name).joined(separator: ", "))")
                 return
             }
             guard let topic else { throw ValidationError("name a topic, or pass --pipeline FILE") }
