@@ -66,7 +66,7 @@ let package = Package(
         // Line-aware YAML configuration reading with ${VAR:-default} expansion and unknown-key errors.
         .target(name: "Config", dependencies: [.product(name: "Yams", package: "Yams")]),
         // JSON Schema (draft 2020-12) validation.
-        .target(name: "Validation", dependencies: ["StreamCore", "Config"]),
+        .target(name: "Validation", dependencies: ["StreamCore", "Config", "Processing"]),
         // Expressions and stateless operators (filter, set, rename, drop, route, enrich); the custom processor protocol.
         .target(name: "Processing", dependencies: ["StreamCore", "Config"]),
         // Sources (stdin, files, tail, HTTP, generator) and sinks (SQLite, PostgreSQL, NDJSON, Kafka).
@@ -158,7 +158,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "StreamCoreTests", dependencies: ["StreamCore", "Config"]),
-        .testTarget(name: "ValidationTests", dependencies: ["Validation", "StreamCore"]),
+        .testTarget(name: "ValidationTests", dependencies: ["Validation", "StreamCore", "Config", "Processing"]),
         .testTarget(name: "ProcessingTests", dependencies: ["Processing", "StreamCore", "Config"]),
         .testTarget(name: "ConnectorTests", dependencies: ["Connectors", "StreamCore", "Config", "Kafka", "EmbeddedBroker"]),
         .testTarget(

@@ -1,5 +1,6 @@
 import Config
 import Kafka
+import Processing
 import StreamCore
 import Validation
 
@@ -14,22 +15,46 @@ public struct ValidateHandler: StageHandler {
     let schema: JSONSchema
     let schemaName: String
     let output: String
+    /// Set when `schema` names a versioned subject (a directory); `schema` is then its latest version.
+    let subject: SchemaSubject?
 
     public init(schema: JSONSchema, schemaName: String, output: String) {
         self.schema = schema
         self.schemaName = schemaName
         self.output = output
+        self.subject = nil
     }
 
-    /// Builds the handler from the `validate:` section (loads and compiles the schemas).
+    public init(subject: SchemaSubject, output: String) throws(ConfigError) {
+        guard let latest = subject.schemas[subject.latest] else {
+            throw ConfigError(file: subject.directory, line: nil, path: "", message: "the subject has no versions")
+        }
+        self.schema = latest
+        self.schemaName = subject.name
+        self.output = output
+        self.subject = subject
+    }
+
+    /// Builds the handler from the `validate:` section (loads and compiles the schemas; for a
+    /// versioned subject also checks its versions' compatibility and refuses to start on a break).
     public static func make(spec: PipelineSpec, common: PipelineSpec.StageCommon) throws(ConfigError) -> ValidateHandler {
         let m = try common.mapping()
-        let schemaNode = try m.required("schema", hint: "the schema's file name in the schemas directory, without .json")
+        let schemaNode = try m.required("schema", hint: "the schema's file name in the schemas directory, without .json, or a subject directory")
         let name = try schemaNode.string()
         let dirNode = m.optional("schemas_dir")
         let dir = spec.resolve(path: try dirNode?.string() ?? "schemas")
         let formatAssertion = try m.bool("format_assertion", default: false)
         try m.finish()
+        guard let output = common.output else { throw schemaNode.error("validate needs an output topic") }
+        if SchemaSubject.exists(name: name, in: dir) {
+            let subject = try SchemaSubject.load(name: name, schemasDirectory: dir, formatAssertion: formatAssertion, environment: spec.environment)
+            let problems = subject.compatibilityProblems()
+            if !problems.isEmpty {
+                throw schemaNode.error(
+                    "subject \(name) breaks its compatibility mode \(subject.compatibility.rawValue):\n  " + problems.joined(separator: "\n  "))
+            }
+            return try ValidateHandler(subject: subject, output: output.name)
+        }
         let registry: SchemaRegistry
         do {
             registry = try SchemaRegistry.load(directory: dir, formatAssertion: formatAssertion)
@@ -42,7 +67,6 @@ public struct ValidateHandler: StageHandler {
         } catch {
             throw schemaNode.error("\(error)")
         }
-        guard let output = common.output else { throw schemaNode.error("validate needs an output topic") }
         return ValidateHandler(schema: schema, schemaName: name, output: output.name)
     }
 
@@ -50,23 +74,68 @@ public struct ValidateHandler: StageHandler {
         guard let bytes = message.value else {
             return .deadLetter(DeadLetterReason(component: "json-parse", errorClass: "MalformedJSON", message: "the record has no value (tombstone)"))
         }
-        let value: JSONValue
+        var value: JSONValue
         do {
             value = try JSONValue.parse(bytes)
         } catch {
             return .deadLetter(DeadLetterReason(component: "json-parse", errorClass: "MalformedJSON", message: error.description))
         }
+        var headers = message.headers
+        var upcastFrom: Int?
+        if let subject {
+            let declared = message.headerString(SchemaSubject.versionHeader)
+            guard let version = subject.version(of: value, header: declared) else {
+                return .deadLetter(DeadLetterReason(
+                    component: "schema:\(schemaName)", errorClass: "UnknownSchemaVersion",
+                    message: "the record's schema version is not a positive integer (\(declared ?? subject.versionField.map { "field \($0)" } ?? "?"))"))
+            }
+            guard version <= subject.latest else {
+                return .deadLetter(DeadLetterReason(
+                    component: "schema:\(schemaName)", errorClass: "UnknownSchemaVersion",
+                    message: "schema version \(version) of \(schemaName) is not known here (latest: v\(subject.latest)); deploy it, then redrive"))
+            }
+            if version < subject.latest {
+                // First against the version the record claims (a v1 producer must keep the v1
+                // contract), then upcast and against the latest.
+                if let own = subject.schemas[version] {
+                    let violations = own.validate(value)
+                    if !violations.isEmpty { return Self.violation(violations, schema: "\(schemaName) v\(version)") }
+                }
+                let context = RecordContext(
+                    id: message.recordID, key: message.key.map { String(decoding: $0, as: UTF8.self) },
+                    eventTimeMs: message.headerString(RecordHeader.eventTime).flatMap { Int64($0) },
+                    topic: message.topic, partition: message.partition, offset: message.offset)
+                do {
+                    value = try subject.upcast(value, from: version, context: context)
+                } catch {
+                    return .deadLetter(DeadLetterReason(
+                        component: "schema:\(schemaName):v\(version)", errorClass: "UpcastFailed", message: "\(error.step): \(error.message)"))
+                }
+                upcastFrom = version
+            }
+            headers.removeAll { $0.key == SchemaSubject.versionHeader }
+            headers.append(KafkaHeader(key: SchemaSubject.versionHeader, value: String(subject.latest)))
+            if let upcastFrom { headers.append(KafkaHeader(key: "sf.schema.upcast_from", value: String(upcastFrom))) }
+        }
         let violations = schema.validate(value)
         if violations.isEmpty {
-            return .forward([StageOutput(topic: output, key: message.key, value: bytes, headers: message.headers)])
+            // Unchanged records go on byte for byte; upcast ones re-serialised.
+            let out = upcastFrom == nil ? bytes : value.serialized()
+            return .forward([StageOutput(topic: output, key: message.key, value: out, headers: headers)])
         }
+        let versionNote = upcastFrom.map { " (upcast from v\($0))" } ?? ""
+        return Self.violation(violations, schema: "\(schemaName)\(subject.map { " v\($0.latest)" } ?? "")\(versionNote)")
+    }
+
+    static func violation(_ violations: [SchemaViolation], schema: String) -> StageOutcome {
         let list = JSONValue.array(
             violations.map { v in
                 ["path": .string(v.instancePath), "keyword": .string(v.keywordLocation), "message": .string(v.message)]
             })
         let first = violations[0]
-        let summary = "\(violations.count) violation\(violations.count == 1 ? "" : "s") of schema \(schemaName); first at '\(first.instancePath)': \(first.message)"
-        return .deadLetter(DeadLetterReason(component: "schema:\(schemaName)", errorClass: "SchemaViolation", message: summary, violations: list))
+        let summary = "\(violations.count) violation\(violations.count == 1 ? "" : "s") of schema \(schema); first at '\(first.instancePath)': \(first.message)"
+        let component = "schema:" + (schema.split(separator: " ").first.map(String.init) ?? schema)
+        return .deadLetter(DeadLetterReason(component: component, errorClass: "SchemaViolation", message: summary, violations: list))
     }
 }
 

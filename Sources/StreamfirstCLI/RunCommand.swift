@@ -193,7 +193,7 @@ struct PipelineRunner {
         if !byReason.isEmpty {
             say("  dead letters (\(spec.deadLetter.name)), by stage and reason:")
             for (k, v) in byReason.sorted(by: { $0.key < $1.key }) {
-                say("    \(k.padding(toLength: 28, withPad: " ", startingAt: 0)) \(String(v.ids.count).leftPad(6))   e.g. \(v.example.prefix(110))")
+                say("    \(k.padding(toLength: max(28, k.count), withPad: " ", startingAt: 0)) \(String(v.ids.count).leftPad(6))   e.g. \(v.example.prefix(110))")
             }
         }
         let filtered = stats.values.reduce(0) { $0 + $1.filtered }

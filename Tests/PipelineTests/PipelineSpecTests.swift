@@ -103,4 +103,19 @@ import Testing
             }
         }
     }
+
+    @Test func aSubjectThatBreaksItsCompatibilityModeStopsTheValidateWorkerAtStart() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sf-compat-\(UUID().uuidString.prefix(8))")
+        let subject = dir.appendingPathComponent("schemas/s")
+        try FileManager.default.createDirectory(at: subject, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try #"{"properties":{"n":{"type":"number"}}}"#.write(to: subject.appendingPathComponent("v1.json"), atomically: true, encoding: .utf8)
+        try #"{"properties":{"n":{"type":"integer"}}}"#.write(to: subject.appendingPathComponent("v2.json"), atomically: true, encoding: .utf8)
+        let spec = try PipelineSpec.parse(yaml: Self.minimal, file: dir.appendingPathComponent("p.yaml").path, environment: [:])
+        let error = #expect(throws: ConfigError.self) { try ValidateHandler.make(spec: spec, common: try spec.stage(.validate)) }
+        let text = error?.description ?? ""
+        #expect(text.contains("p.yaml:15"), "names the schema key's line: \(text)")
+        #expect(text.contains("breaks its compatibility mode BACKWARD"))
+        #expect(text.contains("v1 → v2") && text.contains("/properties/n: type number is no longer accepted"), "\(text)")
+    }
 }
