@@ -10,11 +10,13 @@ import StreamCore
 ///   Kafka origin, go to ingest's output topic) with its original key, value and headers; the
 ///   error headers are removed and lineage added: `sf.redrive.of` (`topic/partition/offset` of the
 ///   dead letter), `sf.redrive.time`, `sf.redrive.count` (how often this record was redriven).
-/// - **Once per dead letter**: every redriven dead letter is recorded in a ledger topic
-///   (`<dead-letter topic>.redrive-ledger`, key = its coordinates) after the broker acknowledged the
-///   re-published record; a later redrive skips what the ledger holds. A crash between the
-///   acknowledgement and the ledger write can re-send that batch once more; the record keeps its
-///   `sf.id`, so the persist worker's upsert absorbs it and the sink still holds it once.
+/// - **Once per dead letter**, through a ledger topic (`<dead-letter topic>.redrive-ledger`):
+///   before a slice of records is sent, a `pending/<run>/<n>` entry lists their coordinates and
+///   target topics; after the broker acknowledged them, one entry per dead letter (key = its
+///   coordinates) is written and the pending entry is deleted (tombstone). A later run skips what
+///   the ledger holds; if it finds a pending entry (a run that crashed mid-slice), it reads the
+///   slice's target topics, finds the records that did arrive by their `sf.redrive.of` header,
+///   records them as done, and sends only the others.
 /// - Filters (stage, error class, time range) select what to send; the rest stays for later.
 ///   A record redriven `maxCount` times is not sent again (a poison record cannot loop forever).
 public struct Redrive: Sendable {
@@ -77,10 +79,13 @@ public struct Redrive: Sendable {
     /// Reads the dead-letter topic to its current end and re-publishes what the filters select.
     public func run() async throws -> Report {
         let kafka = spec.kafka
+        var state = try await ledger(kafka: kafka)
+        if !state.pending.isEmpty && !dryRun {
+            state.done.formUnion(try await recover(state.pending, kafka: kafka))
+        }
         let letters = try await TopicReader.readToEnd(topic: spec.deadLetter.name, kafka: kafka)
-        let done = try await ledger(kafka: kafka)
         var report = Report()
-        var batch: [(KafkaProducerMessage, String, String)] = []  // message, coordinates, summary key
+        var batch: [(message: KafkaProducerMessage, coordinates: String, summary: String)] = []
         for letter in letters {
             report.read += 1
             let coordinates = "\(letter.topic)/\(letter.partition)/\(letter.offset)"
@@ -91,7 +96,7 @@ public struct Redrive: Sendable {
                 report.filteredOut += 1
                 continue
             }
-            if done.contains(coordinates) {
+            if state.done.contains(coordinates) {
                 report.alreadyRedriven += 1
                 continue
             }
@@ -114,25 +119,22 @@ public struct Redrive: Sendable {
             let message = KafkaProducerMessage(topic: target, key: letter.key, value: letter.value, headers: headers)
             batch.append((message, coordinates, "\(stage) \(errorClass) → \(target)"))
         }
-        for (_, _, summary) in batch { report.redriven[summary, default: 0] += 1 }
+        for item in batch { report.redriven[item.summary, default: 0] += 1 }
         if dryRun || batch.isEmpty { return report }
 
-        var config = KafkaProducerConfiguration(kafka: kafka)
-        config.properties.merge(spec.producerProperties) { $1 }
-        let producer = try KafkaProducer(configuration: config, logger: logger)
+        let producer = try makeProducer()
+        let run = UUID().uuidString.prefix(8)
         do {
-            // In slices: each slice is acknowledged before its ledger entries are written.
-            for start in stride(from: 0, to: batch.count, by: 500) {
-                let slice = batch[start..<min(start + 500, batch.count)]
-                let reports = await producer.send(slice.map(\.0))
-                if let failed = reports.first(where: { $0.error != nil }), let error = failed.error {
-                    throw PipelineError.delivery("redrive to \(failed.topic): \(error)")
-                }
-                let entries = slice.map { KafkaProducerMessage(topic: ledgerTopic, key: Array($0.1.utf8), value: Array("redriven".utf8)) }
-                let ledgerReports = await producer.send(entries)
-                if let failed = ledgerReports.first(where: { $0.error != nil }), let error = failed.error {
-                    throw PipelineError.delivery("redrive ledger \(ledgerTopic): \(error)")
-                }
+            for (n, start) in stride(from: 0, to: batch.count, by: Self.sliceSize).enumerated() {
+                let slice = batch[start..<min(start + Self.sliceSize, batch.count)]
+                let pendingKey = "pending/\(run)/\(n)"
+                let pending: JSONValue = [
+                    "coordinates": .array(slice.map { .string($0.coordinates) }),
+                    "targets": .array(Set(slice.map(\.message.topic)).sorted().map { .string($0) }),
+                ]
+                try await send(producer, [ledgerEntry(pendingKey, pending.serialized())])
+                try await send(producer, slice.map(\.message))
+                try await send(producer, slice.map { ledgerEntry($0.coordinates, Array("redriven".utf8)) } + [ledgerEntry(pendingKey, nil)])
             }
         } catch {
             await producer.shutdown()
@@ -142,6 +144,53 @@ public struct Redrive: Sendable {
         return report
     }
 
+    /// Records per slice between ledger writes.
+    static let sliceSize = 500
+
+    func makeProducer() throws -> KafkaProducer {
+        var config = KafkaProducerConfiguration(kafka: spec.kafka)
+        config.properties.merge(spec.producerProperties) { $1 }
+        return try KafkaProducer(configuration: config, logger: logger)
+    }
+
+    func ledgerEntry(_ key: String, _ value: [UInt8]?) -> KafkaProducerMessage {
+        KafkaProducerMessage(topic: ledgerTopic, key: Array(key.utf8), value: value)
+    }
+
+    func send(_ producer: KafkaProducer, _ messages: [KafkaProducerMessage]) async throws {
+        let reports = await producer.send(messages)
+        if let failed = reports.first(where: { $0.error != nil }), let error = failed.error {
+            throw PipelineError.delivery("redrive to \(failed.topic): \(error)")
+        }
+    }
+
+    /// A crashed run's pending slices: which of their records reached the target topics (found by
+    /// `sf.redrive.of`). Those are recorded as done; the pending entries are deleted.
+    func recover(_ pending: [String: (coordinates: Set<String>, targets: [String])], kafka: KafkaConfiguration) async throws -> Set<String> {
+        var wanted = Set<String>()
+        var targets = Set<String>()
+        for (_, p) in pending {
+            wanted.formUnion(p.coordinates)
+            targets.formUnion(p.targets)
+        }
+        var arrived = Set<String>()
+        for topic in targets.sorted() {
+            for m in try await TopicReader.readToEnd(topic: topic, kafka: kafka) {
+                if let of = m.headerString(Self.ofHeader), wanted.contains(of) { arrived.insert(of) }
+            }
+        }
+        logger.notice("recovered \(pending.count) pending redrive slice(s): \(arrived.count) of \(wanted.count) records had arrived")
+        let producer = try makeProducer()
+        do {
+            try await send(producer, arrived.sorted().map { ledgerEntry($0, Array("redriven".utf8)) } + pending.keys.sorted().map { ledgerEntry($0, nil) })
+        } catch {
+            await producer.shutdown()
+            throw error
+        }
+        await producer.shutdown()
+        return arrived
+    }
+
     /// Where a dead letter goes back to: its original topic, or ingest's output for ingest's own.
     func target(of letter: KafkaMessage, stage: String) -> String? {
         if let original = letter.headerString(DeadLetterHeader.topic), !original.isEmpty { return original }
@@ -149,15 +198,33 @@ public struct Redrive: Sendable {
         return nil
     }
 
-    /// The coordinates already redriven (an absent ledger topic is an empty ledger: the first write
-    /// creates it where the cluster auto-creates topics; `streamfirst topics create --pipeline` and
-    /// `streamfirst run` create it compacted on real clusters).
-    func ledger(kafka: KafkaConfiguration) async throws -> Set<String> {
+    /// The ledger: coordinates already redriven, and pending slices of a run that did not finish.
+    /// An absent ledger topic is an empty ledger (the first write creates it where the cluster
+    /// auto-creates topics; `streamfirst topics create --pipeline` and `streamfirst run` create it
+    /// compacted on real clusters).
+    func ledger(kafka: KafkaConfiguration) async throws -> (done: Set<String>, pending: [String: (coordinates: Set<String>, targets: [String])]) {
         let admin = try KafkaAdmin(configuration: kafka)
         let exists = (try? await admin.listTopics().contains(ledgerTopic)) ?? false
         await admin.shutdown()
-        guard exists else { return [] }
-        let entries = try await TopicReader.readToEnd(topic: ledgerTopic, kafka: kafka)
-        return Set(entries.compactMap { $0.key.map { String(decoding: $0, as: UTF8.self) } })
+        guard exists else { return ([], [:]) }
+        var latest: [String: [UInt8]?] = [:]
+        for entry in try await TopicReader.readToEnd(topic: ledgerTopic, kafka: kafka) {
+            guard let key = entry.key.map({ String(decoding: $0, as: UTF8.self) }) else { continue }
+            latest[key] = entry.value
+        }
+        var done = Set<String>()
+        var pending: [String: (coordinates: Set<String>, targets: [String])] = [:]
+        for (key, value) in latest {
+            if key.hasPrefix("pending/") {
+                guard let value, let doc = try? JSONValue.parse(value) else { continue }  // tombstone: finished
+                pending[key] = (
+                    Set(doc["coordinates"]?.arrayValue?.compactMap(\.stringValue) ?? []),
+                    doc["targets"]?.arrayValue?.compactMap(\.stringValue) ?? []
+                )
+            } else if value != nil {
+                done.insert(key)
+            }
+        }
+        return (done, pending)
     }
 }

@@ -99,4 +99,49 @@ import Testing
             throw error
         }
     }
+
+    @Test func aRunThatCrashedMidSliceIsCompletedWithoutSendingTwice() async throws {
+        let work = FileManager.default.temporaryDirectory.appendingPathComponent("sf-redrive-crash-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: work) }
+        let file = work.appendingPathComponent("p.yaml").path
+        try """
+            name: crash
+            kafka: { bootstrap: "${KAFKA_BROKERS:-127.0.0.1:9092}" }
+            topics:
+              raw: { name: c.raw, partitions: 1 }
+              dead: { name: c.dead, partitions: 1 }
+            dead_letter: dead
+            """.write(toFile: file, atomically: true, encoding: .utf8)
+        let local = try await LocalPipeline.launch(.init(pipelineFile: file, workDirectory: work.path, environment: [:]))
+        let spec = try PipelineSpec.load(file: file, environment: ["KAFKA_BROKERS": local.bootstrapServers])
+        let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(kafka: spec.kafka))
+        // Three dead letters from validate.
+        for n in 0..<3 {
+            _ = try await producer.send(KafkaProducerMessage(
+                topic: "c.dead", key: Array("k\(n)".utf8), value: Array("{\"n\":\(n)}".utf8),
+                headers: [
+                    KafkaHeader(key: DeadLetterHeader.topic, value: "c.raw"), KafkaHeader(key: DeadLetterHeader.stage, value: "validate"),
+                    KafkaHeader(key: DeadLetterHeader.exceptionClass, value: "SchemaViolation"), KafkaHeader(key: RecordHeader.id, value: "id-\(n)"),
+                ]))
+        }
+        // A run that crashed: it announced a slice of letters 0 and 1, letter 0 reached c.raw, then it died.
+        _ = try await producer.send(KafkaProducerMessage(
+            topic: "c.dead.redrive-ledger", key: Array("pending/dead0000/0".utf8),
+            value: Array(#"{"coordinates":["c.dead/0/0","c.dead/0/1"],"targets":["c.raw"]}"#.utf8)))
+        _ = try await producer.send(KafkaProducerMessage(
+            topic: "c.raw", key: Array("k0".utf8), value: Array("{\"n\":0}".utf8),
+            headers: [KafkaHeader(key: Redrive.ofHeader, value: "c.dead/0/0"), KafkaHeader(key: RecordHeader.id, value: "id-0")]))
+        await producer.shutdown()
+
+        let report = try await Redrive(spec: spec, logger: Logger(label: "t")).run()
+        #expect(report.redrivenTotal == 2, "letters 1 and 2; letter 0 had arrived")
+        #expect(report.alreadyRedriven == 1)
+        let raw = try await local.readAll("raw")
+        let of = raw.compactMap { $0.header(Redrive.ofHeader)?.value.map { String(decoding: $0, as: UTF8.self) } }
+        #expect(of.sorted() == ["c.dead/0/0", "c.dead/0/1", "c.dead/0/2"], "each dead letter exactly once")
+        let again = try await Redrive(spec: spec, logger: Logger(label: "t")).run()
+        #expect(again.redrivenTotal == 0 && again.alreadyRedriven == 3)
+        _ = await local.stop()
+    }
 }
