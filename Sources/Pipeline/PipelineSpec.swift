@@ -73,6 +73,8 @@ public struct PipelineSpec: Sendable {
     public var deadLetter: Topic
     public var stages: [StageName: StageCommon]
     public var environment: [String: String]
+    /// The file's `tests:` section (run by `streamfirst test`, see ``PipelineTestRunner``).
+    public var tests: ConfigNode?
 
     /// The default health/metrics port of each stage, so four workers on one host do not collide.
     public static func defaultHTTPPort(_ stage: StageName) -> Int {
@@ -108,7 +110,7 @@ public struct PipelineSpec: Sendable {
         let name = try top.required("name", hint: "a short name such as iot-sensors").string()
         try checkIdentifier(name, at: try top.required("name"))
         _ = top.optional("description")
-        _ = top.optional("tests")  // inline pipeline tests: read by `streamfirst check --run-tests`
+        let testsNode = top.optional("tests")  // inline pipeline tests: run by `streamfirst test`
 
         // Kafka connection.
         var kafka = KafkaConfiguration(bootstrapServers: "127.0.0.1:9092")
@@ -191,7 +193,7 @@ public struct PipelineSpec: Sendable {
         return PipelineSpec(
             name: name, file: file, baseDirectory: base, kafka: kafka, consumerProperties: consumerProperties,
             producerProperties: producerProperties, topics: topics, deadLetter: deadLetter,
-            stages: stages, environment: environment)
+            stages: stages, environment: environment, tests: testsNode)
     }
 
     /// The section of one stage, or an error saying the file has none.

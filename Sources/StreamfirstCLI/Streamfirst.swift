@@ -18,6 +18,7 @@ struct Streamfirst: AsyncParsableCommand {
         ConnectorsCommand.self,
         ConformanceCommand.self,
         RedriveCommand.self,
+        TestCommand.self,
     ]
 
     static let configuration = CommandConfiguration(

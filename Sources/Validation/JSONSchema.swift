@@ -59,7 +59,9 @@ public final class JSONSchema: Sendable {
         var errors: [SchemaViolation] = []
         var v = Validator(registry: registry)
         _ = v.validate(root, base: baseURI, instance: instance, path: "", keyword: "", dynamic: [baseURI], idApplied: true, errors: &errors)
-        return errors
+        // A stable order (objects are unordered, so evaluation order varies between processes):
+        // the same record always gets the same dead-letter message.
+        return errors.sorted { ($0.instancePath, $0.keywordLocation, $0.message) < ($1.instancePath, $1.keywordLocation, $1.message) }
     }
 
     public func isValid(_ instance: JSONValue) -> Bool { validate(instance).isEmpty }

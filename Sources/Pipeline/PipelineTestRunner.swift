@@ -1,0 +1,221 @@
+import Config
+import Kafka
+import StreamCore
+import Yams
+
+/// Runs a pipeline file's inline `tests:` without a broker (in the spirit of Kafka Streams'
+/// TopologyTestDriver): each test's input records enter the first consuming stage (validate, else
+/// process); every record a stage emits is handed to the stage that consumes its topic, in order;
+/// outputs, filtered records and dead letters are collected per topic and compared with `expect`.
+/// The stages' own handlers run — the same code as the workers — built from the same file.
+///
+/// ```yaml
+/// tests:
+///   - name: hot readings are copied to alerts
+///     input:
+///       - { sensor_id: sensor-001, temperature_c: 35 }        # a record value
+///       - raw: "{not json"                                    # bytes as they are
+///       - value: { n: 1 }
+///         key: k1
+///         headers: { sf.schema.version: "1" }
+///     expect:
+///       enriched: [ { sensor_id: sensor-001, hot: true } ]    # per logical topic, in order; each a subset
+///       dead_letter: [ { stage: validate, reason: MalformedJSON } ]
+/// ```
+public struct PipelineTestRunner: Sendable {
+    /// One test's outcome: failures are readable lines; empty means it passed.
+    public struct Result: Sendable {
+        public var name: String
+        public var line: Int?
+        public var failures: [String]
+        public var passed: Bool { failures.isEmpty }
+    }
+
+    struct Emitted {
+        var topic: String
+        var value: [UInt8]
+        var key: [UInt8]?
+        var headers: [KafkaHeader]
+    }
+
+    struct DeadLetter {
+        var stage: String
+        var reason: DeadLetterReason
+        var value: [UInt8]?
+    }
+
+    let spec: PipelineSpec
+    let handlers: [(stage: PipelineSpec.StageName, input: String, handler: any StageHandler)]
+
+    /// Builds the validate and process handlers of `spec` (a configuration error names its line).
+    public init(spec: PipelineSpec) throws(ConfigError) {
+        self.spec = spec
+        var handlers: [(PipelineSpec.StageName, String, any StageHandler)] = []
+        if let common = spec.stages[.validate], let input = common.input {
+            handlers.append((.validate, input.name, try ValidateHandler.make(spec: spec, common: common)))
+        }
+        if let common = spec.stages[.process], let input = common.input {
+            handlers.append((.process, input.name, try ProcessHandler.make(spec: spec, common: common)))
+        }
+        self.handlers = handlers
+    }
+
+    /// Runs every test of the file's `tests:` section (none: an empty list).
+    public func run() throws(ConfigError) -> [Result] {
+        guard let node = spec.tests else { return [] }
+        guard let firstInput = handlers.first?.input else {
+            throw node.error("tests need a validate or process stage to feed")
+        }
+        var results: [Result] = []
+        for (t, testNode) in try node.sequence().enumerated() {
+            let m = try testNode.mapping()
+            let name = try m.string("name") ?? "test \(t + 1)"
+            let inputs = try m.required("input", hint: "a list of records").sequence()
+            let expectNode = try m.required("expect", hint: "logical topic: [records], dead_letter: [{stage, reason}]")
+            try m.finish()
+
+            // Drive the records through the stages.
+            var outputs: [String: [Emitted]] = [:]
+            var deadLetters: [DeadLetter] = []
+            var queue: [KafkaMessage] = []
+            for (i, item) in inputs.enumerated() {
+                queue.append(try Self.message(item, topic: firstInput, offset: Int64(i), id: "test:\(t + 1):\(i + 1)"))
+            }
+            var offsets: [String: Int64] = [:]
+            while !queue.isEmpty {
+                let message = queue.removeFirst()
+                guard let stage = handlers.first(where: { $0.input == message.topic }) else { continue }
+                switch stage.handler.handle(message) {
+                case .filtered: continue
+                case .deadLetter(let reason):
+                    deadLetters.append(DeadLetter(stage: stage.stage.rawValue, reason: reason, value: message.value))
+                case .forward(let produced):
+                    for out in produced {
+                        outputs[out.topic, default: []].append(Emitted(topic: out.topic, value: out.value, key: out.key, headers: out.headers))
+                        let offset = offsets[out.topic, default: 0]
+                        offsets[out.topic] = offset + 1
+                        queue.append(KafkaMessage(topic: out.topic, partition: 0, offset: offset, key: out.key, value: out.value, headers: out.headers))
+                    }
+                }
+            }
+
+            // Compare.
+            var failures: [String] = []
+            let expect = try expectNode.mapping()
+            var checkedDeadLetters = false
+            for logical in expect.keys {
+                let list = try expect.required(logical).sequence()
+                if logical == "dead_letter" || logical == spec.deadLetter.logical {
+                    checkedDeadLetters = true
+                    failures += try Self.compareDeadLetters(list, deadLetters)
+                    continue
+                }
+                guard let topic = spec.topics[logical] else {
+                    throw try expect.required(logical).error("'\(logical)' is not a topic of this pipeline (topics: \(spec.topics.keys.sorted().joined(separator: ", ")), dead_letter)")
+                }
+                let actual = outputs[topic.name] ?? []
+                if actual.count != list.count {
+                    failures.append("\(logical): expected \(list.count) record(s), got \(actual.count)\(Self.preview(actual))")
+                    continue
+                }
+                for (i, (want, got)) in zip(list, actual).enumerated() {
+                    let gotValue = (try? JSONValue.parse(got.value)) ?? .string(String(decoding: got.value, as: UTF8.self))
+                    if let why = Self.mismatch(expected: Self.json(want.node), actual: gotValue, path: "") {
+                        failures.append("\(logical)[\(i)]: \(why) in \(gotValue.jsonString)")
+                    }
+                }
+            }
+            if !checkedDeadLetters && !deadLetters.isEmpty {
+                failures.append("unexpected dead letters: " + deadLetters.map { "\($0.stage) \($0.reason.errorClass): \($0.reason.message)" }.joined(separator: "; "))
+            }
+            results.append(Result(name: name, line: testNode.line, failures: failures))
+        }
+        return results
+    }
+
+    /// An input item: `raw: "text"`, `value: {…}` (with optional `key`, `headers`), or the value itself.
+    static func message(_ item: ConfigNode, topic: String, offset: Int64, id: String) throws(ConfigError) -> KafkaMessage {
+        var headers = [KafkaHeader(key: RecordHeader.id, value: id)]
+        var key: [UInt8]?
+        let bytes: [UInt8]
+        if case .mapping(let mapping) = item.node, mapping.keys.contains(where: { $0.string == "raw" || $0.string == "value" }) {
+            let m = try item.mapping()
+            if let raw = m.optional("raw") {
+                bytes = Array(try raw.string().utf8)
+            } else {
+                bytes = json(try m.required("value").node).serialized()
+            }
+            key = try m.string("key").map { Array($0.utf8) }
+            if let h = m.optional("headers") {
+                for (k, v) in try h.stringMap().sorted(by: { $0.key < $1.key }) { headers.append(KafkaHeader(key: k, value: v)) }
+            }
+            try m.finish()
+        } else {
+            bytes = json(item.node).serialized()
+        }
+        return KafkaMessage(topic: topic, partition: 0, offset: offset, key: key, value: bytes, headers: headers)
+    }
+
+    static func compareDeadLetters(_ list: [ConfigNode], _ actual: [DeadLetter]) throws(ConfigError) -> [String] {
+        guard list.count == actual.count else {
+            return ["dead_letter: expected \(list.count), got \(actual.count)"
+                + (actual.isEmpty ? "" : ": " + actual.map { "\($0.stage) \($0.reason.errorClass)" }.joined(separator: ", "))]
+        }
+        var failures: [String] = []
+        for (i, (want, got)) in zip(list, actual).enumerated() {
+            let m = try want.mapping()
+            if let stage = try m.string("stage"), stage != got.stage { failures.append("dead_letter[\(i)]: stage \(got.stage), expected \(stage)") }
+            if let reason = try m.string("reason"), reason != got.reason.errorClass {
+                failures.append("dead_letter[\(i)]: reason \(got.reason.errorClass) (\(got.reason.message)), expected \(reason)")
+            }
+            if let text = try m.string("message_contains"), !got.reason.message.contains(text) {
+                failures.append("dead_letter[\(i)]: message '\(got.reason.message)' does not contain '\(text)'")
+            }
+            try m.finish()
+        }
+        return failures
+    }
+
+    static func preview(_ actual: [Emitted]) -> String {
+        actual.isEmpty ? "" : ": " + actual.prefix(3).map { String(decoding: $0.value, as: UTF8.self) }.joined(separator: ", ")
+    }
+
+    /// Why `actual` does not contain `expected` (objects: every expected key, recursively; other
+    /// values: equal), or nil.
+    static func mismatch(expected: JSONValue, actual: JSONValue, path: String) -> String? {
+        if case .object(let e) = expected {
+            guard case .object(let a) = actual else { return "\(path.isEmpty ? "the record" : path) is \(actual.typeName), expected an object" }
+            for (k, v) in e.sorted(by: { $0.key < $1.key }) {
+                guard let got = a[k] else { return "\(path)/\(k) is missing" }
+                if let why = mismatch(expected: v, actual: got, path: "\(path)/\(k)") { return why }
+            }
+            return nil
+        }
+        return expected.jsonEquals(actual) ? nil : "\(path.isEmpty ? "the record" : path) is \(actual.jsonString), expected \(expected.jsonString)"
+    }
+
+    /// YAML → JSON with YAML 1.2 core types for plain scalars (quoted scalars stay strings).
+    static func json(_ node: Node) -> JSONValue {
+        switch node {
+        case .scalar(let s):
+            guard s.style == .plain else { return .string(s.string) }
+            switch s.string {
+            case "", "~", "null", "Null", "NULL": return .null
+            case "true", "True", "TRUE": return .bool(true)
+            case "false", "False", "FALSE": return .bool(false)
+            default:
+                if let i = Int64(s.string) { return .integer(i) }
+                if let d = Double(s.string), s.string.contains(where: { $0.isNumber }) { return .number(d) }
+                return .string(s.string)
+            }
+        case .mapping(let m):
+            var o: [String: JSONValue] = [:]
+            for (k, v) in m { o[k.string ?? ""] = json(v) }
+            return .object(o)
+        case .sequence(let seq):
+            return .array(seq.map(json))
+        case .alias:
+            return .null
+        }
+    }
+}
