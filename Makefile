@@ -8,7 +8,7 @@ SWIFT ?= swift
 VENV := .venv
 APT_PACKAGES := librdkafka-dev kcat pkg-config python3-venv
 
-.PHONY: demo test bench deps deps-system deps-python deps-postgres build build-release clean
+.PHONY: demo test bench fuzz fuzz-build deps deps-system deps-python deps-postgres build build-release clean
 
 deps: deps-system deps-python
 
@@ -50,5 +50,17 @@ bench: deps-system
 	$(SWIFT) build -c release
 	.build/release/streamfirst-bench client
 
+# libFuzzer targets (Sources/Fuzz) built with -sanitize=fuzzer,address in .build-fuzz.
+# `make fuzz` runs each target FUZZ_SECONDS (default 20: what CI runs); longer by
+# `make fuzz FUZZ_SECONDS=600`. Corpora live in .build-fuzz/corpus (seeded from the repository),
+# findings (crash-*, leak-*, oom-*) in .build-fuzz/findings; any finding fails the run.
+FUZZ_TARGETS := json schema expression csv config
+FUZZ_SECONDS ?= 20
+fuzz-build: deps-system
+	STREAMFIRST_FUZZ=1 $(SWIFT) build --build-path .build-fuzz -c release -Xswiftc -sanitize=fuzzer,address --product streamfirst-fuzz
+
+fuzz: fuzz-build
+	@bash scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
 clean:
-	rm -rf .build $(VENV)
+	rm -rf .build .build-fuzz $(VENV)

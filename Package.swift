@@ -171,3 +171,15 @@ let package = Package(
         ),
     ]
 )
+
+// Fuzz targets (Sources/Fuzz): only when STREAMFIRST_FUZZ=1, because the executable has no `main`
+// of its own (libFuzzer provides it) and must be built with -sanitize=fuzzer. See `make fuzz`.
+if Context.environment["STREAMFIRST_FUZZ"] == "1" {
+    package.products.append(.executable(name: "streamfirst-fuzz", targets: ["Fuzz"]))
+    package.targets.append(.target(name: "CFuzzDriver"))
+    package.targets.append(
+        .executableTarget(
+            name: "Fuzz", dependencies: ["CFuzzDriver", "StreamCore", "Config", "Processing", "Validation"],
+            swiftSettings: [.unsafeFlags(["-parse-as-library"])]))
+}
+

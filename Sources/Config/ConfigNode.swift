@@ -156,7 +156,11 @@ public struct ConfigNode: Sendable {
         let units: [(String, Double)] = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000)]
         for (suffix, factor) in units where text.hasSuffix(suffix) {
             let number = text.dropLast(suffix.count)
-            if let v = Double(number), v >= 0, v.isFinite { return Int64(v * factor) }
+            if let v = Double(number), v >= 0, v.isFinite {
+                // Checked before converting: a huge value would trap (found by fuzzing).
+                guard v * factor < 9e18 else { throw error("the duration '\(text)' is too long") }
+                return Int64(v * factor)
+            }
         }
         if let v = Int64(text), v >= 0 { return v }
         throw error("expected a duration such as 500ms, 5s, 2m or 1h, got '\(text)'")

@@ -259,7 +259,10 @@ private struct JSONParser {
         }
         let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
         if isInteger, let i = Int64(text) { return .integer(i) }
-        guard let d = Double(text) else { throw JSONParseError(offset: start, reason: "number out of range") }
+        // Beyond ±1.8e308 a Double is infinite, which JSON cannot write back (found by fuzzing).
+        guard let d = Double(text), d.isFinite else {
+            throw JSONParseError(offset: start, reason: "number \(text.prefix(40)) is out of range (beyond ±1.8e308)")
+        }
         return .number(d)
     }
 

@@ -1,0 +1,98 @@
+// libFuzzer targets for everything that parses outside input. Built only when STREAMFIRST_FUZZ=1
+// (see Package.swift and `make fuzz`), with `-sanitize=fuzzer,address`; libFuzzer supplies `main`.
+// The target is chosen by the FUZZ_TARGET environment variable:
+//   json        JSONValue.parse (and re-serialisation must parse back to an equal value)
+//   schema      the input as a JSON Schema, compiled and used to validate itself
+//   expression  Expression parse + evaluation against a fixed record
+//   csv         CSV.parse and type inference
+//   config      pipeline-file YAML: ConfigNode.parse, interpolation, every typed accessor
+// A crash, an assertion failure or a sanitizer report is a finding; findings become regression
+// tests in Tests/*/FuzzRegressionTests.swift.
+import CFuzzDriver
+import Config
+import Foundation
+import Processing
+import StreamCore
+import Validation
+
+enum FuzzTarget: String {
+    case json, schema, expression, csv, config
+}
+
+let target = FuzzTarget(rawValue: ProcessInfo.processInfo.environment["FUZZ_TARGET"] ?? "json") ?? .json
+
+let fixedRecord: JSONValue = ["a": 1, "b": "text", "c": [1.5, 2, nil], "d": ["e": true], "n": nil]
+
+// SwiftPM links an executable's entry as `<Target>_main`; hand control to libFuzzer's driver.
+@_cdecl("Fuzz_main")
+public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
+    var c = argc
+    var v = argv
+    return LLVMFuzzerRunDriver(&c, &v, { data, size in fuzz(data, size) })
+}
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
+    let bytes = data.map { Array(UnsafeBufferPointer(start: $0, count: size)) } ?? []
+    switch target {
+    case .json:
+        if let value = try? JSONValue.parse(bytes) {
+            let again = value.serialized()
+            guard let back = try? JSONValue.parse(again), back.jsonEquals(value) || value.containsNaN else {
+                fatalError("serialised JSON does not parse back to the same value: \(String(decoding: again, as: UTF8.self))")
+            }
+        }
+    case .schema:
+        if let doc = try? JSONValue.parse(bytes), let schema = try? JSONSchema(doc) {
+            _ = schema.validate(doc)
+            _ = schema.validate(fixedRecord)
+        }
+    case .expression:
+        let text = String(decoding: bytes, as: UTF8.self)
+        if let e = try? Expression(text) {
+            _ = try? e.evaluate(fixedRecord, context: RecordContext(id: "x", key: "k", eventTimeMs: 1, topic: "t", partition: 0, offset: 0))
+            _ = e.fieldPath
+        }
+    case .csv:
+        let text = String(decoding: bytes, as: UTF8.self)
+        if let rows = try? CSV.parse(text) {
+            for row in rows { for field in row { _ = CSV.infer(field) } }
+        }
+    case .config:
+        let text = String(decoding: bytes, as: UTF8.self)
+        _ = try? Interpolation.expand(text, environment: ["A": "1", "B": "x"])
+        if let node = try? ConfigNode.parse(yaml: text, source: ConfigSource(file: "fuzz.yaml", environment: ["A": "1"])) {
+            walk(node, depth: 0)
+        }
+    }
+    return 0
+}
+
+/// Every accessor on every node: none may crash, whatever the YAML.
+func walk(_ node: ConfigNode, depth: Int) {
+    guard depth < 64 else { return }
+    _ = try? node.string()
+    _ = try? node.int()
+    _ = try? node.double()
+    _ = try? node.bool()
+    _ = try? node.durationMilliseconds()
+    _ = try? node.stringList()
+    _ = try? node.stringMap()
+    if let m = try? node.mapping() {
+        for k in m.keys { if let child = m.optional(k) { walk(child, depth: depth + 1) } }
+        _ = try? m.finish()
+    }
+    if let s = try? node.sequence() { for child in s { walk(child, depth: depth + 1) } }
+}
+
+extension JSONValue {
+    /// NaN never equals itself; the parser cannot produce one, but be explicit.
+    var containsNaN: Bool {
+        switch self {
+        case .number(let d): return d.isNaN
+        case .array(let a): return a.contains { $0.containsNaN }
+        case .object(let o): return o.values.contains { $0.containsNaN }
+        default: return false
+        }
+    }
+}
