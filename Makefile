@@ -45,6 +45,7 @@ test: deps deps-postgres
 	STREAMFIRST_PYTHON=$(CURDIR)/$(VENV)/bin/python \
 	STREAMFIRST_POSTGRES_URL=$$(bash scripts/ensure-postgres.sh) \
 	$(SWIFT) test --skip-build --no-parallel
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=10
 
 bench: deps-system
 	$(SWIFT) build -c release
