@@ -105,7 +105,14 @@ private struct JSONParser {
             guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw error("expected ':'") }
             index += 1
             skipWhitespace()
-            members[key] = try parseValue(depth: depth)  // a repeated key keeps the last value (RFC 8259 §4)
+            // A repeated key is refused, not resolved: parsers disagree on which value wins (first or
+            // last), so a record could mean one thing to the schema check and another elsewhere.
+            // (Keys that are canonically equivalent Unicode also collide in Swift's dictionary.)
+            let keyStart = index
+            let value = try parseValue(depth: depth)
+            guard members.updateValue(value, forKey: key) == nil else {
+                throw JSONParseError(offset: keyStart, reason: "duplicate key '\(key.prefix(64))' in an object")
+            }
             skipWhitespace()
             guard index < bytes.count else { throw error("unexpected end of input in an object") }
             if bytes[index] == UInt8(ascii: ",") {

@@ -49,6 +49,10 @@ func exerciseTransactionalSink(_ sink: any RecordSink) async throws {
     #expect(try await sink.count() == 11)
     #expect(try await sink.storedOffsets(consumerGroup: "g", topic: "t") == [0: 12])
 
+    // An integer beyond 64 bits (JSON Schema calls 1e29 an integer) cannot be stored exactly: refused.
+    let huge = sinkRecord(try JSONValue.parse(Array(#"{"sensor_id":"s9","seq":123456789012345678901234567890}"#.utf8)), offset: 12)
+    #expect(sink.rejections(in: [huge]).first?.reason.contains("seq") == true)
+
     // The same key twice in one batch: the later record wins, one row.
     let first = sinkRecord(["sensor_id": "dup", "seq": 1, "ok": false], offset: 12)
     let second = sinkRecord(["sensor_id": "dup", "seq": 1, "ok": true], offset: 13)
