@@ -108,6 +108,7 @@ let package = Package(
                 "Pipeline", "EmbeddedBroker", "Kafka", "Connectors", "StreamCore", "Config",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "SQLiteNIO", package: "sqlite-nio"),
             ]
         ),
         .executableTarget(name: "IngestWorker", dependencies: ["Pipeline"]),

@@ -24,16 +24,19 @@ public final class LocalPipeline: Sendable {
         /// Use this cluster instead of starting the embedded broker.
         public var bootstrapServers: String?
         public var logLevel: String
+        /// Brokers of the embedded cluster (more than one lets chaos runs take one down or move leaders).
+        public var brokers: Int
 
         public init(
             pipelineFile: String, workDirectory: String, environment: [String: String] = [:],
-            bootstrapServers: String? = nil, logLevel: String = "info"
+            bootstrapServers: String? = nil, logLevel: String = "info", brokers: Int = 1
         ) {
             self.pipelineFile = pipelineFile
             self.workDirectory = workDirectory
             self.environment = environment
             self.bootstrapServers = bootstrapServers
             self.logLevel = logLevel
+            self.brokers = brokers
         }
     }
 
@@ -95,7 +98,8 @@ public final class LocalPipeline: Sendable {
             }
             await admin.shutdown()
         } else {
-            let b = try await EmbeddedBrokerProcess.launch(arguments: ["--pipeline", options.pipelineFile], environment: env)
+            let b = try await EmbeddedBrokerProcess.launch(
+                arguments: ["--pipeline", options.pipelineFile, "--brokers", String(options.brokers)], environment: env)
             broker = b
             bootstrap = b.bootstrapServers
         }

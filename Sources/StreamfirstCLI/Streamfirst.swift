@@ -19,6 +19,7 @@ struct Streamfirst: AsyncParsableCommand {
         ConformanceCommand.self,
         RedriveCommand.self,
         TestCommand.self,
+        ChaosCommand.self,
     ]
 
     static let configuration = CommandConfiguration(

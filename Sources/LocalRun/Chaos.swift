@@ -1,0 +1,279 @@
+import Connectors
+import EmbeddedBroker
+import Foundation
+import Kafka
+import Pipeline
+import SQLiteNIO
+import StreamCore
+
+/// `streamfirst chaos`: a pipeline under load on a three-broker embedded cluster while workers are
+/// SIGKILLed and restarted and the brokers misbehave; then the invariants are checked against the
+/// exact set of records the generator produced.
+///
+/// Requirements (checked at start): the ingest source is a `generator` with a `count`, and the
+/// persist sink is `sqlite` with a column taken `from: $id` — so every generated id can be looked
+/// for in the table and the dead-letter topic.
+public struct ChaosRun: Sendable {
+    public struct Options: Sendable {
+        public var pipelineFile: String
+        public var workDirectory: String
+        public var records: Int
+        public var rate: Int
+        /// Mean pause between faults; each pause is drawn from 0.5×…1.5× this.
+        public var interval: Duration
+        public var seed: UInt64
+        public var brokerFaults: Bool
+        public init(
+            pipelineFile: String, workDirectory: String, records: Int = 8000, rate: Int = 400, interval: Duration = .seconds(2),
+            seed: UInt64 = 1, brokerFaults: Bool = true
+        ) {
+            self.pipelineFile = pipelineFile
+            self.workDirectory = workDirectory
+            self.records = records
+            self.rate = rate
+            self.interval = interval
+            self.seed = seed
+            self.brokerFaults = brokerFaults
+        }
+    }
+
+    public struct Report: Sendable {
+        public var records = 0
+        public var kills: [String] = []
+        public var brokerFaults: [String] = []
+        /// Time from a kill to the restarted worker's `/readyz`, per kill (ms).
+        public var recoveryMs: [Int] = []
+        public var rows = 0
+        public var deadLettered = 0
+        public var deadLettersWritten = 0
+        public var lost: [String] = []
+        public var duplicatedRows = 0
+        public var inBoth: [String] = []
+        public var unhealthy: [String] = []
+        public var exits: [String: String] = [:]
+        public var seconds = 0.0
+
+        public var passed: Bool {
+            lost.isEmpty && duplicatedRows == 0 && inBoth.isEmpty && unhealthy.isEmpty && rows + deadLettered == records
+                && exits.values.allSatisfy { $0 == "exit code 0" }
+        }
+
+        public var text: String {
+            let sorted = recoveryMs.sorted()
+            let p50 = sorted.isEmpty ? 0 : sorted[sorted.count / 2]
+            return """
+                chaos: \(passed ? "PASSED" : "FAILED") in \(String(format: "%.1f", seconds)) s
+                  records generated     \(records)
+                  worker kills          \(kills.count): \(kills.joined(separator: ", "))
+                  recovery to ready     p50 \(p50) ms, max \(sorted.last ?? 0) ms
+                  broker faults         \(brokerFaults.count): \(brokerFaults.joined(separator: ", "))
+                  rows in the sink      \(rows) (duplicates: \(duplicatedRows))
+                  dead-lettered         \(deadLettered) distinct records (\(deadLettersWritten) dead letters written; repeats come from redelivery)
+                  lost                  \(lost.count)\(lost.isEmpty ? "" : ": " + lost.prefix(10).joined(separator: ", "))
+                  both row and dead letter \(inBoth.count)
+                  reconciliation        \(rows) + \(deadLettered) = \(rows + deadLettered) of \(records)
+                  unhealthy at the end  \(unhealthy.isEmpty ? "none" : unhealthy.joined(separator: ", "))
+                  worker exits          \(exits.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+                """
+        }
+    }
+
+    public let options: Options
+    public init(options: Options) { self.options = options }
+
+    /// A small deterministic generator for the fault schedule (SplitMix64), so a seed replays it.
+    struct Dice {
+        var state: UInt64
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
+    }
+
+    public func run(progress: @Sendable (String) -> Void = { _ in }) async throws -> Report {
+        let started = ContinuousClock.now
+        // Check the requirements before starting anything.
+        let probe = try PipelineSpec.load(file: options.pipelineFile, environment: ProcessInfo.processInfo.environment)
+        let idColumn = try Self.idColumn(probe)
+        _ = try Self.generator(probe)
+
+        // The demo pipelines read these; a pipeline that does not keeps its own count and rate.
+        let env = [
+            "IOT_COUNT": String(options.records), "IOT_RATE": String(options.rate),
+            "KAFKA_SESSION_TIMEOUT_MS": "6000", "KAFKA_HEARTBEAT_MS": "500",
+        ]
+        let local = try await LocalPipeline.launch(
+            .init(pipelineFile: options.pipelineFile, workDirectory: options.workDirectory, environment: env, brokers: 3))
+        let (seed, count) = try Self.generator(local.spec)
+        var report = Report()
+        report.records = count
+        do {
+            try await local.start(local.stages.filter { $0 != .ingest })
+            try await local.start(.ingest)
+            progress("pipeline running: \(count) generated records, 3 brokers")
+            var dice = Dice(state: options.seed)
+            let recoveries = RecoveryLog()
+            var watchers: [Task<Void, Never>] = []
+            let stages = local.stages
+            while local.process(.ingest)?.exited == nil {
+                let base = Double(options.interval.components.seconds) + Double(options.interval.components.attoseconds) / 1e18
+                let pause = base * (0.5 + Double(dice.below(1000)) / 1000)
+                try await Task.sleep(for: .milliseconds(Int(pause * 1000)))  // the schedule itself, not a synchronisation
+                guard local.process(.ingest)?.exited == nil else { break }
+                let action = options.brokerFaults ? dice.below(4) : 0
+                if action <= 1 {
+                    let stage = stages[dice.below(stages.count)]
+                    let killedAt = ContinuousClock.now
+                    _ = await local.kill(stage)
+                    try await local.start(stage, waitUntilReady: false)
+                    report.kills.append(stage.rawValue)
+                    progress("killed \(stage.rawValue) (SIGKILL) and restarted it")
+                    watchers.append(Task { [local] in
+                        if await Self.waitReady(local, stage) {
+                            let d = ContinuousClock.now - killedAt
+                            recoveries.add(Int(d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000))
+                        }
+                    })
+                } else {
+                    guard let control = local.broker?.control else { continue }
+                    let fault = try await Self.brokerFault(control, spec: local.spec, dice: &dice)
+                    report.brokerFaults.append(fault)
+                    progress("broker fault: \(fault)")
+                }
+            }
+            progress("ingest finished; waiting for the pipeline to drain")
+            for w in watchers { await w.value }
+            report.recoveryMs = recoveries.all
+            try await local.waitUntilDrained(timeout: .seconds(240))
+            for stage in local.stages {
+                // A worker that finished (ingest at the end of its source) is checked by its exit code.
+                if local.process(stage)?.exited != nil { continue }
+                guard let port = local.port(stage) else { continue }
+                let h = try? await HTTPGet.get(host: "127.0.0.1", port: port, path: "/healthz")
+                if h?.status != 200 { report.unhealthy.append(stage.rawValue) }
+            }
+            let dead = try await local.readAll(local.spec.deadLetter.logical)
+            let ingestExit = local.process(.ingest)?.exited
+            let exits = await local.stop()
+            for (stage, status) in exits { report.exits[stage.rawValue] = "\(status)" }
+            if let ingestExit { report.exits["ingest"] = "\(ingestExit)" }
+
+            // Invariants over exact ids.
+            let sqlite = local.workerEnvironment["SQLITE_PATH"] ?? ""
+            let ids = try await Self.column(idColumn, table: try Self.table(local.spec), path: sqlite)
+            report.rows = ids.count
+            report.duplicatedRows = ids.count - Set(ids).count
+            let deadIDs = Set(dead.compactMap { $0.header(RecordHeader.id)?.value.map { String(decoding: $0, as: UTF8.self) } })
+            report.deadLettered = deadIDs.count
+            report.deadLettersWritten = dead.count
+            let rowIDs = Set(ids)
+            report.inBoth = Array(rowIDs.intersection(deadIDs)).sorted()
+            for n in 0..<count {
+                let id = "gen:\(seed):\(n)"
+                if !rowIDs.contains(id) && !deadIDs.contains(id) { report.lost.append(id) }
+            }
+        } catch {
+            _ = await local.stop()
+            throw error
+        }
+        report.seconds = Double((ContinuousClock.now - started).components.seconds)
+        return report
+    }
+
+    static func waitReady(_ local: LocalPipeline, _ stage: PipelineSpec.StageName) async -> Bool {
+        let deadline = ContinuousClock.now + .seconds(90)
+        while ContinuousClock.now < deadline {
+            if let port = local.port(stage), let r = try? await HTTPGet.get(host: "127.0.0.1", port: port, path: "/readyz"), r.status == 200 {
+                return true
+            }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        return false
+    }
+
+    /// One broker fault, undone after a short while (a fault that never heals is not a test of recovery).
+    static func brokerFault(_ control: EmbeddedBrokerControl, spec: PipelineSpec, dice: inout Dice) async throws -> String {
+        switch dice.below(4) {
+        case 0:
+            let id = 1 + dice.below(3)
+            try await control.brokerDown(id)
+            try await Task.sleep(for: .seconds(2))
+            try await control.brokerUp(id)
+            return "broker \(id) down 2 s"
+        case 1:
+            let id = 1 + dice.below(3)
+            try await control.setRTT(broker: id, milliseconds: 300)
+            try await Task.sleep(for: .seconds(2))
+            try await control.setRTT(broker: id, milliseconds: 0)
+            return "broker \(id) RTT 300 ms for 2 s"
+        case 2:
+            try await control.pushRequestErrors(api: "Produce", errors: ["NOT_LEADER_FOR_PARTITION", "REQUEST_TIMED_OUT", "NOT_ENOUGH_REPLICAS"])
+            return "3 Produce request errors"
+        default:
+            let topics = spec.topics.values.sorted { $0.name < $1.name }
+            let topic = topics[dice.below(topics.count)]
+            let partition = dice.below(topic.partitions)
+            let broker = 1 + dice.below(3)
+            try await control.setLeader(topic: topic.name, partition: partition, broker: broker)
+            return "leader of \(topic.name)[\(partition)] → broker \(broker)"
+        }
+    }
+
+    static func idColumn(_ spec: PipelineSpec) throws -> String {
+        let mapping = try sinkMapping(spec)
+        guard let column = mapping.columns.first(where: { $0.origin == .meta("id") }) else {
+            throw LocalRunError("chaos needs a sink column taken from $id (e.g. record_id: { type: text, from: $id }) to find every record")
+        }
+        return column.name
+    }
+
+    static func table(_ spec: PipelineSpec) throws -> String { try sinkMapping(spec).table }
+
+    static func sinkMapping(_ spec: PipelineSpec) throws -> TableMapping {
+        let m = try spec.stage(.persist).mapping()
+        let sink = try m.required("sink").mapping()
+        guard try sink.required("type").string() == "sqlite" else { throw LocalRunError("chaos needs a persist sink of type sqlite") }
+        sink.markUsed(["type", "path"])
+        return try TableMapping(sink)
+    }
+
+    /// The generator's seed and count (its ids are `gen:<seed>:<n>`, n < count).
+    static func generator(_ spec: PipelineSpec) throws -> (seed: UInt64, count: Int) {
+        let m = try spec.stage(.ingest).mapping()
+        let source = try m.required("source").mapping()
+        guard try source.required("type").string() == "generator" else { throw LocalRunError("chaos needs an ingest source of type generator") }
+        let count = try source.int("count", default: 0, in: 0...Int.max)
+        guard count > 0 else { throw LocalRunError("chaos needs a generator with a count (the records it must find again)") }
+        return (UInt64(try source.int("seed", default: 1, in: 0...Int.max)), count)
+    }
+
+    static func column(_ name: String, table: String, path: String) async throws -> [String] {
+        let connection = try await SQLiteConnection.open(storage: .file(path: path))
+        let out = Collector()
+        try await connection.query("SELECT \(name) FROM \(table)", []) { row in
+            if let v = row.columns.first?.data.string { out.add(v) }
+        }
+        try await connection.close()
+        return out.all
+    }
+}
+
+final class RecoveryLog: @unchecked Sendable {
+    // @unchecked: guarded by the lock.
+    private let lock = NSLock()
+    private var values: [Int] = []
+    func add(_ v: Int) { lock.withLock { values.append(v) } }
+    var all: [Int] { lock.withLock { values } }
+}
+
+final class Collector: @unchecked Sendable {
+    // @unchecked: guarded by the lock (sqlite-nio calls back on its own thread).
+    private let lock = NSLock()
+    private var values: [String] = []
+    func add(_ v: String) { lock.withLock { values.append(v) } }
+    var all: [String] { lock.withLock { values } }
+}
