@@ -34,7 +34,9 @@ ENV PIPELINE=/etc/streamfirst/pipelines/iot-sensors.yaml \
     LOG_FORMAT=json
 # Health, readiness, Prometheus metrics and /stats; the stage's default port is overridden here so
 # every container listens on the same one.
-ENV HTTP_PORT=9100
+# Workers bind their HTTP endpoints to loopback unless told otherwise; in a container they must
+# be reachable by the orchestrator and Prometheus.
+ENV HTTP_PORT=9100 HTTP_HOST=0.0.0.0
 EXPOSE 9100
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 CMD ["streamfirst", "probe", "http://127.0.0.1:9100/healthz"]
 CMD ["streamfirst", "--help"]

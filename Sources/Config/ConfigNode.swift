@@ -287,7 +287,9 @@ func editDistance(_ a: String, _ b: String) -> Int {
     return previous[b.count]
 }
 
-/// `${VAR}` and `${VAR:-default}` expansion, as in shell and docker-compose files.
+/// `${VAR}` and `${VAR:-default}` expansion, as in shell and docker-compose files, and
+/// `${file:/path}` — the contents of a file without its trailing newline, for secrets mounted as
+/// files (Docker and Kubernetes secrets), so passwords need not sit in the environment.
 public enum Interpolation {
     public struct Failure: Error, Sendable {
         public let message: String
@@ -317,6 +319,17 @@ public enum Interpolation {
                 throw Failure(message: "unterminated '${' in '\(text)'")
             }
             let body = rest[bodyStart..<close]
+            if body.hasPrefix("file:") {
+                let path = String(body.dropFirst("file:".count))
+                guard !path.isEmpty, let data = FileManager.default.contents(atPath: path) else {
+                    throw Failure(message: "cannot read the secret file '\(path)' named by ${file:…}")
+                }
+                var secret = String(decoding: data, as: UTF8.self)
+                while secret.hasSuffix("\n") || secret.hasSuffix("\r") { secret.removeLast() }
+                result += secret
+                rest = rest[rest.index(after: close)...]
+                continue
+            }
             let variable: Substring
             let fallback: Substring?
             if let sep = body.range(of: ":-") {

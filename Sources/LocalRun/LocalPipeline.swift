@@ -191,7 +191,10 @@ public final class LocalPipeline: Sendable {
     /// The `/stats` document of a running stage, or nil if it does not answer.
     public func stats(_ stage: PipelineSpec.StageName) async -> StageStats? {
         guard let port = workers.withLockedValue({ $0[stage]?.port }),
-            let response = try? await HTTPGet.get(host: "127.0.0.1", port: port, path: "/stats"), response.status == 200
+            let response = try? await HTTPGet.get(
+                host: "127.0.0.1", port: port, path: "/stats",
+                headers: workerEnvironment["HTTP_TOKEN"].map { ["Authorization": "Bearer \($0)"] } ?? [:]),
+            response.status == 200
         else { return nil }
         return try? JSONDecoder().decode(StageStats.self, from: Data(response.body))
     }

@@ -23,9 +23,9 @@ public enum HTTPGet {
 
     /// GETs `path` from `host:port` (IPv4 dotted address or `localhost`), waiting at most `timeoutMs`
     /// for each socket operation.
-    public static func get(host: String, port: Int, path: String, timeoutMs: Int = 2000) async throws -> Response {
+    public static func get(host: String, port: Int, path: String, headers: [String: String] = [:], timeoutMs: Int = 2000) async throws -> Response {
         try await NIOThreadPool.singleton.runIfActive {
-            try blockingGet(host: host, port: port, path: path, timeoutMs: timeoutMs)
+            try blockingGet(host: host, port: port, path: path, headers: headers, timeoutMs: timeoutMs)
         }
     }
 
@@ -40,7 +40,7 @@ public enum HTTPGet {
         return (String(parts[0]), port, path.isEmpty ? "/" : String(path))
     }
 
-    static func blockingGet(host: String, port: Int, path: String, timeoutMs: Int) throws -> Response {
+    static func blockingGet(host: String, port: Int, path: String, headers: [String: String] = [:], timeoutMs: Int) throws -> Response {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw Failure(description: "socket: errno \(errno)") }
         defer { close(fd) }
@@ -58,7 +58,8 @@ public enum HTTPGet {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         guard connected == 0 else { throw Failure(description: "connect \(host):\(port): errno \(errno)") }
-        let request = Array("GET \(path) HTTP/1.0\r\nHost: \(host)\r\nConnection: close\r\n\r\n".utf8)
+        let extra = headers.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)\r\n" }.joined()
+        let request = Array("GET \(path) HTTP/1.0\r\nHost: \(host)\r\n\(extra)Connection: close\r\n\r\n".utf8)
         var sent = 0
         while sent < request.count {
             let n = request[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }

@@ -96,9 +96,16 @@ public enum Worker {
 
         var port = built.common.httpPort
         if let p = options.httpPort ?? env["HTTP_PORT"].flatMap({ Int($0) }) { port = p }
-        let host = options.httpHost ?? env["HTTP_HOST"] ?? "0.0.0.0"
+        // Loopback unless told otherwise (containers set HTTP_HOST=0.0.0.0, see the Dockerfile).
+        let host = options.httpHost ?? env["HTTP_HOST"] ?? "127.0.0.1"
+        let token: String?
+        do {
+            token = try env["HTTP_TOKEN"].map { t throws(Interpolation.Failure) in try Interpolation.expand(t, environment: env) }
+        } catch {
+            fail(2, "HTTP_TOKEN: \(error.message)")
+        }
         let http = WorkerHTTP.application(
-            host: host, port: port, metrics: built.metrics, health: built.health, registry: registry, logger: logger,
+            host: host, port: port, metrics: built.metrics, health: built.health, registry: registry, token: token, logger: logger,
             onBound: { bound in
                 // A machine-readable line for launchers (streamfirst demo, tests) that start workers with port 0.
                 FileHandle.standardOutput.write(Data("\(stage.rawValue) http_port=\(bound)\n".utf8))

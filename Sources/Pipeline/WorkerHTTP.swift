@@ -1,4 +1,5 @@
 import Foundation
+import Connectors
 import Hummingbird
 import Logging
 import NIOCore
@@ -11,14 +12,21 @@ import Prometheus
 /// - `GET /metrics` — Prometheus text format (records in / out / dead-lettered / filtered, latency
 ///   histograms, consumer lag, and anything else recorded through swift-metrics);
 /// - `GET /stats` — the same counts and latency quantiles as JSON (``StageStats``).
+///
+/// With a `token` (env `HTTP_TOKEN`, e.g. `${file:/run/secrets/metrics-token}`), `/metrics` and
+/// `/stats` answer 401 unless the request carries `Authorization: Bearer <token>`; the health
+/// checks stay open for orchestrators.
 public enum WorkerHTTP {
     /// The application serving the endpoints; a `Service` to run in the worker's group.
     /// `onBound` receives the bound port (useful with port 0).
     public static func application(
         host: String, port: Int, metrics: StageMetrics, health: StageHealth, registry: PrometheusCollectorRegistry,
-        logger: Logger, onBound: @escaping @Sendable (Int) -> Void
+        token: String? = nil, logger: Logger, onBound: @escaping @Sendable (Int) -> Void
     ) -> some ApplicationProtocol {
         let router = Router()
+        if let token {
+            router.add(middleware: BearerTokenMiddleware(token: token, protectedPaths: ["/metrics", "/stats"]))
+        }
         router.get("healthz") { _, _ -> Response in
             health.isLive ? text(.ok, "ok\n") : text(.serviceUnavailable, "stalled\n")
         }
@@ -54,3 +62,4 @@ public enum WorkerHTTP {
         Response(status: status, headers: [.contentType: "text/plain"], body: .init(byteBuffer: ByteBuffer(string: body)))
     }
 }
+

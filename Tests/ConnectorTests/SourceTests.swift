@@ -142,6 +142,21 @@ func temporaryDirectory() throws -> URL {
         return Reply(status: (response as? HTTPURLResponse)?.statusCode ?? 0, body: String(decoding: data, as: UTF8.self))
     }
 
+    @Test func aConfiguredTokenIsRequired() async throws {
+        var source = HTTPSource(host: "127.0.0.1", port: 0, authToken: "s3cret", logger: Logger(label: "t"))
+        let bound = AsyncStream<Int>.makeStream()
+        source.onBound = { bound.continuation.yield($0) }
+        let emitter = CollectingEmitter()
+        let server = Task { try await source.run(resumingFrom: nil, emitter: emitter) }
+        defer { server.cancel() }
+        var ports = bound.stream.makeAsyncIterator()
+        let port = try #require(await ports.next())
+        #expect(try await Self.post(port, "{\"a\":1}").status == 401)
+        #expect(try await Self.post(port, "{\"a\":1}", headers: ["Authorization": "Bearer s3creT"]).status == 401)
+        #expect(try await Self.post(port, "{\"a\":1}", headers: ["Authorization": "Bearer s3cret"]).status == 200)
+        #expect(emitter.records.count == 1)
+    }
+
     @Test func postedLinesAreEmittedAndAnsweredAfterDelivery() async throws {
         var source = HTTPSource(host: "127.0.0.1", port: 0, maxBodyBytes: 256, logger: Logger(label: "t"))
         let bound = AsyncStream<Int>.makeStream()

@@ -28,8 +28,13 @@ import Testing
               event_time: at
             """.write(toFile: file, atomically: true, encoding: .utf8)
         let local = try await LocalPipeline.launch(.init(pipelineFile: file, workDirectory: work.path, environment: [:]))
-        try await local.start(.ingest)
+        try await local.start(.ingest, extraEnvironment: ["HTTP_TOKEN": "t0ken"])
         let ingest = try #require(local.process(.ingest))
+        // HTTP_TOKEN guards the metrics, not the health checks.
+        let port = try #require(local.port(.ingest))
+        #expect(try await HTTPGet.get(host: "127.0.0.1", port: port, path: "/metrics").status == 401)
+        #expect(try await HTTPGet.get(host: "127.0.0.1", port: port, path: "/metrics", headers: ["Authorization": "Bearer t0ken"]).status == 200)
+        #expect(try await HTTPGet.get(host: "127.0.0.1", port: port, path: "/healthz").status == 200)
         try ingest.writeToStandardInput(Data("{\"user\":\"ann\",\"at\":\"2026-11-25T09:00:00Z\"}\n{broken\n{\"user\":\"bob\"}\n".utf8))
         try ingest.closeStandardInput()
         let status = await ingest.wait()

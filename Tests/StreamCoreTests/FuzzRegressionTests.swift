@@ -19,6 +19,7 @@ import Testing
 }
 
 import Config
+import Foundation
 
 @Suite struct ConfigFuzzRegressionTests {
     /// `2777…7s` (a duration beyond Int64 milliseconds) trapped in the conversion instead of
@@ -29,5 +30,16 @@ import Config
         let m = try node.mapping()
         let error = #expect(throws: ConfigError.self) { try m.required("timeout").durationMilliseconds() }
         #expect(error?.description.hasPrefix("f.yaml:1:") == true, "\(error?.description ?? "")")
+    }
+}
+
+@Suite struct SecretFileInterpolationTests {
+    @Test func fileReferencesReadTheSecretWithoutItsNewline() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("sf-secret-\(UUID().uuidString.prefix(8))").path
+        try "hunter2\n".write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        #expect(try Interpolation.expand("sasl.password=${file:\(path)}", environment: [:]) == "sasl.password=hunter2")
+        let error = #expect(throws: Interpolation.Failure.self) { try Interpolation.expand("${file:/nonexistent/secret}", environment: [:]) }
+        #expect(error?.message.contains("/nonexistent/secret") == true)
     }
 }

@@ -19,10 +19,11 @@ public struct HTTPSource: RecordSource {
         type: "http",
         summary: "POST NDJSON bodies; answered after delivery; 413 / 429 / 503 under limits, overload and shutdown.",
         fields: [
-            .init("host", "string", default: "0.0.0.0", "listen address"),
+            .init("host", "string", default: "127.0.0.1", "listen address (0.0.0.0 to accept other machines, as in a container)"),
             .init("port", "integer", default: "8080", "listen port (0 = any free port)"),
             .init("path", "string", default: "/ingest", "the POST endpoint"),
             .init("max_body_bytes", "integer", default: "10485760", "larger bodies are refused with 413"),
+            .init("auth_token", "string", default: "none", "if set, requests need `Authorization: Bearer <token>` (401 otherwise); use ${file:/run/secrets/…}"),
         ])
 
     public let host: String
@@ -35,7 +36,14 @@ public struct HTTPSource: RecordSource {
 
     public var name: String { "http" }
 
-    public init(host: String = "0.0.0.0", port: Int = 8080, path: String = "/ingest", maxBodyBytes: Int = 10 << 20, logger: Logger) {
+    /// Required bearer token, if any.
+    public let authToken: String?
+
+    public init(
+        host: String = "127.0.0.1", port: Int = 8080, path: String = "/ingest", maxBodyBytes: Int = 10 << 20, authToken: String? = nil,
+        logger: Logger
+    ) {
+        self.authToken = authToken
         self.host = host
         self.port = port
         self.path = path.hasPrefix("/") ? path : "/" + path
@@ -45,13 +53,15 @@ public struct HTTPSource: RecordSource {
 
     init(_ m: ConfigMapping, logger: Logger) throws(ConfigError) {
         self.init(
-            host: try m.string("host", default: "0.0.0.0"), port: try m.int("port", default: 8080, in: 0...65535),
+            host: try m.string("host", default: "127.0.0.1"), port: try m.int("port", default: 8080, in: 0...65535),
             path: try m.string("path", default: "/ingest"),
-            maxBodyBytes: try m.int("max_body_bytes", default: 10 << 20, in: 1...(1 << 30)), logger: logger)
+            maxBodyBytes: try m.int("max_body_bytes", default: 10 << 20, in: 1...(1 << 30)),
+            authToken: try m.string("auth_token").flatMap { $0.isEmpty ? nil : $0 }, logger: logger)
     }
 
     public func run(resumingFrom checkpoint: String?, emitter: any RecordEmitter) async throws {
         let router = Router()
+        if let authToken { router.add(middleware: BearerTokenMiddleware(token: authToken)) }
         let maxBody = maxBodyBytes
         router.post(RouterPath(path)) { request, _ -> Response in
             let body: ByteBuffer
