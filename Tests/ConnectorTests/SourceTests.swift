@@ -142,6 +142,53 @@ func temporaryDirectory() throws -> URL {
         return Reply(status: (response as? HTTPURLResponse)?.statusCode ?? 0, body: String(decoding: data, as: UTF8.self))
     }
 
+    /// Sends `request` over a plain socket and reads the answer until the server closes or 10 s
+    /// pass — on its own thread, so the blocking calls stay off the cooperative pool.
+    static func rawExchange(port: Int, request: String) async -> String {
+        await withCheckedContinuation { (c: CheckedContinuation<String, Never>) in
+            Thread.detachNewThread {
+                let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+                defer { close(fd) }
+                var addr = sockaddr_in()
+                addr.sin_family = sa_family_t(AF_INET)
+                addr.sin_port = in_port_t(UInt16(port).bigEndian)
+                addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+                var timeout = timeval(tv_sec: 10, tv_usec: 0)
+                setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+                let connected = withUnsafePointer(to: &addr) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+                }
+                guard connected == 0 else { return c.resume(returning: "") }
+                _ = request.withCString { send(fd, $0, strlen($0), 0) }
+                var answer = [UInt8]()
+                var buffer = [UInt8](repeating: 0, count: 4096)
+                while true {
+                    let n = recv(fd, &buffer, buffer.count, 0)
+                    if n <= 0 { break }
+                    answer += buffer[0..<n]
+                    if String(decoding: answer, as: UTF8.self).contains("\r\n\r\n") { break }
+                }
+                c.resume(returning: String(decoding: answer, as: UTF8.self))
+            }
+        }
+    }
+
+    @Test func aBodyThatNeverArrivesIsAnswered408() async throws {
+        var source = HTTPSource(host: "127.0.0.1", port: 0, logger: Logger(label: "t"))
+        source.bodyTimeout = .seconds(1)
+        let bound = AsyncStream<Int>.makeStream()
+        source.onBound = { bound.continuation.yield($0) }
+        let emitter = CollectingEmitter()
+        let server = Task { try await source.run(resumingFrom: nil, emitter: emitter) }
+        defer { server.cancel() }
+        var ports = bound.stream.makeAsyncIterator()
+        let port = try #require(await ports.next())
+        // Promises 100 bytes, sends 5, then waits: a slow-loris client.
+        let answer = await Self.rawExchange(port: port, request: "POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"a\":")
+        #expect(answer.hasPrefix("HTTP/1.1 408"), "\(answer.prefix(200))")
+        #expect(emitter.records.isEmpty)
+    }
+
     @Test func aConfiguredTokenIsRequired() async throws {
         var source = HTTPSource(host: "127.0.0.1", port: 0, authToken: "s3cret", logger: Logger(label: "t"))
         let bound = AsyncStream<Int>.makeStream()

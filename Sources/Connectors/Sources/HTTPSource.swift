@@ -23,6 +23,8 @@ public struct HTTPSource: RecordSource {
             .init("port", "integer", default: "8080", "listen port (0 = any free port)"),
             .init("path", "string", default: "/ingest", "the POST endpoint"),
             .init("max_body_bytes", "integer", default: "10485760", "larger bodies are refused with 413"),
+            .init("body_timeout", "duration", default: "30s", "a request whose body does not arrive within this is answered 408 (slow clients cannot hold workers)"),
+            .init("idle_timeout", "duration", default: "60s", "an idle keep-alive connection is closed after this"),
             .init("auth_token", "string", default: "none", "if set, requests need `Authorization: Bearer <token>` (401 otherwise); use ${file:/run/secrets/…}"),
         ])
 
@@ -38,6 +40,9 @@ public struct HTTPSource: RecordSource {
 
     /// Required bearer token, if any.
     public let authToken: String?
+    /// How long a request's body may take to arrive (408 after), and how long an idle connection stays open.
+    public var bodyTimeout: Duration = .seconds(30)
+    public var idleTimeout: Duration = .seconds(60)
 
     public init(
         host: String = "127.0.0.1", port: Int = 8080, path: String = "/ingest", maxBodyBytes: Int = 10 << 20, authToken: String? = nil,
@@ -57,18 +62,21 @@ public struct HTTPSource: RecordSource {
             path: try m.string("path", default: "/ingest"),
             maxBodyBytes: try m.int("max_body_bytes", default: 10 << 20, in: 1...(1 << 30)),
             authToken: try m.string("auth_token").flatMap { $0.isEmpty ? nil : $0 }, logger: logger)
+        bodyTimeout = .milliseconds(try m.duration("body_timeout", defaultMilliseconds: 30_000))
+        idleTimeout = .milliseconds(try m.duration("idle_timeout", defaultMilliseconds: 60_000))
     }
 
     public func run(resumingFrom checkpoint: String?, emitter: any RecordEmitter) async throws {
         let router = Router()
         if let authToken { router.add(middleware: BearerTokenMiddleware(token: authToken)) }
         let maxBody = maxBodyBytes
+        let bodyTimeout = self.bodyTimeout
         router.post(RouterPath(path)) { request, _ -> Response in
             let body: ByteBuffer
-            do {
-                body = try await request.body.collect(upTo: maxBody)
-            } catch {
-                return Self.json(.contentTooLarge, #"{"error":"body over \#(maxBody) bytes"}"#)
+            switch await Self.collect(request.body, upTo: maxBody, within: bodyTimeout) {
+            case .success(let b): body = b
+            case .failure(.tooLarge): return Self.json(.contentTooLarge, #"{"error":"body over \#(maxBody) bytes"}"#)
+            case .failure(.timedOut): return Self.json(.requestTimeout, #"{"error":"the body did not arrive in time"}"#)
             }
             let key = request.headers.first { $0.name.canonicalName == "idempotency-key" }?.value
             let now = Int64((Date().timeIntervalSince1970 * 1000).rounded())
@@ -100,9 +108,31 @@ public struct HTTPSource: RecordSource {
         }
         let onBound = self.onBound
         let app = Application(
-            router: router, configuration: .init(address: .hostname(host, port: port), serverName: nil),
+            router: router,
+            server: .http1(configuration: .init(idleTimeout: .nanoseconds(Int64(idleTimeout.components.seconds) * 1_000_000_000))),
+            configuration: .init(address: .hostname(host, port: port), serverName: nil),
             onServerRunning: { channel in onBound(channel.localAddress?.port ?? 0) }, logger: logger)
         try await app.run()
+    }
+
+    enum BodyFailure: Error { case tooLarge, timedOut }
+
+    /// The body, unless it is larger than `limit` or does not arrive within `timeout` (a slow-loris
+    /// client would otherwise hold the request, and its records, open forever).
+    static func collect(_ body: RequestBody, upTo limit: Int, within timeout: Duration) async -> Result<ByteBuffer, BodyFailure> {
+        await withTaskGroup(of: Result<ByteBuffer, BodyFailure>?.self) { group in
+            group.addTask {
+                do { return .success(try await body.collect(upTo: limit)) } catch { return Task.isCancelled ? nil : .failure(.tooLarge) }
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)  // the deadline itself
+                return Task.isCancelled ? nil : .failure(.timedOut)
+            }
+            var outcome: Result<ByteBuffer, BodyFailure> = .failure(.timedOut)
+            if let first = await group.next(), let result = first { outcome = result }
+            group.cancelAll()
+            return outcome
+        }
     }
 
     static func json(_ status: HTTPResponse.Status, _ body: String) -> Response {
