@@ -8,7 +8,7 @@ SWIFT ?= swift
 VENV := .venv
 APT_PACKAGES := librdkafka-dev kcat pkg-config python3-venv
 
-.PHONY: demo test bench fuzz fuzz-build deps deps-system deps-python deps-postgres build build-release clean
+.PHONY: demo test test-asan bench fuzz fuzz-build deps deps-system deps-python deps-postgres build build-release clean
 
 deps: deps-system deps-python
 
@@ -51,6 +51,14 @@ bench: deps-system
 	$(SWIFT) build -c release
 	.build/release/streamfirst-bench client
 
+# The whole test suite with AddressSanitizer (workers and broker included: the tests start the
+# executables built next to them, in .build-asan). Not part of `make test` (it doubles the build).
+test-asan: deps deps-postgres
+	$(SWIFT) build --build-path .build-asan --build-tests -Xswiftc -sanitize=address
+	ASAN_OPTIONS=detect_leaks=0 STREAMFIRST_PYTHON=$(CURDIR)/$(VENV)/bin/python \
+	STREAMFIRST_POSTGRES_URL=$$(bash scripts/ensure-postgres.sh) \
+	$(SWIFT) test --build-path .build-asan --skip-build --no-parallel
+
 # libFuzzer targets (Sources/Fuzz) built with -sanitize=fuzzer,address in .build-fuzz.
 # `make fuzz` runs each target FUZZ_SECONDS (default 20: what CI runs); longer by
 # `make fuzz FUZZ_SECONDS=600`. Corpora live in .build-fuzz/corpus (seeded from the repository),
@@ -64,4 +72,4 @@ fuzz: fuzz-build
 	@bash scripts/fuzz.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 clean:
-	rm -rf .build .build-fuzz $(VENV)
+	rm -rf .build .build-fuzz .build-asan .build-tsan $(VENV)

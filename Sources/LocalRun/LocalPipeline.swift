@@ -199,6 +199,18 @@ public final class LocalPipeline: Sendable {
         return try? JSONDecoder().decode(StageStats.self, from: Data(response.body))
     }
 
+    /// Resident memory (KiB) and open file descriptors of a running worker, from /proc (Linux).
+    public func resources(_ stage: PipelineSpec.StageName) -> (rssKiB: Int, fds: Int)? {
+        guard let process = process(stage), process.exited == nil else { return nil }
+        let pid = process.processIdentifier
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+            let kib = Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
+        else { return nil }
+        let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1
+        return (kib, fds)
+    }
+
     /// The HTTP port of a running stage.
     public func port(_ stage: PipelineSpec.StageName) -> Int? { workers.withLockedValue { $0[stage]?.port } }
 

@@ -107,11 +107,13 @@ struct PipelineRunner {
         }
 
         // Live progress until ingest's source ends and every group has caught up.
+        let samples = ResourceSamples()
         let progress = Task {
             while !Task.isCancelled {
                 try? await Task.sleep(for: .seconds(1))
                 if Task.isCancelled { break }
                 say(await progressLine(local, since: started))
+                for stage in local.stages { if let r = local.resources(stage) { samples.add(stage, r) } }
             }
         }
         var ingestStatus: ChildProcess.ExitStatus?
@@ -137,6 +139,7 @@ struct PipelineRunner {
         let rows = try? await local.sinkRowCount()
         summary(local: local, stats: stats, counts: counts, deadLetters: deadLetters, rows: rows,
                 ingestStatus: ingestStatus, exits: exits, elapsed: ContinuousClock.now - started)
+        say(samples.summary(stages: local.stages))
     }
 
     func progressLine(_ local: LocalPipeline, since: ContinuousClock.Instant) async -> String {
@@ -277,6 +280,29 @@ struct ProbeCommand: AsyncParsableCommand {
         } catch let error as HTTPGet.Failure {
             emit("unreachable: \(error)")
             throw ExitCode(1)
+        }
+    }
+}
+
+/// RSS and open descriptors of each worker, sampled once a second: the summary shows the first
+/// sample after a warm-up, the last one and the peak, so a leak shows as growth between them.
+final class ResourceSamples: @unchecked Sendable {
+    // @unchecked: guarded by the lock.
+    private let lock = NSLock()
+    private var samples: [PipelineSpec.StageName: [(rssKiB: Int, fds: Int)]] = [:]
+
+    func add(_ stage: PipelineSpec.StageName, _ r: (rssKiB: Int, fds: Int)) { lock.withLock { samples[stage, default: []].append(r) } }
+
+    func summary(stages: [PipelineSpec.StageName]) -> String {
+        lock.withLock {
+            var parts: [String] = []
+            for stage in stages {
+                guard let all = samples[stage], let last = all.last else { continue }
+                let first = all[min(all.count - 1, 3)]  // after a few seconds of warm-up
+                let peak = all.map(\.rssKiB).max() ?? last.rssKiB
+                parts.append("\(stage.rawValue) RSS \(first.rssKiB / 1024)→\(last.rssKiB / 1024) MiB (peak \(peak / 1024)), fds \(first.fds)→\(last.fds)")
+            }
+            return parts.isEmpty ? "" : "  resources (after warm-up → last sample): " + parts.joined(separator: "; ")
         }
     }
 }
