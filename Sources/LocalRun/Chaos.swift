@@ -52,6 +52,9 @@ public struct ChaosRun: Sendable {
         public var unhealthy: [String] = []
         public var exits: [String: String] = [:]
         public var seconds = 0.0
+        /// Partitions whose unread records the broker no longer had (librdkafka's "offset reset …
+        /// requested offset not available"): on the embedded broker, its 5 MiB-per-partition retention.
+        public var evictions: [String] = []
 
         public var passed: Bool {
             lost.isEmpty && duplicatedRows == 0 && inBoth.isEmpty && unhealthy.isEmpty && rows + deadLettered == records
@@ -73,6 +76,7 @@ public struct ChaosRun: Sendable {
                   both row and dead letter \(inBoth.count)
                   reconciliation        \(rows) + \(deadLettered) = \(rows + deadLettered) of \(records)
                   unhealthy at the end  \(unhealthy.isEmpty ? "none" : unhealthy.joined(separator: ", "))
+                  offset resets         \(evictions.isEmpty ? "none" : "\(evictions.count) — unread records were evicted by the broker (the embedded one keeps 5 MiB per partition): lower --rate, raise the interval, or give the topics more partitions. First: \(evictions.first ?? "")")
                   worker exits          \(exits.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
                 """
         }
@@ -161,6 +165,14 @@ public struct ChaosRun: Sendable {
             let exits = await local.stop()
             for (stage, status) in exits { report.exits[stage.rawValue] = "\(status)" }
             if let ingestExit { report.exits["ingest"] = "\(ingestExit)" }
+
+            // Retention evictions show up in the workers' logs as librdkafka offset resets.
+            for stage in local.stages {
+                let log = (try? String(contentsOfFile: local.logFile(stage), encoding: .utf8)) ?? ""
+                for line in log.split(separator: "\n") where line.contains("offset reset (at offset") {
+                    report.evictions.append("\(stage.rawValue): " + String(line.drop { $0 != "[" }.prefix(160)))
+                }
+            }
 
             // Invariants over exact ids.
             let sqlite = local.workerEnvironment["SQLITE_PATH"] ?? ""
