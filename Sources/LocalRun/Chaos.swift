@@ -85,19 +85,6 @@ public struct ChaosRun: Sendable {
     public let options: Options
     public init(options: Options) { self.options = options }
 
-    /// A small deterministic generator for the fault schedule (SplitMix64), so a seed replays it.
-    struct Dice {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
-    }
-
     public func run(progress: @Sendable (String) -> Void = { _ in }) async throws -> Report {
         let started = ContinuousClock.now
         // Check the requirements before starting anything.
@@ -119,7 +106,7 @@ public struct ChaosRun: Sendable {
             try await local.start(local.stages.filter { $0 != .ingest })
             try await local.start(.ingest)
             progress("pipeline running: \(count) generated records, 3 brokers")
-            var dice = Dice(state: options.seed)
+            var dice = SplitMix64(seed: options.seed)  // a seed replays the fault schedule
             let recoveries = RecoveryLog()
             var watchers: [Task<Void, Never>] = []
             let stages = local.stages
@@ -208,7 +195,7 @@ public struct ChaosRun: Sendable {
     }
 
     /// One broker fault, undone after a short while (a fault that never heals is not a test of recovery).
-    static func brokerFault(_ control: EmbeddedBrokerControl, spec: PipelineSpec, dice: inout Dice) async throws -> String {
+    static func brokerFault(_ control: EmbeddedBrokerControl, spec: PipelineSpec, dice: inout SplitMix64) async throws -> String {
         switch dice.below(4) {
         case 0:
             let id = 1 + dice.below(3)

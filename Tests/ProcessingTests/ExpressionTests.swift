@@ -128,14 +128,10 @@ import Testing
 
     @Test func integerArithmeticMatchesSwiftOrReportsOverflow() throws {
         // Property over a deterministic sample: +, -, * on Int64 agree with Swift's checked arithmetic.
-        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        var rng = SplitMix64(seed: 0x9E37_79B9_7F4A_7C15)
         func next() -> Int64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            let v = Int64(bitPattern: z ^ (z >> 31))
-            return state % 3 == 0 ? v : v % 1_000_000
+            let v = Int64(bitPattern: rng.next())
+            return rng.state % 3 == 0 ? v : v % 1_000_000
         }
         let plus = try Expression("a + b"), minus = try Expression("a - b"), times = try Expression("a * b")
         for _ in 0..<2000 {
