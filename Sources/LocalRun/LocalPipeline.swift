@@ -83,20 +83,7 @@ public final class LocalPipeline: Sendable {
             bootstrap = b
             // A real cluster: create the declared topics that do not exist yet.
             let spec = try PipelineSpec.load(file: options.pipelineFile, environment: readEnv)
-            let admin = try KafkaAdmin(configuration: KafkaConfiguration(bootstrapServers: b, clientID: "streamfirst-run"))
-            do {
-                let existing = Set(try await admin.listTopics())
-                let missing = spec.topicsToCreate.filter { !existing.contains($0.name) }
-                if !missing.isEmpty {
-                    try await admin.createTopics(missing.map {
-                        KafkaNewTopic(name: $0.name, partitions: $0.partitions, replicationFactor: $0.replicationFactor, config: $0.config)
-                    })
-                }
-            } catch {
-                await admin.shutdown()
-                throw error
-            }
-            await admin.shutdown()
+            _ = try await spec.createMissingTopics(using: KafkaConfiguration(bootstrapServers: b, clientID: "streamfirst-run"))
         } else {
             let b = try await EmbeddedBrokerProcess.launch(
                 arguments: ["--pipeline", options.pipelineFile, "--brokers", String(options.brokers)], environment: env)

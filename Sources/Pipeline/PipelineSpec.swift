@@ -35,6 +35,26 @@ public struct PipelineSpec: Sendable {
     /// Every topic to create on a cluster: the declared ones and ``redriveLedger``.
     public var topicsToCreate: [Topic] { topics.values.sorted { $0.name < $1.name } + [redriveLedger] }
 
+    /// Creates the ``topicsToCreate`` a cluster does not have yet (real clusters: the embedded
+    /// broker has no CreateTopics). Returns the ones it created.
+    public func createMissingTopics(using kafka: KafkaConfiguration) async throws -> [Topic] {
+        let admin = try KafkaAdmin(configuration: kafka)
+        do {
+            let existing = Set(try await admin.listTopics())
+            let missing = topicsToCreate.filter { !existing.contains($0.name) }
+            if !missing.isEmpty {
+                try await admin.createTopics(missing.map {
+                    KafkaNewTopic(name: $0.name, partitions: $0.partitions, replicationFactor: $0.replicationFactor, config: $0.config)
+                })
+            }
+            await admin.shutdown()
+            return missing
+        } catch {
+            await admin.shutdown()
+            throw error
+        }
+    }
+
     /// Settings every stage section shares.
     public struct StageCommon: Sendable {
         public var name: StageName

@@ -68,21 +68,8 @@ struct TopicsCommand: AsyncParsableCommand {
             bootstrapCLILogging()
             if let pipeline {
                 let spec = try PipelineSpec.load(file: pipeline)
-                let admin = try KafkaAdmin(configuration: try connection.kafkaConfiguration())
-                let existing = Set(try await admin.listTopics())
-                let missing = spec.topicsToCreate.filter { !existing.contains($0.name) }.sorted { $0.name < $1.name }
-                if !missing.isEmpty {
-                    do {
-                        try await admin.createTopics(missing.map {
-                            KafkaNewTopic(name: $0.name, partitions: $0.partitions, replicationFactor: $0.replicationFactor, config: $0.config)
-                        })
-                    } catch {
-                        await admin.shutdown()
-                        throw error
-                    }
-                }
-                await admin.shutdown()
-                emit("created \(missing.count) of \(spec.topicsToCreate.count) topics of \(pipeline)\(missing.isEmpty ? "" : ": " + missing.map(\.name).joined(separator: ", "))")
+                let missing = try await spec.createMissingTopics(using: try connection.kafkaConfiguration())
+                emit("created \(missing.count) of \(spec.topicsToCreate.count) topics of \(pipeline)\(missing.isEmpty ? "" : ": " + missing.map(\.name).sorted().joined(separator: ", "))")
                 return
             }
             guard let topic else { throw ValidationError("name a topic, or pass --pipeline FILE") }
