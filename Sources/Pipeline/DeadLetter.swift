@@ -1,5 +1,6 @@
 import Foundation
 import Kafka
+import Processing
 import StreamCore
 
 /// Why a stage could not handle a record: what goes into the dead-letter headers.
@@ -87,5 +88,13 @@ extension KafkaMessage {
     /// record that entered the pipeline without one, e.g. written to the input topic by another tool).
     var recordID: String {
         headerString(RecordHeader.id) ?? "\(topic):\(partition):\(offset)"
+    }
+
+    /// What an expression sees of this record besides its value (`$id`, `$key`, `$event_time`, …).
+    var recordContext: RecordContext {
+        RecordContext(
+            id: recordID, key: key.map { String(decoding: $0, as: UTF8.self) },
+            eventTimeMs: headerString(RecordHeader.eventTime).flatMap { Int64($0) },
+            topic: topic, partition: partition, offset: offset)
     }
 }

@@ -66,11 +66,8 @@ public struct ProcessHandler: StageHandler {
         } catch {
             return .deadLetter(DeadLetterReason(component: "json-parse", errorClass: "MalformedJSON", message: error.description))
         }
-        let id = message.recordID
-        let context = RecordContext(
-            id: id, key: message.key.map { String(decoding: $0, as: UTF8.self) },
-            eventTimeMs: message.headerString(RecordHeader.eventTime).flatMap { Int64($0) },
-            topic: message.topic, partition: message.partition, offset: message.offset)
+        let context = message.recordContext
+        let id = context.id
         let outputs: [ProcessorOutput]
         do {
             outputs = try processor.process(value, context: context)

@@ -101,12 +101,8 @@ public struct ValidateHandler: StageHandler {
                     let violations = own.validate(value)
                     if !violations.isEmpty { return Self.violation(violations, schema: "\(schemaName) v\(version)") }
                 }
-                let context = RecordContext(
-                    id: message.recordID, key: message.key.map { String(decoding: $0, as: UTF8.self) },
-                    eventTimeMs: message.headerString(RecordHeader.eventTime).flatMap { Int64($0) },
-                    topic: message.topic, partition: message.partition, offset: message.offset)
                 do {
-                    value = try subject.upcast(value, from: version, context: context)
+                    value = try subject.upcast(value, from: version, context: message.recordContext)
                 } catch {
                     return .deadLetter(DeadLetterReason(
                         component: "schema:\(schemaName):v\(version)", errorClass: "UpcastFailed", message: "\(error.step): \(error.message)"))
