@@ -23,7 +23,7 @@ struct ConformanceCommand: ParsableCommand {
             let o = try runner.run(file: file, formatAssertion: false)
             passed += o.passed
             failed += o.failed.count
-            skipped += runner.skippedTests(file: file)
+            skipped += o.skippedTests
             if verbose { o.failed.forEach { print("  FAIL \($0)") } }
             o.skipped.forEach { print("  gap  \($0)") }
         }
