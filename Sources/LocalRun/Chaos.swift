@@ -2,6 +2,7 @@ import Connectors
 import EmbeddedBroker
 import Foundation
 import Kafka
+import NIOConcurrencyHelpers
 import Pipeline
 import SQLiteNIO
 import StreamCore
@@ -107,7 +108,7 @@ public struct ChaosRun: Sendable {
             try await local.start(.ingest)
             progress("pipeline running: \(count) generated records, 3 brokers")
             var dice = SplitMix64(seed: options.seed)  // a seed replays the fault schedule
-            let recoveries = RecoveryLog()
+            let recoveries = NIOLockedValueBox<[Int]>([])
             var watchers: [Task<Void, Never>] = []
             let stages = local.stages
             while local.process(.ingest)?.exited == nil {
@@ -126,7 +127,8 @@ public struct ChaosRun: Sendable {
                     watchers.append(Task { [local] in
                         if await Self.waitReady(local, stage) {
                             let d = ContinuousClock.now - killedAt
-                            recoveries.add(Int(d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000))
+                            let ms = Int(d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000)
+                            recoveries.withLockedValue { $0.append(ms) }
                         }
                     })
                 } else {
@@ -138,7 +140,7 @@ public struct ChaosRun: Sendable {
             }
             progress("ingest finished; waiting for the pipeline to drain")
             for w in watchers { await w.value }
-            report.recoveryMs = recoveries.all
+            report.recoveryMs = recoveries.withLockedValue { $0 }
             try await local.waitUntilDrained(timeout: .seconds(240))
             for stage in local.stages {
                 // A worker that finished (ingest at the end of its source) is checked by its exit code.
@@ -252,27 +254,11 @@ public struct ChaosRun: Sendable {
 
     static func column(_ name: String, table: String, path: String) async throws -> [String] {
         let connection = try await SQLiteConnection.open(storage: .file(path: path))
-        let out = Collector()
+        let out = NIOLockedValueBox<[String]>([])  // sqlite-nio calls back on its own thread
         try await connection.query("SELECT \(name) FROM \(table)", []) { row in
-            if let v = row.columns.first?.data.string { out.add(v) }
+            if let v = row.columns.first?.data.string { out.withLockedValue { $0.append(v) } }
         }
         try await connection.close()
-        return out.all
+        return out.withLockedValue { $0 }
     }
-}
-
-final class RecoveryLog: @unchecked Sendable {
-    // @unchecked: guarded by the lock.
-    private let lock = NSLock()
-    private var values: [Int] = []
-    func add(_ v: Int) { lock.withLock { values.append(v) } }
-    var all: [Int] { lock.withLock { values } }
-}
-
-final class Collector: @unchecked Sendable {
-    // @unchecked: guarded by the lock (sqlite-nio calls back on its own thread).
-    private let lock = NSLock()
-    private var values: [String] = []
-    func add(_ v: String) { lock.withLock { values.append(v) } }
-    var all: [String] { lock.withLock { values } }
 }
