@@ -142,6 +142,22 @@ func temporaryDirectory() throws -> URL {
         return Reply(status: (response as? HTTPURLResponse)?.statusCode ?? 0, body: String(decoding: data, as: UTF8.self))
     }
 
+    /// Runs `source` on a free port; returns the port once it listens, what it emits, and its task.
+    static func start(_ source: HTTPSource) async throws -> (port: Int, emitter: CollectingEmitter, server: Task<Void, any Error>) {
+        var source = source
+        let bound = AsyncStream<Int>.makeStream()
+        source.onBound = { bound.continuation.yield($0) }
+        let emitter = CollectingEmitter()
+        let running = source
+        let server = Task { try await running.run(resumingFrom: nil, emitter: emitter) }
+        var ports = bound.stream.makeAsyncIterator()
+        guard let port = await ports.next() else {
+            server.cancel()
+            throw ConnectorError("the HTTP source never reported its port")
+        }
+        return (port, emitter, server)
+    }
+
     /// Sends `request` over a plain socket and reads the answer until the server closes or 10 s
     /// pass — on its own thread, so the blocking calls stay off the cooperative pool.
     static func rawExchange(port: Int, request: String) async -> String {
@@ -176,13 +192,8 @@ func temporaryDirectory() throws -> URL {
     @Test func aBodyThatNeverArrivesIsAnswered408() async throws {
         var source = HTTPSource(host: "127.0.0.1", port: 0, logger: Logger(label: "t"))
         source.bodyTimeout = .seconds(1)
-        let bound = AsyncStream<Int>.makeStream()
-        source.onBound = { bound.continuation.yield($0) }
-        let emitter = CollectingEmitter()
-        let server = Task { try await source.run(resumingFrom: nil, emitter: emitter) }
+        let (port, emitter, server) = try await Self.start(source)
         defer { server.cancel() }
-        var ports = bound.stream.makeAsyncIterator()
-        let port = try #require(await ports.next())
         // Promises 100 bytes, sends 5, then waits: a slow-loris client.
         let answer = await Self.rawExchange(port: port, request: "POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"a\":")
         #expect(answer.hasPrefix("HTTP/1.1 408"), "\(answer.prefix(200))")
@@ -190,14 +201,9 @@ func temporaryDirectory() throws -> URL {
     }
 
     @Test func aConfiguredTokenIsRequired() async throws {
-        var source = HTTPSource(host: "127.0.0.1", port: 0, authToken: "s3cret", logger: Logger(label: "t"))
-        let bound = AsyncStream<Int>.makeStream()
-        source.onBound = { bound.continuation.yield($0) }
-        let emitter = CollectingEmitter()
-        let server = Task { try await source.run(resumingFrom: nil, emitter: emitter) }
+        let source = HTTPSource(host: "127.0.0.1", port: 0, authToken: "s3cret", logger: Logger(label: "t"))
+        let (port, emitter, server) = try await Self.start(source)
         defer { server.cancel() }
-        var ports = bound.stream.makeAsyncIterator()
-        let port = try #require(await ports.next())
         #expect(try await Self.post(port, "{\"a\":1}").status == 401)
         #expect(try await Self.post(port, "{\"a\":1}", headers: ["Authorization": "Bearer s3creT"]).status == 401)
         #expect(try await Self.post(port, "{\"a\":1}", headers: ["Authorization": "Bearer s3cret"]).status == 200)
@@ -205,14 +211,9 @@ func temporaryDirectory() throws -> URL {
     }
 
     @Test func postedLinesAreEmittedAndAnsweredAfterDelivery() async throws {
-        var source = HTTPSource(host: "127.0.0.1", port: 0, maxBodyBytes: 256, logger: Logger(label: "t"))
-        let bound = AsyncStream<Int>.makeStream()
-        source.onBound = { bound.continuation.yield($0) }
-        let emitter = CollectingEmitter()
-        let server = Task { try await source.run(resumingFrom: nil, emitter: emitter) }
+        let source = HTTPSource(host: "127.0.0.1", port: 0, maxBodyBytes: 256, logger: Logger(label: "t"))
+        let (port, emitter, server) = try await Self.start(source)
         defer { server.cancel() }
-        var ports = bound.stream.makeAsyncIterator()
-        let port = try #require(await ports.next())
 
         let ok = try await Self.post(port, "{\"a\":1}\n{\"a\":2}\n\n", headers: ["Idempotency-Key": "k1"])
         #expect(ok.status == 200)
