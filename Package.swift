@@ -69,6 +69,9 @@ let package = Package(
         .target(name: "Validation", dependencies: ["StreamCore", "Config", "Processing"]),
         // Expressions and stateless operators (filter, set, rename, drop, route, enrich); the custom processor protocol.
         .target(name: "Processing", dependencies: ["StreamCore", "Config"]),
+        // Event-time windows, aggregations, stream joins and their state (stores, changelog records,
+        // memory budget), plus the broker-free test driver. No Kafka: the process stage drives it.
+        .target(name: "Stateful", dependencies: ["StreamCore", "Config", "Processing"]),
         // Sources (stdin, files, tail, HTTP, generator) and sinks (SQLite, PostgreSQL, NDJSON, Kafka).
         .target(
             name: "Connectors",
@@ -88,7 +91,7 @@ let package = Package(
         .target(
             name: "Pipeline",
             dependencies: [
-                "Kafka", "StreamCore", "Config", "Validation", "Processing", "Connectors",
+                "Kafka", "StreamCore", "Config", "Validation", "Processing", "Connectors", "Stateful",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -160,6 +163,7 @@ let package = Package(
         ),
         .testTarget(name: "StreamCoreTests", dependencies: ["StreamCore", "Config"]),
         .testTarget(name: "ValidationTests", dependencies: ["Validation", "StreamCore", "Config", "Processing"]),
+        .testTarget(name: "StatefulTests", dependencies: ["Stateful", "Processing", "StreamCore", "Config"]),
         .testTarget(name: "ProcessingTests", dependencies: ["Processing", "StreamCore", "Config"]),
         .testTarget(name: "ConnectorTests", dependencies: ["Connectors", "StreamCore", "Config", "Kafka", "EmbeddedBroker"]),
         .testTarget(
