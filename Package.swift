@@ -140,7 +140,7 @@ let package = Package(
         .executableTarget(
             name: "Benchmarks",
             dependencies: [
-                "Kafka",
+                "Kafka", "Stateful", "StreamCore", "Config",
                 "EmbeddedBroker",
                 "CBaseline",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -169,7 +169,7 @@ let package = Package(
         .testTarget(
             name: "PipelineTests",
             dependencies: [
-                "Pipeline", "LocalRun", "StreamCore", "Config", "Kafka", "EmbeddedBroker", "Connectors",
+                "Pipeline", "LocalRun", "StreamCore", "Config", "Kafka", "EmbeddedBroker", "Connectors", "Stateful",
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
                 .product(name: "Yams", package: "Yams"),
             ]

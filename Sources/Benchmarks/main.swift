@@ -11,8 +11,8 @@ import Logging
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "streamfirst-bench",
-        abstract: "Benchmarks: the Swift Kafka client against a C librdkafka loop on the embedded broker.",
-        subcommands: [ClientBench.self],
+        abstract: "Benchmarks: the Swift Kafka client against C librdkafka (client); windowed aggregation state (window).",
+        subcommands: [ClientBench.self, WindowBench.self],
         defaultSubcommand: ClientBench.self
     )
 }

@@ -55,7 +55,13 @@ public struct PipelineTestRunner: Sendable {
             handlers.append((.validate, input.name, try ValidateHandler.make(spec: spec, common: common)))
         }
         if let common = spec.stages[.process], let input = common.input {
-            handlers.append((.process, input.name, try ProcessHandler.make(spec: spec, common: common)))
+            if StatefulProcessConfig.isStateful(common) {
+                let config = try StatefulProcessConfig.make(spec: spec, common: common)
+                let handler = StatefulTestHandler(config: config)
+                for topic in config.inputTopics { handlers.append((.process, topic, handler)) }
+            } else {
+                handlers.append((.process, input.name, try ProcessHandler.make(spec: spec, common: common)))
+            }
         }
         self.handlers = handlers
     }
@@ -78,10 +84,14 @@ public struct PipelineTestRunner: Sendable {
             var outputs: [String: [Emitted]] = [:]
             var deadLetters: [DeadLetter] = []
             var queue: [KafkaMessage] = []
-            for (i, item) in inputs.enumerated() {
-                queue.append(try Self.message(item, topic: firstInput, offset: Int64(i), id: "test:\(t + 1):\(i + 1)"))
-            }
             var offsets: [String: Int64] = [:]
+            for (i, item) in inputs.enumerated() {
+                var message = try Self.message(item, topic: firstInput, offset: 0, id: "test:\(t + 1):\(i + 1)", spec: spec)
+                message.offset = offsets[message.topic, default: 0]
+                offsets[message.topic] = message.offset + 1
+                queue.append(message)
+            }
+            for h in handlers { (h.handler as? StatefulTestHandler)?.reset() }
             while !queue.isEmpty {
                 let message = queue.removeFirst()
                 guard let stage = handlers.first(where: { $0.input == message.topic }) else { continue }
@@ -133,8 +143,10 @@ public struct PipelineTestRunner: Sendable {
         return results
     }
 
-    /// An input item: `raw: "text"`, `value: {…}` (with optional `key`, `headers`), or the value itself.
-    static func message(_ item: ConfigNode, topic: String, offset: Int64, id: String) throws(ConfigError) -> KafkaMessage {
+    /// An input item: `raw: "text"`, `value: {…}` (with optional `key`, `headers`, and `topic` — a
+    /// logical topic, e.g. the second input of a join; default: the first stage's input), or the value itself.
+    static func message(_ item: ConfigNode, topic defaultTopic: String, offset: Int64, id: String, spec: PipelineSpec) throws(ConfigError) -> KafkaMessage {
+        var topic = defaultTopic
         var headers = [KafkaHeader(key: RecordHeader.id, value: id)]
         var key: [UInt8]?
         let bytes: [UInt8]
@@ -146,6 +158,11 @@ public struct PipelineTestRunner: Sendable {
                 bytes = json(try m.required("value").node).serialized()
             }
             key = try m.string("key").map { Array($0.utf8) }
+            if let t = m.optional("topic") {
+                let logical = try t.string()
+                guard let declared = spec.topics[logical] else { throw t.error("'\(logical)' is not a topic of this pipeline") }
+                topic = declared.name
+            }
             if let h = m.optional("headers") {
                 for (k, v) in try h.stringMap().sorted(by: { $0.key < $1.key }) { headers.append(KafkaHeader(key: k, value: v)) }
             }

@@ -24,6 +24,7 @@ public final class StageMetrics: Sendable {
     private let deadCount = Synchronization.Atomic<Int>(0)
     private let filteredCount = Synchronization.Atomic<Int>(0)
     private let lagValue = Synchronization.Atomic<Int>(-1)
+    private let state = NIOLockedValueBox<StageStats.State?>(nil)
     private let deadReasons = NIOLockedValueBox<[String: Int]>([:])
     private let processing = NIOLockedValueBox(Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .two))
     private let endToEnd = NIOLockedValueBox(Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .two))
@@ -98,6 +99,11 @@ public final class StageMetrics: Sendable {
         lagGauge.record(lag)
     }
 
+    /// The state a stateful stage holds (its own gauges and counters are in ``StatefulStage``).
+    public func recordState(bytes: Int, entries: Int, evictions: Int, late: Int) {
+        state.withLockedValue { $0 = StageStats.State(bytes: bytes, entries: entries, evictions: evictions, late: late) }
+    }
+
     /// A point-in-time view for `/stats`.
     public func snapshot() -> StageStats {
         let p = processing.withLockedValue { $0 }
@@ -108,7 +114,7 @@ public final class StageMetrics: Sendable {
             deadLettered: deadCount.load(ordering: .relaxed), filtered: filteredCount.load(ordering: .relaxed),
             consumerLag: lagValue.load(ordering: .relaxed),
             deadLetterClasses: deadReasons.withLockedValue { $0 },
-            processingMicros: .init(p), endToEndMicros: .init(e))
+            processingMicros: .init(p), endToEndMicros: .init(e), state: state.withLockedValue { $0 })
     }
 }
 
@@ -139,4 +145,18 @@ public struct StageStats: Sendable, Codable, Equatable {
     public var deadLetterClasses: [String: Int]
     public var processingMicros: Quantiles
     public var endToEndMicros: Quantiles
+    /// Stateful stages only.
+    public var state: State?
+
+    /// What a stateful process stage holds.
+    public struct State: Sendable, Codable, Equatable {
+        /// Approximate bytes of window and join state (against `memory_budget`).
+        public var bytes: Int
+        /// Open windows or buffered join records.
+        public var entries: Int
+        /// Windows closed / join records expired early to stay within the budget (since start).
+        public var evictions: Int
+        /// Records that arrived after their window closed (since start).
+        public var late: Int
+    }
 }

@@ -167,6 +167,9 @@ public struct BuiltStage: Sendable {
         case .validate:
             let handler = try ValidateHandler.make(spec: spec, common: common)
             service = ConsumeProduceStage(spec: spec, common: common, handler: handler, metrics: metrics, health: health, logger: logger)
+        case .process where custom == nil && StatefulProcessConfig.isStateful(common):
+            let config = try StatefulProcessConfig.make(spec: spec, common: common)
+            service = StatefulStage(spec: spec, common: common, config: config, metrics: metrics, health: health, logger: logger)
         case .process:
             let handler = try ProcessHandler.make(spec: spec, common: common, custom: custom)
             service = ConsumeProduceStage(

@@ -1,0 +1,611 @@
+import Config
+import Dispatch
+import Foundation
+import Kafka
+import Logging
+import Metrics
+import NIOConcurrencyHelpers
+import Processing
+import ServiceLifecycle
+import Stateful
+import StreamCore
+import Synchronization
+
+/// The stateful settings of a `process:` section: optional stateless `steps:` first, then one
+/// `window:` or `join:`, with `state:` (changelog topic, memory budget) and `late:` (where records
+/// that arrive after their window closed go; default the dead-letter topic).
+///
+/// ```yaml
+/// process:
+///   input: valid
+///   output: stats
+///   window: { type: tumbling, size: 1m, grace: 10s, time: ts, aggregate: { n: count() } }
+///   late: late
+///   state:
+///     changelog: stats-changelog     # a declared topic with as many partitions as the input
+///     memory_budget: 64MiB           # over all partitions this instance holds
+///     snapshot_bytes: 1MiB           # write a snapshot after this much changelog (retention brokers)
+/// ```
+public struct StatefulProcessConfig: Sendable {
+    public let op: StatefulOperator
+    public let steps: StepProcessor?
+    /// Logical route → Kafka topic, for routes of the steps.
+    public let routes: [String: String]
+    public let input: PipelineSpec.Topic
+    /// The second input of a join.
+    public let right: PipelineSpec.Topic?
+    public let output: PipelineSpec.Topic
+    public let changelog: PipelineSpec.Topic
+    public let late: PipelineSpec.Topic
+    public let lateIsDeadLetter: Bool
+    public let budgetBytes: Int
+    public let snapshotBytes: Int
+
+    /// The Kafka topics this stage consumes, in side order.
+    public var inputTopics: [String] { [input.name] + (right.map { [$0.name] } ?? []) }
+
+    /// Whether a `process:` section is stateful (has `window:` or `join:`).
+    public static func isStateful(_ common: PipelineSpec.StageCommon) -> Bool {
+        guard let m = try? common.node.mapping() else { return false }
+        return m.contains("window") || m.contains("join")
+    }
+
+    public static func make(spec: PipelineSpec, common: PipelineSpec.StageCommon) throws(ConfigError) -> StatefulProcessConfig {
+        let m = try common.mapping()
+        guard let input = common.input, let output = common.output else {
+            throw common.node.error("process needs input: and output: topics")
+        }
+        let windowNode = m.optional("window")
+        let joinNode = m.optional("join")
+        if windowNode != nil && joinNode != nil {
+            throw common.node.error("a process stage has one stateful operator: window: or join:, not both (chain two stages for both)")
+        }
+        var op: StatefulOperator
+        var right: PipelineSpec.Topic?
+        if let windowNode {
+            op = .window(try WindowSpec(windowNode))
+        } else if let joinNode {
+            let j = try JoinSpec(joinNode)
+            guard let r = spec.topics[j.right] else {
+                throw joinNode.error("join.with: no topic '\(j.right)' under topics: (declared: \(spec.topics.keys.sorted().joined(separator: ", ")))")
+            }
+            guard r.partitions == input.partitions else {
+                throw joinNode.error(
+                    "join.with: '\(j.right)' has \(r.partitions) partitions and the input '\(input.logical)' has \(input.partitions): "
+                        + "a join needs co-partitioned inputs (same partition count, same key partitioning)")
+            }
+            right = r
+            op = .join(j)
+        } else {
+            throw common.node.error("a stateful process stage needs window: or join:")
+        }
+        var steps: StepProcessor?
+        var routes: [String: String] = [:]
+        if let stepsNode = m.optional("steps") {
+            let s = try StepProcessor(steps: stepsNode, baseDirectory: spec.baseDirectory)
+            for logical in s.routes {
+                guard let topic = spec.topics[logical] else {
+                    throw stepsNode.error("a route sends records to '\(logical)', which is not declared under topics:")
+                }
+                routes[logical] = topic.name
+            }
+            steps = s
+        }
+        func topic(_ node: ConfigNode) throws(ConfigError) -> PipelineSpec.Topic {
+            let logical = try node.string()
+            guard let t = spec.topics[logical] else {
+                throw node.error("no topic '\(logical)' under topics: (declared: \(spec.topics.keys.sorted().joined(separator: ", ")))")
+            }
+            return t
+        }
+        let stateNode = try m.required("state", hint: "state: { changelog: <topic>, memory_budget: 64MiB }")
+        let sm = try stateNode.mapping()
+        let changelogNode = try sm.required("changelog", hint: "a declared topic with as many partitions as the input, e.g. stats-changelog")
+        let changelog = try topic(changelogNode)
+        guard changelog.partitions == input.partitions else {
+            throw changelogNode.error(
+                "the changelog '\(changelog.logical)' has \(changelog.partitions) partitions and the input '\(input.logical)' has "
+                    + "\(input.partitions): they must be equal (partition p's state lives in changelog partition p)")
+        }
+        guard changelog.name != input.name, changelog.name != output.name, changelog.name != right?.name else {
+            throw changelogNode.error("the changelog must be a topic of its own")
+        }
+        let budget = try Self.bytes(sm.optional("memory_budget"), default: 64 << 20)
+        let snapshot = try Self.bytes(sm.optional("snapshot_bytes"), default: 1 << 20)
+        try sm.finish()
+        let lateTopic = try m.optional("late").map(topic) ?? spec.deadLetter
+        try m.finish()
+        if let strategy = common.consumerProperties["partition.assignment.strategy"], strategy != "range" {
+            throw common.node.error(
+                "consumer partition.assignment.strategy is '\(strategy)': a stateful stage needs 'range' so that partition p of "
+                    + "every input lands on the same instance (remove the setting)")
+        }
+        return StatefulProcessConfig(
+            op: op, steps: steps, routes: routes, input: input, right: right, output: output, changelog: changelog,
+            late: lateTopic, lateIsDeadLetter: lateTopic.name == spec.deadLetter.name, budgetBytes: budget, snapshotBytes: snapshot)
+    }
+
+    /// `64MiB`, `512KiB`, `1GB`, `1000000`: bytes.
+    static func bytes(_ node: ConfigNode?, default value: Int) throws(ConfigError) -> Int {
+        guard let node else { return value }
+        let text = try node.string().trimmingCharacters(in: .whitespaces)
+        let units: [(String, Int)] = [
+            ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("GB", 1_000_000_000), ("MB", 1_000_000), ("KB", 1_000),
+            ("kB", 1_000), ("B", 1),
+        ]
+        for (suffix, factor) in units where text.hasSuffix(suffix) {
+            let number = text.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)
+            if let n = Double(number), n > 0, n * Double(factor) < 1e15 { return Int(n * Double(factor)) }
+            throw node.error("'\(text)' is not a size: write e.g. 64MiB, 512KiB or 1GB")
+        }
+        if let n = Int(text), n > 0 { return n }
+        throw node.error("'\(text)' is not a size: write e.g. 64MiB, 512KiB or 1GB")
+    }
+}
+
+/// The process stage with state: windows or a stream–stream join (see ``StatefulEngine``).
+///
+/// Per batch: records run through the steps and the engine; results, late records, dead letters and
+/// the changelog entries are produced and acknowledged; then the checkpoints (input offsets and
+/// event-time clocks) follow. On assignment a partition's state is restored from its changelog
+/// partition and the consumer starts at the checkpoint — state and input offsets move together, so a
+/// crash at any moment restores a state that matches the position it resumes from. Results carry
+/// deterministic ids (`<key>@<window start>`, `<left id>+<right id>`), so a re-emitted result after a
+/// crash is the same record and downstream upserts absorb it.
+///
+/// Rebalances wait for the batch in flight (a gate), so a partition's state is never written by two
+/// instances at once in a healthy group. A member that stalls past the session timeout and comes
+/// back could still write once more (a "zombie"); Kafka transactions would fence it, which the
+/// embedded broker does not support — see docs/ARCHITECTURE.md.
+public final class StatefulStage: Service, Sendable {
+    let spec: PipelineSpec
+    let common: PipelineSpec.StageCommon
+    let config: StatefulProcessConfig
+    let metrics: StageMetrics
+    let health: StageHealth
+    let logger: Logger
+    let deadLetters: DeadLetterWriter
+    let lateWriter: DeadLetterWriter
+    let engine: NIOLockedValueBox<StatefulEngine>
+    /// 0 idle, 1 a batch is running, 2 a rebalance is running.
+    let gate = ConditionLock<Int>(value: 0)
+
+    let stateBytesGauge: Gauge
+    let stateEntriesGauge: Gauge
+    let evictionsCounter: Counter
+    let lateCounter: Counter
+    let restoreTimer: Metrics.Timer
+    let reported = NIOLockedValueBox(StateCounters())
+
+    public init(spec: PipelineSpec, common: PipelineSpec.StageCommon, config: StatefulProcessConfig, metrics: StageMetrics, health: StageHealth, logger: Logger) {
+        self.spec = spec
+        self.common = common
+        self.config = config
+        self.metrics = metrics
+        self.health = health
+        self.logger = logger
+        self.deadLetters = DeadLetterWriter(pipeline: spec.name, stage: "process", topic: spec.deadLetter.name)
+        self.lateWriter = DeadLetterWriter(pipeline: spec.name, stage: "process", topic: config.late.name)
+        self.engine = NIOLockedValueBox(
+            StatefulEngine(op: config.op, inputTopics: config.inputTopics, budgetBytes: config.budgetBytes, snapshotBytes: config.snapshotBytes))
+        let dims = [("pipeline", spec.name), ("stage", "process")]
+        stateBytesGauge = Gauge(label: "streamfirst_state_bytes", dimensions: dims)
+        stateEntriesGauge = Gauge(label: "streamfirst_state_entries", dimensions: dims)
+        evictionsCounter = Counter(label: "streamfirst_state_evictions_total", dimensions: dims)
+        lateCounter = Counter(label: "streamfirst_records_late_total", dimensions: dims)
+        restoreTimer = Metrics.Timer(label: "streamfirst_state_restore_duration_seconds", dimensions: dims)
+    }
+
+    public func run() async throws {
+        try await checkCoPartitioning()
+        let listener = KafkaRebalanceListener(
+            onAssigned: { [self] partitions in self.assigned(partitions) },
+            onRevoked: { [self] partitions in self.revoked(partitions) })
+        var stageCommon = common
+        stageCommon.consumerProperties["partition.assignment.strategy"] = "range"
+        let clients = try StageClients(spec: spec, common: stageCommon, logger: logger, rebalanceListener: listener)
+        let outputs = [spec.deadLetter.name, config.output.name, config.changelog.name, config.late.name] + config.routes.values
+        try clients.producer.prepare(topics: Array(Set(outputs)))
+        try await clients.consumer.subscribe(topics: config.inputTopics)
+        let readiness = clients.startReadinessWatch(health: health, logger: logger)
+        defer { readiness.cancel() }
+        logger.info(
+            "consuming with state",
+            metadata: ["topics": "\(config.inputTopics)", "group": "\(common.group)", "changelog": "\(config.changelog.name)"])
+        let stopping = Synchronization.Atomic<Bool>(false)
+        let lagTask = clients.startLagReporter(metrics: metrics)
+        var failure: (any Error)?
+        await withGracefulShutdownHandler {
+            do {
+                var lastTick = ContinuousClock.now
+                while !stopping.load(ordering: .relaxed) && !Task.isCancelled {
+                    health.beat()
+                    let batch = try await clients.consumer.poll(maxMessages: common.batchSize, timeout: .milliseconds(100))
+                    let tickDue = ContinuousClock.now - lastTick >= .seconds(1)
+                    if batch.isEmpty && !tickDue { continue }
+                    if tickDue { lastTick = ContinuousClock.now }
+                    try await process(batch, clients: clients)
+                }
+            } catch {
+                failure = error
+            }
+        } onGracefulShutdown: {
+            stopping.store(true, ordering: .relaxed)
+        }
+        stopping.store(true, ordering: .relaxed)
+        lagTask.cancel()
+        health.setReady(false)
+        await clients.close(commit: failure == nil, logger: logger)
+        if let failure { throw failure }
+    }
+
+    /// Refuses to start when the broker's partition counts break co-partitioning (the file's are
+    /// checked when it is read; the cluster may differ).
+    func checkCoPartitioning() async throws {
+        let admin = try KafkaAdmin(configuration: spec.kafka)
+        var counts: [String: Int] = [:]
+        do {
+            for t in config.inputTopics + [config.changelog.name] { counts[t] = try await admin.describeTopic(t).partitions.count }
+        } catch {
+            await admin.shutdown()
+            throw PipelineError.setup("cannot describe the stateful stage's topics: \(error)")
+        }
+        await admin.shutdown()
+        let inputCount = counts[config.input.name] ?? 0
+        for (t, n) in counts.sorted(by: { $0.key < $1.key }) where n != inputCount {
+            throw PipelineError.setup(
+                "topic \(t) has \(n) partitions on the cluster and the input \(config.input.name) has \(inputCount): the inputs "
+                    + "and the changelog of a stateful stage must be co-partitioned (same partition count)")
+        }
+    }
+
+    // MARK: - Rebalance (on the consumer's polling thread, never on the cooperative pool)
+
+    func assigned(_ partitions: [KafkaTopicPartition]) -> [KafkaTopicPartitionOffset] {
+        gate.lock(whenValue: 0)
+        gate.unlock(withValue: 2)
+        defer {
+            gate.lock()
+            gate.unlock(withValue: 0)
+        }
+        let numbers = Set(partitions.map(\.partition)).sorted()
+        var seeks: [KafkaTopicPartitionOffset] = []
+        for p in numbers {
+            let started = ContinuousClock.now
+            let read = Self.blockingRead(topic: config.changelog.name, partition: p, kafka: spec.kafka, logger: logger)
+            let now = currentTimeMs()
+            let result: Result<[String: Int64], StateRestoreError> = engine.withLockedValue { e in
+                do {
+                    return .success(try e.assign(partition: p, changelog: read.messages, complete: read.complete, nowWallMs: now))
+                } catch {
+                    return .failure(error)
+                }
+            }
+            switch result {
+            case .success(let offsets):
+                let elapsed = ContinuousClock.now - started
+                restoreTimer.recordNanoseconds(elapsed.nanoseconds)
+                logger.info(
+                    "state restored",
+                    metadata: [
+                        "partition": "\(p)", "changelog_records": "\(read.messages.count)", "resume": "\(offsets.sorted { $0.key < $1.key })",
+                        "took": "\(elapsed)",
+                    ])
+                for tp in partitions where tp.partition == p {
+                    if let o = offsets[tp.topic] { seeks.append(KafkaTopicPartitionOffset(tp, offset: o)) }
+                }
+            case .failure(let error):
+                // Loud, and the partition is not processed: records stay in Kafka (lag grows) until
+                // an operator fixes the changelog or resets the state (`streamfirst replay --reset-state`).
+                logger.critical("cannot restore state; partition not processed", metadata: ["error": "\(error)"])
+                health.setReady(false)
+            }
+        }
+        publishGauges()
+        return seeks
+    }
+
+    func revoked(_ partitions: [KafkaTopicPartition]) {
+        gate.lock(whenValue: 0)
+        gate.unlock(withValue: 2)
+        engine.withLockedValue { e in
+            for p in Set(partitions.map(\.partition)) { e.revoke(partition: p) }
+        }
+        gate.lock()
+        gate.unlock(withValue: 0)
+        publishGauges()
+    }
+
+    /// Reads one changelog partition to its end, waiting on a semaphore (this runs on the consumer's
+    /// polling thread inside the rebalance callback, not on the cooperative pool).
+    static func blockingRead(topic: String, partition: Int32, kafka: KafkaConfiguration, logger: Logger) -> (messages: [ChangelogMessage], complete: Bool) {
+        let box = NIOLockedValueBox<([ChangelogMessage], Bool)?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        Task.detached {
+            do {
+                box.withLockedValue { $0 = nil }
+                let r = try await readChangelog(topic: topic, partition: partition, kafka: kafka)
+                box.withLockedValue { $0 = r }
+            } catch {
+                logger.error("reading the changelog failed", metadata: ["topic": "\(topic)", "partition": "\(partition)", "error": "\(error)"])
+            }
+            done.signal()
+        }
+        done.wait()
+        return box.withLockedValue { $0 } ?? ([], false)
+    }
+
+    /// One changelog partition from its first retained record to the end it had when the read began.
+    static func readChangelog(topic: String, partition: Int32, kafka: KafkaConfiguration) async throws -> ([ChangelogMessage], Bool) {
+        var config = KafkaConsumerConfiguration(kafka: kafka, groupID: nil)
+        config.fetchWaitMax = .milliseconds(10)
+        let consumer = try KafkaConsumer(configuration: config)
+        do {
+            let (low, high) = try await consumer.watermarks(topic: topic, partition: partition)
+            if high <= low {
+                await consumer.close()
+                return ([], low == 0)
+            }
+            try await consumer.assign([KafkaTopicPartition(topic: topic, partition: partition)], startingAt: .offsets([KafkaTopicPartition(topic: topic, partition: partition): low]))
+            var out: [ChangelogMessage] = []
+            var first: Int64?
+            let deadline = ContinuousClock.now + .seconds(120)
+            var last = low - 1
+            while last + 1 < high {
+                guard ContinuousClock.now < deadline else { throw PipelineError.setup("reading changelog \(topic)[\(partition)] did not reach offset \(high) within 120 s") }
+                for m in try await consumer.poll(maxMessages: 5000, timeout: .milliseconds(200)) where m.offset < high {
+                    if first == nil { first = m.offset }
+                    out.append(ChangelogMessage(key: m.key.map { String(decoding: $0, as: UTF8.self) }, value: m.value))
+                    last = m.offset
+                }
+            }
+            await consumer.close()
+            return (out, (first ?? low) == 0)
+        } catch {
+            await consumer.close()
+            throw error
+        }
+    }
+
+    // MARK: - Batches
+
+    func acquireBatchGate() async {
+        if gate.lock(whenValue: 0, timeoutSeconds: 0) {
+            gate.unlock(withValue: 1)
+            return
+        }
+        // A rebalance (state restore) is running: wait for it off the cooperative pool.
+        let gate = self.gate
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            DispatchQueue.global().async {
+                gate.lock(whenValue: 0)
+                gate.unlock(withValue: 1)
+                c.resume()
+            }
+        }
+    }
+
+    func releaseBatchGate() {
+        gate.lock()
+        gate.unlock(withValue: 0)
+    }
+
+    func process(_ batch: [KafkaMessage], clients: StageClients) async throws {
+        let started = ContinuousClock.now
+        await acquireBatchGate()
+        var released = false
+        defer { if !released { releaseBatchGate() } }
+        metrics.recordIn(batch.count)
+        let now = currentTimeMs()
+        var messages: [KafkaProducerMessage] = []
+        var deadClasses: [String] = []
+        var filtered = 0
+        var outCount = 0
+        var lateCount = 0
+        let output = config.output.name
+        let changelogTopic = config.changelog.name
+        let plan: (changes: [ChangelogRecord], checkpoints: [ChangelogRecord]) = engine.withLockedValue { engine in
+            for message in batch {
+                guard engine.isAssigned(message.partition) else { continue }  // revoked while polled
+                func dead(_ component: String, _ errorClass: String, _ text: String) {
+                    messages.append(deadLetters.message(for: message, reason: DeadLetterReason(component: component, errorClass: errorClass, message: text), nowMs: now))
+                    deadClasses.append(errorClass)
+                }
+                guard let bytes = message.value else {
+                    dead("json-parse", "MalformedJSON", "the record has no value (tombstone)")
+                    continue
+                }
+                let value: JSONValue
+                do { value = try JSONValue.parse(bytes) } catch {
+                    dead("json-parse", "MalformedJSON", error.description)
+                    continue
+                }
+                let context = message.recordContext
+                var values = [value]
+                if let steps = config.steps {
+                    do {
+                        let outs = try steps.process(value, context: context)
+                        values = []
+                        for o in outs {
+                            if let route = o.route, let topic = config.routes[route] {
+                                messages.append(KafkaProducerMessage(topic: topic, key: message.key, value: o.value.serialized(), headers: message.headers))
+                                outCount += 1
+                            } else {
+                                values.append(o.value)
+                            }
+                        }
+                    } catch {
+                        dead(error.step, error.errorClass, error.message)
+                        continue
+                    }
+                }
+                if values.isEmpty { filtered += 1 }
+                for (n, v) in values.enumerated() {
+                    let record = StreamRecord(
+                        topic: message.topic, partition: message.partition, offset: message.offset,
+                        key: context.key, value: v, id: n == 0 ? context.id : "\(context.id)#\(n)",
+                        timestampMs: message.timestamp?.milliseconds ?? now,
+                        eventTimeHeaderMs: context.eventTimeMs)
+                    do {
+                        let outcome = try engine.process(record, nowWallMs: now, continuing: n > 0)
+                        if outcome.late {
+                            lateCount += 1
+                            messages.append(
+                                lateWriter.message(
+                                    for: message,
+                                    reason: DeadLetterReason(component: "window", errorClass: "LateRecord", message: "arrived after its window closed (event time − grace passed it)"),
+                                    nowMs: now))
+                            if config.lateIsDeadLetter { deadClasses.append("LateRecord") }
+                        }
+                        for r in outcome.results { messages.append(Self.message(r, topic: output)) }
+                        outCount += outcome.results.count
+                    } catch {
+                        dead(error.step, error.errorClass, error.message)
+                        break
+                    }
+                }
+            }
+            for (_, r) in engine.tick(nowWallMs: now) {
+                messages.append(Self.message(r, topic: output))
+                outCount += 1
+            }
+            return engine.commit()
+        }
+        for c in plan.changes {
+            messages.append(KafkaProducerMessage(topic: changelogTopic, partition: c.partition, key: Array(c.key.utf8), value: c.value, headers: []))
+        }
+        try await deliver(messages, clients: clients, what: "outputs and state changes")
+        try await deliver(
+            plan.checkpoints.map { KafkaProducerMessage(topic: changelogTopic, partition: $0.partition, key: Array($0.key.utf8), value: $0.value, headers: []) },
+            clients: clients, what: "checkpoints")
+        releaseBatchGate()
+        released = true
+        // Group offsets only for partitions whose state this instance holds (informational: the
+        // checkpoints decide where a partition resumes).
+        let owned = engine.withLockedValue { e in batch.filter { e.isAssigned($0.partition) } }
+        if !owned.isEmpty { clients.storeAndCommit(owned, logger: logger) }
+        metrics.recordOut(outCount)
+        metrics.recordFiltered(filtered)
+        for c in deadClasses { metrics.recordDeadLetter(errorClass: c) }
+        if lateCount > 0 { lateCounter.increment(by: lateCount) }
+        publishGauges()
+        if !batch.isEmpty {
+            metrics.recordProcessing(nanoseconds: (ContinuousClock.now - started).nanoseconds, records: batch.count)
+        }
+    }
+
+    func deliver(_ messages: [KafkaProducerMessage], clients: StageClients, what: String) async throws {
+        guard !messages.isEmpty else { return }
+        let reports = await clients.producer.send(messages)
+        if let failed = reports.first(where: { $0.error != nil }), let error = failed.error {
+            // Not checkpointing: the batch is processed again after restart, from the last checkpoint.
+            throw PipelineError.delivery("could not deliver \(what) to \(failed.topic): \(error)")
+        }
+    }
+
+    static func message(_ r: StatefulResult, topic: String) -> KafkaProducerMessage {
+        KafkaProducerMessage(
+            topic: topic, key: Array(r.key.utf8), value: r.value.serialized(),
+            headers: [
+                KafkaHeader(key: RecordHeader.id, value: r.id),
+                KafkaHeader(key: RecordHeader.eventTime, value: String(r.eventTimeMs)),
+            ])
+    }
+
+    func publishGauges() {
+        let (bytes, entries, counters) = engine.withLockedValue { ($0.stateBytes, $0.stateEntries, $0.counters) }
+        stateBytesGauge.record(bytes)
+        stateEntriesGauge.record(entries)
+        let newEvictions = reported.withLockedValue { r -> Int in
+            defer { r = counters }
+            return counters.evictions - r.evictions
+        }
+        if newEvictions > 0 {
+            evictionsCounter.increment(by: newEvictions)
+            logger.warning(
+                "memory budget reached: closed windows / expired join records early",
+                metadata: ["evicted": "\(newEvictions)", "budget_bytes": "\(config.budgetBytes)"])
+        }
+        metrics.recordState(bytes: bytes, entries: entries, evictions: counters.evictions, late: counters.late)
+    }
+}
+
+/// The stateful process stage as a ``StageHandler``, for broker-free pipeline tests
+/// (``PipelineTestRunner``): one record at a time, every partition's state in memory, no changelog.
+/// Results go to the output topic; late records to the late topic (or, when that is the dead-letter
+/// topic, they are dead letters of class `LateRecord`).
+public final class StatefulTestHandler: StageHandler {
+    let config: StatefulProcessConfig
+    let engine: NIOLockedValueBox<StatefulEngine>
+
+    public init(config: StatefulProcessConfig) {
+        self.config = config
+        self.engine = NIOLockedValueBox(Self.fresh(config))
+    }
+
+    static func fresh(_ config: StatefulProcessConfig) -> StatefulEngine {
+        var e = StatefulEngine(op: config.op, inputTopics: config.inputTopics, budgetBytes: config.budgetBytes, snapshotBytes: config.snapshotBytes)
+        for p in 0..<Int32(max(1, config.input.partitions)) {
+            _ = try? e.assign(partition: p, changelog: [], complete: true, nowWallMs: 0)
+        }
+        return e
+    }
+
+    /// Forgets all state (each inline test starts empty).
+    public func reset() {
+        engine.withLockedValue { $0 = Self.fresh(config) }
+    }
+
+    public func handle(_ message: KafkaMessage) -> StageOutcome {
+        guard let bytes = message.value, let value = try? JSONValue.parse(bytes) else {
+            return .deadLetter(DeadLetterReason(component: "json-parse", errorClass: "MalformedJSON", message: "the record is not JSON"))
+        }
+        let context = message.recordContext
+        var values = [value]
+        var outputs: [StageOutput] = []
+        if let steps = config.steps {
+            do {
+                values = []
+                for o in try steps.process(value, context: context) {
+                    if let route = o.route, let topic = config.routes[route] {
+                        outputs.append(StageOutput(topic: topic, key: message.key, value: o.value.serialized(), headers: message.headers))
+                    } else {
+                        values.append(o.value)
+                    }
+                }
+            } catch {
+                return .deadLetter(DeadLetterReason(component: error.step, errorClass: error.errorClass, message: error.message))
+            }
+        }
+        if values.isEmpty && outputs.isEmpty { return .filtered }
+        var late = false
+        let result: Result<Void, ProcessingError> = engine.withLockedValue { e in
+            for (n, v) in values.enumerated() {
+                let record = StreamRecord(
+                    topic: message.topic, partition: message.partition, offset: message.offset, key: context.key, value: v,
+                    id: n == 0 ? context.id : "\(context.id)#\(n)", timestampMs: message.timestamp?.milliseconds ?? 0,
+                    eventTimeHeaderMs: context.eventTimeMs)
+                do {
+                    let outcome = try e.process(record, nowWallMs: 0, continuing: n > 0)
+                    late = late || outcome.late
+                    for r in outcome.results {
+                        let m = StatefulStage.message(r, topic: config.output.name)
+                        outputs.append(StageOutput(topic: m.topic, key: m.key, value: m.value ?? [], headers: m.headers))
+                    }
+                } catch {
+                    return .failure(error)
+                }
+            }
+            return .success(())
+        }
+        if case .failure(let error) = result {
+            return .deadLetter(DeadLetterReason(component: error.step, errorClass: error.errorClass, message: error.message))
+        }
+        if late {
+            let reason = DeadLetterReason(component: "window", errorClass: "LateRecord", message: "arrived after its window closed")
+            if config.lateIsDeadLetter { return .deadLetter(reason) }
+            outputs.append(StageOutput(topic: config.late.name, key: message.key, value: bytes, headers: message.headers))
+        }
+        return .forward(outputs)
+    }
+}

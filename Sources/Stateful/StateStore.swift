@@ -1,0 +1,119 @@
+import StreamCore
+
+/// A record for the changelog topic: partition = the input partition whose state it carries.
+public struct ChangelogRecord: Sendable, Equatable {
+    public var partition: Int32
+    public var key: String
+    public var value: [UInt8]
+}
+
+/// A record read back from the changelog topic (one partition, in offset order).
+public struct ChangelogMessage: Sendable {
+    public var key: String?
+    public var value: [UInt8]?
+
+    public init(key: String?, value: [UInt8]?) {
+        self.key = key
+        self.value = value
+    }
+}
+
+/// Why a partition's state could not be restored.
+public struct StateRestoreError: Error, Sendable, CustomStringConvertible {
+    public var partition: Int32
+    public var message: String
+    public var description: String { "state of partition \(partition): \(message)" }
+}
+
+/// Remembers, for every state key changed since the last commit, its value at that commit — the
+/// `p` (previous) half of a changelog entry.
+struct ChangeTracker: Sendable {
+    private(set) var previous: [String: JSONValue?] = [:]
+
+    /// Call before changing `key`; `current` is read only the first time in a commit period.
+    mutating func touch(_ key: String, current: @autoclosure () -> JSONValue?) {
+        if previous.index(forKey: key) == nil { previous.updateValue(current(), forKey: key) }
+    }
+
+    var isEmpty: Bool { previous.isEmpty }
+
+    mutating func reset() { previous.removeAll(keepingCapacity: true) }
+}
+
+/// The changelog protocol (see docs/ARCHITECTURE.md, "State and the changelog").
+///
+/// Each commit of a partition gets the next sequence number `v`. Its changed keys are written as
+/// entries `{v, p: value at the previous commit, c: value now}` (null = absent); only after every
+/// entry (and every output record of the same batch) is acknowledged does the checkpoint
+/// `__checkpoint` = `{v, offsets, clock}` follow. Restoring takes, per key, its last entry: `c` if
+/// `v` ≤ the checkpoint's `v`, else `p` — so a crash between the two phases restores exactly the
+/// state of the last checkpoint, whose input offsets the stage then seeks to. Only the last entry
+/// per key is needed, so the protocol survives log compaction.
+///
+/// On brokers that delete old segments instead (retention; the embedded broker keeps ~5 MiB per
+/// partition), a snapshot — every live key rewritten between `__snapshot_begin` and
+/// `__snapshot_end` — is written whenever enough has been written since the last one; a restore
+/// whose log no longer starts at offset 0 starts from the last complete snapshot.
+enum Changelog {
+    static let checkpointKey = "__checkpoint"
+    static let snapshotBegin = "__snapshot_begin"
+    static let snapshotEnd = "__snapshot_end"
+
+    static func entry(v: Int64, previous: JSONValue?, current: JSONValue?) -> [UInt8] {
+        JSONValue.object(["v": .integer(v), "p": previous ?? .null, "c": current ?? .null]).serialized()
+    }
+
+    struct Restored {
+        var values: [String: JSONValue]
+        var checkpoint: JSONValue?
+        var sequence: Int64
+    }
+
+    /// Replays one partition's changelog. `complete`: the log still starts at offset 0.
+    static func restore(_ messages: [ChangelogMessage], complete: Bool, partition: Int32) throws(StateRestoreError) -> Restored {
+        var parsed: [(String, JSONValue)] = []
+        parsed.reserveCapacity(messages.count)
+        for m in messages {
+            guard let key = m.key, let bytes = m.value else { continue }  // tombstones: compaction leftovers
+            guard let v = try? JSONValue.parse(bytes) else {
+                throw StateRestoreError(partition: partition, message: "changelog record '\(key)' is not JSON: the topic holds something else")
+            }
+            parsed.append((key, v))
+        }
+        var start = 0
+        if !complete {
+            // The last snapshot whose end marker made it.
+            var ends = Set<Int64>()
+            var found: Int?
+            for i in parsed.indices.reversed() {
+                let (k, v) = parsed[i]
+                if k == snapshotEnd, let n = v["v"]?.int64Value { ends.insert(n) }
+                if k == snapshotBegin, let n = v["v"]?.int64Value, ends.contains(n) {
+                    found = i
+                    break
+                }
+            }
+            guard let found else {
+                throw StateRestoreError(
+                    partition: partition,
+                    message: "the broker deleted the start of the changelog and no complete snapshot survives; "
+                        + "lower snapshot_bytes or raise the changelog topic's retention (or use a compacted topic)")
+            }
+            start = found
+        }
+        var checkpoint: JSONValue?
+        for (k, v) in parsed where k == checkpointKey { checkpoint = v }
+        let committed = checkpoint?["v"]?.int64Value ?? 0
+        var last: [String: JSONValue] = [:]
+        for (k, v) in parsed[start...] where !k.hasPrefix("__") { last[k] = v }
+        var values: [String: JSONValue] = [:]
+        for (k, e) in last {
+            guard let v = e["v"]?.int64Value else {
+                throw StateRestoreError(partition: partition, message: "changelog entry '\(k)' has no sequence number")
+            }
+            let chosen = v <= committed ? e["c"] : e["p"]
+            if let chosen, chosen != .null { values[k] = chosen }
+        }
+        return Restored(values: values, checkpoint: checkpoint, sequence: committed)
+    }
+}
