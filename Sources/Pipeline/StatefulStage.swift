@@ -275,7 +275,7 @@ public final class StatefulStage: Service, Sendable {
             let read = Self.blockingRead(topic: config.changelog.name, partition: p, kafka: spec.kafka, logger: logger)
             let now = currentTimeMs()
             let result: Result<[String: Int64], StateRestoreError> = engine.withLockedValue { e in
-                do {
+                do throws(StateRestoreError) {
                     return .success(try e.assign(partition: p, changelog: read.messages, complete: read.complete, nowWallMs: now))
                 } catch {
                     return .failure(error)
@@ -417,13 +417,13 @@ public final class StatefulStage: Service, Sendable {
                 }
                 let value: JSONValue
                 do { value = try JSONValue.parse(bytes) } catch {
-                    dead("json-parse", "MalformedJSON", error.description)
+                    dead("json-parse", "MalformedJSON", "\(error)")
                     continue
                 }
                 let context = message.recordContext
                 var values = [value]
                 if let steps = config.steps {
-                    do {
+                    do throws(ProcessingError) {
                         let outs = try steps.process(value, context: context)
                         values = []
                         for o in outs {
@@ -446,7 +446,7 @@ public final class StatefulStage: Service, Sendable {
                         key: context.key, value: v, id: n == 0 ? context.id : "\(context.id)#\(n)",
                         timestampMs: message.timestamp?.milliseconds ?? now,
                         eventTimeHeaderMs: context.eventTimeMs)
-                    do {
+                    do throws(ProcessingError) {
                         let outcome = try engine.process(record, nowWallMs: now, continuing: n > 0)
                         if outcome.late {
                             lateCount += 1
@@ -585,7 +585,7 @@ public final class StatefulTestHandler: StageHandler {
                     topic: message.topic, partition: message.partition, offset: message.offset, key: context.key, value: v,
                     id: n == 0 ? context.id : "\(context.id)#\(n)", timestampMs: message.timestamp?.milliseconds ?? 0,
                     eventTimeHeaderMs: context.eventTimeMs)
-                do {
+                do throws(ProcessingError) {
                     let outcome = try e.process(record, nowWallMs: 0, continuing: n > 0)
                     late = late || outcome.late
                     for r in outcome.results {

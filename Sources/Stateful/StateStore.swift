@@ -29,15 +29,26 @@ public struct StateRestoreError: Error, Sendable, CustomStringConvertible {
 /// `p` (previous) half of a changelog entry.
 struct ChangeTracker: Sendable {
     private(set) var previous: [String: JSONValue?] = [:]
+    /// Keys to write even if unchanged: their last changelog entry belongs to a commit that never got
+    /// its checkpoint, and must be superseded before a later checkpoint could make it count.
+    private(set) var forced: Set<String> = []
 
     /// Call before changing `key`; `current` is read only the first time in a commit period.
     mutating func touch(_ key: String, current: @autoclosure () -> JSONValue?) {
         if previous.index(forKey: key) == nil { previous.updateValue(current(), forKey: key) }
     }
 
+    mutating func force(_ key: String, previous value: JSONValue?) {
+        previous.updateValue(value, forKey: key)
+        forced.insert(key)
+    }
+
     var isEmpty: Bool { previous.isEmpty }
 
-    mutating func reset() { previous.removeAll(keepingCapacity: true) }
+    mutating func reset() {
+        previous.removeAll(keepingCapacity: true)
+        forced.removeAll()
+    }
 }
 
 /// The changelog protocol (see docs/ARCHITECTURE.md, "State and the changelog").
@@ -66,7 +77,11 @@ enum Changelog {
     struct Restored {
         var values: [String: JSONValue]
         var checkpoint: JSONValue?
+        /// The highest sequence number in the log (checkpointed or not): the next commit uses a higher one.
         var sequence: Int64
+        /// Keys whose last entry was never checkpointed (restored to its `p`); the next commit must
+        /// rewrite them, or a later checkpoint with a higher number would make that entry count.
+        var uncommitted: [String]
     }
 
     /// Replays one partition's changelog. `complete`: the log still starts at offset 0.
@@ -107,13 +122,20 @@ enum Changelog {
         var last: [String: JSONValue] = [:]
         for (k, v) in parsed[start...] where !k.hasPrefix("__") { last[k] = v }
         var values: [String: JSONValue] = [:]
+        var uncommitted: [String] = []
+        var highest = committed
         for (k, e) in last {
             guard let v = e["v"]?.int64Value else {
                 throw StateRestoreError(partition: partition, message: "changelog entry '\(k)' has no sequence number")
             }
+            highest = max(highest, v)
+            if v > committed { uncommitted.append(k) }
             let chosen = v <= committed ? e["c"] : e["p"]
             if let chosen, chosen != .null { values[k] = chosen }
         }
-        return Restored(values: values, checkpoint: checkpoint, sequence: committed)
+        for (k, v) in parsed[start...] where k == snapshotBegin || k == snapshotEnd {
+            highest = max(highest, v["v"]?.int64Value ?? 0)
+        }
+        return Restored(values: values, checkpoint: checkpoint, sequence: highest, uncommitted: uncommitted.sorted())
     }
 }

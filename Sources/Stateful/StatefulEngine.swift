@@ -39,6 +39,8 @@ public struct StateCounters: Sendable, Equatable {
     /// Windows closed early or join records expired early to stay within the memory budget.
     public var evictions: Int = 0
     public var restoredEntries: Int = 0
+
+    public init() {}
 }
 
 /// The per-partition state of a stateful process stage, independent of Kafka: the stage (and the
@@ -122,6 +124,8 @@ public struct StatefulEngine: Sendable {
         }
         counters.restoredEntries += restored.values.count
         p.sequence = restored.sequence
+        for key in restored.uncommitted { p.tracker.force(key, previous: restored.values[key]) }
+        if !restored.uncommitted.isEmpty { p.clockChanged = true }
         if let cp = restored.checkpoint {
             if case .object(let offsets)? = cp["offsets"] {
                 for (t, o) in offsets { if let n = o.int64Value { p.nextOffsets[t] = n } }
@@ -314,7 +318,7 @@ public struct StatefulEngine: Sendable {
                 for key in previous.keys.sorted() {
                     let before = previous[key] ?? nil
                     let current = serialize(p, key)
-                    if before == current { continue }
+                    if before == current && !p.tracker.forced.contains(key) { continue }
                     add(key, Changelog.entry(v: v, previous: before, current: current))
                 }
                 p.bytesSinceSnapshot += written

@@ -152,7 +152,8 @@ struct WindowPartition: Sendable {
     /// When a window closes: the close mark (event time − grace) must reach this.
     func deadline(_ w: OpenWindow) -> Int64 {
         switch spec.kind {
-        case .tumbling, .hopping, .sliding: return w.end
+        case .tumbling, .hopping: return w.end
+        case .sliding: return w.end + 1  // [t − size, t] includes t: complete once the mark passes t
         case .session: return w.end + spec.gapMs
         }
     }
@@ -188,7 +189,7 @@ struct WindowPartition: Sendable {
             }
             kw.windows.sort { $0.start < $1.start }
         case .sliding:
-            if t <= closeMark { return ([], true) }
+            if t < closeMark { return ([], true) }
             tracker.touch(key, current: keys[key].map(Self.encode))
             kw.buffer.append(BufferedArgs(t: t, args: args))
             kw.buffer.sort { $0.t < $1.t }
@@ -259,9 +260,9 @@ struct WindowPartition: Sendable {
             kw.windows.removeAll { deadline($0) <= closeMark }
             if spec.kind == .sliding {
                 // No window still to open can reach records older than this.
-                // (A window still to open ends after the close mark, so it starts after closeMark − size.)
-                kw.buffer.removeAll { $0.t <= closeMark - spec.sizeMs }
-                if kw.windows.isEmpty, let b = kw.buffer.last { deadlines.push(b.t + spec.sizeMs, top.key) }
+                // (A window still to open ends at or after the close mark, so it starts at or after closeMark − size.)
+                kw.buffer.removeAll { $0.t < closeMark - spec.sizeMs }
+                if kw.windows.isEmpty, let b = kw.buffer.last { deadlines.push(b.t + spec.sizeMs + 1, top.key) }
             }
             windowCount -= beforeCount - kw.windows.count
             bytes -= before
@@ -341,7 +342,7 @@ struct WindowPartition: Sendable {
         bytes += kw.approximateBytes
         windowCount += kw.windows.count
         for w in kw.windows { deadlines.push(deadline(w), key) }
-        if spec.kind == .sliding, let b = kw.buffer.last { deadlines.push(b.t + spec.sizeMs, key) }
+        if spec.kind == .sliding, let b = kw.buffer.last { deadlines.push(b.t + spec.sizeMs + 1, key) }
         return true
     }
 }

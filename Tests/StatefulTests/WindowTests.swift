@@ -95,16 +95,17 @@ let minute: Int64 = 60_000
         let spec = try windowSpec("""
             type: session
             gap: 10s
+            grace: 30s
             emit: update
             aggregate: { n: count() }
             """)
         var d = StatefulTestDriver(op: .window(spec), inputTopics: ["in"])
         try d.pipe(key: "u", value: [:], eventTimeMs: 0)
-        try d.pipe(key: "u", value: [:], eventTimeMs: 25_000)  // a second session
-        try d.pipe(key: "u", value: [:], eventTimeMs: 12_000)  // bridges both: one session [0, 25 s]
+        try d.pipe(key: "u", value: [:], eventTimeMs: 18_000)  // a second session
+        try d.pipe(key: "u", value: [:], eventTimeMs: 9_000)  // within the gap of both: one session [0, 18 s]
         let last = d.results.suffix(2)
         #expect(last.first?.value["retracted"] == true)
-        #expect(last.first?.id == "u@25000")
+        #expect(last.first?.id == "u@18000")
         #expect(last.last?.id == "u@0")
         #expect(last.last?.value["n"] == 3)
         #expect(d.engine.stateEntries == 1)
