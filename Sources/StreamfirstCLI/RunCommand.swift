@@ -19,7 +19,7 @@ struct RunCommand: AsyncParsableCommand {
             HTTP endpoints on a free port. Prints each stage's counts every second until ingest's source \
             has ended and every stage has caught up, then stops the workers with SIGTERM (graceful \
             shutdown), prints a summary and exits 0 if the counts reconcile \
-            (ingested = persisted + dead-lettered + filtered) and every worker exited cleanly.
+            (ingested = persisted + dead-lettered + filtered; with a stateful process stage, up to its input) and every worker exited cleanly.
             Worker logs go to WORKDIR/logs/<stage>.log.
             """
     )
@@ -206,8 +206,20 @@ struct PipelineRunner {
             say("  rows in the sink: (could not be read)")
         }
         let persisted = rows ?? -1
-        let ok = persisted + deadTotal + filtered == ingested
-        say("  reconciliation: ingested \(ingested) = persisted \(persisted) + dead-lettered \(deadTotal) + filtered \(filtered)  \(ok ? "✓" : "✗ MISMATCH")")
+        let ok: Bool
+        if let process = stats[.process], let state = process.state {
+            // A stateful process stage turns records into window results: reconcile up to its input,
+            // then report what it emitted and what it still holds.
+            let before = stats.filter { $0.key == .ingest || $0.key == .validate }.values
+            let deadBefore = before.reduce(0) { $0 + $1.deadLettered }
+            let filteredBefore = before.reduce(0) { $0 + $1.filtered }
+            ok = process.recordsIn + deadBefore + filteredBefore == ingested
+            say("  reconciliation: ingested \(ingested) = into the stateful process stage \(process.recordsIn) + dead-lettered before it \(deadBefore) + filtered \(filteredBefore)  \(ok ? "✓" : "✗ MISMATCH")")
+            say("  state: \(process.recordsOut) results emitted, \(state.late) late records, \(state.evictions) evictions; \(state.entries) windows still open (\(state.bytes / 1024) KiB; they close when event time moves on or after idle_timeout)")
+        } else {
+            ok = persisted + deadTotal + filtered == ingested
+            say("  reconciliation: ingested \(ingested) = persisted \(persisted) + dead-lettered \(deadTotal) + filtered \(filtered)  \(ok ? "✓" : "✗ MISMATCH")")
+        }
         if let e = stats[.persist]?.endToEndMicros, e.count > 0 {
             say("  end-to-end latency, ingest → persisted: p50 \(ms(e.p50)), p99 \(ms(e.p99)), max \(ms(e.max)) (n=\(e.count))")
         }
