@@ -423,8 +423,27 @@ public enum TimeFormat {
         return nil
     }
 
+    /// `2026-01-01T00:00:00.000Z`. Computed arithmetically (the proleptic Gregorian calendar from
+    /// days since the epoch): Foundation's formatter costs microseconds per call, and window results
+    /// format two times each.
     public static func format(_ ms: Int64) -> String {
-        let date = Date(timeIntervalSince1970: Double(ms) / 1000)
-        return date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
+        let (days, msOfDay) = ms.quotientAndRemainder(dividingBy: 86_400_000)
+        let d = msOfDay < 0 ? days - 1 : days
+        let t = msOfDay < 0 ? msOfDay + 86_400_000 : msOfDay
+        // Civil date from days since 1970-01-01 (era-based, valid for the whole Int64 day range we accept).
+        let z = d + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let doe = z - era * 146_097
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+        let mp = (5 * doy + 2) / 153
+        let day = doy - (153 * mp + 2) / 5 + 1
+        let month = mp < 10 ? mp + 3 : mp - 9
+        let year = yoe + era * 400 + (month <= 2 ? 1 : 0)
+        func pad(_ n: Int64, _ width: Int) -> String {
+            let s = String(n)
+            return s.count >= width ? s : String(repeating: "0", count: width - s.count) + s
+        }
+        return "\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2))T\(pad(t / 3_600_000, 2)):\(pad(t / 60_000 % 60, 2)):\(pad(t / 1000 % 60, 2)).\(pad(t % 1000, 3))Z"
     }
 }

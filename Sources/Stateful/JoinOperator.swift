@@ -105,7 +105,7 @@ struct JoinPartition: Sendable {
                 results.append(side == 0 ? joined(key, left: item, right: partners[i]) : joined(key, left: partners[i], right: item))
                 item.matched = true
                 if !partners[i].matched {
-                    tracker.touch(Self.storeKey(side: other, id: partners[i].id), current: Self.encode(partners[i]))
+                    tracker.touch(Self.storeKey(side: other, id: partners[i].id), current: Self.encode(partners[i]).serialized())
                     partners[i].matched = true
                 }
             }
@@ -144,7 +144,7 @@ struct JoinPartition: Sendable {
             let id = String(sk.dropFirst(2))
             guard let (key, position) = locate(side: side, id: id), var list = sides[side][key] else { continue }
             let item = list.remove(at: position)
-            tracker.touch(sk, current: Self.encode(item))
+            tracker.touch(sk, current: Self.encode(item).serialized())
             sides[side][key] = list.isEmpty ? nil : list
             index[side][id] = nil
             bytes -= item.bytes

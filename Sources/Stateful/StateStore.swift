@@ -28,17 +28,18 @@ public struct StateRestoreError: Error, Sendable, CustomStringConvertible {
 /// Remembers, for every state key changed since the last commit, its value at that commit — the
 /// `p` (previous) half of a changelog entry.
 struct ChangeTracker: Sendable {
-    private(set) var previous: [String: JSONValue?] = [:]
+    /// Serialised values (nil: the key did not exist).
+    private(set) var previous: [String: [UInt8]?] = [:]
     /// Keys to write even if unchanged: their last changelog entry belongs to a commit that never got
     /// its checkpoint, and must be superseded before a later checkpoint could make it count.
     private(set) var forced: Set<String> = []
 
     /// Call before changing `key`; `current` is read only the first time in a commit period.
-    mutating func touch(_ key: String, current: @autoclosure () -> JSONValue?) {
+    mutating func touch(_ key: String, current: @autoclosure () -> [UInt8]?) {
         if previous.index(forKey: key) == nil { previous.updateValue(current(), forKey: key) }
     }
 
-    mutating func force(_ key: String, previous value: JSONValue?) {
+    mutating func force(_ key: String, previous value: [UInt8]?) {
         previous.updateValue(value, forKey: key)
         forced.insert(key)
     }
@@ -65,13 +66,52 @@ struct ChangeTracker: Sendable {
 /// partition), a snapshot — every live key rewritten between `__snapshot_begin` and
 /// `__snapshot_end` — is written whenever enough has been written since the last one; a restore
 /// whose log no longer starts at offset 0 starts from the last complete snapshot.
-enum Changelog {
+public enum Changelog {
     static let checkpointKey = "__checkpoint"
     static let snapshotBegin = "__snapshot_begin"
     static let snapshotEnd = "__snapshot_end"
+    /// Written by `streamfirst replay --reset-state`: everything before it is forgotten; the
+    /// checkpoint that follows it names the offsets to start from.
+    public static let resetKey = "__reset"
+    public static let checkpointKeyName = checkpointKey
 
-    static func entry(v: Int64, previous: JSONValue?, current: JSONValue?) -> [UInt8] {
-        JSONValue.object(["v": .integer(v), "p": previous ?? .null, "c": current ?? .null]).serialized()
+    /// The records `streamfirst replay --reset-state` writes to a partition: a reset marker and an
+    /// empty checkpoint at `offsets`, numbered after everything already in the log.
+    public static func resetRecords(partition: Int32, after sequence: Int64, offsets: [String: Int64]) -> [ChangelogRecord] {
+        let v = sequence + 1
+        var o: [String: JSONValue] = [:]
+        for (t, n) in offsets { o[t] = .integer(n) }
+        return [
+            ChangelogRecord(partition: partition, key: resetKey, value: JSONValue.object(["v": .integer(v)]).serialized()),
+            ChangelogRecord(
+                partition: partition, key: checkpointKey,
+                value: JSONValue.object(["v": .integer(v), "offsets": .object(o), "max": .array([]), "floor": .null]).serialized()),
+        ]
+    }
+
+    /// The highest sequence number in a changelog partition (0 for an empty one).
+    public static func highestSequence(_ messages: [ChangelogMessage]) -> Int64 {
+        var highest: Int64 = 0
+        for m in messages {
+            guard let bytes = m.value, let v = try? JSONValue.parse(bytes), let n = v["v"]?.int64Value else { continue }
+            highest = max(highest, n)
+        }
+        return highest
+    }
+
+    /// `{"c":…,"p":…,"v":n}` from already serialised values (keys in sorted order, as the
+    /// serializer writes objects), without building a tree.
+    static func entry(v: Int64, previous: [UInt8]?, current: [UInt8]?) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity((previous?.count ?? 4) + (current?.count ?? 4) + 32)
+        out += Array(#"{"c":"#.utf8)
+        out += current ?? Array("null".utf8)
+        out += Array(#","p":"#.utf8)
+        out += previous ?? Array("null".utf8)
+        out += Array(#","v":"#.utf8)
+        out += Array(String(v).utf8)
+        out.append(UInt8(ascii: "}"))
+        return out
     }
 
     struct Restored {
@@ -96,7 +136,10 @@ enum Changelog {
             parsed.append((key, v))
         }
         var start = 0
-        if !complete {
+        if let reset = parsed.lastIndex(where: { $0.0 == resetKey }) {
+            // A reset (replay): nothing before it counts, whatever retention kept.
+            parsed.removeFirst(reset)
+        } else if !complete {
             // The last snapshot whose end marker made it.
             var ends = Set<Int64>()
             var found: Int?

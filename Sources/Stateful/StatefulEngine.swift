@@ -124,7 +124,7 @@ public struct StatefulEngine: Sendable {
         }
         counters.restoredEntries += restored.values.count
         p.sequence = restored.sequence
-        for key in restored.uncommitted { p.tracker.force(key, previous: restored.values[key]) }
+        for key in restored.uncommitted { p.tracker.force(key, previous: restored.values[key]?.serialized()) }
         if !restored.uncommitted.isEmpty { p.clockChanged = true }
         if let cp = restored.checkpoint {
             if case .object(let offsets)? = cp["offsets"] {
@@ -338,9 +338,9 @@ public struct StatefulEngine: Sendable {
         return (changes, checkpoints)
     }
 
-    func serialize(_ p: Partition, _ key: String) -> JSONValue? {
-        if let w = p.window { return w.serialize(key) }
-        if let j = p.join { return j.serialize(key) }
+    func serialize(_ p: Partition, _ key: String) -> [UInt8]? {
+        if let w = p.window { return w.serialize(key)?.serialized() }
+        if let j = p.join { return j.serialize(key)?.serialized() }
         return nil
     }
 }

@@ -174,7 +174,7 @@ struct WindowPartition: Sendable {
         case .tumbling, .hopping:
             let candidates = spec.windows(at: t).filter { $0.end > closeMark }
             if candidates.isEmpty { return ([], true) }
-            tracker.touch(key, current: keys[key].map(Self.encode))
+            tracker.touch(key, current: keys[key].map { Self.encode($0).serialized() })
             for c in candidates {
                 if let i = kw.windows.firstIndex(where: { $0.start == c.start }) {
                     try agg.add(args, to: &kw.windows[i].state)
@@ -190,7 +190,7 @@ struct WindowPartition: Sendable {
             kw.windows.sort { $0.start < $1.start }
         case .sliding:
             if t < closeMark { return ([], true) }
-            tracker.touch(key, current: keys[key].map(Self.encode))
+            tracker.touch(key, current: keys[key].map { Self.encode($0).serialized() })
             kw.buffer.append(BufferedArgs(t: t, args: args))
             kw.buffer.sort { $0.t < $1.t }
             // Windows ending at or after t that reach back to t take the record.
@@ -215,7 +215,7 @@ struct WindowPartition: Sendable {
             let gap = spec.gapMs
             let absorbing = kw.windows.indices.filter { t >= kw.windows[$0].start - gap && t <= kw.windows[$0].end + gap }
             if absorbing.isEmpty && t + gap <= closeMark { return ([], true) }
-            tracker.touch(key, current: keys[key].map(Self.encode))
+            tracker.touch(key, current: keys[key].map { Self.encode($0).serialized() })
             var merged = OpenWindow(start: t, end: t, state: agg.empty())
             try agg.add(args, to: &merged.state)
             for i in absorbing {
@@ -251,7 +251,7 @@ struct WindowPartition: Sendable {
             guard var kw = keys[top.key] else { continue }
             let due = kw.windows.filter { deadline($0) <= closeMark }
             if due.isEmpty && !(spec.kind == .sliding && !kw.buffer.isEmpty) { continue }
-            tracker.touch(top.key, current: Self.encode(kw))
+            tracker.touch(top.key, current: Self.encode(kw).serialized())
             let before = kw.approximateBytes
             let beforeCount = kw.windows.count
             if spec.emit == .final {

@@ -20,6 +20,7 @@ struct Streamfirst: AsyncParsableCommand {
         RedriveCommand.self,
         TestCommand.self,
         ChaosCommand.self,
+        ReplayCommand.self,
     ]
 
     static let configuration = CommandConfiguration(

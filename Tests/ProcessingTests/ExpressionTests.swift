@@ -1,3 +1,4 @@
+import Foundation
 import Processing
 import StreamCore
 import Testing
@@ -151,5 +152,19 @@ import Testing
     @Test func fieldPathsAreRecognised() throws {
         #expect(try Expression("a.b[0]").fieldPath == [.key("a"), .key("b"), .index(0)])
         #expect(try Expression("a + 1").fieldPath == nil)
+    }
+}
+
+@Suite struct TimeFormatTests {
+    /// The arithmetic formatter agrees with Foundation's ISO-8601 formatter.
+    @Test func agreesWithFoundation() {
+        var rng = SplitMix64(seed: 5)
+        let samples: [Int64] = [0, -1, 1, 86_399_999, 86_400_000, -86_400_000, 951_782_400_000, 4_102_444_800_000, -62_135_596_800_000]
+            + (0..<2000).map { _ in Int64(rng.below(8_000_000_000_000)) - 2_000_000_000_000 }
+        for ms in samples {
+            let expected = Date(timeIntervalSince1970: Double(ms) / 1000).formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
+            #expect(TimeFormat.format(ms) == expected, "\(ms)")
+            #expect(TimeFormat.parse(TimeFormat.format(ms)) == ms)
+        }
     }
 }
