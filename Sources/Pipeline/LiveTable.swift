@@ -16,7 +16,9 @@ import StreamCore
 /// - **Bootstrap**: ``start(kafka:logger:)`` returns only after every partition was read up to the
 ///   high watermark it had when `start` began, so the first record the stage processes already sees
 ///   the whole table. Then a background task follows the topic (the client's `poll` suspends; no
-///   thread of the cooperative pool blocks).
+///   thread of the cooperative pool blocks). Loading has no deadline of its own: it ends when the
+///   partitions are read (records of a still-open transaction wait for it, `read_committed`), when
+///   the task is cancelled (a graceful shutdown cancels it), or with an error.
 /// - **Bound** (`max_rows`): when the table holds `maxRows` keys, a record for a *new* key is refused
 ///   (updates and deletes of present keys still apply). Refusing is never silent: it is logged,
 ///   counted (`streamfirst_table_refused_total`), and from then on ``incompleteReason`` is set, so an
