@@ -1,5 +1,6 @@
 import Config
 import Kafka
+import Processing
 import StreamCore
 import Yams
 
@@ -21,6 +22,20 @@ import Yams
 ///     expect:
 ///       enriched: [ { sensor_id: sensor-001, hot: true } ]    # per logical topic, in order; each a subset
 ///       dead_letter: [ { stage: validate, reason: MalformedJSON } ]
+/// ```
+///
+/// `enrich` steps that join a topic (`topic:`) read an in-memory table here instead of Kafka. A
+/// test fills it with `tables:` — per logical table topic, the records of that topic in order, as
+/// `{ key, value }`; a later record for a key replaces the earlier one and `value: null` (a
+/// tombstone) deletes it, as on Kafka. Tables a test does not fill are empty; every test starts
+/// from its own tables.
+///
+/// ```yaml
+///   - name: readings get the sensor's site
+///     tables:
+///       sensors: [ { key: s1, value: { site: north } }, { key: s2, value: { site: south } }, { key: s2, value: null } ]
+///     input: [ { sensor_id: s1 }, { sensor_id: s2 } ]
+///     expect: { enriched: [ { site: north }, { sensor_id: s2 } ] }
 /// ```
 public struct PipelineTestRunner: Sendable {
     /// One test's outcome: failures are readable lines; empty means it passed.
@@ -46,6 +61,8 @@ public struct PipelineTestRunner: Sendable {
 
     let spec: PipelineSpec
     let handlers: [(stage: PipelineSpec.StageName, input: String, handler: any StageHandler)]
+    /// The tables of `enrich` steps with `topic:`, by logical topic, filled per test.
+    let tables: [String: InMemoryLookupTable]
 
     /// Builds the validate and process handlers of `spec` (a configuration error names its line).
     public init(spec: PipelineSpec) throws(ConfigError) {
@@ -54,16 +71,55 @@ public struct PipelineTestRunner: Sendable {
         if let common = spec.stages[.validate], let input = common.input {
             handlers.append((.validate, input.name, try ValidateHandler.make(spec: spec, common: common)))
         }
+        var tables: [String: InMemoryLookupTable] = [:]
         if let common = spec.stages[.process], let input = common.input {
             if StatefulProcessConfig.isStateful(common) {
                 let config = try StatefulProcessConfig.make(spec: spec, common: common)
                 let handler = StatefulTestHandler(config: config)
                 for topic in config.inputTopics { handlers.append((.process, topic, handler)) }
             } else {
-                handlers.append((.process, input.name, try ProcessHandler.make(spec: spec, common: common)))
+                let handler = try ProcessHandler.make(spec: spec, common: common) { logical in
+                    let table = InMemoryLookupTable()
+                    tables[logical] = table
+                    return table
+                }
+                handlers.append((.process, input.name, handler))
             }
         }
         self.handlers = handlers
+        self.tables = tables
+    }
+
+    /// Fills the in-memory tables from a test's `tables:` (absent: all empty).
+    func fillTables(_ node: ConfigNode?) throws(ConfigError) {
+        var contents: [String: [String: [String: JSONValue]]] = [:]
+        if let node {
+            let m = try node.mapping()
+            for logical in m.keys {
+                let listNode = try m.required(logical)
+                guard tables[logical] != nil else {
+                    throw listNode.error(
+                        "'\(logical)' is not a table topic of an enrich step (table topics: \(tables.keys.sorted().joined(separator: ", ")))")
+                }
+                var rows: [String: [String: JSONValue]] = [:]
+                for item in try listNode.sequence() {
+                    let r = try item.mapping()
+                    let key = try r.required("key", hint: "the record's Kafka key").string()
+                    guard r.contains("value") else {
+                        throw item.error("missing required key value (a JSON object, or null to delete the key)")
+                    }
+                    let valueNode = r.optional("value")  // nil: explicitly null, a tombstone
+                    try r.finish()
+                    switch valueNode.map({ Self.json($0.node) }) ?? .null {
+                    case .object(let row): rows[key] = row
+                    case .null: rows[key] = nil
+                    default: throw item.error("a table row's value must be an object (or null to delete the key)")
+                    }
+                }
+                contents[logical] = rows
+            }
+        }
+        for (logical, table) in tables { table.replaceAll(with: contents[logical] ?? [:]) }
     }
 
     /// Runs every test of the file's `tests:` section (none: an empty list).
@@ -78,7 +134,9 @@ public struct PipelineTestRunner: Sendable {
             let name = try m.string("name") ?? "test \(t + 1)"
             let inputs = try m.required("input", hint: "a list of records").sequence()
             let expectNode = try m.required("expect", hint: "logical topic: [records], dead_letter: [{stage, reason}]")
+            let tablesNode = m.optional("tables")
             try m.finish()
+            try fillTables(tablesNode)
 
             // Drive the records through the stages.
             var outputs: [String: [Emitted]] = [:]

@@ -1,5 +1,6 @@
 import Config
 import Kafka
+import Logging
 import Processing
 import StreamCore
 
@@ -8,25 +9,36 @@ import StreamCore
 ///
 /// Outputs keep the input's headers (lineage: `sf.id`, `sf.event_time`, `sf.ingest_time`) and key.
 /// When one input yields several outputs for the same topic, the second and later get the id
-/// `<id>#<n>`, still deterministic, so a redelivered input produces identical outputs.
+/// `<id>#<n>`, still deterministic, so a redelivered input produces identical outputs — except for
+/// the fields an `enrich` step adds from a topic's live table, which are the rows current when the
+/// record is processed (docs/EXPRESSIONS.md).
 public struct ProcessHandler: StageHandler {
     let processor: any RecordProcessor
     let output: String
     /// Logical topic name → Kafka topic name, for routes.
     let routes: [String: String]
+    /// The tables of `enrich` steps with `topic:`, fed from Kafka: loaded by ``start(kafka:logger:)``
+    /// before the stage consumes, stopped by ``stop()`` after its clients closed.
+    public let liveTables: [LiveTable]
 
-    public init(processor: any RecordProcessor, output: String, routes: [String: String]) {
+    public init(processor: any RecordProcessor, output: String, routes: [String: String], liveTables: [LiveTable] = []) {
         self.processor = processor
         self.output = output
         self.routes = routes
+        self.liveTables = liveTables
     }
 
     /// Builds the handler from the `process:` section's `steps:`, followed by `custom` when given
     /// (then `steps:` may be left out). Routes of a custom processor must name declared topics too:
     /// records routed to an unknown logical topic are dead-lettered.
-    public static func make(spec: PipelineSpec, common: PipelineSpec.StageCommon, custom: (any RecordProcessor)? = nil)
-        throws(ConfigError) -> ProcessHandler
-    {
+    ///
+    /// An `enrich` step with `topic:` must name a topic declared under `topics:`; it joins against a
+    /// ``LiveTable`` of that topic (one per topic, shared by the steps that read it), unless `tables`
+    /// supplies the table for a logical topic instead (the broker-free inline tests do).
+    public static func make(
+        spec: PipelineSpec, common: PipelineSpec.StageCommon, custom: (any RecordProcessor)? = nil,
+        tables: ((_ logicalTopic: String) -> any LookupTable)? = nil
+    ) throws(ConfigError) -> ProcessHandler {
         let m = try common.mapping()
         let stepsNode = custom == nil
             ? try m.required("steps", hint: "a list of steps: filter, set, rename, drop, keep, enrich, route")
@@ -34,8 +46,33 @@ public struct ProcessHandler: StageHandler {
         try m.finish()
         var processors: [any RecordProcessor] = []
         var routes: [String: String] = [:]
+        var liveTables: [LiveTable] = []
         if let stepsNode {
-            let steps = try StepProcessor(steps: stepsNode, baseDirectory: spec.baseDirectory)
+            var provided: [String: (table: any LookupTable, maxRows: Int)] = [:]
+            let steps = try StepProcessor(steps: stepsNode, baseDirectory: spec.baseDirectory) {
+                request throws(ConfigError) -> any LookupTable in
+                guard let topic = spec.topics[request.topic] else {
+                    throw request.node.error(
+                        "enrich reads the table topic '\(request.topic)', which is not declared under topics: (declared: \(spec.topics.keys.sorted().joined(separator: ", ")))")
+                }
+                if let earlier = provided[request.topic] {
+                    guard earlier.maxRows == request.maxRows else {
+                        throw request.node.error(
+                            "max_rows \(request.maxRows) differs from \(earlier.maxRows) of an earlier enrich step on topic '\(request.topic)' (they share one table)")
+                    }
+                    return earlier.table
+                }
+                let table: any LookupTable
+                if let tables {
+                    table = tables(request.topic)
+                } else {
+                    let live = LiveTable(topic: topic.name, maxRows: request.maxRows, consumerProperties: common.consumerProperties)
+                    liveTables.append(live)
+                    table = live
+                }
+                provided[request.topic] = (table, request.maxRows)
+                return table
+            }
             for logical in steps.routes {
                 guard let topic = spec.topics[logical] else {
                     throw stepsNode.error("a route sends records to '\(logical)', which is not declared under topics:")
@@ -50,7 +87,22 @@ public struct ProcessHandler: StageHandler {
         }
         guard let output = common.output else { throw common.node.error("process needs an output topic") }
         let processor: any RecordProcessor = processors.count == 1 ? processors[0] : ProcessorChain(processors)
-        return ProcessHandler(processor: processor, output: output.name, routes: routes)
+        return ProcessHandler(processor: processor, output: output.name, routes: routes, liveTables: liveTables)
+    }
+
+    /// Loads every live table (each up to the end its topic had when loading began) before the
+    /// stage consumes its first record.
+    public func start(kafka: KafkaConfiguration, logger: Logger) async throws {
+        for table in liveTables {
+            try await table.start(kafka: kafka, logger: logger)
+        }
+    }
+
+    /// Stops following the tables' topics and closes their consumers.
+    public func stop() async {
+        for table in liveTables {
+            await table.stop()
+        }
     }
 
     /// Every topic this handler may write to (for the producer to prepare).

@@ -33,8 +33,22 @@ public enum StageOutcome: Sendable {
 /// The per-record logic of a consume → produce stage (validate, process, or your own). Called on the
 /// stage's task for every record in order per partition; must be deterministic for the no-duplicate
 /// guarantee (the same input always yields the same outputs), and must not block.
+///
+/// A handler that holds resources of its own (e.g. the live tables of `enrich` steps reading a
+/// topic) loads them in ``start(kafka:logger:)``, which the stage awaits before it subscribes, and
+/// releases them in ``stop()``, which the stage calls after its consumer and producer are closed.
+/// Both default to doing nothing.
 public protocol StageHandler: Sendable {
     func handle(_ message: KafkaMessage) -> StageOutcome
+    /// Prepares what ``handle(_:)`` needs before the first record (cancelled on graceful shutdown).
+    func start(kafka: KafkaConfiguration, logger: Logger) async throws
+    /// Releases what ``start(kafka:logger:)`` acquired; also called when it failed. Idempotent.
+    func stop() async
+}
+
+extension StageHandler {
+    public func start(kafka: KafkaConfiguration, logger: Logger) async throws {}
+    public func stop() async {}
 }
 
 /// Readiness and liveness as the HTTP endpoints report them.
@@ -90,6 +104,37 @@ public final class ConsumeProduceStage: Service, Sendable {
 
     public func run() async throws {
         guard let input = common.input else { return }
+        // The handler's resources (e.g. live tables) are loaded before subscribing, so the first
+        // record already sees them, and released after the clients are closed.
+        do {
+            let (handler, kafka, logger, health) = (self.handler, spec.kafka, self.logger, self.health)
+            // Loading may take longer than the liveness limit: alive (not ready) meanwhile.
+            let beating = Task.detached {
+                while !Task.isCancelled {
+                    health.beat()
+                    try? await Task.sleep(for: .seconds(1))
+                }
+            }
+            defer { beating.cancel() }
+            try await cancelWhenGracefulShutdown { try await handler.start(kafka: kafka, logger: logger) }
+        } catch {
+            await handler.stop()
+            if Task.isShuttingDownGracefully {
+                logger.info("stopped while starting", metadata: ["error": "\(error)"])
+                return
+            }
+            throw error
+        }
+        do {
+            try await consume(input)
+        } catch {
+            await handler.stop()
+            throw error
+        }
+        await handler.stop()
+    }
+
+    private func consume(_ input: PipelineSpec.Topic) async throws {
         let clients = try StageClients(spec: spec, common: common, logger: logger, rebalanceListener: nil)
         var outputTopics = [spec.deadLetter.name] + extraTopics
         if let out = common.output { outputTopics.append(out.name) }

@@ -2,32 +2,69 @@ import Config
 import Foundation
 import StreamCore
 
-/// `enrich:` — adds columns of a static table (CSV with a header, a JSON array of objects, or NDJSON)
-/// to records whose `match` expression equals the table's `on` column. The table is read once, at start.
+/// `enrich:` — adds columns of a table to records whose `match` expression finds a row.
+///
+/// The table is either a static file (`table:` — CSV with a header, a JSON array of objects, or
+/// NDJSON — read once at start, looked up by its `on` column) or a topic of the pipeline (`topic:` —
+/// the latest JSON object per Kafka key, supplied by a ``LookupTable``, looked up by the key).
 struct Enrichment: Sendable {
     enum Missing: String, Sendable { case keep, filter, deadLetter = "dead-letter" }
 
+    /// Where rows come from.
+    enum Source: Sendable {
+        /// A file: rows indexed by the text of their `on` column.
+        case file(index: [String: [String: JSONValue]], on: String, name: String)
+        /// A logical topic: rows by Kafka key.
+        case topic(String, any LookupTable)
+    }
+
+    /// Default of `max_rows` for `topic:` tables.
+    static let defaultMaxRows = 1_000_000
+
     let match: Expression
-    let on: String
     let fields: [String]?
     let into: [PathSegment]?
     let missing: Missing
-    let index: [String: [String: JSONValue]]
-    let tableName: String
+    let source: Source
 
-    init(_ node: ConfigNode, baseDirectory: String) throws(ConfigError) {
+    /// The logical table topic, when the step reads one.
+    var tableTopic: String? {
+        if case .topic(let t, _) = source { return t }
+        return nil
+    }
+
+    init(_ node: ConfigNode, baseDirectory: String, tables: LookupTableProvider) throws(ConfigError) {
         let m = try node.mapping()
-        let tableNode = try m.required("table", hint: "a CSV, JSON or NDJSON file, relative to the pipeline file")
-        let table = try tableNode.string()
-        let path = table.hasPrefix("/") ? table : URL(fileURLWithPath: baseDirectory).appendingPathComponent(table).path
+        let tableNode = m.optional("table")
+        let topicNode = m.optional("topic")
         match = try StepProcessor.expression(try m.required("match", hint: "the record's lookup value, e.g. sensor_id"))
-        on = try m.required("on", hint: "the table column to look up").string()
         fields = try m.optional("fields")?.stringList()
         into = try m.optional("into").map { n throws(ConfigError) in try StepProcessor.fieldPath(try n.string(), at: n) }
         let missingText = try m.choice("missing", ["keep", "filter", "dead-letter"], default: "keep")
         missing = Missing(rawValue: missingText) ?? .keep
-        try m.finish()
-        tableName = table
+        switch (tableNode, topicNode) {
+        case (nil, nil):
+            throw node.error("enrich needs 'table' (a CSV, JSON or NDJSON file) or 'topic' (a logical topic of the pipeline)")
+        case (.some, .some(let topicNode)):
+            throw topicNode.error("enrich takes either 'table' (a file) or 'topic' (a logical topic), not both")
+        case (.some(let tableNode), nil):
+            let on = try m.required("on", hint: "the table column to look up").string()
+            try m.finish()
+            source = try Self.loadFile(tableNode, on: on, fields: fields, baseDirectory: baseDirectory)
+        case (nil, .some(let topicNode)):
+            if let onNode = m.optional("on") {
+                throw onNode.error("'on' is for table files; with 'topic' the match expression is compared with the topic's Kafka key")
+            }
+            let maxRows = try m.int("max_rows", default: Self.defaultMaxRows, in: 1...Int(Int32.max))
+            try m.finish()
+            let topic = try topicNode.string()
+            source = .topic(topic, try tables(LookupTableRequest(topic: topic, maxRows: maxRows, node: topicNode)))
+        }
+    }
+
+    static func loadFile(_ tableNode: ConfigNode, on: String, fields: [String]?, baseDirectory: String) throws(ConfigError) -> Source {
+        let table = try tableNode.string()
+        let path = table.hasPrefix("/") ? table : URL(fileURLWithPath: baseDirectory).appendingPathComponent(table).path
         let rows: [[String: JSONValue]]
         do {
             rows = try TableFile.load(path: path)
@@ -46,9 +83,10 @@ struct Enrichment: Sendable {
                 throw tableNode.error("\(path) has no column '\(f)' (columns: \(first.keys.sorted().joined(separator: ", ")))")
             }
         }
-        self.index = index
+        return .file(index: index, on: on, name: table)
     }
 
+    /// The lookup text of a value: a string as it is, anything else as its JSON text (`42`, `true`).
     static func key(_ v: JSONValue) -> String {
         if case .string(let s) = v { return s }
         return v.jsonString
@@ -62,18 +100,36 @@ struct Enrichment: Sendable {
         } catch {
             throw ProcessingError(step: step, errorClass: "ExpressionError", message: error.message)
         }
-        guard lookup != .null, let row = index[Self.key(lookup)] else {
+        let found: [String: JSONValue]?
+        var skipColumn: String?
+        switch source {
+        case .file(let index, let on, _):
+            found = lookup == .null ? nil : index[Self.key(lookup)]
+            skipColumn = on
+        case .topic(let topic, let table):
+            found = lookup == .null ? nil : table.row(forKey: Self.key(lookup))
+            if found == nil, lookup != .null, let why = table.incompleteReason {
+                // The row may exist upstream but was not kept: say so rather than guess.
+                throw ProcessingError(
+                    step: step, errorClass: "EnrichmentTableIncomplete",
+                    message: "no row with key \(lookup.jsonString) in topic \(topic), and the table is incomplete: \(why)")
+            }
+        }
+        guard let row = found else {
             switch missing {
             case .keep: return value
             case .filter: return nil
             case .deadLetter:
-                throw ProcessingError(
-                    step: step, errorClass: "EnrichmentMissing",
-                    message: "no row with \(on) = \(lookup.jsonString) in \(tableName)")
+                let what: String
+                switch source {
+                case .file(_, let on, let name): what = "no row with \(on) = \(lookup.jsonString) in \(name)"
+                case .topic(let topic, _): what = "no row with key \(lookup.jsonString) in topic \(topic)"
+                }
+                throw ProcessingError(step: step, errorClass: "EnrichmentMissing", message: what)
             }
         }
         var added: [String: JSONValue] = [:]
-        for (k, v) in row where k != on && (fields?.contains(k) ?? true) { added[k] = v }
+        for (k, v) in row where k != skipColumn && (fields?.contains(k) ?? true) { added[k] = v }
         if let into {
             var target = ExprEnv.lookup(value, into).objectValue ?? [:]
             target.merge(added) { $1 }

@@ -8,11 +8,25 @@ public struct StepProcessor: RecordProcessor {
     let steps: [Step]
     /// The logical topics that `route` steps name (the stage checks they are declared).
     public let routes: Set<String>
+    /// The logical topics that `enrich` steps with `topic:` join against (their tables came from
+    /// the provider given to ``init(steps:baseDirectory:tables:)``).
+    public let tableTopics: Set<String>
 
-    /// Compiles the steps; errors name the step's line and key.
+    /// Compiles the steps; errors name the step's line and key. An `enrich` step with `topic:` is
+    /// refused here (there is no table to join against): use ``init(steps:baseDirectory:tables:)``.
     public init(steps node: ConfigNode, baseDirectory: String) throws(ConfigError) {
+        try self.init(steps: node, baseDirectory: baseDirectory) { request throws(ConfigError) -> any LookupTable in
+            throw request.node.error("enrich with 'topic' (a table from a Kafka topic) is only available in a process stage")
+        }
+    }
+
+    /// Compiles the steps; each `enrich` step with `topic:` gets its table from `tables`, called
+    /// once per such step during compilation (a provider that serves several steps reading the same
+    /// topic should return the same table). Errors name the step's line and key.
+    public init(steps node: ConfigNode, baseDirectory: String, tables: LookupTableProvider) throws(ConfigError) {
         var steps: [Step] = []
         var routes: Set<String> = []
+        var tableTopics: Set<String> = []
         for (i, item) in try node.sequence().enumerated() {
             let m = try item.mapping()
             guard m.keys.count == 1, let kind = m.keys.first else {
@@ -50,7 +64,9 @@ public struct StepProcessor: RecordProcessor {
                 for f in try body.stringList() { fields.append(try Self.fieldPath(f, at: body)) }
                 steps.append(.keep(fields))
             case "enrich":
-                steps.append(.enrich(try Enrichment(body, baseDirectory: baseDirectory), path))
+                let enrichment = try Enrichment(body, baseDirectory: baseDirectory, tables: tables)
+                if let topic = enrichment.tableTopic { tableTopics.insert(topic) }
+                steps.append(.enrich(enrichment, path))
             case "route":
                 let rules = try RouteRules(body)
                 routes.formUnion(rules.topics)
@@ -64,6 +80,7 @@ public struct StepProcessor: RecordProcessor {
         }
         self.steps = steps
         self.routes = routes
+        self.tableTopics = tableTopics
     }
 
     static func expression(_ node: ConfigNode) throws(ConfigError) -> Expression {
