@@ -265,15 +265,16 @@ struct WindowBench: AsyncParsableCommand {
 
     @Option(help: "Records.") var records = 1_000_000
     @Option(help: "Distinct keys.") var keys = 100_000
-    @Option(help: "Memory budget in MiB.") var budgetMiB = 64
+    @Option(name: .customLong("budget-mib"), help: "Memory budget in MiB.") var budgetMiB = 64
     @Option(help: "Input partitions (state is per partition).") var partitions = 6
     @Option(help: "Event-time spacing between records, ms.") var intervalMs = 1
     @Option(help: "Records per commit (the stage commits per batch).") var batch = 500
+    @Option(help: "Tumbling window size in minutes.") var windowMinutes = 1
 
     func run() async throws {
         let window = """
             type: tumbling
-            size: 1m
+            size: \(windowMinutes)m
             grace: 5s
             time: ts
             idle_timeout: 0s
@@ -329,7 +330,7 @@ struct WindowBench: AsyncParsableCommand {
         func rate(_ d: Duration) -> Double { Double(records) / (Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18) }
         let withState = rate(elapsed)
         let without = rate(baseline)
-        print("window benchmark: \(records) records, \(keys) keys, \(partitions) partitions, tumbling 1m windows (event time \(intervalMs) ms apart), budget \(budgetMiB) MiB")
+        print("window benchmark: \(records) records, \(keys) keys, \(partitions) partitions, tumbling \(windowMinutes)m windows (event time \(intervalMs) ms apart), budget \(budgetMiB) MiB")
         print(String(format: "  stateful engine : %9.0f records/s  (%.2f s)", withState, Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18))
         print(String(format: "  baseline (parse only, same run): %9.0f records/s  → ratio %.2f", without, withState / without))
         print("  window results: \(results); evictions: \(engine.counters.evictions); late: \(engine.counters.late)")

@@ -122,10 +122,12 @@ struct KeyWindows: Sendable, Equatable {
     var windows: [OpenWindow] = []
     var buffer: [BufferedArgs] = []
 
+    /// For the memory budget: the dictionary entry and key, the arrays, each window (see
+    /// ``AggregateState/approximateBytes``) and each buffered record.
     var approximateBytes: Int {
-        var n = 64 + buffer.count * 40
-        for w in windows { n += 32 + w.state.approximateBytes }
-        for b in buffer { n += b.args.count * 24 }
+        var n = 192 + buffer.count * 64
+        for w in windows { n += 64 + w.state.approximateBytes }
+        for b in buffer { n += b.args.count * 40 }
         return n
     }
 
