@@ -73,37 +73,24 @@ public final class PersistStage: Service, Sendable {
         defer { readiness.cancel() }
         logger.info("persisting", metadata: ["topic": "\(input.name)", "group": "\(group)", "sink": "\(sink.name)"])
 
-        let stopping = Synchronization.Atomic<Bool>(false)
-        let lagTask = clients.startLagReporter(metrics: metrics)
-        var failure: (any Error)?
-        await withGracefulShutdownHandler {
-            do {
-                while !stopping.load(ordering: .relaxed) && !Task.isCancelled {
-                    health.beat()
-                    let batch = try await collectBatch(clients.consumer, stopping: stopping)
-                    if batch.isEmpty { continue }
-                    try await write(batch, clients: clients, stopping: stopping)
-                }
-            } catch {
-                failure = error
+        do {
+            try await clients.runLoop(health: health, metrics: metrics, logger: logger) { stopping in
+                let batch = try await collectBatch(clients.consumer, stopping: stopping)
+                if !batch.isEmpty { try await write(batch, clients: clients, stopping: stopping) }
             }
-        } onGracefulShutdown: {
-            stopping.store(true, ordering: .relaxed)
+        } catch {
+            await sink.close()
+            throw error
         }
-        stopping.store(true, ordering: .relaxed)
-        lagTask.cancel()
-        health.setReady(false)
-        await clients.close(commit: failure == nil, logger: logger)
         await sink.close()
-        if let failure { throw failure }
     }
 
     /// Polls until the batch is full or `batch_wait` has passed since its first record.
-    func collectBatch(_ consumer: KafkaConsumer, stopping: borrowing Synchronization.Atomic<Bool>) async throws -> [KafkaMessage] {
+    func collectBatch(_ consumer: KafkaConsumer, stopping: StopFlag) async throws -> [KafkaMessage] {
         var batch = try await consumer.poll(maxMessages: common.batchSize, timeout: .milliseconds(100))
         guard !batch.isEmpty, common.batchWaitMs > 0 else { return batch }
         let deadline = ContinuousClock.now + .milliseconds(common.batchWaitMs)
-        while batch.count < common.batchSize && !stopping.load(ordering: .relaxed) {
+        while batch.count < common.batchSize && !stopping.isSet {
             let left = deadline - ContinuousClock.now
             if left <= .zero { break }
             let more = try await consumer.poll(maxMessages: common.batchSize - batch.count, timeout: min(left, .milliseconds(100)))
@@ -112,7 +99,7 @@ public final class PersistStage: Service, Sendable {
         return batch
     }
 
-    func write(_ batch: [KafkaMessage], clients: StageClients, stopping: borrowing Synchronization.Atomic<Bool>) async throws {
+    func write(_ batch: [KafkaMessage], clients: StageClients, stopping: StopFlag) async throws {
         let started = ContinuousClock.now
         metrics.recordIn(batch.count)
         let now = currentTimeMs()
@@ -168,7 +155,7 @@ public final class PersistStage: Service, Sendable {
             } catch {
                 health.setReady(false)
                 logger.error("sink write failed; retrying", metadata: ["sink": "\(sink.name)", "error": "\(error)"])
-                if stopping.load(ordering: .relaxed) { throw PipelineError.sink("\(error)") }
+                if stopping.isSet { throw PipelineError.sink("\(error)") }
                 try await Task.sleep(for: .milliseconds(retryBackoffMs))
             }
         }

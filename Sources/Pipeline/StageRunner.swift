@@ -144,28 +144,10 @@ public final class ConsumeProduceStage: Service, Sendable {
         defer { readiness.cancel() }
         logger.info("consuming", metadata: ["topic": "\(input.name)", "group": "\(common.group)"])
 
-        let stopping = Synchronization.Atomic<Bool>(false)
-        let lagTask = clients.startLagReporter(metrics: metrics)
-        var failure: (any Error)?
-        await withGracefulShutdownHandler {
-            do {
-                while !stopping.load(ordering: .relaxed) && !Task.isCancelled {
-                    health.beat()
-                    let batch = try await clients.consumer.poll(maxMessages: common.batchSize, timeout: .milliseconds(100))
-                    if batch.isEmpty { continue }
-                    try await process(batch, clients: clients)
-                }
-            } catch {
-                failure = error
-            }
-        } onGracefulShutdown: {
-            stopping.store(true, ordering: .relaxed)
+        try await clients.runLoop(health: health, metrics: metrics, logger: logger) { _ in
+            let batch = try await clients.consumer.poll(maxMessages: common.batchSize, timeout: .milliseconds(100))
+            if !batch.isEmpty { try await process(batch, clients: clients) }
         }
-        stopping.store(true, ordering: .relaxed)
-        lagTask.cancel()
-        health.setReady(false)
-        await clients.close(commit: failure == nil, logger: logger)
-        if let failure { throw failure }
     }
 
     /// Handles one polled batch: outputs and dead letters are produced and acknowledged, then the
@@ -328,6 +310,34 @@ final class StageClients: Sendable {
         }
     }
 
+    /// The loop of every consuming stage: runs `turn` until a graceful shutdown (SIGTERM) or an
+    /// error, beating `health` and reporting lag meanwhile; then marks the stage not ready, commits
+    /// (unless it failed) and closes the clients. Rethrows the loop's error.
+    func runLoop(
+        health: StageHealth, metrics: StageMetrics, logger: Logger, turn: (StopFlag) async throws -> Void
+    ) async throws {
+        let stopping = StopFlag()
+        let lagTask = startLagReporter(metrics: metrics)
+        var failure: (any Error)?
+        await withGracefulShutdownHandler {
+            do {
+                while !stopping.isSet && !Task.isCancelled {
+                    health.beat()
+                    try await turn(stopping)
+                }
+            } catch {
+                failure = error
+            }
+        } onGracefulShutdown: {
+            stopping.set()
+        }
+        stopping.set()
+        lagTask.cancel()
+        health.setReady(false)
+        await close(commit: failure == nil, logger: logger)
+        if let failure { throw failure }
+    }
+
     /// Final commit, leave the group, flush the producer.
     func close(commit: Bool, logger: Logger) async {
         if commit {
@@ -345,4 +355,11 @@ final class StageClients: Sendable {
         }
         await producer.shutdown()
     }
+}
+
+/// Set when a stage should stop (graceful shutdown); read by its loop and long waits.
+final class StopFlag: Sendable {
+    private let flag = Synchronization.Atomic<Bool>(false)
+    func set() { flag.store(true, ordering: .relaxed) }
+    var isSet: Bool { flag.load(ordering: .relaxed) }
 }

@@ -212,31 +212,15 @@ public final class StatefulStage: Service, Sendable {
         logger.info(
             "consuming with state",
             metadata: ["topics": "\(config.inputTopics)", "group": "\(common.group)", "changelog": "\(config.changelog.name)"])
-        let stopping = Synchronization.Atomic<Bool>(false)
-        let lagTask = clients.startLagReporter(metrics: metrics)
-        var failure: (any Error)?
-        await withGracefulShutdownHandler {
-            do {
-                var lastTick = ContinuousClock.now
-                while !stopping.load(ordering: .relaxed) && !Task.isCancelled {
-                    health.beat()
-                    let batch = try await clients.consumer.poll(maxMessages: common.batchSize, timeout: .milliseconds(100))
-                    let tickDue = ContinuousClock.now - lastTick >= .seconds(1)
-                    if batch.isEmpty && !tickDue { continue }
-                    if tickDue { lastTick = ContinuousClock.now }
-                    try await process(batch, clients: clients)
-                }
-            } catch {
-                failure = error
-            }
-        } onGracefulShutdown: {
-            stopping.store(true, ordering: .relaxed)
+        var lastTick = ContinuousClock.now
+        try await clients.runLoop(health: health, metrics: metrics, logger: logger) { _ in
+            let batch = try await clients.consumer.poll(maxMessages: common.batchSize, timeout: .milliseconds(100))
+            // Idle partitions and the memory budget are looked at every second even without records.
+            let tickDue = ContinuousClock.now - lastTick >= .seconds(1)
+            if batch.isEmpty && !tickDue { return }
+            if tickDue { lastTick = ContinuousClock.now }
+            try await process(batch, clients: clients)
         }
-        stopping.store(true, ordering: .relaxed)
-        lagTask.cancel()
-        health.setReady(false)
-        await clients.close(commit: failure == nil, logger: logger)
-        if let failure { throw failure }
     }
 
     /// Refuses to start when the broker's partition counts break co-partitioning (the file's are
