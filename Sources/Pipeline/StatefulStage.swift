@@ -176,6 +176,10 @@ public final class StatefulStage: Service, Sendable {
     let lateCounter: Counter
     let restoreTimer: Metrics.Timer
     let reported = NIOLockedValueBox(StateCounters())
+    /// Checkpoint positions of newly assigned partitions, to store as the group's offsets once the
+    /// assignment is in place: without this, a partition whose input is idle keeps showing the lag
+    /// of a commit that failed during the rebalance, though its checkpoint is at the end.
+    let positionsToStore = NIOLockedValueBox<[KafkaTopicPartitionOffset]>([])
 
     public init(spec: PipelineSpec, common: PipelineSpec.StageCommon, config: StatefulProcessConfig, metrics: StageMetrics, health: StageHealth, logger: Logger) {
         self.spec = spec
@@ -214,6 +218,15 @@ public final class StatefulStage: Service, Sendable {
             metadata: ["topics": "\(config.inputTopics)", "group": "\(common.group)", "changelog": "\(config.changelog.name)"])
         var lastTick = ContinuousClock.now
         try await clients.runLoop(health: health, metrics: metrics, logger: logger) { _ in
+            let positions = positionsToStore.withLockedValue { p in
+                defer { p = [] }
+                return p
+            }
+            if !positions.isEmpty {
+                do { try clients.consumer.storeOffsets(positions) } catch {
+                    logger.debug("could not store the restored positions", metadata: ["error": "\(error)"])
+                }
+            }
             let batch = try await clients.consumer.poll(maxMessages: common.batchSize, timeout: .milliseconds(100))
             // Idle partitions and the memory budget are looked at every second even without records.
             let tickDue = ContinuousClock.now - lastTick >= .seconds(1)
@@ -286,6 +299,7 @@ public final class StatefulStage: Service, Sendable {
             }
         }
         publishGauges()
+        positionsToStore.withLockedValue { $0 += seeks.filter { $0.offset >= 0 } }
         return seeks
     }
 
@@ -432,6 +446,7 @@ public final class StatefulStage: Service, Sendable {
                         eventTimeHeaderMs: context.eventTimeMs)
                     do throws(ProcessingError) {
                         let outcome = try engine.process(record, nowWallMs: now, continuing: n > 0)
+                        if outcome.duplicate { filtered += 1 }
                         if outcome.late {
                             lateCount += 1
                             messages.append(
@@ -563,6 +578,7 @@ public final class StatefulTestHandler: StageHandler {
         }
         if values.isEmpty && outputs.isEmpty { return .filtered }
         var late = false
+        var duplicates = 0
         let result: Result<Void, ProcessingError> = engine.withLockedValue { e in
             for (n, v) in values.enumerated() {
                 let record = StreamRecord(
@@ -572,6 +588,7 @@ public final class StatefulTestHandler: StageHandler {
                 do throws(ProcessingError) {
                     let outcome = try e.process(record, nowWallMs: 0, continuing: n > 0)
                     late = late || outcome.late
+                    duplicates += outcome.duplicate ? 1 : 0
                     for r in outcome.results {
                         let m = StatefulStage.message(r, topic: config.output.name)
                         outputs.append(StageOutput(topic: m.topic, key: m.key, value: m.value ?? [], headers: m.headers))
@@ -585,6 +602,7 @@ public final class StatefulTestHandler: StageHandler {
         if case .failure(let error) = result {
             return .deadLetter(DeadLetterReason(component: error.step, errorClass: error.errorClass, message: error.message))
         }
+        if duplicates == values.count && outputs.isEmpty { return .filtered }
         if late {
             let reason = DeadLetterReason(component: "window", errorClass: "LateRecord", message: "arrived after its window closed")
             if config.lateIsDeadLetter { return .deadLetter(reason) }

@@ -31,6 +31,8 @@ public struct RecordOutcome: Sendable {
     /// The record was at or before the partition's restored position (a redelivery of something
     /// the state already holds): ignored.
     public var skipped = false
+    /// A record with an id the state has already counted (an upstream stage sent it twice): ignored.
+    public var duplicate = false
 }
 
 /// Counters the stage turns into metrics.
@@ -39,6 +41,8 @@ public struct StateCounters: Sendable, Equatable {
     /// Windows closed early or join records expired early to stay within the memory budget.
     public var evictions: Int = 0
     public var restoredEntries: Int = 0
+    /// Records ignored because their id was already counted.
+    public var duplicates: Int = 0
 
     public init() {}
 }
@@ -191,9 +195,10 @@ public struct StatefulEngine: Sendable {
             p.lastArrivalWallMs[side] = nowWallMs
             let mark = closeMark(p, nowWallMs: nowWallMs)
             do {
-                if let r = try p.window?.add(key: key, t: t, args: args, closeMark: mark, tracker: &p.tracker) {
+                if let r = try p.window?.add(key: key, t: t, args: args, idHash: Self.hash(record.id), closeMark: mark, tracker: &p.tracker) {
                     outcome.results = r.results
                     outcome.late = r.late
+                    outcome.duplicate = r.duplicate
                 }
             } catch {
                 throw ProcessingError(step: "window.aggregate", errorClass: "AggregateError", message: error.message)
@@ -208,7 +213,9 @@ public struct StatefulEngine: Sendable {
             p.maxTime[side] = max(before ?? .min, t)
             p.lastArrivalWallMs[side] = nowWallMs
             let mark = closeMark(p, nowWallMs: nowWallMs)
-            if let before, t < before - spec.graceMs || t + spec.windowMs < mark {
+            if p.join?.index[side][record.id] != nil {
+                outcome.duplicate = true
+            } else if let before, t < before - spec.graceMs || t + spec.windowMs < mark {
                 outcome.late = true
             } else {
                 outcome.results = p.join?.add(side: side, key: key, id: record.id, t: t, value: record.value, tracker: &p.tracker) ?? []
@@ -216,7 +223,18 @@ public struct StatefulEngine: Sendable {
             outcome.results += advance(&p, closeMark: mark)
         }
         if outcome.late { counters.late += 1 }
+        if outcome.duplicate { counters.duplicates += 1 }
         return outcome
+    }
+
+    /// FNV-1a 64 of a record id (stable across processes, unlike `Hasher`).
+    static func hash(_ id: String) -> UInt64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in id.utf8 {
+            h ^= UInt64(b)
+            h = h &* 0x0000_0100_0000_01b3
+        }
+        return h
     }
 
     /// The close mark of a partition: stream time − grace, never below the budget's floor.

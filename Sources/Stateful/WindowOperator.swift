@@ -121,11 +121,15 @@ struct OpenWindow: Sendable, Equatable {
 struct KeyWindows: Sendable, Equatable {
     var windows: [OpenWindow] = []
     var buffer: [BufferedArgs] = []
+    /// Ids (hashed) of the records in the open windows, with their event times: a record delivered
+    /// twice (an upstream stage re-sent a batch after a crash) is counted once. Kept as long as a
+    /// window that took it is open; a copy arriving later is late anyway.
+    var seen: [UInt64: Int64] = [:]
 
     /// For the memory budget: the dictionary entry and key, the arrays, each window (see
     /// ``AggregateState/approximateBytes``) and each buffered record.
     var approximateBytes: Int {
-        var n = 192 + buffer.count * 64
+        var n = 192 + buffer.count * 64 + seen.count * 32
         for w in windows { n += 64 + w.state.approximateBytes }
         for b in buffer { n += b.args.count * 40 }
         return n
@@ -163,8 +167,9 @@ struct WindowPartition: Sendable {
     /// Adds a record at event time `t`. Returns the results to emit now (update mode) and whether
     /// the record was late (no open window could take it).
     mutating func add(
-        key: String, t: Int64, args: [JSONValue], closeMark: Int64, tracker: inout ChangeTracker
-    ) throws(ExpressionError) -> (results: [StatefulResult], late: Bool) {
+        key: String, t: Int64, args: [JSONValue], idHash: UInt64, closeMark: Int64, tracker: inout ChangeTracker
+    ) throws(ExpressionError) -> (results: [StatefulResult], late: Bool, duplicate: Bool) {
+        if keys[key]?.seen[idHash] != nil { return ([], false, true) }
         var kw = keys[key] ?? KeyWindows()
         let before = kw.approximateBytes
         let beforeCount = kw.windows.count
@@ -175,7 +180,7 @@ struct WindowPartition: Sendable {
         switch spec.kind {
         case .tumbling, .hopping:
             let candidates = spec.windows(at: t).filter { $0.end > closeMark }
-            if candidates.isEmpty { return ([], true) }
+            if candidates.isEmpty { return ([], true, false) }
             tracker.touch(key, current: keys[key].map { Self.encode($0).serialized() })
             for c in candidates {
                 if let i = kw.windows.firstIndex(where: { $0.start == c.start }) {
@@ -191,7 +196,7 @@ struct WindowPartition: Sendable {
             }
             kw.windows.sort { $0.start < $1.start }
         case .sliding:
-            if t < closeMark { return ([], true) }
+            if t < closeMark { return ([], true, false) }
             tracker.touch(key, current: keys[key].map { Self.encode($0).serialized() })
             kw.buffer.append(BufferedArgs(t: t, args: args))
             kw.buffer.sort { $0.t < $1.t }
@@ -216,7 +221,7 @@ struct WindowPartition: Sendable {
         case .session:
             let gap = spec.gapMs
             let absorbing = kw.windows.indices.filter { t >= kw.windows[$0].start - gap && t <= kw.windows[$0].end + gap }
-            if absorbing.isEmpty && t + gap <= closeMark { return ([], true) }
+            if absorbing.isEmpty && t + gap <= closeMark { return ([], true, false) }
             tracker.touch(key, current: keys[key].map { Self.encode($0).serialized() })
             var merged = OpenWindow(start: t, end: t, state: agg.empty())
             try agg.add(args, to: &merged.state)
@@ -235,13 +240,14 @@ struct WindowPartition: Sendable {
             deadlines.push(deadline(merged), key)
             touched.append(merged)
         }
+        kw.seen[idHash] = t
         windowCount += kw.windows.count - beforeCount
         keys[key] = kw
         bytes += kw.approximateBytes - before
-        guard spec.emit == .update else { return ([], false) }
+        guard spec.emit == .update else { return ([], false, false) }
         var out = retracted.map { result(key: key, window: $0, retracted: true) }
         out += touched.map { result(key: key, window: $0, retracted: false) }
-        return (out, false)
+        return (out, false, false)
     }
 
     /// Closes every window whose deadline the close mark has reached, oldest deadline first (then by
@@ -266,6 +272,9 @@ struct WindowPartition: Sendable {
                 kw.buffer.removeAll { $0.t < closeMark - spec.sizeMs }
                 if kw.windows.isEmpty, let b = kw.buffer.last { deadlines.push(b.t + spec.sizeMs + 1, top.key) }
             }
+            // Ids of records whose windows have all closed: a copy of them would be late.
+            let keepFrom = min(kw.windows.map(\.start).min() ?? .max, kw.buffer.first?.t ?? .max)
+            kw.seen = kw.seen.filter { $0.value >= keepFrom }
             windowCount -= beforeCount - kw.windows.count
             bytes -= before
             if kw.isEmpty {
@@ -314,6 +323,9 @@ struct WindowPartition: Sendable {
         if !kw.buffer.isEmpty {
             o["b"] = .array(kw.buffer.map { .array([.integer($0.t), .array($0.args)]) })
         }
+        if !kw.seen.isEmpty {
+            o["s"] = .array(kw.seen.sorted { $0.key < $1.key }.map { .array([.integer(Int64(bitPattern: $0.key)), .integer($0.value)]) })
+        }
         return .object(o)
     }
 
@@ -334,6 +346,12 @@ struct WindowPartition: Sendable {
             for item in bs {
                 guard case .array(let a) = item, a.count == 2, let t = a[0].int64Value, case .array(let args) = a[1] else { return false }
                 kw.buffer.append(BufferedArgs(t: t, args: args))
+            }
+        }
+        if case .array(let ss)? = value["s"] {
+            for item in ss {
+                guard case .array(let a) = item, a.count == 2, let h = a[0].int64Value, let t = a[1].int64Value else { return false }
+                kw.seen[UInt64(bitPattern: h)] = t
             }
         }
         if let old = keys[key] {

@@ -155,6 +155,26 @@ let minute: Int64 = 60_000
         }
     }
 
+    /// An upstream stage that crashed re-sends records with the same ids: each counts once; a copy
+    /// that arrives after its window closed is late (reported), not counted.
+    @Test func aRecordSentTwiceCountsOnce() throws {
+        let spec = try windowSpec("size: 1m\naggregate: { n: count(), s: sum(v) }")
+        var d = StatefulTestDriver(op: .window(spec), inputTopics: ["in"])
+        try d.pipe(key: "a", value: ["v": 5], eventTimeMs: 1_000, id: "r1")
+        try d.pipe(key: "a", value: ["v": 7], eventTimeMs: 2_000, id: "r2")
+        let again = try d.pipe(key: "a", value: ["v": 5], eventTimeMs: 1_000, id: "r1")
+        #expect(again.duplicate)
+        try d.pipe(key: "a", value: ["v": 1], eventTimeMs: 61_000, id: "r3")
+        #expect(d.results.first?.value["n"] == 2)
+        #expect(d.results.first?.value["s"] == 12)
+        let late = try d.pipe(key: "a", value: ["v": 7], eventTimeMs: 2_000, id: "r2")
+        #expect(late.late && !late.duplicate)
+        #expect(d.engine.counters.duplicates == 1)
+        // The ids survive a restart (they are part of the state in the changelog).
+        try d.restart()
+        #expect(try d.pipe(key: "a", value: ["v": 1], eventTimeMs: 61_000, id: "r3").duplicate)
+    }
+
     @Test func badValuesAreErrorsNotCrashes() throws {
         let spec = try windowSpec("size: 1m\ntime: ts\naggregate: { s: sum(v) }")
         var d = StatefulTestDriver(op: .window(spec), inputTopics: ["in"])
