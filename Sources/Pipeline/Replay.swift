@@ -162,12 +162,7 @@ public struct Replay: Sendable {
         var out: [String: String] = [:]
         for m in try await TopicReader.readToEnd(topic: topic, kafka: kafka) {
             let id = m.header(RecordHeader.id)?.value.map { String(decoding: $0, as: UTF8.self) } ?? "\(m.topic):\(m.partition):\(m.offset)"
-            var h: UInt64 = 0xcbf2_9ce4_8422_2325
-            for b in m.value ?? [] {
-                h ^= UInt64(b)
-                h = h &* 0x0000_0100_0000_01b3
-            }
-            out[id] = String(h, radix: 16)
+            out[id] = String(FNV1a.hash(m.value ?? []), radix: 16)
         }
         return out
     }

@@ -381,12 +381,7 @@ enum Functions {
             guard let ms = v[0].int64Value else { return v[0] == .null ? .null : .string("") }
             return .string(TimeFormat.format(ms))
         case "hash":
-            var h: UInt64 = 0xcbf2_9ce4_8422_2325  // FNV-1a, 64 bit: stable across runs and machines
-            for b in v[0].serialized() {
-                h ^= UInt64(b)
-                h = h &* 0x0000_0100_0000_01B3
-            }
-            return .integer(Int64(bitPattern: h & 0x7FFF_FFFF_FFFF_FFFF))
+            return .integer(Int64(bitPattern: FNV1a.hash(v[0].serialized()) & 0x7FFF_FFFF_FFFF_FFFF))
         case "is_number": return .bool(v[0].doubleValue != nil)
         case "is_string": return .bool(v[0].stringValue != nil)
         case "is_null": return .bool(v[0] == .null)

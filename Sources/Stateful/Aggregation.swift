@@ -234,16 +234,8 @@ public struct Aggregation: Sendable {
         return d
     }
 
-    /// FNV-1a over the value's canonical JSON: stable across processes and versions (Swift's
-    /// `Hasher` is seeded per process, which would break restore from the changelog).
-    static func hash(_ v: JSONValue) -> UInt64 {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in v.serialized() {
-            h ^= UInt64(b)
-            h = h &* 0x0000_0100_0000_01b3
-        }
-        return h
-    }
+    /// FNV-1a over the value's canonical JSON (stable, so sets restored from the changelog match).
+    static func hash(_ v: JSONValue) -> UInt64 { FNV1a.hash(v.serialized()) }
 }
 
 extension JSONValue {

@@ -227,15 +227,8 @@ public struct StatefulEngine: Sendable {
         return outcome
     }
 
-    /// FNV-1a 64 of a record id (stable across processes, unlike `Hasher`).
-    static func hash(_ id: String) -> UInt64 {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in id.utf8 {
-            h ^= UInt64(b)
-            h = h &* 0x0000_0100_0000_01b3
-        }
-        return h
-    }
+    /// A record id's hash as kept in the state (stable across processes: see ``FNV1a``).
+    static func hash(_ id: String) -> UInt64 { FNV1a.hash(id.utf8) }
 
     /// The close mark of a partition: stream time − grace, never below the budget's floor.
     func closeMark(_ p: Partition, nowWallMs: Int64) -> Int64 {
