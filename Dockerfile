@@ -1,5 +1,5 @@
 # One image for every stage: the worker is chosen by the command (ingest, validate, process,
-# persist) and configured by --pipeline / PIPELINE plus environment variables (KAFKA_BROKERS, …).
+# persist, dashboard — which serves Chart.js from Debian's libjs-chart.js) and configured by --pipeline / PIPELINE plus environment variables (KAFKA_BROKERS, …).
 #   docker build -t streamfirst .
 #   docker run --rm -e KAFKA_BROKERS=kafka:9092 streamfirst validate
 
@@ -15,14 +15,14 @@ RUN swift package resolve
 COPY Sources ./Sources
 COPY Tests ./Tests
 RUN swift build -c release --static-swift-stdlib \
-      --product ingest --product validate --product process --product persist --product streamfirst \
+      --product ingest --product validate --product process --product persist --product dashboard --product streamfirst \
  && mkdir /out \
- && for exe in ingest validate process persist streamfirst; do cp .build/release/$exe /out/; done
+ && for exe in ingest validate process persist dashboard streamfirst; do cp .build/release/$exe /out/; done
 
 # --- runtime: Debian slim, librdkafka's shared library, an unprivileged user ------------------
 FROM debian:bookworm-slim
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends librdkafka1 ca-certificates tzdata \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends librdkafka1 libjs-chart.js ca-certificates tzdata \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --create-home --home-dir /var/lib/streamfirst streamfirst
 COPY --from=build /out/ /usr/local/bin/

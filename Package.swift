@@ -17,6 +17,7 @@ let package = Package(
         .executable(name: "validate", targets: ["ValidateWorker"]),
         .executable(name: "process", targets: ["ProcessWorker"]),
         .executable(name: "persist", targets: ["PersistWorker"]),
+        .executable(name: "dashboard", targets: ["DashboardWorker"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -118,6 +119,21 @@ let package = Package(
         .executableTarget(name: "ValidateWorker", dependencies: ["Pipeline"]),
         .executableTarget(name: "ProcessWorker", dependencies: ["Pipeline"]),
         .executableTarget(name: "PersistWorker", dependencies: ["Pipeline"]),
+        // The live dashboard: reads the metrics, data and dead-letter topics and serves a page with
+        // Chart.js charts (Debian's libjs-chart.js) updated by Server-Sent Events.
+        .target(
+            name: "Dashboard",
+            dependencies: [
+                "Pipeline", "Kafka", "Config", "StreamCore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
+        .executableTarget(name: "DashboardWorker", dependencies: ["Dashboard"]),
         .executableTarget(
             name: "StreamfirstCLI",
             dependencies: [
@@ -128,6 +144,7 @@ let package = Package(
                 "Validation",
                 "Connectors",
                 "Processing",
+                "Dashboard",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -173,6 +190,14 @@ let package = Package(
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        // The dashboard: its aggregation and configuration (broker-free) and a real headless
+        // Chromium driving the page while a pipeline runs (chromium + chromium-driver from Debian).
+        .testTarget(
+            name: "DashboardTests",
+            dependencies: [
+                "Dashboard", "Pipeline", "LocalRun", "Kafka", "EmbeddedBroker", "Config", "StreamCore",
             ]
         ),
     ]

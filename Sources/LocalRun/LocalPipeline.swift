@@ -52,6 +52,7 @@ public final class LocalPipeline: Sendable {
     /// The environment every worker gets.
     public let workerEnvironment: [String: String]
     private let workers = NIOLockedValueBox<[PipelineSpec.StageName: Running]>([:])
+    private let dashboardWorker = NIOLockedValueBox<Running?>(nil)
 
     private init(options: Options, broker: EmbeddedBrokerProcess?, bootstrap: String, spec: PipelineSpec, env: [String: String]) {
         self.options = options
@@ -281,15 +282,69 @@ public final class LocalPipeline: Sendable {
         return n
     }
 
-    /// Stops every worker (SIGTERM, graceful) in pipeline order, then the broker.
+    /// Stops every worker (SIGTERM, graceful) in pipeline order, then the dashboard, then the broker.
     /// Returns each worker's exit status.
     public func stop(timeout: Duration = .seconds(30)) async -> [PipelineSpec.StageName: ChildProcess.ExitStatus] {
         var out: [PipelineSpec.StageName: ChildProcess.ExitStatus] = [:]
         for stage in stages {
             if let r = await terminate(stage, timeout: timeout) { out[stage] = r.status }
         }
+        _ = await stopDashboard(timeout: timeout)
         if let broker { _ = try? await broker.terminate() }
         return out
+    }
+
+    // MARK: - Dashboard
+
+    /// Whether the pipeline file has a `dashboard:` section.
+    public var hasDashboard: Bool { spec.dashboard != nil }
+
+    /// Where the dashboard's log (its stderr) goes.
+    public var dashboardLogFile: String {
+        URL(fileURLWithPath: options.workDirectory).appendingPathComponent("logs/dashboard.log").path
+    }
+
+    /// Starts the `dashboard` executable (on a free port) and waits until it is ready (its consumer
+    /// is assigned). Returns its port.
+    @discardableResult
+    public func startDashboard(extraEnvironment: [String: String] = [:]) async throws -> Int {
+        let executable = try ChildProcess.locate("dashboard")
+        let port = PortLine()
+        let process = try ChildProcess(
+            executable: executable, arguments: ["--pipeline", options.pipelineFile],
+            environment: workerEnvironment.merging(extraEnvironment) { $1 }, logFile: dashboardLogFile,
+            onLine: { line in
+                if let r = line.range(of: "http_port="), let p = Int(line[r.upperBound...]) { port.set(p) }
+            })
+        let exitWatch = Task { let s = await process.wait(); port.fail(s) }
+        defer { exitWatch.cancel() }
+        switch await port.wait() {
+        case .success(let p):
+            dashboardWorker.withLockedValue { $0 = Running(process: process, port: p) }
+            let deadline = ContinuousClock.now + .seconds(60)
+            while ContinuousClock.now < deadline {
+                if let status = process.exited {
+                    throw LocalRunError("the dashboard exited (\(status)) before it was ready:\n\(process.standardError)")
+                }
+                if let r = try? await HTTPGet.get(host: "127.0.0.1", port: p, path: "/readyz"), r.status == 200 { return p }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            throw LocalRunError("the dashboard was not ready within a minute")
+        case .failure(let status):
+            throw LocalRunError("the dashboard exited before serving HTTP (\(status)):\n\(process.standardError)")
+        }
+    }
+
+    /// The dashboard's port while it runs.
+    public var dashboardPort: Int? { dashboardWorker.withLockedValue { $0?.port } }
+
+    /// The dashboard's process while it runs.
+    public var dashboardProcess: ChildProcess? { dashboardWorker.withLockedValue { $0?.process } }
+
+    /// SIGTERM to the dashboard; its exit status (nil if it was not started).
+    public func stopDashboard(timeout: Duration = .seconds(30)) async -> ChildProcess.ExitStatus? {
+        guard let p = dashboardProcess else { return nil }
+        return await p.terminate(timeout: timeout).status
     }
 }
 

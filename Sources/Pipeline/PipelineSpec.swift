@@ -95,6 +95,18 @@ public struct PipelineSpec: Sendable {
     public var environment: [String: String]
     /// The file's `tests:` section (run by `streamfirst test`, see ``PipelineTestRunner``).
     public var tests: ConfigNode?
+    /// The `metrics:` section: every worker publishes a snapshot of its counters to a topic.
+    public var metrics: MetricsSettings?
+    /// The `dashboard:` section, read and checked by the `dashboard` worker (`Dashboard.DashboardConfig`).
+    public var dashboard: ConfigNode?
+
+    /// Where and how often workers publish their metrics snapshots (``MetricsPublisher``).
+    public struct MetricsSettings: Sendable {
+        /// The topic the snapshots go to (declared under `topics:`).
+        public var topic: Topic
+        /// Milliseconds between two snapshots of a worker.
+        public var intervalMs: Int64
+    }
 
     /// The default health/metrics port of each stage, so four workers on one host do not collide.
     public static func defaultHTTPPort(_ stage: StageName) -> Int {
@@ -131,6 +143,7 @@ public struct PipelineSpec: Sendable {
         try checkIdentifier(name, at: try top.required("name"))
         _ = top.optional("description")
         let testsNode = top.optional("tests")  // inline pipeline tests: run by `streamfirst test`
+        let dashboardNode = top.optional("dashboard")  // read by the dashboard worker
 
         // Kafka connection.
         var kafka = KafkaConfiguration(bootstrapServers: "127.0.0.1:9092")
@@ -182,6 +195,18 @@ public struct PipelineSpec: Sendable {
         let dlqNode = try top.required("dead_letter", hint: "the logical topic that receives records a stage cannot handle")
         let deadLetter = try topic(dlqNode)
 
+        var metrics: MetricsSettings?
+        if let node = top.optional("metrics") {
+            let m = try node.mapping()
+            let t = try topic(try m.required("topic", hint: "the logical topic the workers publish their metrics snapshots to"))
+            let interval = try m.duration("interval", defaultMilliseconds: 1000)
+            guard (100...3_600_000).contains(interval) else {
+                throw (m.optional("interval") ?? node).error("interval must be between 100ms and 1h, e.g. 1s")
+            }
+            try m.finish()
+            metrics = MetricsSettings(topic: t, intervalMs: interval)
+        }
+
         var stages: [StageName: StageCommon] = [:]
         for stage in StageName.allCases {
             guard let node = top.optional(stage.rawValue) else { continue }
@@ -213,7 +238,7 @@ public struct PipelineSpec: Sendable {
         return PipelineSpec(
             name: name, file: file, baseDirectory: base, kafka: kafka, consumerProperties: consumerProperties,
             producerProperties: producerProperties, topics: topics, deadLetter: deadLetter,
-            stages: stages, environment: environment, tests: testsNode)
+            stages: stages, environment: environment, tests: testsNode, metrics: metrics, dashboard: dashboardNode)
     }
 
     /// The section of one stage, or an error saying the file has none.

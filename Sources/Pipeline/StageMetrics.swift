@@ -126,6 +126,13 @@ public struct StageStats: Sendable, Codable, Equatable {
         public var p99: UInt64
         public var max: UInt64
 
+        public init(count: UInt64, p50: UInt64, p99: UInt64, max: UInt64) {
+            self.count = count
+            self.p50 = p50
+            self.p99 = p99
+            self.max = max
+        }
+
         init(_ h: Histogram<UInt64>) {
             count = h.totalCount
             p50 = h.totalCount == 0 ? 0 : h.valueAtPercentile(50)
@@ -147,6 +154,23 @@ public struct StageStats: Sendable, Codable, Equatable {
     public var endToEndMicros: Quantiles
     /// Stateful stages only.
     public var state: State?
+
+    public init(
+        pipeline: String, stage: String, recordsIn: Int, recordsOut: Int, deadLettered: Int, filtered: Int, consumerLag: Int,
+        deadLetterClasses: [String: Int], processingMicros: Quantiles, endToEndMicros: Quantiles, state: State?
+    ) {
+        self.pipeline = pipeline
+        self.stage = stage
+        self.recordsIn = recordsIn
+        self.recordsOut = recordsOut
+        self.deadLettered = deadLettered
+        self.filtered = filtered
+        self.consumerLag = consumerLag
+        self.deadLetterClasses = deadLetterClasses
+        self.processingMicros = processingMicros
+        self.endToEndMicros = endToEndMicros
+        self.state = state
+    }
 
     /// What a stateful process stage holds.
     public struct State: Sendable, Codable, Equatable {

@@ -82,8 +82,9 @@ public enum Worker {
             fail(2, "\(stage.rawValue): no pipeline file: pass --pipeline FILE or set PIPELINE")
         }
         let built: BuiltStage
+        let spec: PipelineSpec
         do {
-            let spec = try PipelineSpec.load(file: file, environment: env)
+            spec = try PipelineSpec.load(file: file, environment: env)
             logger[metadataKey: "pipeline"] = "\(spec.name)"
             built = try BuiltStage.build(stage, spec: spec, logger: logger, processor: custom)
         } catch {
@@ -110,9 +111,16 @@ public enum Worker {
                 // A machine-readable line for launchers (streamfirst demo, tests) that start workers with port 0.
                 FileHandle.standardOutput.write(Data("\(stage.rawValue) http_port=\(bound)\n".utf8))
             })
+        // With a `metrics:` section, a snapshot of the counters goes to its topic every interval. It is
+        // first in the group so that it is shut down last and its final snapshot has the last counts.
+        let publisher: [ServiceGroupConfiguration.ServiceConfiguration] = spec.metrics.map { settings in
+            [.init(service: MetricsPublisher(
+                spec: spec, settings: settings, metrics: built.metrics,
+                instance: WorkerMetricsSnapshot.instanceID(environment: env), logger: logger))]
+        } ?? []
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
-                services: [
+                services: publisher + [
                     .init(service: built.service, successTerminationBehavior: .gracefullyShutdownGroup),
                     .init(service: http),
                 ],

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Config
+import Dashboard
 import EmbeddedBroker
 import Foundation
 import Kafka
@@ -64,6 +65,10 @@ struct RunOptions: ParsableArguments {
     var logLevel = "info"
     @Option(name: .customLong("set"), help: ArgumentHelp("Environment for the pipeline file and workers, e.g. --set IOT_COUNT=5000.", valueName: "VAR=VALUE"))
     var variables: [String] = []
+    @Option(help: "Port of the dashboard (pipelines with a dashboard: section; default: its port, 9100; 0 = any free port).")
+    var dashboardPort: Int?
+    @Flag(help: "Do not start the dashboard even if the pipeline has a dashboard: section.")
+    var noDashboard = false
 }
 
 /// Drives a `LocalPipeline` and prints what happens.
@@ -106,9 +111,14 @@ struct PipelineRunner {
         // Consumers first, so that nothing waits for a group to form after ingest has started.
         let consumers = local.stages.filter { $0 != .ingest }
         try await local.start(consumers)
+        // The dashboard (a `dashboard:` section) before ingest, so that it sees every record.
+        if local.hasDashboard && !options.noDashboard { try await startDashboard(local) }
         if local.stages.contains(.ingest) { try await local.start(.ingest) }
         for stage in consumers + (local.stages.contains(.ingest) ? [.ingest] : []) {
             say("  \(stage.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0)) pid \(local.process(stage)?.processIdentifier ?? 0), http://127.0.0.1:\(local.port(stage) ?? 0)/metrics, log \(local.logFile(stage))")
+        }
+        if let port = local.dashboardPort {
+            say("  dashboard http://127.0.0.1:\(port)/ (live charts; log \(local.dashboardLogFile))")
         }
 
         // Live progress until ingest's source ends and every group has caught up.
@@ -140,11 +150,29 @@ struct PipelineRunner {
         // Ingest has exited: its counts are in its log's last line; re-read them from the topics instead.
         let counts = (try? await local.topicCounts()) ?? [:]
         let deadLetters = (try? await local.readAll(local.spec.deadLetter.logical)) ?? []
+        let dashboardStatus = await local.stopDashboard()
         let exits = await local.stop()
         let rows = try? await local.sinkRowCount()
         summary(local: local, stats: stats, counts: counts, deadLetters: deadLetters, rows: rows,
-                ingestStatus: ingestStatus, exits: exits, elapsed: ContinuousClock.now - started)
+                ingestStatus: ingestStatus, exits: exits, dashboard: dashboardStatus, elapsed: ContinuousClock.now - started)
         say(samples.summary(stages: local.stages))
+    }
+
+    /// Starts the dashboard on `--dashboard-port` (default: the file's `dashboard.port`); if that
+    /// port is taken, on a free one.
+    func startDashboard(_ local: LocalPipeline) async throws {
+        var env: [String: String] = [:]
+        if let p = options.dashboardPort {
+            env["HTTP_PORT"] = String(p)
+        } else if let p = try? DashboardConfig.make(spec: local.spec, checkFiles: false).port {
+            env["HTTP_PORT"] = String(p)
+        }
+        do {
+            try await local.startDashboard(extraEnvironment: env)
+        } catch where env["HTTP_PORT"] != "0" && options.dashboardPort == nil {
+            say("  dashboard: port \(env["HTTP_PORT"] ?? "?") unavailable (\(String(describing: error).prefix(200))); using a free port")
+            try await local.startDashboard()
+        }
     }
 
     func progressLine(_ local: LocalPipeline, since: ContinuousClock.Instant) async -> String {
@@ -166,7 +194,7 @@ struct PipelineRunner {
     func summary(
         local: LocalPipeline, stats: [PipelineSpec.StageName: StageStats], counts: [String: Int64], deadLetters: [KafkaMessage],
         rows: Int?, ingestStatus: ChildProcess.ExitStatus?, exits: [PipelineSpec.StageName: ChildProcess.ExitStatus],
-        elapsed: Duration
+        dashboard: ChildProcess.ExitStatus? = nil, elapsed: Duration
     ) {
         let spec = local.spec
         say("")
@@ -237,6 +265,10 @@ struct PipelineRunner {
             exitText.append("\(stage.rawValue) \(status)")
             if status.signaled || status.code != 0 { clean = false }
         }
+        if let dashboard {
+            exitText.append("dashboard \(dashboard)")
+            if dashboard.signaled || dashboard.code != 0 { clean = false }
+        }
         say("  workers: " + exitText.joined(separator: ", "))
         if !(ok && clean) {
             say("FAILED: see the logs in \(local.options.workDirectory)/logs")
@@ -270,6 +302,10 @@ struct CheckCommand: AsyncParsableCommand {
                 for stage in PipelineSpec.StageName.allCases where spec.stages[stage] != nil {
                     _ = try BuiltStage.build(stage, spec: spec, logger: Logger(label: "streamfirst.check"))
                     stages.append(stage.rawValue)
+                }
+                if spec.dashboard != nil {
+                    _ = try DashboardConfig.make(spec: spec)
+                    stages.append("dashboard")
                 }
                 emit("\(file): ok — pipeline \(spec.name), \(spec.topics.count) topics, stages: \(stages.joined(separator: ", "))")
             } catch {

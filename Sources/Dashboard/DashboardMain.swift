@@ -1,0 +1,114 @@
+import ArgumentParser
+import Config
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import Pipeline
+import ServiceLifecycle
+
+/// Options of the `dashboard` executable; each has an environment variable like the workers'.
+public struct DashboardOptions: ParsableArguments {
+    @Option(name: .long, help: "The pipeline file (env PIPELINE); its dashboard: and metrics: sections configure the dashboard.")
+    public var pipeline: String?
+
+    @Option(name: .long, help: "HTTP port; 0 picks a free one (env HTTP_PORT; default: dashboard.port, 9100).")
+    public var httpPort: Int?
+
+    @Option(name: .long, help: "Address to listen on (env HTTP_HOST; default 127.0.0.1).")
+    public var httpHost: String?
+
+    @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical (env LOG_LEVEL).")
+    public var logLevel: String?
+
+    @Option(name: .long, help: "text or json (env LOG_FORMAT).")
+    public var logFormat: String?
+
+    @Flag(name: .long, help: "Check the pipeline file's dashboard: section, then exit.")
+    public var check = false
+
+    public init() {}
+}
+
+/// The body of the `dashboard` executable: read the pipeline file, serve the page and its event
+/// stream beside the consumer in a `ServiceGroup` (SIGTERM / SIGINT: graceful shutdown, exit 0).
+/// Exit codes as the workers': 1 it failed (Kafka), 2 bad options or configuration.
+public enum Dashboard {
+    public static func main() async -> Never {
+        let options: DashboardOptions
+        do {
+            options = try DashboardOptions.parse(Array(CommandLine.arguments.dropFirst()))
+        } catch {
+            DashboardOptions.exit(withError: error)
+        }
+        let env = ProcessInfo.processInfo.environment
+        let level = Logger.Level(rawValue: options.logLevel ?? env["LOG_LEVEL"] ?? "info") ?? .info
+        let json = (options.logFormat ?? env["LOG_FORMAT"] ?? "text") == "json"
+        LoggingSystem.bootstrap { label in
+            var handler: any LogHandler = json ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        var logger = Logger(label: "streamfirst.dashboard")
+        guard let file = options.pipeline ?? env["PIPELINE"] else {
+            fail(2, "dashboard: no pipeline file: pass --pipeline FILE or set PIPELINE")
+        }
+        let spec: PipelineSpec
+        let config: DashboardConfig
+        let chartJS: ByteBuffer
+        do {
+            spec = try PipelineSpec.load(file: file, environment: env)
+            config = try DashboardConfig.make(spec: spec)
+            chartJS = ByteBuffer(bytes: try Data(contentsOf: URL(fileURLWithPath: config.chartJSPath)))
+        } catch {
+            fail(2, "dashboard: \(error)")
+        }
+        logger[metadataKey: "pipeline"] = "\(spec.name)"
+        if options.check {
+            print("\(file): the dashboard is configured correctly")
+            exit(0)
+        }
+        var port = config.port
+        if let p = options.httpPort ?? env["HTTP_PORT"].flatMap({ Int($0) }) { port = p }
+        let host = options.httpHost ?? env["HTTP_HOST"] ?? "127.0.0.1"
+        let service = DashboardService(config: config, spec: spec, logger: logger)
+        let http = DashboardHTTP.application(
+            host: host, port: port, service: service, chartJS: chartJS, logger: logger,
+            onBound: { bound in
+                // The same machine-readable line as the workers' (streamfirst run, tests start it with port 0).
+                FileHandle.standardOutput.write(Data("dashboard http_port=\(bound)\n".utf8))
+            })
+        // Shut down in reverse order: the consumer service first (it ends the event streams), then HTTP.
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: [
+                    .init(service: http),
+                    .init(service: service, successTerminationBehavior: .gracefullyShutdownGroup),
+                ],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                cancellationSignals: [],
+                logger: logger
+            ).withDashboardDeadline())
+        do {
+            try await group.run()
+            exit(0)
+        } catch {
+            logger.error("dashboard failed", metadata: ["error": "\(error)"])
+            fail(1, "dashboard: \(error)")
+        }
+    }
+
+    static func fail(_ code: Int32, _ message: String) -> Never {
+        FileHandle.standardError.write(Data((message + "\n").utf8))
+        exit(code)
+    }
+}
+
+extension ServiceGroupConfiguration {
+    func withDashboardDeadline() -> ServiceGroupConfiguration {
+        var c = self
+        c.maximumGracefulShutdownDuration = .seconds(10)
+        c.maximumCancellationDuration = .seconds(5)
+        return c
+    }
+}
