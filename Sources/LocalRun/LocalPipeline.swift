@@ -248,7 +248,9 @@ public final class LocalPipeline: Sendable {
         while ContinuousClock.now < deadline {
             let lags = (try? await groupLags()) ?? [:]
             await onTick(lags)
-            let counts = (try? await topicCounts()) ?? [:]
+            var counts = (try? await topicCounts()) ?? [:]
+            // Workers publish metrics snapshots all the time: that topic never stands still.
+            if let metrics = spec.metrics?.topic.logical { counts[metrics] = nil }
             if !lags.isEmpty, lags.values.allSatisfy({ $0 == 0 }), counts == last {
                 zeroRounds += 1
                 if zeroRounds >= 2 { return }

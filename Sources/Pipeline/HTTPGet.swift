@@ -5,7 +5,7 @@ import NIOPosix
 import Glibc
 #endif
 
-/// A minimal HTTP/1.0 GET over a loopback or LAN TCP socket, for probes (`streamfirst probe`, the
+/// A minimal HTTP/1.0 GET (or other request) over a loopback or LAN TCP socket, for probes (`streamfirst probe`, the
 /// container HEALTHCHECK) and for launchers reading a worker's `/stats`.
 ///
 /// Written by hand because the slim runtime image has no curl and Foundation's URLSession needs
@@ -29,6 +29,19 @@ public enum HTTPGet {
         }
     }
 
+    /// Sends any request (`method`, optional `body`) the same way as ``get(host:port:path:headers:timeoutMs:)``
+    /// (the browser test drives chromedriver with it: Foundation's URLSession rejects chromedriver's
+    /// headers, which have no space after the colon).
+    public static func request(
+        _ method: String, host: String, port: Int, path: String, headers: [String: String] = [:], body: [UInt8]? = nil,
+        timeoutMs: Int = 2000
+    ) async throws -> Response {
+        try await NIOThreadPool.singleton.runIfActive {
+            try blockingGet(
+                host: host, port: port, path: path, headers: headers, timeoutMs: timeoutMs, method: method, body: body, version: "1.1")
+        }
+    }
+
     /// Parses `http://host:port/path`.
     public static func parse(url: String) -> (host: String, port: Int, path: String)? {
         guard url.hasPrefix("http://") else { return nil }
@@ -40,7 +53,10 @@ public enum HTTPGet {
         return (String(parts[0]), port, path.isEmpty ? "/" : String(path))
     }
 
-    static func blockingGet(host: String, port: Int, path: String, headers: [String: String] = [:], timeoutMs: Int) throws -> Response {
+    static func blockingGet(
+        host: String, port: Int, path: String, headers: [String: String] = [:], timeoutMs: Int, method: String = "GET",
+        body: [UInt8]? = nil, version: String = "1.0"
+    ) throws -> Response {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw Failure(description: "socket: errno \(errno)") }
         defer { close(fd) }
@@ -59,7 +75,8 @@ public enum HTTPGet {
         }
         guard connected == 0 else { throw Failure(description: "connect \(host):\(port): errno \(errno)") }
         let extra = headers.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)\r\n" }.joined()
-        let request = Array("GET \(path) HTTP/1.0\r\nHost: \(host)\r\n\(extra)Connection: close\r\n\r\n".utf8)
+        let length = body.map { "Content-Length: \($0.count)\r\n" } ?? ""
+        let request = Array("\(method) \(path) HTTP/\(version)\r\nHost: \(host)\r\n\(extra)\(length)Connection: close\r\n\r\n".utf8) + (body ?? [])
         var sent = 0
         while sent < request.count {
             let n = request[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
@@ -73,6 +90,9 @@ public enum HTTPGet {
             if n == 0 { break }
             guard n > 0 else { throw Failure(description: "recv: errno \(errno)") }
             data.append(contentsOf: buffer[0..<n])
+            // A server that keeps the connection open (chromedriver does, despite `Connection: close`)
+            // is done once the body has its Content-Length.
+            if let end = findHeaderEnd(data), let length = contentLength(data[0..<end]), data.count >= end + 4 + length { break }
         }
         // Status line, headers, blank line, body.
         guard let headerEnd = findHeaderEnd(data) else { throw Failure(description: "no HTTP response") }
@@ -82,6 +102,16 @@ public enum HTTPGet {
             throw Failure(description: "bad status line: \(head.prefix(80))")
         }
         return Response(status: status, body: Array(data[(headerEnd + 4)...]))
+    }
+
+    static func contentLength(_ head: ArraySlice<UInt8>) -> Int? {
+        for line in String(decoding: head, as: UTF8.self).split(separator: "\r\n") {
+            let parts = line.split(separator: ":", maxSplits: 1)
+            if parts.count == 2, parts[0].lowercased() == "content-length" {
+                return Int(parts[1].trimmingCharacters(in: .whitespaces))
+            }
+        }
+        return nil
     }
 
     static func findHeaderEnd(_ data: [UInt8]) -> Int? {

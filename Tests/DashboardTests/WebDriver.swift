@@ -1,17 +1,16 @@
 import EmbeddedBroker
 import Foundation
+import Pipeline
 import StreamCore
 
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// A W3C WebDriver client for the browser test, over chromedriver's HTTP API (Debian's
 /// `chromium-driver` driving Debian's `chromium`, headless). Written here because it is a handful
-/// of HTTP calls: new session, navigate, execute script, screenshot, delete session.
+/// of HTTP calls: new session, navigate, execute script, screenshot, delete session. (Over
+/// `HTTPGet.request`: Foundation's URLSession fails on chromedriver's headers, "Failed writing header".)
 struct WebDriver: Sendable {
     static let chromium = "/usr/bin/chromium"
     static let chromedriver = "/usr/bin/chromedriver"
@@ -21,7 +20,7 @@ struct WebDriver: Sendable {
     }
 
     let driver: ChildProcess
-    let base: String
+    let port: Int
     let session: String
 
     /// Starts chromedriver on a free loopback port and opens a headless Chromium session.
@@ -31,13 +30,12 @@ struct WebDriver: Sendable {
         }
         let port = try freePort()
         let driver = try ChildProcess(executable: URL(fileURLWithPath: chromedriver), arguments: ["--port=\(port)", "--allowed-ips=127.0.0.1"])
-        let base = "http://127.0.0.1:\(port)"
         // chromedriver answers /status once it listens.
         let deadline = ContinuousClock.now + .seconds(30)
         var up = false
         while ContinuousClock.now < deadline {
             if driver.exited != nil { throw Failure(description: "chromedriver exited: \(driver.standardError)") }
-            if let status = try? await request("GET", base + "/status", body: nil), status["value"]?["ready"] == .bool(true) {
+            if let status = try? await request("GET", port: port, "/status", body: nil), status["value"]?["ready"] == .bool(true) {
                 up = true
                 break
             }
@@ -58,12 +56,12 @@ struct WebDriver: Sendable {
                 ]
             ]
         ]
-        let created = try await request("POST", base + "/session", body: capabilities)
+        let created = try await request("POST", port: port, "/session", body: capabilities)
         guard let session = created["value"]?["sessionId"]?.stringValue else {
             _ = await driver.terminate(timeout: .seconds(5))
             throw Failure(description: "no WebDriver session: \(String(decoding: created.serialized(), as: UTF8.self))")
         }
-        return WebDriver(driver: driver, base: base, session: session)
+        return WebDriver(driver: driver, port: port, session: session)
     }
 
     func navigate(_ url: String) async throws {
@@ -90,23 +88,18 @@ struct WebDriver: Sendable {
     }
 
     private func call(_ method: String, _ path: String, _ body: JSONValue?) async throws -> JSONValue {
-        let answer = try await Self.request(method, "\(base)/session/\(session)\(path)", body: body)
+        let answer = try await Self.request(method, port: port, "/session/\(session)\(path)", body: body)
         if case .object(let error)? = answer["value"], let name = error["error"]?.stringValue {
             throw Failure(description: "WebDriver \(method) \(path): \(name): \(error["message"]?.stringValue ?? "")")
         }
         return answer["value"] ?? .null
     }
 
-    static func request(_ method: String, _ url: String, body: JSONValue?) async throws -> JSONValue {
-        guard let u = URL(string: url) else { throw Failure(description: "bad URL \(url)") }
-        var request = URLRequest(url: u, timeoutInterval: 60)
-        request.httpMethod = method
-        if let body {
-            request.httpBody = Data(body.serialized())
-            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-        }
-        let (data, _) = try await URLSession.shared.data(for: request)
-        return try JSONValue.parse(Array(data))
+    static func request(_ method: String, port: Int, _ path: String, body: JSONValue?) async throws -> JSONValue {
+        let response = try await HTTPGet.request(
+            method, host: "127.0.0.1", port: port, path: path,
+            headers: body == nil ? [:] : ["Content-Type": "application/json"], body: body?.serialized(), timeoutMs: 60_000)
+        return try JSONValue.parse(response.body)
     }
 
     /// A TCP port nobody listens on now (bound to port 0 and released).
