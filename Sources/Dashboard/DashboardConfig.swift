@@ -25,7 +25,9 @@ public struct DashboardConfig: Sendable {
     /// The default HTTP port (the workers' defaults are 9101–9104).
     public static let defaultPort = 9100
 
+    /// The page's title (`title`, default `<pipeline> — live`).
     public var title: String
+    /// The HTTP port (`port`); `HTTP_PORT` / `--http-port` win.
     public var port: Int
     /// Data topics (Kafka names) to chart.
     public var dataTopics: [String]
@@ -33,12 +35,17 @@ public struct DashboardConfig: Sendable {
     public var keyField: String?
     /// The numeric fields plotted per device.
     public var valueFields: [String]
+    /// Windowed averages cover this many milliseconds of processing time (`window`).
     public var windowMs: Int64
+    /// Devices kept (`max_devices`).
     public var maxDevices: Int
+    /// Points per chart series and samples per device and field (`max_points`).
     public var maxPoints: Int
+    /// Milliseconds between two updates of the page (`update_interval`).
     public var updateIntervalMs: Int64
     /// Read the topics from their beginning (true) or only what arrives after start (false).
     public var fromBeginning: Bool
+    /// The Chart.js file served at `/chart.js` (`chart_js`).
     public var chartJSPath: String
     /// The metrics topic (Kafka name) the workers publish to.
     public var metricsTopic: String

@@ -14,6 +14,7 @@ import StreamCore
 public struct DashboardState: Sendable {
     /// The settings the aggregation uses (from ``DashboardConfig``).
     public struct Limits: Sendable {
+        /// The field naming the device; nil: the record's Kafka key.
         public var keyField: String?
         public var valueFields: [String]
         public var windowMs: Int64
@@ -78,6 +79,7 @@ public struct DashboardState: Sendable {
         public var lastMs: Int64
     }
 
+    /// Dead letters read from the dead-letter topic since the dashboard started.
     public struct DeadLetters: Sendable, Codable, Equatable {
         public var total: Int
         public var byStage: [String: Int]
@@ -85,6 +87,7 @@ public struct DashboardState: Sendable {
         public var recent: [DeadLetter]
     }
 
+    /// One dead letter, from its headers.
     public struct DeadLetter: Sendable, Codable, Equatable {
         public var stage: String
         public var errorClass: String
@@ -122,9 +125,12 @@ public struct DashboardState: Sendable {
         var lastMs: Int64 = 0
     }
 
+    /// Worker instances kept (the one heard from longest ago is forgotten first).
     public static let maxInstances = 200
+    /// Dead letters listed on the page.
     public static let recentDeadLetters = 10
 
+    /// The bounds and fields in use.
     public let limits: Limits
     private var instances: [String: Instance] = [:]
     private var devices: [String: DeviceState] = [:]
