@@ -16,6 +16,7 @@ struct Streamfirst: AsyncParsableCommand {
         TopicsCommand.self,
         LagCommand.self,
         ConnectorsCommand.self,
+        ReferenceCommand.self,
         ConformanceCommand.self,
         RedriveCommand.self,
         TestCommand.self,
