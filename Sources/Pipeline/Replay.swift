@@ -158,9 +158,9 @@ public struct Replay: Sendable {
     /// One line per record id of a topic: `<id> <digest>`, the digest being FNV-1a 64 of the value
     /// bytes of the id's last record (a window re-emitted after a restart counts once, as a sink's
     /// upsert does). Sorted by id, so two runs can be compared line by line.
-    public static func digests(topic: String, kafka: KafkaConfiguration) async throws -> [String: String] {
+    public static func digests(topic: String, kafka: KafkaConfiguration, progress: ProgressHandler? = nil) async throws -> [String: String] {
         var out: [String: String] = [:]
-        for m in try await TopicReader.readToEnd(topic: topic, kafka: kafka) {
+        for m in try await TopicReader.readToEnd(topic: topic, kafka: kafka, progress: progress) {
             let id = m.header(RecordHeader.id)?.value.map { String(decoding: $0, as: UTF8.self) } ?? "\(m.topic):\(m.partition):\(m.offset)"
             out[id] = String(FNV1a.hash(m.value ?? []), radix: 16)
         }

@@ -22,6 +22,7 @@ struct Streamfirst: AsyncParsableCommand {
         TestCommand.self,
         ChaosCommand.self,
         ReplayCommand.self,
+        CompletionCommand.self,
     ]
 
     static let configuration = CommandConfiguration(

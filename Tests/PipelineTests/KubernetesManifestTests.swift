@@ -83,9 +83,11 @@ import Yams
         let base = try Self.resources(of: Self.deploy.appendingPathComponent("base"))
         let keda = try #require(try Self.documents(Self.deploy.appendingPathComponent("keda/kustomization.yaml").path).first)
         for p in keda["patches"] as? [[String: Any]] ?? [] {
-            let patch = try #require(try Yams.load(yaml: try #require(p["patch"] as? String)) as? [String: Any])
+            let patchText = try #require(p["patch"] as? String)
+            let patch = try #require(try Yams.load(yaml: patchText) as? [String: Any])
             let name = try #require((patch["metadata"] as? [String: Any])?["name"] as? String)
-            #expect(Self.named(base, try #require(patch["kind"] as? String), name) != nil, "keda patch names \(name), not in base")
+            let kind = try #require(patch["kind"] as? String)
+            #expect(Self.named(base, kind, name) != nil, "keda patch names \(name), not in base")
         }
     }
 
@@ -122,14 +124,17 @@ import Yams
         let mountPath = try #require(mount["mountPath"] as? String)
         let volume = try #require((try podSpec(deployment)["volumes"] as? [[String: Any]])?.first { $0["name"] as? String == mount["name"] as? String })
         let configMap = try #require(volume["configMap"] as? [String: Any])
-        let cm = try #require(named(all, "ConfigMap", try #require(configMap["name"] as? String)))
+        let configMapName = try #require(configMap["name"] as? String)
+        let cm = try #require(named(all, "ConfigMap", configMapName))
         let data = try #require(cm["data"] as? [String: String])
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sf-k8s-\(UUID().uuidString.prefix(8))")
         for item in configMap["items"] as? [[String: Any]] ?? [] {
             let key = try #require(item["key"] as? String)
-            let file = dir.appendingPathComponent(try #require(item["path"] as? String))
+            let itemPath = try #require(item["path"] as? String)
+            let file = dir.appendingPathComponent(itemPath)
             try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
-            try #require(data[key], "ConfigMap has no key \(key)").write(to: file, atomically: true, encoding: .utf8)
+            let content = try #require(data[key], "ConfigMap has no key \(key)")
+            try content.write(to: file, atomically: true, encoding: .utf8)
         }
         return (dir, dir.appendingPathComponent(String(pipelinePath.dropFirst(mountPath.count + 1))).path)
     }
@@ -175,7 +180,8 @@ import Yams
             #expect((c["securityContext"] as? [String: Any])?["readOnlyRootFilesystem"] as? Bool == true)
             // Graceful shutdown: the worker's own deadline ends before the kubelet's SIGKILL.
             let grace = try #require(pod["terminationGracePeriodSeconds"] as? Int)
-            #expect(Int64(grace) * 1000 > try reference.stage(stage).shutdownTimeoutMs)
+            let shutdownMs = try reference.stage(stage).shutdownTimeoutMs
+            #expect(Int64(grace) * 1000 > shutdownMs)
 
             // The mounted files load as the pipelines/ file does, and build the stage (schema, table, sink).
             let (dir, pipeline) = try Self.mountedPipeline(all, deployment: deployment)
@@ -184,7 +190,8 @@ import Yams
             let mounted = try PipelineSpec.load(file: pipeline, environment: ["KAFKA_BROKERS": "kafka:9092", "STREAMFIRST_STATE_DIR": state])
             #expect(mounted.name == reference.name)
             #expect(mounted.topics == reference.topics)
-            #expect(try mounted.stage(stage).group == reference.stage(stage).group)
+            let group = try reference.stage(stage).group
+            #expect(try mounted.stage(stage).group == group)
             _ = try BuiltStage.build(stage, spec: mounted, logger: .init(label: "test"))
 
             // Writable paths are volumes: ingest's checkpoint directory.
@@ -232,12 +239,14 @@ import Yams
             let metric = (hs["metrics"] as? [[String: Any]])?.first?["resource"] as? [String: Any]
             #expect(metric?["name"] as? String == "cpu")
             // CPU utilisation is relative to the request.
-            #expect(((try Self.container(deployment)["resources"] as? [String: Any])?["requests"] as? [String: Any])?["cpu"] != nil)
+            let container = try Self.container(deployment)
+            #expect(((container["resources"] as? [String: Any])?["requests"] as? [String: Any])?["cpu"] != nil)
 
             let scaled = try #require(keda.first { (($0["metadata"] as? [String: Any])?["name"] as? String) == "streamfirst-\(stage.rawValue)" })
             let ks = try #require(scaled["spec"] as? [String: Any])
             #expect((ks["scaleTargetRef"] as? [String: Any])?["name"] as? String == "streamfirst-\(stage.rawValue)")
-            #expect(try #require(ks["maxReplicaCount"] as? Int) <= input.partitions)
+            let maxCount = try #require(ks["maxReplicaCount"] as? Int)
+            #expect(maxCount <= input.partitions)
             let trigger = try #require((ks["triggers"] as? [[String: Any]])?.first)
             #expect(trigger["type"] as? String == "kafka")
             let meta = try #require(trigger["metadata"] as? [String: Any])
@@ -245,7 +254,7 @@ import Yams
             #expect(common.group == "\(spec.name).\(stage.rawValue)")
             #expect(meta["topic"] as? String == input.name)
             let fromEnv = try #require(meta["bootstrapServersFromEnv"] as? String)
-            #expect(Self.env(try Self.container(deployment))[fromEnv] != nil, "KEDA reads \(fromEnv) from the container's environment")
+            #expect(Self.env(container)[fromEnv] != nil, "KEDA reads \(fromEnv) from the container's environment")
         }
         // Ingest does not scale (one source, one checkpoint).
         #expect(Self.named(base, "HorizontalPodAutoscaler", "streamfirst-ingest") == nil)
