@@ -50,7 +50,7 @@ struct GettingStartedTests {
             "lillehammer-4|1772352000000|-7|19.4|65|t",
             "oslo-1|1772352000000|-3.5|25.7|81|t",
             "oslo-1|1772355600000|-1.25|29.8|78|t",
-            "tromso-3|1772352000000|-11.75|10.8|70|t",
+            "tromso-3|1772352000000|-11.75|10.9|70|t",
         ])
         // The two bad rows are the run's dead letters, and the counts reconcile.
         #expect(run.output.contains("ingested 7 = persisted 5 + dead-lettered 2 + filtered 0"), "\(run.output)")
