@@ -35,7 +35,7 @@ struct ReplayCommand: AsyncParsableCommand {
         @Flag(help: "Stateful process stage: forget its state and start empty at the replay point.") var resetState = false
         @Flag(help: "Print the offsets, change nothing.") var dryRun = false
         @Option(help: "Kafka bootstrap servers (default: the pipeline's, or $KAFKA_BROKERS).") var bootstrap: String?
-        @Flag(help: "Print {dry_run, group, offsets: [{topic, partition, offset}], reset_partitions}.") var json = false
+        @OptionGroup var output: OutputOptions
 
         func validate() throws {
             guard PipelineSpec.StageName(rawValue: stage) != nil else { throw ValidationError("--stage \(stage): expected validate or process") }
@@ -55,9 +55,20 @@ struct ReplayCommand: AsyncParsableCommand {
             let position: Replay.Position =
                 toBeginning ? .beginning : toOffset.map { .offset($0) } ?? .timestamp(to.flatMap(RedriveCommand.time) ?? 0)
             let stageName = PipelineSpec.StageName(rawValue: stage) ?? .process
-            let report = try await Replay(spec: spec, stage: stageName, logger: logger).rewind(to: position, resetState: resetState, dryRun: dryRun)
+            var replay = Replay(spec: spec, stage: stageName, logger: logger)
+            let bar = output.progressBar()
+            replay.progress = bar.handler
+            let report: Replay.Report
+            do {
+                report = try await replay.rewind(to: position, resetState: resetState, dryRun: dryRun)
+                bar.finish()
+            } catch {
+                bar.finish()
+                throw error
+            }
             let group = try spec.stage(stageName).group
-            if json {
+            if output.json {
+                // {dry_run, stage, group, offsets: [{topic, partition, offset}], reset_partitions}
                 emit(jsonString([
                     "dry_run": dryRun, "stage": stage, "group": group,
                     "offsets": report.offsets.map {

@@ -117,7 +117,7 @@ struct CLITests {
         _ = try await broker.terminate()
     }
 
-    @Test("--json documents: topics list, check, redrive --dry-run, replay digest; progress bars only on a terminal")
+    @Test("--json documents: topics list, check, redrive --dry-run, replay rewind and digest; progress bars only on a terminal")
     func jsonAndProgress() async throws {
         let prefix = uniqueName("js")
         let broker = try await launchBroker(topics: ["\(prefix).raw": 2, "\(prefix).valid": 2, "\(prefix).out": 2, "\(prefix).dead": 1])
@@ -152,6 +152,16 @@ struct CLITests {
         let d = try json(output(digest))
         #expect(d["ids"] as? Int == 40)
         #expect((d["digests"] as? [String: String])?.count == 40)
+
+        let rewind = try await runProcess(exe, [
+            "replay", "rewind", "--pipeline", file, "--stage", "validate", "--to-offset", "3", "--dry-run", "--bootstrap", broker.bootstrapServers, "--json",
+        ])
+        #expect(rewind.status == 0, "\(rewind.stderr)")
+        let w = try json(output(rewind))
+        #expect(w["dry_run"] as? Bool == true)
+        #expect(w["group"] as? String == "jsp.validate")
+        let offsets = (w["offsets"] as? [[String: Any]] ?? []).map { "\($0["topic"] ?? "")/\($0["partition"] ?? "")/\($0["offset"] ?? "")" }
+        #expect(offsets.sorted() == ["\(prefix).raw/0/3", "\(prefix).raw/1/3"])
 
         // Not a terminal (a pipe): no bar. A terminal (script(1) gives the command a pty): the bar, to 100 %.
         let piped = try await runProcess(exe, ["replay", "digest", "--pipeline", file, "--topic", "raw", "--bootstrap", broker.bootstrapServers, "--save", "/dev/null"])

@@ -82,6 +82,9 @@ import Yams
         // The KEDA variant deletes exactly the base's HPAs (patches naming a missing object fail in kustomize).
         let base = try Self.resources(of: Self.deploy.appendingPathComponent("base"))
         let keda = try #require(try Self.documents(Self.deploy.appendingPathComponent("keda/kustomization.yaml").path).first)
+        // The ScaledObjects land in the namespace of the Deployments they scale.
+        let overlay = try #require(try Self.documents(Self.deploy.appendingPathComponent("overlays/example/kustomization.yaml").path).first)
+        #expect(keda["namespace"] as? String == overlay["namespace"] as? String)
         for p in keda["patches"] as? [[String: Any]] ?? [] {
             let patchText = try #require(p["patch"] as? String)
             let patch = try #require(try Yams.load(yaml: patchText) as? [String: Any])
