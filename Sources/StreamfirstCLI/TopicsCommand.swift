@@ -65,13 +65,19 @@ struct TopicsCommand: AsyncParsableCommand {
         @Option var replicationFactor = -1
         @Option(name: .customLong("config"), help: "Topic config KEY=VALUE (repeatable).") var configs: [String] = []
         @Option(help: "Embedded broker control address: create through it instead of the admin API.") var control: String?
-        @Flag(help: "Print {created: [names], existing: [names]}.") var json = false
+        @OptionGroup var output: OutputOptions
+        var json: Bool { output.json }
 
         func run() async throws {
             bootstrapCLILogging()
             if let pipeline {
                 let spec = try PipelineSpec.load(file: pipeline)
-                let missing = try await spec.createMissingTopics(using: try connection.kafkaConfiguration())
+                let missing: [PipelineSpec.Topic]
+                if let control {
+                    missing = try await createThroughControl(spec, control: control)
+                } else {
+                    missing = try await spec.createMissingTopics(using: try connection.kafkaConfiguration())
+                }
                 if json {
                     let created = Set(missing.map(\.name))
                     emit(jsonString([
@@ -105,6 +111,35 @@ struct TopicsCommand: AsyncParsableCommand {
                 await admin.shutdown()
             }
             emit(json ? jsonString(["created": [topic], "existing": [String]()]) : "created \(topic) (\(partitions) partitions)")
+        }
+
+        /// The embedded broker has no CreateTopics: each missing topic goes through its control
+        /// channel, one command each (hence the progress bar).
+        func createThroughControl(_ spec: PipelineSpec, control: String) async throws -> [PipelineSpec.Topic] {
+            let admin = try KafkaAdmin(configuration: try connection.kafkaConfiguration())
+            let existing: Set<String>
+            do {
+                existing = Set(try await admin.listTopics())
+            } catch {
+                await admin.shutdown()
+                throw error
+            }
+            await admin.shutdown()
+            let missing = spec.topicsToCreate.filter { !existing.contains($0.name) }
+            let client = try EmbeddedBrokerControl(address: control)
+            let bar = output.progressBar()
+            for (i, t) in missing.enumerated() {
+                bar.update("creating topics", i, missing.count)
+                do {
+                    try await client.createTopic(t.name, partitions: t.partitions, replicationFactor: t.replicationFactor)
+                } catch {
+                    bar.finish()
+                    throw error
+                }
+            }
+            bar.update("creating topics", missing.count, missing.count)
+            bar.finish()
+            return missing
         }
     }
 

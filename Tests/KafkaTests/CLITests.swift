@@ -177,6 +177,29 @@ struct CLITests {
         _ = try await broker.terminate()
     }
 
+    @Test("topics create --pipeline --control: every declared topic and the redrive ledger on the embedded broker, once; a progress bar on a pty")
+    func createPipelineTopics() async throws {
+        let prefix = uniqueName("mk")
+        let broker = try await launchBroker()
+        let file = try pipelineFile(name: "mk", prefix: prefix)
+        let names = ["raw", "valid", "out", "dead", "dead.redrive-ledger"].map { "\(prefix).\($0)" }.sorted()
+        let command = [exe, "topics", "create", "--pipeline", file, "--control", broker.controlAddress, "-b", broker.bootstrapServers]
+            .map { "'\($0)'" }.joined(separator: " ")
+        let tty = try await runProcess("/usr/bin/script", ["-qefc", command, "/dev/null"])
+        #expect(tty.status == 0, "\(output(tty))")
+        #expect(output(tty).contains("creating topics [########################] 100% 5/5"), "\(output(tty))")
+        #expect(output(tty).contains("created 5 of 5 topics of \(file)"))
+
+        let again = try await runProcess(exe, ["topics", "create", "--pipeline", file, "--control", broker.controlAddress, "-b", broker.bootstrapServers, "--json"])
+        #expect(again.status == 0, "\(again.stderr)")
+        let doc = try json(output(again))
+        #expect(doc["created"] as? [String] == [])
+        #expect(doc["existing"] as? [String] == names)
+        let describe = try await runProcess(exe, ["topics", "describe", "\(prefix).raw", "-b", broker.bootstrapServers, "--json"])
+        #expect(((try json(output(describe)))["partitions"] as? [Any])?.count == 2)
+        _ = try await broker.terminate()
+    }
+
     @Test("shell completion: streamfirst completion bash|zsh|fish is argument-parser's script and names every subcommand")
     func completion() async throws {
         let bash = try await runProcess(exe, ["completion", "bash"])
