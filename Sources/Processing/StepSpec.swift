@@ -55,7 +55,7 @@ extension StepProcessor {
     public static let specs: [StepSpec] = [
         StepSpec(
             name: "filter", summary: "Keeps a record only when the expression is true (the others are counted as filtered in /stats).",
-            form: "an expression (docs/EXPRESSIONS.md); a record for which it is not `true` is dropped",
+            form: "an expression ([EXPRESSIONS.md](../../EXPRESSIONS.md)); a record for which it is not `true` is dropped",
             examples: [#""temperature_c > -40 && temperature_c < 85""#]),
         StepSpec(
             name: "set", summary: "Assigns fields from expressions, in order; each expression sees the earlier assignments.",

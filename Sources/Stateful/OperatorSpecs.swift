@@ -7,7 +7,7 @@ extension WindowSpec {
     public static let spec = StepSpec(
         name: "window",
         summary: "Event-time windows per key — tumbling, hopping, sliding or session — with aggregates (count, sum, min, max, avg, distinct, percentile).",
-        form: "a mapping with the keys below, beside `state:` (and `late:`) in a `process:` section",
+        form: "a mapping with the keys below, beside `state:` (and `late:`)",
         placement: .stage,
         fields: [
             .init("type", "tumbling | hopping | sliding | session", default: "tumbling", "the kind of window"),
@@ -39,7 +39,7 @@ extension JoinSpec {
     public static let spec = StepSpec(
         name: "join",
         summary: "A windowed stream–stream join of the input with a second, co-partitioned topic (inner, left or outer).",
-        form: "a mapping with the keys below, beside `state:` in a `process:` section",
+        form: "a mapping with the keys below, beside `state:`",
         placement: .stage,
         fields: [
             .init("with", "logical topic", "the second input (same partition count and key partitioning as the input)"),
