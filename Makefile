@@ -21,9 +21,9 @@ deps-system:
 	fi
 
 deps-python:
-	@if ! $(VENV)/bin/python -c 'import confluent_kafka' >/dev/null 2>&1; then \
-	  echo "installing the interop client (confluent-kafka from PyPI) into $(VENV)"; \
-	  python3 -m venv $(VENV) && $(VENV)/bin/pip install -q 'confluent-kafka>=2.3'; \
+	@if ! $(VENV)/bin/python -c 'import confluent_kafka, kubernetes_validate' >/dev/null 2>&1; then \
+	  echo "installing the interop client (confluent-kafka) and the Kubernetes manifest validator (kubernetes-validate) from PyPI into $(VENV)"; \
+	  python3 -m venv $(VENV) && $(VENV)/bin/pip install -q 'confluent-kafka>=2.3' 'kubernetes-validate>=1.31'; \
 	fi
 
 build: deps-system

@@ -29,11 +29,30 @@ public struct ConfigError: Error, Sendable, CustomStringConvertible {
 public struct ConfigSource: Sendable {
     public let file: String
     public let environment: [String: String]
+    /// When set, every key a reader looks up in a mapping of this source is recorded here (by its
+    /// full key path), so a test can compare what a component really reads with what it documents.
+    public let keyLog: ConfigKeyLog?
 
-    public init(file: String, environment: [String: String]) {
+    public init(file: String, environment: [String: String], keyLog: ConfigKeyLog? = nil) {
         self.file = file
         self.environment = environment
+        self.keyLog = keyLog
     }
+}
+
+/// The key paths readers looked up (``ConfigMapping/optional(_:)`` and everything built on it),
+/// whether or not the key was present: what a component accepts, as opposed to what it documents.
+public final class ConfigKeyLog: @unchecked Sendable {
+    // @unchecked: `paths` is guarded by `lock`.
+    private let lock = NSLock()
+    private var paths: Set<String> = []
+
+    public init() {}
+
+    func record(_ path: String) { lock.withLock { _ = paths.insert(path) } }
+
+    /// Every key path looked up so far, e.g. `persist.sink.table`, `steps[0].route[1].when`.
+    public var all: Set<String> { lock.withLock { paths } }
 }
 
 /// One node of a YAML configuration document, with its key path and line for error messages.
@@ -211,11 +230,19 @@ public final class ConfigMapping {
     public func contains(_ key: String) -> Bool { entries.contains { $0.key == key } }
 
     /// Marks keys as read by someone else (a shared section reader), so ``finish()`` accepts them.
-    public func markUsed(_ keys: [String]) { used.formUnion(keys) }
+    public func markUsed(_ keys: [String]) {
+        used.formUnion(keys)
+        for key in keys { log(key) }
+    }
+
+    private func log(_ key: String) {
+        node.source.keyLog?.record(node.path.isEmpty ? key : "\(node.path).\(key)")
+    }
 
     /// The value under `key`, or nil when absent or explicitly null.
     public func optional(_ key: String) -> ConfigNode? {
         used.insert(key)
+        log(key)
         guard let entry = entries.first(where: { $0.key == key }), !entry.value.isNull else { return nil }
         return entry.value
     }

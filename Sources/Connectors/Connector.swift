@@ -178,10 +178,15 @@ public struct ConnectorSpec: Sendable {
     public var type: String
     public var summary: String
     public var fields: [Field]
+    /// Minimal valid settings (YAML, the keys beside `type`), one per form the connector takes:
+    /// shown in the reference pages, and the starting points from which a test feeds every
+    /// documented key through the real reader. Empty: the reference derives one from the required fields.
+    public var examples: [String]
 
-    public init(type: String, summary: String, fields: [Field]) {
+    public init(type: String, summary: String, fields: [Field], examples: [String] = []) {
         self.type = type
         self.summary = summary
         self.fields = fields
+        self.examples = examples
     }
 }

@@ -65,6 +65,8 @@ public struct Redrive: Sendable {
     public let dryRun: Bool
     public let maxCount: Int
     let logger: Logger
+    /// Told how far reading the dead letters and sending them back got (`streamfirst redrive`'s progress bar).
+    public var progress: ProgressHandler?
 
     public init(spec: PipelineSpec, filter: Filter = Filter(), dryRun: Bool = false, maxCount: Int = 5, logger: Logger) {
         self.spec = spec
@@ -83,7 +85,7 @@ public struct Redrive: Sendable {
         if !state.pending.isEmpty && !dryRun {
             state.done.formUnion(try await recover(state.pending, kafka: kafka))
         }
-        let letters = try await TopicReader.readToEnd(topic: spec.deadLetter.name, kafka: kafka)
+        let letters = try await TopicReader.readToEnd(topic: spec.deadLetter.name, kafka: kafka, progress: progress)
         var report = Report()
         var batch: [(message: KafkaProducerMessage, coordinates: String, summary: String)] = []
         for letter in letters {
@@ -135,6 +137,7 @@ public struct Redrive: Sendable {
                 try await send(producer, [ledgerEntry(pendingKey, pending.serialized())])
                 try await send(producer, slice.map(\.message))
                 try await send(producer, slice.map { ledgerEntry($0.coordinates, Array("redriven".utf8)) } + [ledgerEntry(pendingKey, nil)])
+                progress?("redriving", start + slice.count, batch.count)
             }
         } catch {
             await producer.shutdown()

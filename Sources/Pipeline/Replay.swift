@@ -33,6 +33,9 @@ public struct Replay: Sendable {
     public let spec: PipelineSpec
     public let stage: PipelineSpec.StageName
     public let logger: Logger
+    /// Told how far resolving the offsets (per topic) and resetting the state (per changelog
+    /// partition) got (`streamfirst replay rewind`'s progress bar).
+    public var progress: ProgressHandler?
 
     public init(spec: PipelineSpec, stage: PipelineSpec.StageName, logger: Logger) {
         self.spec = spec
@@ -76,7 +79,8 @@ public struct Replay: Sendable {
         let consumer = try KafkaConsumer(configuration: config, logger: logger)
         var offsets: [KafkaTopicPartitionOffset] = []
         do {
-            for topic in topics {
+            for (done, topic) in topics.enumerated() {
+                progress?("resolving offsets", done, topics.count)
                 let partitions = (0..<topic.partitions).map { KafkaTopicPartition(topic: topic.name, partition: Int32($0)) }
                 switch position {
                 case .beginning:
@@ -104,6 +108,7 @@ public struct Replay: Sendable {
                 }
             }
             offsets = resolved
+            progress?("resolving offsets", topics.count, topics.count)
             if !dryRun { try await Self.commitAsMember(offsets, consumer: consumer, topics: topics.map(\.name)) }
         } catch {
             await consumer.close()
@@ -115,6 +120,7 @@ public struct Replay: Sendable {
             let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(kafka: spec.kafka), logger: logger)
             do {
                 for p in 0..<Int32(stateful.changelog.partitions) {
+                    progress?("resetting state", Int(p), stateful.changelog.partitions)
                     let (log, _) = try await StatefulStage.readChangelog(topic: stateful.changelog.name, partition: p, kafka: spec.kafka)
                     var start: [String: Int64] = [:]
                     for o in offsets where o.topicPartition.partition == p { start[o.topicPartition.topic] = o.offset }
@@ -127,6 +133,7 @@ public struct Replay: Sendable {
                         throw PipelineError.delivery("changelog \(stateful.changelog.name)[\(p)]: \(error)")
                     }
                     reset.append(p)
+                    progress?("resetting state", Int(p) + 1, stateful.changelog.partitions)
                 }
                 try await producer.flush(timeout: .seconds(10))
             } catch {
@@ -158,9 +165,9 @@ public struct Replay: Sendable {
     /// One line per record id of a topic: `<id> <digest>`, the digest being FNV-1a 64 of the value
     /// bytes of the id's last record (a window re-emitted after a restart counts once, as a sink's
     /// upsert does). Sorted by id, so two runs can be compared line by line.
-    public static func digests(topic: String, kafka: KafkaConfiguration) async throws -> [String: String] {
+    public static func digests(topic: String, kafka: KafkaConfiguration, progress: ProgressHandler? = nil) async throws -> [String: String] {
         var out: [String: String] = [:]
-        for m in try await TopicReader.readToEnd(topic: topic, kafka: kafka) {
+        for m in try await TopicReader.readToEnd(topic: topic, kafka: kafka, progress: progress) {
             let id = m.header(RecordHeader.id)?.value.map { String(decoding: $0, as: UTF8.self) } ?? "\(m.topic):\(m.partition):\(m.offset)"
             out[id] = String(FNV1a.hash(m.value ?? []), radix: 16)
         }

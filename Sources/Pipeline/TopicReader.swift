@@ -1,18 +1,25 @@
 import Kafka
 
+/// Reports how far a long operation got: a phase ("reading iot.dead-letter"), and done of total
+/// units (records). Called from the operation's task, often; the receiver throttles its drawing.
+public typealias ProgressHandler = @Sendable (_ phase: String, _ done: Int, _ total: Int) -> Void
+
 /// Reads a topic from the beginning to the end it had when the read started (all partitions,
 /// no consumer group): for the redrive ledger, the dead-letter topic and tests.
 public enum TopicReader {
     public static func readToEnd(
-        topic: String, kafka: KafkaConfiguration, timeout: Duration = .seconds(60)
+        topic: String, kafka: KafkaConfiguration, timeout: Duration = .seconds(60), progress: ProgressHandler? = nil
     ) async throws -> [KafkaMessage] {
         let admin = try KafkaAdmin(configuration: kafka)
         let partitions: Int
         var ends: [Int32: Int64] = [:]
+        var total: Int64 = 0
         do {
             partitions = try await admin.describeTopic(topic).partitions.count
             for p in 0..<partitions {
-                ends[Int32(p)] = try await admin.watermarks(topic: topic, partition: Int32(p)).high
+                let (low, high) = try await admin.watermarks(topic: topic, partition: Int32(p))
+                ends[Int32(p)] = high
+                total += max(0, high - low)
             }
         } catch {
             await admin.shutdown()
@@ -27,6 +34,8 @@ public enum TopicReader {
         var out: [KafkaMessage] = []
         var done = Set(ends.filter { $0.value == 0 }.keys)
         let deadline = ContinuousClock.now + timeout
+        let phase = "reading \(topic)"
+        progress?(phase, 0, Int(total))
         while done.count < partitions {
             guard ContinuousClock.now < deadline else {
                 await consumer.close()
@@ -36,6 +45,7 @@ public enum TopicReader {
                 if m.offset < ends[m.partition] ?? 0 { out.append(m) }
                 if m.offset + 1 >= ends[m.partition] ?? 0 { done.insert(m.partition) }
             }
+            progress?(phase, out.count, Int(total))
         }
         await consumer.close()
         return out

@@ -45,7 +45,7 @@ func parseStartPosition(_ text: String, topics: [String]) throws -> KafkaStartPo
         }
         throw ValidationError("--from '\(text)': the time must be milliseconds since the epoch or ISO-8601 (2026-11-25T10:00:00Z)")
     }
-    throw ValidationError("--from '\(text)': expected beginning, end, committed, time:MILLIS or time:ISO-8601")
+    throw ValidationError("--from '\(text)': expected beginning, end, committed, offset:N, time:MILLIS or time:ISO-8601")
 }
 
 /// One JSON line for a record: what `tail --json` prints.

@@ -27,6 +27,7 @@ struct RedriveCommand: AsyncParsableCommand {
     @Option(help: "Only dead letters written before this time (ISO-8601 or ms since the epoch).") var until: String?
     @Option(help: "Leave records already redriven this many times.") var maxCount = 5
     @Flag(help: "Print what would be sent, send nothing.") var dryRun = false
+    @OptionGroup var output: OutputOptions
 
     func validate() throws {
         for s in stages where !["ingest", "validate", "process", "persist"].contains(s) {
@@ -48,7 +49,25 @@ struct RedriveCommand: AsyncParsableCommand {
         logger.logLevel = .warning
         let filter = Redrive.Filter(
             stages: Set(stages), errorClasses: Set(reasons), sinceMs: since.flatMap(Self.time), untilMs: until.flatMap(Self.time))
-        let report = try await Redrive(spec: spec, filter: filter, dryRun: dryRun, maxCount: maxCount, logger: logger).run()
+        var redrive = Redrive(spec: spec, filter: filter, dryRun: dryRun, maxCount: maxCount, logger: logger)
+        let bar = output.progressBar()
+        redrive.progress = bar.handler
+        let report: Redrive.Report
+        do {
+            report = try await redrive.run()
+            bar.finish()
+        } catch {
+            bar.finish()
+            throw error
+        }
+        if output.json {
+            emit(jsonString([
+                "dry_run": dryRun, "dead_letter_topic": spec.deadLetter.name, "read": report.read,
+                "redriven": report.redrivenTotal, "by_route": report.redriven,
+                "skipped": ["already_redriven": report.alreadyRedriven, "not_selected": report.filteredOut, "exhausted": report.exhausted],
+            ]))
+            return
+        }
         print("\(dryRun ? "would redrive" : "redriven") \(report.redrivenTotal) of \(report.read) dead letters in \(spec.deadLetter.name)")
         for (what, n) in report.redriven.sorted(by: { $0.key < $1.key }) {
             print("  \(what.padding(toLength: 60, withPad: " ", startingAt: 0)) \(n)")

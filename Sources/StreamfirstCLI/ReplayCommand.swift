@@ -35,6 +35,7 @@ struct ReplayCommand: AsyncParsableCommand {
         @Flag(help: "Stateful process stage: forget its state and start empty at the replay point.") var resetState = false
         @Flag(help: "Print the offsets, change nothing.") var dryRun = false
         @Option(help: "Kafka bootstrap servers (default: the pipeline's, or $KAFKA_BROKERS).") var bootstrap: String?
+        @OptionGroup var output: OutputOptions
 
         func validate() throws {
             guard PipelineSpec.StageName(rawValue: stage) != nil else { throw ValidationError("--stage \(stage): expected validate or process") }
@@ -54,8 +55,29 @@ struct ReplayCommand: AsyncParsableCommand {
             let position: Replay.Position =
                 toBeginning ? .beginning : toOffset.map { .offset($0) } ?? .timestamp(to.flatMap(RedriveCommand.time) ?? 0)
             let stageName = PipelineSpec.StageName(rawValue: stage) ?? .process
-            let report = try await Replay(spec: spec, stage: stageName, logger: logger).rewind(to: position, resetState: resetState, dryRun: dryRun)
+            var replay = Replay(spec: spec, stage: stageName, logger: logger)
+            let bar = output.progressBar()
+            replay.progress = bar.handler
+            let report: Replay.Report
+            do {
+                report = try await replay.rewind(to: position, resetState: resetState, dryRun: dryRun)
+                bar.finish()
+            } catch {
+                bar.finish()
+                throw error
+            }
             let group = try spec.stage(stageName).group
+            if output.json {
+                // {dry_run, stage, group, offsets: [{topic, partition, offset}], reset_partitions}
+                emit(jsonString([
+                    "dry_run": dryRun, "stage": stage, "group": group,
+                    "offsets": report.offsets.map {
+                        ["topic": $0.topicPartition.topic, "partition": Int($0.topicPartition.partition), "offset": $0.offset] as [String: Any]
+                    },
+                    "reset_partitions": report.resetPartitions.count,
+                ]))
+                return
+            }
             print("\(dryRun ? "would rewind" : "rewound") group \(group) to:")
             for o in report.offsets { print("  \(o.topicPartition.topic)[\(o.topicPartition.partition)] → \(o.offset)") }
             if !report.resetPartitions.isEmpty {
@@ -74,6 +96,7 @@ struct ReplayCommand: AsyncParsableCommand {
         @Option(help: "Write the digests to this file.") var save: String?
         @Option(help: "Compare with digests saved before; exit 1 if any id's digest differs.") var compare: String?
         @Option(help: "Kafka bootstrap servers (default: the pipeline's, or $KAFKA_BROKERS).") var bootstrap: String?
+        @OptionGroup var output: OutputOptions
 
         func run() async throws {
             var environment = ProcessInfo.processInfo.environment
@@ -82,26 +105,52 @@ struct ReplayCommand: AsyncParsableCommand {
             guard let t = spec.topics[topic] else {
                 throw ValidationError("--topic \(topic): not a topic of \(pipeline) (topics: \(spec.topics.keys.sorted().joined(separator: ", ")))")
             }
-            let digests = try await Replay.digests(topic: t.name, kafka: spec.kafka)
-            let text = digests.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: "\n") + "\n"
-            if let save {
-                try text.write(toFile: save, atomically: true, encoding: .utf8)
-                print("\(digests.count) ids of \(t.name) → \(save)")
+            let bar = output.progressBar()
+            let digests: [String: String]
+            do {
+                digests = try await Replay.digests(topic: t.name, kafka: spec.kafka, progress: bar.handler)
+                bar.finish()
+            } catch {
+                bar.finish()
+                throw error
             }
-            if let compare {
-                let saved = try String(contentsOfFile: compare, encoding: .utf8)
-                var before: [String: String] = [:]
-                for line in saved.split(separator: "\n") {
-                    let parts = line.split(separator: " ")
-                    if parts.count == 2 { before[String(parts[0])] = String(parts[1]) }
+            let text = digests.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: "\n") + "\n"
+            if let save { try text.write(toFile: save, atomically: true, encoding: .utf8) }
+            if output.json {
+                // {topic, ids, saved?, digests? (neither --save nor --compare), comparison? (--compare)}
+                var object: [String: Any] = ["topic": t.name, "ids": digests.count]
+                if let save { object["saved"] = save }
+                if save == nil && compare == nil { object["digests"] = digests }
+                var differs = false
+                if let compare {
+                    let c = Replay.compare(try Self.load(compare), digests)
+                    differs = !c.different.isEmpty
+                    object["comparison"] = ["identical": c.same, "different": c.different, "only_before": c.onlyBefore, "only_now": c.onlyAfter]
                 }
-                let c = Replay.compare(before, digests)
+                emit(jsonString(object))
+                if differs { throw ExitCode(1) }
+                return
+            }
+            if let save { print("\(digests.count) ids of \(t.name) → \(save)") }
+            if let compare {
+                let c = Replay.compare(try Self.load(compare), digests)
                 print("\(c.same) ids identical, \(c.different.count) different, \(c.onlyBefore.count) only before, \(c.onlyAfter.count) only now")
                 for id in c.different.prefix(20) { print("  differs: \(id)") }
                 for id in c.onlyBefore.prefix(10) { print("  missing now: \(id)") }
                 if !c.different.isEmpty { throw ExitCode(1) }
             }
             if save == nil && compare == nil { print(text, terminator: "") }
+        }
+
+        /// Digests saved by --save: one `id digest` line each.
+        static func load(_ file: String) throws -> [String: String] {
+            let saved = try String(contentsOfFile: file, encoding: .utf8)
+            var before: [String: String] = [:]
+            for line in saved.split(separator: "\n") {
+                let parts = line.split(separator: " ")
+                if parts.count == 2 { before[String(parts[0])] = String(parts[1]) }
+            }
+            return before
         }
     }
 }

@@ -292,9 +292,11 @@ struct CheckCommand: AsyncParsableCommand {
     )
 
     @Argument(help: "Pipeline files.") var files: [String]
+    @Flag(help: "Print {ok, files: [{file, ok, pipeline, topics, stages} or {file, ok: false, error}]}.") var json = false
 
     func run() async throws {
         var failed = false
+        var results: [[String: Any]] = []
         for file in files {
             do {
                 let spec = try PipelineSpec.load(file: file)
@@ -307,12 +309,15 @@ struct CheckCommand: AsyncParsableCommand {
                     _ = try DashboardConfig.make(spec: spec)
                     stages.append("dashboard")
                 }
-                emit("\(file): ok — pipeline \(spec.name), \(spec.topics.count) topics, stages: \(stages.joined(separator: ", "))")
+                results.append(["file": file, "ok": true, "pipeline": spec.name, "topics": spec.topics.count, "stages": stages])
+                if !json { emit("\(file): ok — pipeline \(spec.name), \(spec.topics.count) topics, stages: \(stages.joined(separator: ", "))") }
             } catch {
-                FileHandle.standardError.write(Data("\(error)\n".utf8))
+                results.append(["file": file, "ok": false, "error": "\(error)"])
+                if !json { FileHandle.standardError.write(Data("\(error)\n".utf8)) }
                 failed = true
             }
         }
+        if json { emit(jsonString(["ok": !failed, "files": results])) }
         if failed { throw ExitCode(2) }
     }
 }

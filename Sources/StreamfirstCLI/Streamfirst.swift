@@ -16,11 +16,13 @@ struct Streamfirst: AsyncParsableCommand {
         TopicsCommand.self,
         LagCommand.self,
         ConnectorsCommand.self,
+        ReferenceCommand.self,
         ConformanceCommand.self,
         RedriveCommand.self,
         TestCommand.self,
         ChaosCommand.self,
         ReplayCommand.self,
+        CompletionCommand.self,
     ]
 
     static let configuration = CommandConfiguration(

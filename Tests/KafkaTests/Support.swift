@@ -72,26 +72,46 @@ final class CapturingLogHandler: LogHandler, @unchecked Sendable {
     var all: [Entry] { lock.withLock { entries } }
 }
 
-/// Runs a child process, returning its exit status and standard output lines.
+/// Written by one thread, read by another after a semaphore hand-off.
+private final class DataBox: @unchecked Sendable {
+    var data = Data()
+}
+
+/// Runs a child process, returning its exit status and standard output lines. The pipes are read
+/// with blocking calls on threads of their own, never on the cooperative pool.
 func runProcess(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) async throws -> (
     status: Int32, stdout: [String], stderr: String
 ) {
-    try await Task.detached {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: executable)
-        p.arguments = arguments
-        p.environment = ProcessInfo.processInfo.environment.merging(environment) { _, n in n }
-        let out = Pipe()
-        let err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        let errData = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        let lines = String(decoding: outData, as: UTF8.self).split(separator: "\n").map(String.init)
-        return (p.terminationStatus, lines, String(decoding: errData, as: UTF8.self))
-    }.value
+    try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<(status: Int32, stdout: [String], stderr: String), Error>) in
+        Thread {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: executable)
+            p.arguments = arguments
+            p.environment = ProcessInfo.processInfo.environment.merging(environment) { _, n in n }
+            p.standardInput = FileHandle.nullDevice
+            let out = Pipe()
+            let err = Pipe()
+            p.standardOutput = out
+            p.standardError = err
+            do {
+                try p.run()
+            } catch {
+                continuation.resume(throwing: error)
+                return
+            }
+            let errBox = DataBox()
+            let errDone = DispatchSemaphore(value: 0)
+            Thread {
+                errBox.data = err.fileHandleForReading.readDataToEndOfFile()
+                errDone.signal()
+            }.start()
+            let outData = out.fileHandleForReading.readDataToEndOfFile()
+            errDone.wait()
+            p.waitUntilExit()
+            let lines = String(decoding: outData, as: UTF8.self).split(separator: "\n").map(String.init)
+            continuation.resume(returning: (p.terminationStatus, lines, String(decoding: errBox.data, as: UTF8.self)))
+        }.start()
+    }
 }
 
 /// A child process whose standard output is read line by line as it arrives.

@@ -16,7 +16,8 @@ public final class KafkaSink: RecordSink, Sendable {
             .init("topic", "string", "the Kafka topic name"),
             .init("bootstrap", "string", default: "the pipeline's cluster", "another cluster's bootstrap servers"),
             .init("key_field", "string", default: "the record's key", "take the key from this top-level field instead"),
-        ])
+        ],
+        examples: ["topic: readings.clean\nkey_field: sensor_id"])
 
     public let topic: String
     public let keyField: String?

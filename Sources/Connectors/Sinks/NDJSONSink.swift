@@ -20,7 +20,8 @@ public final class NDJSONSink: RecordSink, Sendable {
         fields: [
             .init("path", "string", "the output file (parent directories are created)"),
             .init("envelope", "bool", default: "false", "write {id, key, event_time, topic, partition, offset, value} instead of the value"),
-        ])
+        ],
+        examples: ["path: out/readings.ndjson\nenvelope: true"])
 
     struct Sidecar: Codable {
         var length: UInt64

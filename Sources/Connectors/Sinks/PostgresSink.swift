@@ -16,7 +16,8 @@ public final class PostgresSink: RecordSink, Sendable {
             .init("table", "string", "the table"),
             .init("key", "list of columns", default: "[id]", "upsert key"),
             .init("columns", "mapping", "as for sqlite"),
-        ])
+        ],
+        examples: ["url: postgres://streamfirst:streamfirst@127.0.0.1:5432/streamfirst\ntable: readings\nkey: [sensor_id, seq]\ncolumns:\n  sensor_id: text\n  seq: integer\n  temperature_c: real"])
 
     public let configuration: PostgresConnection.Configuration
     public let mapping: TableMapping

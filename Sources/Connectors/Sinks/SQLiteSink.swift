@@ -19,7 +19,8 @@ public final class SQLiteSink: RecordSink, Sendable {
             .init("table", "string", "the table"),
             .init("key", "list of columns", default: "[id]", "upsert key; default: a column id with the record id"),
             .init("columns", "mapping", "column: type (text, integer, real, boolean, json, timestamp) or { type, field | from, required }"),
-        ])
+        ],
+        examples: ["path: out/readings.sqlite\ntable: readings\nkey: [sensor_id, seq]\ncolumns:\n  sensor_id: text\n  seq: integer\n  temperature_c: real\n  event_time: { type: timestamp, from: $event_time }"])
 
     public let path: String
     public let mapping: TableMapping

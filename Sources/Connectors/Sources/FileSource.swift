@@ -18,7 +18,8 @@ public struct FileSource: RecordSource {
             .init("infer_types", "bool", default: "true", "CSV: integers, decimals, true/false and empty → null"),
             .init("max_record_bytes", "integer", default: "1048576", "longer records are dead-lettered (SourceRejected)"),
             .init("batch", "integer", default: "500", "records per hand-over to ingest"),
-        ])
+        ],
+        examples: ["paths: [data/*.csv]\nformat: csv", "paths: [data/orders.ndjson]"])
 
     public enum Format: String, Sendable { case ndjson, csv }
 

@@ -21,7 +21,8 @@ public struct GeneratorSource: RecordSource {
             .init("start_time", "ISO-8601", default: "2026-01-01T00:00:00Z", "event time of record 0"),
             .init("interval", "duration", default: "100ms", "event-time spacing between records"),
             .init("batch", "integer", default: "500", "records per hand-over to ingest"),
-        ])
+        ],
+        examples: ["count: 1000\nrate: 200\nseed: 42\ninvalid_ratio: 0.03"])
 
     public let count: Int64
     public let rate: Int

@@ -26,7 +26,8 @@ public struct HTTPSource: RecordSource {
             .init("body_timeout", "duration", default: "30s", "a request whose body does not arrive within this is answered 408 (slow clients cannot hold workers)"),
             .init("idle_timeout", "duration", default: "60s", "an idle keep-alive connection is closed after this"),
             .init("auth_token", "string", default: "none", "if set, requests need `Authorization: Bearer <token>` (401 otherwise); use ${file:/run/secrets/…}"),
-        ])
+        ],
+        examples: ["host: 0.0.0.0\nport: 8080\nauth_token: ${INGEST_TOKEN:-change-me}"])
 
     public let host: String
     public let port: Int

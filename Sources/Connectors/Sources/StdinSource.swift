@@ -14,7 +14,8 @@ public struct StdinSource: RecordSource {
         fields: [
             .init("max_record_bytes", "integer", default: "1048576", "longer lines are dead-lettered (SourceRejected), truncated"),
             .init("batch", "integer", default: "500", "records per hand-over to ingest"),
-        ])
+        ],
+        examples: ["batch: 500"])
 
     public let fileDescriptor: Int32
     public let maxRecordBytes: Int

@@ -18,7 +18,8 @@ public struct TailSource: RecordSource {
             .init("from", "beginning | end", default: "beginning", "where to start when there is no checkpoint"),
             .init("poll_interval", "duration", default: "250ms", "how often to look for new data"),
             .init("max_record_bytes", "integer", default: "1048576", "longer lines are dead-lettered (SourceRejected)"),
-        ])
+        ],
+        examples: ["path: logs/app.ndjson\nfrom: end"])
 
     public let path: String
     public let fromEnd: Bool
