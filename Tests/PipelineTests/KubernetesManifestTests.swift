@@ -220,10 +220,12 @@ import Yams
         #expect(Self.probe(dc, "readinessProbe") == ("/readyz", 9105))
         let service = try #require(Self.named(all, "Service", "streamfirst-dashboard"))
         #expect(((service["spec"] as? [String: Any])?["ports"] as? [[String: Any]])?.first?["port"] as? Int == 9105)
-        if !executables.contains("dashboard") {
-            // The dashboard executable comes from another branch; until it is merged there is no product to check.
-            print("note: Package.swift has no dashboard executable yet; the dashboard Deployment runs `dashboard`")
-        }
+        #expect(executables.contains("dashboard"), "the dashboard Deployment runs an executable Package.swift builds")
+        // The pipeline file's dashboard section is what the pod serves (HTTP_PORT overrides its port).
+        let dashboardEnv = Dictionary(uniqueKeysWithValues: ((dc["env"] as? [[String: Any]]) ?? []).compactMap { e in
+            (e["name"] as? String).map { ($0, e["value"] as? String) } })
+        #expect(dashboardEnv["HTTP_PORT"] == "9105")
+        #expect(dashboardEnv["HTTP_HOST"] == "0.0.0.0")
     }
 
     @Test func scalingMatchesPartitionsAndConsumerGroups() throws {
