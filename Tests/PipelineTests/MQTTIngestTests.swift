@@ -1,0 +1,272 @@
+@testable import Connectors
+import EmbeddedBroker
+import Foundation
+import Kafka
+import LocalRun
+import Logging
+import Pipeline
+import StreamCore
+import Synchronization
+import Testing
+
+/// The `mqtt` source against Debian's mosquitto: QoS 1 messages published with `mosquitto_pub` reach
+/// the raw topic of the embedded broker through a real `ingest` process, and none is lost when that
+/// process is SIGKILLed mid-stream while devices keep publishing.
+@Suite(.serialized) struct MQTTIngestTests {
+    static func pipelineFile(_ work: URL) throws -> String {
+        let file = work.appendingPathComponent("mqtt.yaml").path
+        try """
+            name: mqtt-test
+            kafka: { bootstrap: "${KAFKA_BROKERS:-127.0.0.1:9092}" }
+            topics:
+              raw: { name: "mqtt.raw", partitions: 3 }
+              dead: { name: "mqtt.dead", partitions: 1 }
+            dead_letter: dead
+            ingest:
+              output: raw
+              source:
+                type: mqtt
+                port: ${MQTT_PORT}
+                protocol: "${MQTT_PROTOCOL:-5}"
+                client_id: streamfirst-test-ingest
+                topics: ["sensors/+/reading", { filter: "control/#", qos: 0 }]
+                max_in_flight: 100
+            """.write(toFile: file, atomically: true, encoding: .utf8)
+        return file
+    }
+
+    static func workDirectory() throws -> URL {
+        let work = FileManager.default.temporaryDirectory.appendingPathComponent("sf-mqtt-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+        return work
+    }
+
+    static func string(_ m: KafkaMessage, _ header: String) -> String? {
+        m.header(header)?.value.map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    /// Publishes a warm-up message until one is in the raw topic: the ingest's session then exists
+    /// and holds every later message, even those published while ingest is down.
+    static func warmUp(_ broker: Mosquitto, _ local: LocalPipeline) async throws -> Int {
+        let deadline = ContinuousClock.now + .seconds(60)
+        var sent = 0
+        while ContinuousClock.now < deadline {
+            #expect(try await broker.publish(topic: "sensors/warmup/reading", message: #"{"warmup":\#(sent)}"#) == 0)
+            sent += 1
+            let until = ContinuousClock.now + .seconds(1)
+            while ContinuousClock.now < until {
+                if let n = try await local.topicCounts()["raw"], n > 0 { return sent }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
+        throw TestFailure("no warm-up message reached Kafka; ingest log:\n\(local.process(.ingest)?.standardError.suffix(3000) ?? "")")
+    }
+
+    /// Waits until `condition` holds for the raw topic's records (bounded; polled).
+    static func waitForRaw(_ local: LocalPipeline, timeout: Duration = .seconds(90), _ what: String, until condition: ([KafkaMessage]) -> Bool)
+        async throws -> [KafkaMessage]
+    {
+        let deadline = ContinuousClock.now + timeout
+        var last: [KafkaMessage] = []
+        while ContinuousClock.now < deadline {
+            last = try await local.readAll("raw")
+            if condition(last) { return last }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        throw TestFailure("\(what) within \(timeout) (raw has \(last.count)); ingest log:\n\(local.process(.ingest)?.standardError.suffix(3000) ?? "")")
+    }
+
+    @Test(arguments: ["5", "3.1.1"])
+    func qos1PublishesReachKafkaWithTopicHeaderAndKey(protocolVersion: String) async throws {
+        let broker = try await Mosquitto.start()
+        let work = try Self.workDirectory()
+        let local = try await LocalPipeline.launch(
+            .init(pipelineFile: try Self.pipelineFile(work), workDirectory: work.path,
+                  environment: ["MQTT_PORT": String(broker.port), "MQTT_PROTOCOL": protocolVersion]))
+        do {
+            try await local.start(.ingest)
+            let warm = try await Self.warmUp(broker, local)
+            #expect(try await broker.publish(topic: "sensors/dev-1/reading", message: #"{"device":"dev-1","t":21.5}"#) == 0)
+            #expect(try await broker.publish(topic: "sensors/dev-2/reading", message: #"{"device":"dev-2","t":19}"#) == 0)
+            #expect(try await broker.publish(topic: "control/dev-2/x/y", message: #"{"cmd":"reboot"}"#, qos: 0) == 0)
+            #expect(try await broker.publish(topic: "elsewhere/dev-3", message: #"{"not":"subscribed"}"#) == 0)
+            #expect(try await broker.publish(topic: "sensors/dev-1/reading", message: "not json at all") == 0)
+            let raw = try await Self.waitForRaw(local, "the three messages did not arrive") { records in
+                records.contains { $0.key == Array("control/dev-2/x/y".utf8) } && records.count >= 3
+                    && records.contains { $0.key == Array("sensors/dev-2/reading".utf8) }
+            }
+            var dead: [KafkaMessage] = []
+            let deadline = ContinuousClock.now + .seconds(30)
+            while dead.isEmpty && ContinuousClock.now < deadline {
+                dead = try await local.readAll("dead")
+                if dead.isEmpty { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            let ingest = local.process(.ingest)?.standardError ?? ""
+            _ = await local.stop()
+            await broker.stop()
+
+            let devices = raw.filter { Self.string($0, "mqtt.topic")?.hasPrefix("sensors/dev-") == true }
+            #expect(devices.count == 2, "\(raw.map { Self.string($0, "mqtt.topic") ?? "?" })")
+            let dev1 = try #require(devices.first { $0.key == Array("sensors/dev-1/reading".utf8) })
+            #expect(dev1.value == Array(#"{"device":"dev-1","t":21.5}"#.utf8))
+            #expect(Self.string(dev1, "mqtt.topic") == "sensors/dev-1/reading")
+            #expect(Self.string(dev1, RecordHeader.source) == "mqtt:127.0.0.1:\(broker.port)")
+            #expect(Self.string(dev1, RecordHeader.id)?.isEmpty == false)
+            #expect(raw.filter { Self.string($0, "mqtt.topic") == "sensors/warmup/reading" }.count <= warm)
+            #expect(!raw.contains { $0.key == Array("elsewhere/dev-3".utf8) }, "not subscribed")
+            #expect(dead.count == 1)
+            #expect(dead.first?.value == Array("not json at all".utf8), "the original bytes")
+            #expect(dead.first.flatMap { Self.string($0, DeadLetterHeader.exceptionClass) } == "MalformedJSON")
+            #expect(ingest.contains("MQTT connected"), "\(ingest.suffix(2000))")
+        } catch {
+            Issue.record("ingest log:\n\(local.process(.ingest)?.standardError.suffix(3000) ?? "")\nmosquitto:\n\(broker.process.standardError.suffix(2000))")
+            _ = await local.stop()
+            await broker.stop()
+            throw error
+        }
+    }
+
+    /// Devices publish N messages continuously; ingest is SIGKILLed mid-stream, stays down while
+    /// publishing goes on, and is started again. Every one of the N payloads must be in Kafka;
+    /// duplicates (messages delivered to Kafka whose PUBACK the kill prevented) are allowed and counted.
+    @Test func noMessageIsLostWhenIngestIsKilledMidStream() async throws {
+        let total = 4000
+        let broker = try await Mosquitto.start()
+        let work = try Self.workDirectory()
+        let local = try await LocalPipeline.launch(
+            .init(pipelineFile: try Self.pipelineFile(work), workDirectory: work.path, environment: ["MQTT_PORT": String(broker.port)]))
+        let publisher = try broker.linePublisher(topic: "sensors/dev-7/reading", clientID: "test-device-7")
+        let published = Counter()
+        do {
+            try await local.start(.ingest)
+            _ = try await Self.warmUp(broker, local)
+            // ~800 messages a second, in small bursts (the load, not a synchronisation).
+            let feeding = Task {
+                for n in 0..<total {
+                    try publisher.writeToStandardInput(Data(#"{"device":"dev-7","n":\#(n)}"#.utf8 + [0x0A]))
+                    published.set(n + 1)
+                    if n % 20 == 19 { try await Task.sleep(for: .milliseconds(25)) }
+                }
+                try publisher.closeStandardInput()
+            }
+            // Kill once a quarter is in Kafka, keep it down while another sixth is published, restart.
+            _ = try await Self.waitForRaw(local, "a quarter did not arrive") { $0.count >= total / 4 }
+            let kill = await local.kill(.ingest)
+            let atKill = published.value
+            let inKafkaAtKill = try await local.topicCounts()["raw"] ?? 0
+            let resumeMark = min(total, atKill + total / 6)
+            let deadline = ContinuousClock.now + .seconds(60)
+            while published.value < resumeMark && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            let atRestart = published.value
+            try await local.start(.ingest)
+            try await feeding.value
+            let pubStatus = await publisher.wait()
+            #expect(pubStatus.code == 0, "mosquitto_pub: \(publisher.standardError)")
+
+            let raw = try await Self.waitForRaw(local, "not every message arrived") { records in
+                Set(records.compactMap(Self.sequenceNumber)).count >= total
+            }
+            let restartedLog = local.process(.ingest)?.standardError ?? ""
+            _ = await local.stop()
+            await broker.stop()
+
+            let numbers = raw.compactMap(Self.sequenceNumber)
+            let distinct = Set(numbers)
+            let lost = (0..<total).filter { !distinct.contains($0) }
+            let duplicates = numbers.count - distinct.count
+            let markedDup = raw.filter { Self.string($0, "mqtt.dup") == "true" }.count
+            print(
+                "mqtt restart test: published \(total), received \(numbers.count) records, \(distinct.count) distinct, duplicates \(duplicates) (\(markedDup) marked DUP by the broker), lost \(lost.count); killed (\(kill.map { "\($0)" } ?? "?")) with \(atKill) published and \(inKafkaAtKill) records in Kafka, restarted with \(atRestart) published"
+            )
+            #expect(lost.isEmpty, "lost: \(lost.prefix(20))")
+            #expect(atRestart > atKill, "messages were published while ingest was down")
+            #expect(kill?.signaled == true)
+            #expect(restartedLog.contains("session_present") && restartedLog.contains("true"), "the restarted ingest resumed its session")
+            #expect(raw.allSatisfy { Self.string($0, "mqtt.topic") != nil })
+        } catch {
+            Issue.record("ingest log:\n\(local.process(.ingest)?.standardError.suffix(3000) ?? "")\nmosquitto:\n\(broker.process.standardError.suffix(2000))")
+            _ = await publisher.kill()
+            _ = await local.stop()
+            await broker.stop()
+            throw error
+        }
+    }
+
+    static func sequenceNumber(_ m: KafkaMessage) -> Int? {
+        guard let value = try? JSONValue.parse(m.value ?? []), case .object(let o) = value, case .integer(let n)? = o["n"] else {
+            return nil
+        }
+        return Int(n)
+    }
+
+    // MARK: Failures name the setting
+
+    @Test func wrongCredentialsAreRefusedNamingTheSettings() async throws {
+        let broker = try await Mosquitto.start(users: ["device": "right-password"])
+        defer { Task { await broker.stop() } }
+        func source(_ password: String) -> MQTTSource {
+            MQTTSource(
+                host: "127.0.0.1", port: broker.port, subscriptions: [MQTTSubscription(filter: "a/#", qos: 1)],
+                options: MQTTConnectOptions(version: .v5, clientID: "auth-test", username: "device", password: password),
+                connectTimeoutMs: 5000, logger: Logger(label: "test"))
+        }
+        let error = await #expect(throws: MQTTSourceError.self) {
+            try await source("wrong").run(resumingFrom: nil, emitter: Collector())
+        }
+        let text = error?.description ?? ""
+        #expect(text.contains("bad user name or password") || text.contains("not authorized"), "\(text)")
+        #expect(text.contains("ingest.source.username / password"), "\(text)")
+        #expect(!text.contains("wrong"), "the password is not in the message")
+
+        // The right password connects and messages flow (then the source is stopped).
+        let collector = Collector()
+        let running = Task { try await source("right-password").run(resumingFrom: nil, emitter: collector) }
+        let deadline = ContinuousClock.now + .seconds(30)
+        while collector.count == 0 && ContinuousClock.now < deadline {
+            _ = try await broker.publish(topic: "a/b", message: "{}", extra: ["-u", "device", "-P", "right-password"])
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        collector.shutDown()
+        try await running.value
+        #expect(collector.count > 0)
+    }
+
+    @Test func anUnreachableBrokerFailsNamingHostAndPort() async throws {
+        let port = try Mosquitto.freePort()
+        let source = MQTTSource(
+            host: "127.0.0.1", port: port, subscriptions: [MQTTSubscription(filter: "a", qos: 1)],
+            options: MQTTConnectOptions(version: .v5, clientID: "x"), connectTimeoutMs: 800, logger: Logger(label: "test"))
+        let error = await #expect(throws: MQTTSourceError.self) {
+            try await source.run(resumingFrom: nil, emitter: Collector())
+        }
+        let text = error?.description ?? ""
+        #expect(text.contains("127.0.0.1:\(port)") && text.contains("ingest.source.host / port") && text.contains("connect_timeout"), "\(text)")
+    }
+}
+
+/// Collects records like ingest would (delivered at once); ``shutDown()`` makes the next emit throw
+/// `.shuttingDown`, as ingest does on SIGTERM.
+final class Collector: RecordEmitter, Sendable {
+    private let state = Mutex<(records: [SourceRecord], stopping: Bool)>(([], false))
+
+    func emit(_ records: [SourceRecord]) async throws(EmitError) {
+        let stopping = state.withLock { s in
+            if !s.stopping { s.records += records }
+            return s.stopping
+        }
+        if stopping { throw .shuttingDown }
+    }
+
+    func emitAndWait(_ records: [SourceRecord]) async throws(EmitError) { try await emit(records) }
+
+    func shutDown() { state.withLock { $0.stopping = true } }
+    var count: Int { state.withLock { $0.records.count } }
+}
+
+final class Counter: Sendable {
+    private let count = Mutex(0)
+    func set(_ n: Int) { count.withLock { $0 = n } }
+    var value: Int { count.withLock { $0 } }
+}

@@ -1,0 +1,111 @@
+import EmbeddedBroker
+import Foundation
+
+/// Debian's mosquitto broker, started for one test on a free loopback port with a generated config
+/// (no systemd, no persistence), and its command-line clients.
+final class Mosquitto: Sendable {
+    let port: Int
+    let directory: URL
+    let process: ChildProcess
+
+    private init(port: Int, directory: URL, process: ChildProcess) {
+        self.port = port
+        self.directory = directory
+        self.process = process
+    }
+
+    static func binary(_ name: String) throws -> URL {
+        for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
+            let url = URL(fileURLWithPath: dir).appendingPathComponent(name)
+            if FileManager.default.isExecutableFile(atPath: url.path) { return url }
+        }
+        throw TestFailure("\(name) is not installed (Debian packages mosquitto and mosquitto-clients; `make deps-system`)")
+    }
+
+    /// Starts the broker; with `users`, anonymous clients are refused and these name/password pairs accepted.
+    static func start(users: [String: String] = [:]) async throws -> Mosquitto {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sf-mosquitto-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let port = try freePort()
+        var config = [
+            "listener \(port) 127.0.0.1",
+            "persistence false",
+            // The offline queue of a persistent session must hold what devices publish while ingest is down.
+            "max_queued_messages 1000000",
+            "max_queued_bytes 0",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+            // Started as root, mosquitto would switch to the `mosquitto` user and not read our files.
+            "user \(NSUserName())",
+        ]
+        if users.isEmpty {
+            config.append("allow_anonymous true")
+        } else {
+            let passwords = directory.appendingPathComponent("passwords")
+            for (i, (user, password)) in users.sorted(by: { $0.key < $1.key }).enumerated() {
+                let tool = try ChildProcess(
+                    executable: try binary("mosquitto_passwd"), arguments: (i == 0 ? ["-c"] : []) + ["-b", passwords.path, user, password])
+                let status = await tool.wait()
+                guard status.code == 0 else { throw TestFailure("mosquitto_passwd: \(tool.standardError)") }
+            }
+            config += ["allow_anonymous false", "password_file \(passwords.path)"]
+        }
+        let file = directory.appendingPathComponent("mosquitto.conf")
+        try (config.joined(separator: "\n") + "\n").write(to: file, atomically: true, encoding: .utf8)
+        let process = try ChildProcess(executable: try binary("mosquitto"), arguments: ["-c", file.path])
+        let broker = Mosquitto(port: port, directory: directory, process: process)
+        // Ready when it says it is running (polled with a deadline: the log line is the event).
+        let deadline = ContinuousClock.now + .seconds(15)
+        while !process.standardError.contains(" running") {
+            if let exit = process.exited { throw TestFailure("mosquitto exited \(exit): \(process.standardError)") }
+            if ContinuousClock.now > deadline { throw TestFailure("mosquitto did not start: \(process.standardError)") }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return broker
+    }
+
+    func stop() async {
+        _ = await process.terminate(timeout: .seconds(10))
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    /// `mosquitto_pub` for one message (QoS 1 unless told otherwise); returns its exit code.
+    func publish(topic: String, message: String, qos: Int = 1, extra: [String] = []) async throws -> Int32 {
+        let pub = try ChildProcess(
+            executable: try Self.binary("mosquitto_pub"),
+            arguments: ["-h", "127.0.0.1", "-p", String(port), "-q", String(qos), "-t", topic, "-m", message] + extra)
+        return await pub.wait().code
+    }
+
+    /// A long-running `mosquitto_pub -l`: every line written to it is one QoS 1 message on `topic`.
+    func linePublisher(topic: String, clientID: String) throws -> ChildProcess {
+        try ChildProcess(
+            executable: try Self.binary("mosquitto_pub"),
+            arguments: ["-h", "127.0.0.1", "-p", String(port), "-V", "5", "-q", "1", "-t", topic, "-i", clientID, "-l"])
+    }
+
+    /// A loopback port nothing listens on right now.
+    static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw TestFailure("socket: errno \(errno)") }
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
+        }
+        guard bound else { throw TestFailure("bind: errno \(errno)") }
+        return Int(UInt16(bigEndian: addr.sin_port))
+    }
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
