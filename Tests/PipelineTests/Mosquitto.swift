@@ -23,7 +23,8 @@ final class Mosquitto: Sendable {
     }
 
     /// Starts the broker; with `users`, anonymous clients are refused and these name/password pairs accepted.
-    static func start(users: [String: String] = [:]) async throws -> Mosquitto {
+    /// `debugLog` adds mosquitto's per-packet log lines ("Sending PUBLISH to <client> …").
+    static func start(users: [String: String] = [:], debugLog: Bool = false) async throws -> Mosquitto {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sf-mosquitto-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let port = try freePort()
@@ -38,6 +39,7 @@ final class Mosquitto: Sendable {
             "log_type warning",
             "log_type notice",
             "log_type information",
+            debugLog ? "log_type debug" : "",
             // Started as root, mosquitto would switch to the `mosquitto` user and not read our files.
             "user \(NSUserName())",
         ]

@@ -150,7 +150,7 @@ public struct MQTTSource: RecordSource {
                         "cannot connect to the MQTT broker at \(host):\(port) within connect_timeout \(connectTimeoutMs)ms — check ingest.source.host / port (\(error))")
                 }
                 logger.warning(
-                    "MQTT connection lost; reconnecting", metadata: ["source": "\(name)", "error": "\(error)", "retry_in_ms": "\(delayMs)"])
+                    connectedOnce ? "MQTT connection lost; reconnecting" : "MQTT connection failed; retrying", metadata: ["source": "\(name)", "error": "\(error)", "retry_in_ms": "\(delayMs)"])
             }
             // A stopping ingest says so on an empty emit: no reconnecting then.
             do {
