@@ -6,7 +6,7 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 VENV := .venv
-APT_PACKAGES := librdkafka-dev kcat pkg-config python3-venv mosquitto mosquitto-clients
+APT_PACKAGES := librdkafka-dev kcat pkg-config python3-venv mosquitto mosquitto-clients openssl
 
 .PHONY: demo test test-asan test-tsan bench fuzz fuzz-build deps deps-system deps-python deps-postgres build build-release clean
 

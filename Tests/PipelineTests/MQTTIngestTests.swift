@@ -1,3 +1,4 @@
+import Config
 @testable import Connectors
 import EmbeddedBroker
 import Foundation
@@ -294,6 +295,38 @@ import Testing
         collector.shutDown()
         try await running.value
         #expect(collector.count > 0)
+    }
+
+    @Test func tlsVerifiesTheBrokerAgainstTheConfiguredCA() async throws {
+        let broker = try await Mosquitto.start(tls: true)
+        defer { Task { await broker.stop() } }
+        let tlsPort = try #require(broker.tlsPort)
+        func source(_ extra: String) throws -> MQTTSource {
+            let yaml = "type: mqtt\nport: \(tlsPort)\nclient_id: tls-test\ntopics: [\"t/#\"]\ntls: true\nconnect_timeout: 1500ms\n" + extra
+            let m = try ConfigNode.parse(yaml: yaml, source: ConfigSource(file: "t.yaml", environment: [:])).mapping()
+            return try #require(try SourceFactory.make(m, baseDirectory: "/", logger: Logger(label: "test")) as? MQTTSource)
+        }
+        // Trusted through ca_file (the certificate names localhost; the host is an address).
+        let collector = Collector()
+        let trusted = try source("ca_file: \(broker.caFile)\ntls_server_name: localhost")
+        let running = Task { try await trusted.run(resumingFrom: nil, emitter: collector) }
+        let deadline = ContinuousClock.now + .seconds(30)
+        while collector.count == 0 && ContinuousClock.now < deadline {
+            _ = try await broker.publish(topic: "t/1", message: #"{"over":"tls"}"#)
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        collector.shutDown()
+        try await running.value
+        #expect(collector.count > 0, "a message arrived over TLS")
+
+        // Without the CA (system roots only) the handshake fails, and the error points at the TLS settings.
+        let error = await #expect(throws: MQTTSourceError.self) {
+            try await source("tls_server_name: localhost").run(resumingFrom: nil, emitter: Collector())
+        }
+        #expect(error?.description.contains("ca_file / tls_server_name") == true, "\(error?.description ?? "")")
+        #expect(error?.description.contains("CERTIFICATE_VERIFY_FAILED") == true, "the cause is the unverified certificate")
+        // A CA file that is not there is a config error naming the key.
+        #expect(throws: ConfigError.self) { _ = try source("ca_file: /nonexistent/ca.pem") }
     }
 
     @Test func anUnreachableBrokerFailsNamingHostAndPort() async throws {

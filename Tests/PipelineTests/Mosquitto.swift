@@ -4,14 +4,36 @@ import Foundation
 /// Debian's mosquitto broker, started for one test on a free loopback port with a generated config
 /// (no systemd, no persistence), and its command-line clients.
 final class Mosquitto: Sendable {
+    /// The plain MQTT listener.
     let port: Int
+    /// The TLS listener (certificate for `localhost`, signed by `directory/ca.crt`), when started with `tls`.
+    let tlsPort: Int?
     let directory: URL
     let process: ChildProcess
 
-    private init(port: Int, directory: URL, process: ChildProcess) {
+    private init(port: Int, tlsPort: Int?, directory: URL, process: ChildProcess) {
         self.port = port
+        self.tlsPort = tlsPort
         self.directory = directory
         self.process = process
+    }
+
+    var caFile: String { directory.appendingPathComponent("ca.crt").path }
+
+    /// A throw-away CA and a server certificate for `localhost` signed by it (Debian's openssl).
+    static func makeCertificates(in directory: URL) async throws {
+        let d = directory.path
+        try "subjectAltName=DNS:localhost\n".write(toFile: "\(d)/san.ext", atomically: true, encoding: .utf8)
+        for args in [
+            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(d)/ca.key", "-out", "\(d)/ca.crt", "-days", "2", "-subj", "/CN=streamfirst-test-ca"],
+            ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(d)/server.key", "-out", "\(d)/server.csr", "-subj", "/CN=localhost"],
+            ["x509", "-req", "-in", "\(d)/server.csr", "-CA", "\(d)/ca.crt", "-CAkey", "\(d)/ca.key", "-CAcreateserial", "-out", "\(d)/server.crt",
+             "-days", "2", "-extfile", "\(d)/san.ext"],
+        ] {
+            let tool = try ChildProcess(executable: try binary("openssl"), arguments: args)
+            let status = await tool.wait()
+            guard status.code == 0 else { throw TestFailure("openssl \(args.first ?? ""): \(tool.standardError)") }
+        }
     }
 
     static func binary(_ name: String) throws -> URL {
@@ -24,7 +46,7 @@ final class Mosquitto: Sendable {
 
     /// Starts the broker; with `users`, anonymous clients are refused and these name/password pairs accepted.
     /// `debugLog` adds mosquitto's per-packet log lines ("Sending PUBLISH to <client> …").
-    static func start(users: [String: String] = [:], debugLog: Bool = false) async throws -> Mosquitto {
+    static func start(users: [String: String] = [:], debugLog: Bool = false, tls: Bool = false) async throws -> Mosquitto {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sf-mosquitto-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let port = try freePort()
@@ -43,6 +65,14 @@ final class Mosquitto: Sendable {
             // Started as root, mosquitto would switch to the `mosquitto` user and not read our files.
             "user \(NSUserName())",
         ]
+        var tlsPort: Int?
+        if tls {
+            try await makeCertificates(in: directory)
+            let p = try freePort()
+            tlsPort = p
+            let d = directory.path
+            config += ["listener \(p) 127.0.0.1", "cafile \(d)/ca.crt", "certfile \(d)/server.crt", "keyfile \(d)/server.key"]
+        }
         if users.isEmpty {
             config.append("allow_anonymous true")
         } else {
@@ -58,7 +88,7 @@ final class Mosquitto: Sendable {
         let file = directory.appendingPathComponent("mosquitto.conf")
         try (config.joined(separator: "\n") + "\n").write(to: file, atomically: true, encoding: .utf8)
         let process = try ChildProcess(executable: try binary("mosquitto"), arguments: ["-c", file.path])
-        let broker = Mosquitto(port: port, directory: directory, process: process)
+        let broker = Mosquitto(port: port, tlsPort: tlsPort, directory: directory, process: process)
         // Ready when it says it is running (polled with a deadline: the log line is the event).
         let deadline = ContinuousClock.now + .seconds(15)
         while !process.standardError.contains(" running") {

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOSSL
 import StreamCore
 
 /// `type: mqtt` — subscribes to topics on an MQTT broker (IoT devices publishing readings).
@@ -21,13 +22,13 @@ import StreamCore
 /// topic unless ingest's `key:` picks a field; every record carries the topic in the `mqtt.topic`
 /// header (and `mqtt.dup: true` when the broker marked it as a redelivery).
 ///
-/// The client is hand-written on SwiftNIO (see MQTTPacket.swift for why). No TLS: put the broker on a
-/// private network or behind a TLS-terminating proxy.
+/// The client is hand-written on SwiftNIO (see MQTTPacket.swift for why); TLS (`tls: true`) is
+/// swift-nio-ssl's, verifying the broker's certificate against `ca_file` or the system's roots.
 public struct MQTTSource: RecordSource {
     public static let spec = ConnectorSpec(
         type: "mqtt",
         summary:
-            "Subscribes to MQTT topics (QoS 0/1, MQTT 5 or 3.1.1) with a persistent session; a QoS 1 message is acknowledged to the broker only after Kafka acknowledged its record (at-least-once across restarts). Key: the MQTT topic unless ingest's `key:` is set; header `mqtt.topic`. Ids are random (duplicates after a crash get new ids) unless `id_field` is set. No TLS.",
+            "Subscribes to MQTT topics (QoS 0/1, MQTT 5 or 3.1.1) with a persistent session; a QoS 1 message is acknowledged to the broker only after Kafka acknowledged its record (at-least-once across restarts). Key: the MQTT topic unless ingest's `key:` is set; header `mqtt.topic`. Ids are random (duplicates after a crash get new ids) unless `id_field` is set. Optional TLS.",
         fields: [
             .init("host", "string", default: "127.0.0.1", "the broker's host name or address"),
             .init("port", "integer", default: "1883", "the broker's port"),
@@ -41,6 +42,9 @@ public struct MQTTSource: RecordSource {
             .init("max_in_flight", "integer", default: "1000", "MQTT 5 receive maximum: unacknowledged QoS 1 messages the broker may send at once (also the largest batch handed to Kafka); 3.1.1 brokers use their own limit (mosquitto: max_inflight_messages)"),
             .init("max_packet_bytes", "integer", default: "1048576", "larger messages are dead-lettered (SourceRejected) without being buffered, and acknowledged"),
             .init("id_field", "string", default: "none", "a top-level payload field whose value gives a deterministic record id `mqtt:<value>` (redeliveries keep their id)"),
+            .init("tls", "boolean", default: "false", "connect with TLS (usually port 8883); the broker's certificate is verified"),
+            .init("ca_file", "string", default: "system roots", "PEM file of the CA(s) that signed the broker's certificate (with `tls`)"),
+            .init("tls_server_name", "string", default: "host", "the name the broker's certificate must carry, sent as SNI (with `tls`; for a host given as an address)"),
             .init("connect_timeout", "duration", default: "10s", "how long the first connection may take, retries included, before ingest fails naming host/port"),
             .init("reconnect_max_delay", "duration", default: "10s", "after a lost connection, retries back off from 100ms up to this"),
         ])
@@ -53,14 +57,20 @@ public struct MQTTSource: RecordSource {
     public let idField: String?
     public let connectTimeoutMs: Int64
     public let reconnectMaxDelayMs: Int64
+    /// Set for `tls: true`.
+    public let tls: NIOSSLContext?
+    public let tlsServerName: String?
     let logger: Logger
 
     public var name: String { "mqtt:\(host):\(port)" }
 
     public init(
         host: String, port: Int, subscriptions: [MQTTSubscription], options: MQTTConnectOptions, maxPacketBytes: Int = 1 << 20,
-        idField: String? = nil, connectTimeoutMs: Int64 = 10_000, reconnectMaxDelayMs: Int64 = 10_000, logger: Logger
+        idField: String? = nil, connectTimeoutMs: Int64 = 10_000, reconnectMaxDelayMs: Int64 = 10_000, tls: NIOSSLContext? = nil,
+        tlsServerName: String? = nil, logger: Logger
     ) {
+        self.tls = tls
+        self.tlsServerName = tlsServerName
         self.host = host
         self.port = port
         self.subscriptions = subscriptions
@@ -106,13 +116,40 @@ public struct MQTTSource: RecordSource {
             version: version, clientID: clientID, cleanStart: false, keepAliveSeconds: UInt16(keepalive / 1000), username: username,
             password: password, sessionExpirySeconds: UInt32(min(max(expiry / 1000, 1), Int64(UInt32.max - 1))),
             receiveMaximum: UInt16(try m.int("max_in_flight", default: 1000, in: 1...65535)))
+        var tls: NIOSSLContext?
+        var serverName: String?
+        let host = try m.string("host", default: "127.0.0.1")
+        if try m.bool("tls", default: false) {
+            var configuration = TLSConfiguration.makeClientConfiguration()
+            if let caNode = m.optional("ca_file") {
+                let path = try caNode.string()
+                do {
+                    configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(path))
+                } catch {
+                    throw caNode.error("cannot read the CA certificates in '\(path)': \(error)")
+                }
+            }
+            do {
+                tls = try NIOSSLContext(configuration: configuration)
+            } catch {
+                throw m.optional("tls")?.error("TLS setup failed: \(error)") ?? topicsNode.error("TLS setup failed: \(error)")
+            }
+            serverName = try m.string("tls_server_name") ?? host
+            // SNI cannot carry an address: an address is checked against the certificate's IP entries.
+            if let name = serverName, name.contains(":") || name.allSatisfy({ $0.isNumber || $0 == "." }) { serverName = nil }
+        } else {
+            for key in ["ca_file", "tls_server_name"] {
+                if let node = m.optional(key) { throw node.error("\(key) needs `tls: true`") }
+            }
+        }
         self.init(
-            host: try m.string("host", default: "127.0.0.1"), port: try m.int("port", default: 1883, in: 1...65535),
+            host: host, port: try m.int("port", default: 1883, in: 1...65535),
             subscriptions: subscriptions, options: options,
             maxPacketBytes: try m.int("max_packet_bytes", default: 1 << 20, in: 64...(256 << 20)),
             idField: try m.string("id_field").flatMap { $0.isEmpty ? nil : $0 },
             connectTimeoutMs: try m.duration("connect_timeout", defaultMilliseconds: 10_000),
-            reconnectMaxDelayMs: try m.duration("reconnect_max_delay", defaultMilliseconds: 10_000), logger: logger)
+            reconnectMaxDelayMs: try m.duration("reconnect_max_delay", defaultMilliseconds: 10_000), tls: tls, tlsServerName: serverName,
+            logger: logger)
     }
 
     /// Why a topic filter is invalid (MQTT's rules for `+` and `#`), or nil.
@@ -147,7 +184,7 @@ public struct MQTTSource: RecordSource {
                 }
                 if !connectedOnce && ContinuousClock.now >= firstDeadline {
                     throw MQTTSourceError.unreachable(
-                        "cannot connect to the MQTT broker at \(host):\(port) within connect_timeout \(connectTimeoutMs)ms — check ingest.source.host / port (\(error))")
+                        "cannot connect to the MQTT broker at \(host):\(port) within connect_timeout \(connectTimeoutMs)ms — check ingest.source.host / port\(tls == nil ? "" : " / ca_file / tls_server_name") (\(error))")
                 }
                 logger.warning(
                     connectedOnce ? "MQTT connection lost; reconnecting" : "MQTT connection failed; retrying", metadata: ["source": "\(name)", "error": "\(error)", "retry_in_ms": "\(delayMs)"])
@@ -170,7 +207,7 @@ public struct MQTTSource: RecordSource {
     func session(emitter: any RecordEmitter, connected: NIOLockedValueBox<Bool>) async throws -> SessionEnd {
         let connection = try await MQTTConnection.open(
             host: host, port: port, version: options.version, maxPacketSize: maxPacketBytes,
-            connectTimeout: .milliseconds(max(connectTimeoutMs, 100)))
+            connectTimeout: .milliseconds(max(connectTimeoutMs, 100)), tls: tls, serverName: tlsServerName)
         let inbox = Inbox()
         let liveness = NIOLockedValueBox(ContinuousClock.now)
         let result: Result<SessionEnd, any Error> = await withTaskGroup(of: Result<SessionEnd, any Error>?.self) { group in
@@ -195,7 +232,13 @@ public struct MQTTSource: RecordSource {
         async -> Result<SessionEnd, any Error>?
     {
         do {
-            try await connection.send(MQTTCodec.connect(options))
+            do {
+                try await connection.send(MQTTCodec.connect(options))
+            } catch {
+                // A channel closed by a failure (a TLS handshake) has the cause on its packet stream.
+                for try await _ in connection.packets {}
+                throw error
+            }
             var first = true
             for try await packet in connection.packets {
                 liveness.withLockedValue { $0 = .now }

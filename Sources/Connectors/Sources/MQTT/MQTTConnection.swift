@@ -1,6 +1,7 @@
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 
 /// One TCP connection to an MQTT broker: decoded packets arrive on ``packets`` (which ends when the
 /// connection closes, with the error if a packet was malformed); ``send(_:)`` writes raw packets.
@@ -13,16 +14,22 @@ final class MQTTConnection: Sendable {
         self.packets = packets
     }
 
-    /// Connects (TCP only). Throws NIO's connect error (refused, unreachable, timeout).
-    static func open(host: String, port: Int, version: MQTTVersion, maxPacketSize: Int, connectTimeout: TimeAmount)
-        async throws -> MQTTConnection
-    {
+    /// Connects over TCP, or TLS when `tls` is given (`serverName`: the name the broker's certificate
+    /// must carry, also sent as SNI; nil checks the certificate against the address). Throws NIO's
+    /// connect error (refused, unreachable, timeout) or the TLS handshake's.
+    static func open(
+        host: String, port: Int, version: MQTTVersion, maxPacketSize: Int, connectTimeout: TimeAmount,
+        tls: NIOSSLContext? = nil, serverName: String? = nil
+    ) async throws -> MQTTConnection {
         let (packets, continuation) = AsyncThrowingStream<MQTTPacket, any Error>.makeStream()
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .connectTimeout(connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: serverName))
+                    }
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(MQTTPacketDecoder(version: version, maxPacketSize: maxPacketSize)))
                     try channel.pipeline.syncOperations.addHandler(PacketForwarder(continuation))
