@@ -32,6 +32,8 @@ import Testing
                 client_id: streamfirst-test-ingest
                 topics: ["sensors/+/reading", { filter: "control/#", qos: 0 }]
                 max_in_flight: 100
+                max_packet_bytes: 4096
+                id_field: uid
             """.write(toFile: file, atomically: true, encoding: .utf8)
         return file
     }
@@ -88,7 +90,9 @@ import Testing
             try await local.start(.ingest)
             let warm = try await Self.warmUp(broker, local)
             #expect(try await broker.publish(topic: "sensors/dev-1/reading", message: #"{"device":"dev-1","t":21.5}"#) == 0)
-            #expect(try await broker.publish(topic: "sensors/dev-2/reading", message: #"{"device":"dev-2","t":19}"#) == 0)
+            #expect(try await broker.publish(topic: "sensors/dev-2/reading", message: #"{"device":"dev-2","t":19,"uid":"u-2"}"#) == 0)
+            let big = #"{"device":"dev-3","blob":""# + String(repeating: "x", count: 10_000) + #""}"#
+            #expect(try await broker.publish(topic: "sensors/dev-3/reading", message: big) == 0)
             #expect(try await broker.publish(topic: "control/dev-2/x/y", message: #"{"cmd":"reboot"}"#, qos: 0) == 0)
             #expect(try await broker.publish(topic: "elsewhere/dev-3", message: #"{"not":"subscribed"}"#) == 0)
             #expect(try await broker.publish(topic: "sensors/dev-1/reading", message: "not json at all") == 0)
@@ -98,13 +102,14 @@ import Testing
             }
             var dead: [KafkaMessage] = []
             let deadline = ContinuousClock.now + .seconds(30)
-            while dead.isEmpty && ContinuousClock.now < deadline {
+            while dead.count < 2 && ContinuousClock.now < deadline {
                 dead = try await local.readAll("dead")
-                if dead.isEmpty { try await Task.sleep(for: .milliseconds(100)) }
+                if dead.count < 2 { try await Task.sleep(for: .milliseconds(100)) }
             }
             let ingest = local.process(.ingest)?.standardError ?? ""
-            _ = await local.stop()
+            let exits = await local.stop()
             await broker.stop()
+            #expect(exits[.ingest] == .init(code: 0, signaled: false), "SIGTERM stops ingest cleanly: \(ingest.suffix(1500))")
 
             let devices = raw.filter { Self.string($0, "mqtt.topic")?.hasPrefix("sensors/dev-") == true }
             #expect(devices.count == 2, "\(raw.map { Self.string($0, "mqtt.topic") ?? "?" })")
@@ -115,9 +120,14 @@ import Testing
             #expect(Self.string(dev1, RecordHeader.id)?.isEmpty == false)
             #expect(raw.filter { Self.string($0, "mqtt.topic") == "sensors/warmup/reading" }.count <= warm)
             #expect(!raw.contains { $0.key == Array("elsewhere/dev-3".utf8) }, "not subscribed")
-            #expect(dead.count == 1)
-            #expect(dead.first?.value == Array("not json at all".utf8), "the original bytes")
-            #expect(dead.first.flatMap { Self.string($0, DeadLetterHeader.exceptionClass) } == "MalformedJSON")
+            let dev2 = try #require(devices.first { $0.key == Array("sensors/dev-2/reading".utf8) })
+            #expect(Self.string(dev2, RecordHeader.id) == "mqtt:u-2", "id_field gives the id")
+            #expect(dead.count == 2)
+            let malformed = try #require(dead.first { Self.string($0, DeadLetterHeader.exceptionClass) == "MalformedJSON" })
+            #expect(malformed.value == Array("not json at all".utf8), "the original bytes")
+            let oversized = try #require(dead.first { Self.string($0, DeadLetterHeader.exceptionClass) == "SourceRejected" })
+            #expect(Self.string(oversized, DeadLetterHeader.exceptionMessage)?.contains("sensors/dev-3/reading") == true)
+            #expect(Self.string(oversized, DeadLetterHeader.exceptionMessage)?.contains("max_packet_bytes 4096") == true)
             #expect(ingest.contains("MQTT connected"), "\(ingest.suffix(2000))")
         } catch {
             Issue.record("ingest log:\n\(local.process(.ingest)?.standardError.suffix(3000) ?? "")\nmosquitto:\n\(broker.process.standardError.suffix(2000))")
@@ -206,12 +216,13 @@ import Testing
     /// messages undelivered (and so unacknowledged); SIGKILLed then, it loses them from memory, and the
     /// restarted ingest gets every one again from the MQTT broker, marked DUP. A source that acked on
     /// receipt would lose all of them here.
-    @Test func messagesHeldWhileKafkaIsDownAreRedeliveredAfterAKill() async throws {
+    @Test(arguments: ["5", "3.1.1"]) func messagesHeldWhileKafkaIsDownAreRedeliveredAfterAKill(protocolVersion: String) async throws {
         let held = 50
         let broker = try await Mosquitto.start(debugLog: true)
         let work = try Self.workDirectory()
         let local = try await LocalPipeline.launch(
-            .init(pipelineFile: try Self.pipelineFile(work), workDirectory: work.path, environment: ["MQTT_PORT": String(broker.port)]))
+            .init(pipelineFile: try Self.pipelineFile(work), workDirectory: work.path,
+                  environment: ["MQTT_PORT": String(broker.port), "MQTT_PROTOCOL": protocolVersion]))
         do {
             let kafka = try #require(local.broker?.control)
             try await local.start(.ingest)
@@ -246,7 +257,7 @@ import Testing
             _ = await local.stop()
             await broker.stop()
             let redelivered = raw.filter { Self.sequenceNumber($0) != nil }
-            print("mqtt held-while-Kafka-down test: \(held) published, \(redelivered.count) in Kafka after the kill and restart, \(redelivered.filter { Self.string($0, "mqtt.dup") == "true" }.count) marked DUP, warm-up \(warm)")
+            print("mqtt held-while-Kafka-down test (MQTT \(protocolVersion)): \(held) published, \(redelivered.count) in Kafka after the kill and restart, \(redelivered.filter { Self.string($0, "mqtt.dup") == "true" }.count) marked DUP, warm-up \(warm)")
             #expect(Set(redelivered.compactMap(Self.sequenceNumber)) == Set(0..<held))
             #expect(redelivered.count == held, "the killed ingest delivered none of them")
             #expect(redelivered.allSatisfy { Self.string($0, "mqtt.dup") == "true" }, "each came again from the broker's session")

@@ -56,6 +56,8 @@ final class Mosquitto: Sendable {
             // The offline queue of a persistent session must hold what devices publish while ingest is down.
             "max_queued_messages 1000000",
             "max_queued_bytes 0",
+            // Unacknowledged QoS 1 messages out per client (MQTT 3.1.1 clients cannot say; MQTT 5 ones send a receive maximum).
+            "max_inflight_messages 100",
             "log_dest stderr",
             "log_type error",
             "log_type warning",
