@@ -340,6 +340,40 @@ import Testing
         #expect(throws: ConfigError.self) { _ = try source("ca_file: /nonexistent/ca.pem") }
     }
 
+    /// The MQTT broker is killed and started again (with persistence) while the source runs: the source
+    /// reconnects on its own, resumes the kept session, and a message published while it was away arrives.
+    @Test func theSourceReconnectsAfterTheBrokerRestarts() async throws {
+        let persistence = FileManager.default.temporaryDirectory.appendingPathComponent("sf-mosquitto-db-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: persistence, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: persistence) }
+        let first = try await Mosquitto.start(persistence: persistence)
+        let source = MQTTSource(
+            host: "127.0.0.1", port: first.port, subscriptions: [MQTTSubscription(filter: "r/#", qos: 1)],
+            options: MQTTConnectOptions(version: .v5, clientID: "restart-test"), reconnectMaxDelayMs: 400, logger: Logger(label: "test"))
+        let collector = Collector()
+        let running = Task { try await source.run(resumingFrom: nil, emitter: collector) }
+        var deadline = ContinuousClock.now + .seconds(30)
+        while collector.count == 0 && ContinuousClock.now < deadline {
+            _ = try await first.publish(topic: "r/1", message: #"{"before":true}"#)
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        let before = collector.count
+        #expect(before > 0)
+        // SIGKILL: the broker dies without a goodbye; its sessions were saved on every change.
+        #expect(await first.kill().signaled)
+        let second = try await Mosquitto.start(port: first.port, persistence: persistence)
+        #expect(try await second.publish(topic: "r/2", message: #"{"after":"restart"}"#) == 0)
+        deadline = ContinuousClock.now + .seconds(30)
+        while !collector.payloads.contains(#"{"after":"restart"}"#) && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        collector.shutDown()
+        try await running.value
+        await second.stop()
+        await first.stop()
+        #expect(collector.payloads.contains(#"{"after":"restart"}"#), "published while the source was reconnecting")
+    }
+
     @Test func anUnreachableBrokerFailsNamingHostAndPort() async throws {
         let port = try Mosquitto.freePort()
         let source = MQTTSource(
@@ -370,6 +404,7 @@ final class Collector: RecordEmitter, Sendable {
 
     func shutDown() { state.withLock { $0.stopping = true } }
     var count: Int { state.withLock { $0.records.count } }
+    var payloads: [String] { state.withLock { $0.records.map { String(decoding: $0.bytes, as: UTF8.self) } } }
 }
 
 final class Counter: Sendable {

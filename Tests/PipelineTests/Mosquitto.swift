@@ -46,13 +46,18 @@ final class Mosquitto: Sendable {
 
     /// Starts the broker; with `users`, anonymous clients are refused and these name/password pairs accepted.
     /// `debugLog` adds mosquitto's per-packet log lines ("Sending PUBLISH to <client> …").
-    static func start(users: [String: String] = [:], debugLog: Bool = false, tls: Bool = false) async throws -> Mosquitto {
+    /// `port` and `persistence` (a directory for mosquitto.db, saved after every change and kept across
+    /// `kill()`) let a test restart the broker where clients expect it, with its sessions.
+    static func start(
+        users: [String: String] = [:], debugLog: Bool = false, tls: Bool = false, port: Int? = nil, persistence: URL? = nil
+    ) async throws -> Mosquitto {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("sf-mosquitto-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let port = try freePort()
+        let port = try port ?? freePort()
         var config = [
             "listener \(port) 127.0.0.1",
-            "persistence false",
+            persistence.map { "persistence true\npersistence_location \($0.path)/\nautosave_interval 1\nautosave_on_changes true" }
+                ?? "persistence false",
             // The offline queue of a persistent session must hold what devices publish while ingest is down.
             "max_queued_messages 1000000",
             "max_queued_bytes 0",
@@ -101,9 +106,16 @@ final class Mosquitto: Sendable {
         return broker
     }
 
+    /// SIGKILL (a child of the test process inherits its blocked SIGTERM, and mosquitto only takes
+    /// signals through the inherited mask, so SIGTERM would wait for the kill anyway).
     func stop() async {
-        _ = await process.terminate(timeout: .seconds(10))
+        _ = await process.kill()
         try? FileManager.default.removeItem(at: directory)
+    }
+
+    /// SIGKILL, keeping the persistence directory (saved on every change, see `start`).
+    func kill() async -> ChildProcess.ExitStatus {
+        await process.kill()
     }
 
     /// `mosquitto_pub` for one message (QoS 1 unless told otherwise); returns its exit code.

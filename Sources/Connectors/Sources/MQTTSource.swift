@@ -172,7 +172,7 @@ public struct MQTTSource: RecordSource {
         while !Task.isCancelled {
             let connected = NIOLockedValueBox(false)
             do {
-                if try await session(emitter: emitter, connected: connected) == .shutdown { return }
+                if try await session(emitter: emitter, connected: connected, reconnecting: connectedOnce) == .shutdown { return }
             } catch let error as MQTTSourceError where error.isFatal {
                 throw error
             } catch is CancellationError {
@@ -204,14 +204,14 @@ public struct MQTTSource: RecordSource {
 
     /// One connection: CONNECT, SUBSCRIBE, then messages → Kafka → PUBACK until something fails.
     /// Three tasks: the reader (packets from the broker), the keep-alive timer, the batcher.
-    func session(emitter: any RecordEmitter, connected: NIOLockedValueBox<Bool>) async throws -> SessionEnd {
+    func session(emitter: any RecordEmitter, connected: NIOLockedValueBox<Bool>, reconnecting: Bool) async throws -> SessionEnd {
         let connection = try await MQTTConnection.open(
             host: host, port: port, version: options.version, maxPacketSize: maxPacketBytes,
             connectTimeout: .milliseconds(max(connectTimeoutMs, 100)), tls: tls, serverName: tlsServerName)
         let inbox = Inbox()
         let liveness = NIOLockedValueBox(ContinuousClock.now)
         let result: Result<SessionEnd, any Error> = await withTaskGroup(of: Result<SessionEnd, any Error>?.self) { group in
-            group.addTask { await readPackets(connection, inbox: inbox, liveness: liveness, connected: connected) }
+            group.addTask { await readPackets(connection, inbox: inbox, liveness: liveness, connected: connected, reconnecting: reconnecting) }
             group.addTask { await keepAlive(connection, inbox: inbox, liveness: liveness, connected: connected) }
             group.addTask { await deliverBatches(connection, inbox: inbox, emitter: emitter) }
             var outcome: Result<SessionEnd, any Error> = .failure(CancellationError())
@@ -228,8 +228,10 @@ public struct MQTTSource: RecordSource {
     }
 
     /// Sends CONNECT, checks the CONNACK, subscribes, then queues every message for the batcher.
-    func readPackets(_ connection: MQTTConnection, inbox: Inbox, liveness: NIOLockedValueBox<ContinuousClock.Instant>, connected: NIOLockedValueBox<Bool>)
-        async -> Result<SessionEnd, any Error>?
+    func readPackets(
+        _ connection: MQTTConnection, inbox: Inbox, liveness: NIOLockedValueBox<ContinuousClock.Instant>, connected: NIOLockedValueBox<Bool>,
+        reconnecting: Bool
+    ) async -> Result<SessionEnd, any Error>?
     {
         do {
             do {
@@ -244,7 +246,7 @@ public struct MQTTSource: RecordSource {
                 liveness.withLockedValue { $0 = .now }
                 if first {
                     first = false
-                    try await handshake(packet, connection: connection)
+                    try await handshake(packet, connection: connection, reconnecting: reconnecting)
                     connected.withLockedValue { $0 = true }
                     continue
                 }
@@ -255,10 +257,17 @@ public struct MQTTSource: RecordSource {
                 case .oversizedPublish(let topic, let qos, let id, let bytes):
                     inbox.push(.oversized(topic: topic, qos: qos, packetID: id, bytes: bytes))
                 case .suback(_, let codes):
-                    for (i, c) in codes.enumerated() where c >= 0x80 {
+                    for (i, c) in codes.enumerated() {
                         let filter = i < subscriptions.count ? subscriptions[i].filter : "#\(i)"
-                        throw MQTTSourceError.refused(
-                            "the MQTT broker refused the subscription to '\(filter)' (reason code \(c)) — check ingest.source.topics and the broker's ACL")
+                        if c >= 0x80 {
+                            throw MQTTSourceError.refused(
+                                "the MQTT broker refused the subscription to '\(filter)' (reason code \(c)) — check ingest.source.topics and the broker's ACL")
+                        }
+                        if i < subscriptions.count && c < subscriptions[i].qos {
+                            logger.warning(
+                                "the broker granted a lower QoS: messages on this filter are at-most-once",
+                                metadata: ["source": "\(name)", "filter": "\(filter)", "granted_qos": "\(c)"])
+                        }
                     }
                 case .pingresp, .puback, .unsuback:
                     break
@@ -274,7 +283,7 @@ public struct MQTTSource: RecordSource {
         }
     }
 
-    func handshake(_ packet: MQTTPacket, connection: MQTTConnection) async throws {
+    func handshake(_ packet: MQTTPacket, connection: MQTTConnection, reconnecting: Bool) async throws {
         guard case .connack(let sessionPresent, let code, let reason) = packet else {
             throw MQTTSourceError.transient("the broker's first packet is not a CONNACK: \(packet)")
         }
@@ -291,6 +300,11 @@ public struct MQTTSource: RecordSource {
         }
         logger.info(
             "MQTT connected", metadata: ["source": "\(name)", "client_id": "\(options.clientID)", "session_present": "\(sessionPresent)"])
+        if !sessionPresent && reconnecting {
+            logger.warning(
+                "the broker kept no session for this client: messages published while disconnected are lost if it did not queue them (session expired, or a broker restart without persistence)",
+                metadata: ["source": "\(name)", "client_id": "\(options.clientID)"])
+        }
         // Subscribing again to a kept session is harmless and picks up changed filters.
         try await connection.send(MQTTCodec.subscribe(packetID: 1, subscriptions, version: options.version))
     }
