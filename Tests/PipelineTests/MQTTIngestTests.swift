@@ -280,7 +280,7 @@ import Testing
 
     @Test func wrongCredentialsAreRefusedNamingTheSettings() async throws {
         let broker = try await Mosquitto.start(users: ["device": "right-password"])
-        defer { Task { await broker.stop() } }
+        defer { broker.stopNow() }
         func source(_ password: String) -> MQTTSource {
             MQTTSource(
                 host: "127.0.0.1", port: broker.port, subscriptions: [MQTTSubscription(filter: "a/#", qos: 1)],
@@ -310,7 +310,7 @@ import Testing
 
     @Test func tlsVerifiesTheBrokerAgainstTheConfiguredCA() async throws {
         let broker = try await Mosquitto.start(tls: true)
-        defer { Task { await broker.stop() } }
+        defer { broker.stopNow() }
         let tlsPort = try #require(broker.tlsPort)
         func source(_ extra: String) throws -> MQTTSource {
             let yaml = "type: mqtt\nport: \(tlsPort)\nclient_id: tls-test\ntopics: [\"t/#\"]\ntls: true\nconnect_timeout: 1500ms\n" + extra
@@ -347,6 +347,7 @@ import Testing
         try FileManager.default.createDirectory(at: persistence, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: persistence) }
         let first = try await Mosquitto.start(persistence: persistence)
+        defer { first.stopNow() }
         let source = MQTTSource(
             host: "127.0.0.1", port: first.port, subscriptions: [MQTTSubscription(filter: "r/#", qos: 1)],
             options: MQTTConnectOptions(version: .v5, clientID: "restart-test"), reconnectMaxDelayMs: 400, logger: Logger(label: "test"))
@@ -362,6 +363,7 @@ import Testing
         // SIGKILL: the broker dies without a goodbye; its sessions were saved on every change.
         #expect(await first.kill().signaled)
         let second = try await Mosquitto.start(port: first.port, persistence: persistence)
+        defer { second.stopNow() }
         #expect(try await second.publish(topic: "r/2", message: #"{"after":"restart"}"#) == 0)
         deadline = ContinuousClock.now + .seconds(30)
         while !collector.payloads.contains(#"{"after":"restart"}"#) && ContinuousClock.now < deadline {
@@ -369,8 +371,6 @@ import Testing
         }
         collector.shutDown()
         try await running.value
-        await second.stop()
-        await first.stop()
         #expect(collector.payloads.contains(#"{"after":"restart"}"#), "published while the source was reconnecting")
     }
 

@@ -113,6 +113,12 @@ final class Mosquitto: Sendable {
         try? FileManager.default.removeItem(at: directory)
     }
 
+    /// The same, without waiting (for `defer`).
+    func stopNow() {
+        process.signal(SIGKILL)
+        try? FileManager.default.removeItem(at: directory)
+    }
+
     /// SIGKILL, keeping the persistence directory (saved on every change, see `start`).
     func kill() async -> ChildProcess.ExitStatus {
         await process.kill()
