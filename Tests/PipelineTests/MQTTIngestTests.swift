@@ -33,6 +33,7 @@ import Testing
                 topics: ["sensors/+/reading", { filter: "control/#", qos: 0 }]
                 max_in_flight: 100
                 max_packet_bytes: 4096
+                max_buffered: ${MQTT_MAX_BUFFERED:-10000}
                 id_field: uid
             """.write(toFile: file, atomically: true, encoding: .utf8)
         return file
@@ -263,6 +264,50 @@ import Testing
             #expect(redelivered.allSatisfy { Self.string($0, "mqtt.dup") == "true" }, "each came again from the broker's session")
         } catch {
             Issue.record("ingest log:\n\(local.process(.ingest)?.standardError.suffix(3000) ?? "")\nmosquitto:\n\(broker.process.standardError.suffix(2000))")
+            _ = await local.stop()
+            await broker.stop()
+            throw error
+        }
+    }
+
+    /// A QoS 0 flood while Kafka is down: ingest stops reading the socket at `max_buffered` instead of
+    /// buffering without bound, reads again once Kafka is back, and (QoS 0 being at-most-once only
+    /// across crashes) every message arrives.
+    @Test func aFloodWhileKafkaIsDownPausesReadingInsteadOfBuffering() async throws {
+        let flood = 3000
+        let broker = try await Mosquitto.start()
+        let work = try Self.workDirectory()
+        let local = try await LocalPipeline.launch(
+            .init(pipelineFile: try Self.pipelineFile(work), workDirectory: work.path,
+                  environment: ["MQTT_PORT": String(broker.port), "MQTT_MAX_BUFFERED": "200"]))
+        do {
+            let kafka = try #require(local.broker?.control)
+            try await local.start(.ingest)
+            _ = try await Self.warmUp(broker, local)
+            try await kafka.brokerDown(1)
+            let lines = (0..<flood).map { #"{"device":"dev-0","n":\#($0)}"# + "\n" }.joined()
+            let pub = try ChildProcess(
+                executable: try Mosquitto.binary("mosquitto_pub"),
+                arguments: ["-h", "127.0.0.1", "-p", String(broker.port), "-q", "0", "-t", "control/flood", "-l"])
+            try pub.writeToStandardInput(Data(lines.utf8))
+            try pub.closeStandardInput()
+            #expect(await pub.wait().code == 0)
+            let log = { local.process(.ingest)?.standardError ?? "" }
+            let deadline = ContinuousClock.now + .seconds(30)
+            while !log().contains("MQTT reads paused") && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(log().contains("MQTT reads paused"), "ingest stopped reading at max_buffered")
+            try await kafka.brokerUp(1)
+            let raw = try await Self.waitForRaw(local, "the flood did not arrive after Kafka came back") { records in
+                Set(records.compactMap(Self.sequenceNumber)).count >= flood
+            }
+            #expect(log().contains("MQTT reads resumed"))
+            _ = await local.stop()
+            await broker.stop()
+            #expect(Set(raw.compactMap(Self.sequenceNumber)) == Set(0..<flood))
+        } catch {
+            Issue.record("ingest log:\n\(local.process(.ingest)?.standardError.suffix(3000) ?? "")")
             _ = await local.stop()
             await broker.stop()
             throw error

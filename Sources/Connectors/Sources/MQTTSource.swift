@@ -40,6 +40,7 @@ public struct MQTTSource: RecordSource {
             .init("keepalive", "duration", default: "30s", "PINGREQ interval bound; a broker silent for 1.5× this is treated as gone and the source reconnects"),
             .init("session_expiry", "duration", default: "7d", "MQTT 5: how long the broker keeps the session while ingest is away (3.1.1 brokers keep it until a clean connect)"),
             .init("max_in_flight", "integer", default: "1000", "MQTT 5 receive maximum: unacknowledged QoS 1 messages the broker may send at once (also the largest batch handed to Kafka); 3.1.1 brokers use their own limit (mosquitto: max_inflight_messages)"),
+            .init("max_buffered", "integer", default: "10000", "received messages not yet in Kafka above which the socket is not read until half are delivered (bounds memory for QoS 0 floods while Kafka is slow)"),
             .init("max_packet_bytes", "integer", default: "1048576", "larger messages are dead-lettered (SourceRejected) without being buffered, and acknowledged"),
             .init("id_field", "string", default: "none", "a top-level payload field whose value gives a deterministic record id `mqtt:<value>` (redeliveries keep their id)"),
             .init("tls", "boolean", default: "false", "connect with TLS (usually port 8883); the broker's certificate is verified"),
@@ -57,6 +58,8 @@ public struct MQTTSource: RecordSource {
     public let idField: String?
     public let connectTimeoutMs: Int64
     public let reconnectMaxDelayMs: Int64
+    /// Received messages not yet in Kafka above which the socket is not read (see ``Inbox``).
+    public var maxBufferedMessages = 10_000
     /// Set for `tls: true`.
     public let tls: NIOSSLContext?
     public let tlsServerName: String?
@@ -150,6 +153,7 @@ public struct MQTTSource: RecordSource {
             connectTimeoutMs: try m.duration("connect_timeout", defaultMilliseconds: 10_000),
             reconnectMaxDelayMs: try m.duration("reconnect_max_delay", defaultMilliseconds: 10_000), tls: tls, tlsServerName: serverName,
             logger: logger)
+        maxBufferedMessages = try m.int("max_buffered", default: 10_000, in: 2...10_000_000)
     }
 
     /// Why a topic filter is invalid (MQTT's rules for `+` and `#`), or nil.
@@ -208,7 +212,7 @@ public struct MQTTSource: RecordSource {
         let connection = try await MQTTConnection.open(
             host: host, port: port, version: options.version, maxPacketSize: maxPacketBytes,
             connectTimeout: .milliseconds(max(connectTimeoutMs, 100)), tls: tls, serverName: tlsServerName)
-        let inbox = Inbox()
+        let inbox = Inbox(highWater: maxBufferedMessages)
         let liveness = NIOLockedValueBox(ContinuousClock.now)
         let result: Result<SessionEnd, any Error> = await withTaskGroup(of: Result<SessionEnd, any Error>?.self) { group in
             group.addTask { await readPackets(connection, inbox: inbox, liveness: liveness, connected: connected, reconnecting: reconnecting) }
@@ -253,9 +257,9 @@ public struct MQTTSource: RecordSource {
                 switch packet {
                 case .publish(let p):
                     if p.qos > 1 { throw MQTTSourceError.transient("QoS \(p.qos) PUBLISH although QoS 1 at most was subscribed") }
-                    inbox.push(.message(p))
+                    if inbox.push(.message(p)) { try await pauseReading(connection) }
                 case .oversizedPublish(let topic, let qos, let id, let bytes):
-                    inbox.push(.oversized(topic: topic, qos: qos, packetID: id, bytes: bytes))
+                    if inbox.push(.oversized(topic: topic, qos: qos, packetID: id, bytes: bytes)) { try await pauseReading(connection) }
                 case .suback(_, let codes):
                     for (i, c) in codes.enumerated() {
                         let filter = i < subscriptions.count ? subscriptions[i].filter : "#\(i)"
@@ -328,6 +332,8 @@ public struct MQTTSource: RecordSource {
                     }
                     continue
                 }
+                // While reads are paused the broker's PINGRESPs wait unread: silence proves nothing.
+                if inbox.isPaused { liveness.withLockedValue { $0 = .now } }
                 if ContinuousClock.now - liveness.withLockedValue({ $0 }) > interval * 3 / 2 {
                     throw MQTTSourceError.transient("no packet from the broker for 1.5 × keepalive")
                 }
@@ -341,6 +347,11 @@ public struct MQTTSource: RecordSource {
         }
     }
 
+    func pauseReading(_ connection: MQTTConnection) async throws {
+        try await connection.channel.setOption(ChannelOptions.autoRead, value: false).get()
+        logger.info("MQTT reads paused: Kafka is behind", metadata: ["source": "\(name)"])
+    }
+
     /// Hands what arrived to Kafka and acknowledges it to the broker once Kafka has it.
     func deliverBatches(_ connection: MQTTConnection, inbox: Inbox, emitter: any RecordEmitter) async -> Result<SessionEnd, any Error>? {
         do {
@@ -348,6 +359,10 @@ public struct MQTTSource: RecordSource {
                 await inbox.waitForItems()
                 try Task.checkCancellation()
                 let batch = inbox.take(max: Int(options.receiveMaximum))
+                if inbox.resumeIfDrained() {
+                    try await connection.channel.setOption(ChannelOptions.autoRead, value: true).get()
+                    logger.info("MQTT reads resumed", metadata: ["source": "\(name)"])
+                }
                 do {
                     // Returns once Kafka acknowledged every record; [] only checks for a shutdown.
                     try await emitter.emit(batch.map(record(for:)))
@@ -427,7 +442,20 @@ final class Inbox: Sendable {
         }
     }
 
+    /// Received but undelivered messages above which the source stops reading the socket (TCP
+    /// backpressure to the broker), and below which it reads again. QoS 1 messages are bounded by
+    /// the receive maximum already; this bounds QoS 0 ones (and 3.1.1 brokers' in-flight windows)
+    /// while Kafka is slow or down.
+    let highWater: Int
+    let lowWater: Int
+
+    init(highWater: Int = 10_000) {
+        self.highWater = max(highWater, 2)
+        self.lowWater = max(highWater, 2) / 2
+    }
+
     private struct State {
+        var paused = false
         var items: [Item] = []
         var waiter: CheckedContinuation<Void, Never>?
         var woken = false
@@ -436,13 +464,29 @@ final class Inbox: Sendable {
 
     private let state = NIOLockedValueBox(State())
 
-    func push(_ item: Item) {
-        let waiter = state.withLockedValue { s -> CheckedContinuation<Void, Never>? in
+    /// Queues a message; true when the inbox just reached its high-water mark (pause reading).
+    @discardableResult
+    func push(_ item: Item) -> Bool {
+        let (waiter, pause) = state.withLockedValue { s -> (CheckedContinuation<Void, Never>?, Bool) in
             s.items.append(item)
+            let pause = !s.paused && s.items.count >= highWater
+            if pause { s.paused = true }
             defer { s.waiter = nil }
-            return s.waiter
+            return (s.waiter, pause)
         }
         waiter?.resume()
+        return pause
+    }
+
+    var isPaused: Bool { state.withLockedValue { $0.paused } }
+
+    /// True once when a paused inbox drained below its low-water mark (resume reading).
+    func resumeIfDrained() -> Bool {
+        state.withLockedValue { s in
+            guard s.paused && s.items.count < lowWater else { return false }
+            s.paused = false
+            return true
+        }
     }
 
     /// Makes a waiting ``waitForItems()`` return even without items (periodic shutdown checks).
