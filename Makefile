@@ -6,19 +6,33 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 VENV := .venv
-APT_PACKAGES := librdkafka-dev kcat pkg-config python3-venv libjs-chart.js chromium chromium-driver
+# What the build and the demo need (libjs-chart.js: the dashboard's chart library).
+APT_PACKAGES := librdkafka-dev kcat pkg-config python3-venv libjs-chart.js
+# What only the tests need: a headless browser for the dashboard test, an MQTT broker and its
+# clients for the MQTT source's tests, openssl for their throw-away TLS CA.
+TEST_APT_PACKAGES := chromium chromium-driver mosquitto mosquitto-clients openssl
 
-.PHONY: demo test test-asan test-tsan bench fuzz fuzz-build deps deps-system deps-python deps-postgres build build-release clean
+.PHONY: test-deps deps-test-system demo test test-asan test-tsan bench fuzz fuzz-build deps deps-system deps-python deps-postgres build build-release clean
 
 deps: deps-system deps-python
 
-deps-system:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+test-deps: deps-test-system deps-python
+
+# Installs the Debian packages of $(1) that are missing (apt-get update first, once).
+define apt_install
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" -ne 0 ] && SUDO=sudo; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
+endef
+
+deps-system:
+	$(call apt_install,$(APT_PACKAGES))
+
+deps-test-system: deps-system
+	$(call apt_install,$(TEST_APT_PACKAGES))
 
 deps-python:
 	@if ! $(VENV)/bin/python -c 'import confluent_kafka, kubernetes_validate' >/dev/null 2>&1; then \
@@ -40,7 +54,7 @@ demo: build
 deps-postgres:
 	@bash scripts/ensure-postgres.sh >/dev/null
 
-test: deps deps-postgres
+test: test-deps deps-postgres
 	$(SWIFT) build --build-tests
 	STREAMFIRST_PYTHON=$(CURDIR)/$(VENV)/bin/python \
 	STREAMFIRST_POSTGRES_URL=$$(bash scripts/ensure-postgres.sh) \
@@ -53,7 +67,7 @@ bench: deps-system
 
 # The whole test suite with AddressSanitizer (workers and broker included: the tests start the
 # executables built next to them, in .build-asan). Not part of `make test` (it doubles the build).
-test-asan: deps deps-postgres
+test-asan: test-deps deps-postgres
 	$(SWIFT) build --build-path .build-asan --build-tests -Xswiftc -sanitize=address
 	ASAN_OPTIONS=detect_leaks=0 STREAMFIRST_PYTHON=$(CURDIR)/$(VENV)/bin/python \
 	STREAMFIRST_POSTGRES_URL=$$(bash scripts/ensure-postgres.sh) \
@@ -63,7 +77,7 @@ test-asan: deps deps-postgres
 # librdkafka 2.0.2 crashes as soon as a client or the mock cluster starts (SEGV inside the TSan
 # runtime), so the Kafka client, broker and worker-process suites cannot run here.
 TSAN_SUITES := StreamCoreTests|ProcessingTests|ValidationTests|SQLiteSinkTests|PostgresSinkTests|NDJSONSinkTests|HTTPSourceTests|TailSourceTests|FileSourceTests|GeneratorSourceTests|PipelineTestRunnerTests|HostileInputTests|PipelineSpecTests
-test-tsan: deps deps-postgres
+test-tsan: test-deps deps-postgres
 	$(SWIFT) build --build-path .build-tsan --build-tests -Xswiftc -sanitize=thread
 	TSAN_OPTIONS=halt_on_error=1 STREAMFIRST_POSTGRES_URL=$$(bash scripts/ensure-postgres.sh) \
 	$(SWIFT) test --build-path .build-tsan --skip-build --no-parallel --filter '$(TSAN_SUITES)'

@@ -23,15 +23,22 @@ public struct SourceRecord: Sendable {
     /// Set when the source already knows the record is bad (a CSV row with the wrong number of
     /// fields, a line over the size limit): ingest sends `bytes` to the dead-letter topic with this reason.
     public var rejection: String?
+    /// The Kafka key when ingest has no `key:` expression (the MQTT source gives the MQTT topic).
+    public var key: [UInt8]?
+    /// Extra Kafka headers the source knows (e.g. `mqtt.topic`), added after the lineage headers.
+    public var headers: [(String, String)]
 
     public init(
-        bytes: [UInt8], id: String? = nil, checkpoint: String? = nil, receivedAtMs: Int64, rejection: String? = nil
+        bytes: [UInt8], id: String? = nil, checkpoint: String? = nil, receivedAtMs: Int64, rejection: String? = nil,
+        key: [UInt8]? = nil, headers: [(String, String)] = []
     ) {
         self.bytes = bytes
         self.id = id
         self.checkpoint = checkpoint
         self.receivedAtMs = receivedAtMs
         self.rejection = rejection
+        self.key = key
+        self.headers = headers
     }
 }
 

@@ -47,7 +47,7 @@ public final class IngestStage: Service, RecordEmitter, Sendable {
         throws(ConfigError)
     {
         let m = try common.mapping()
-        let sourceNode = try m.required("source", hint: "where records come from: stdin, file, tail, http or generator")
+        let sourceNode = try m.required("source", hint: "where records come from: stdin, file, tail, http, generator or mqtt")
         let sourceMapping = try sourceNode.mapping()
         self.source = try SourceFactory.make(sourceMapping, baseDirectory: spec.baseDirectory, logger: logger)
         func expression(_ key: String) throws(ConfigError) -> Processing.Expression? {
@@ -128,8 +128,9 @@ public final class IngestStage: Service, RecordEmitter, Sendable {
             throw .shuttingDown
         }
         if refuseWhenBusy && producer.outstanding >= maxInFlight { throw .backpressure }
-        if records.isEmpty { return }
+        // An empty emit is a source's "still here, are we stopping?" (the MQTT source's idle tick): live.
         health.beat()
+        if records.isEmpty { return }
         let now = currentTimeMs()
         var messages: [KafkaProducerMessage] = []
         messages.reserveCapacity(records.count)
@@ -158,7 +159,7 @@ public final class IngestStage: Service, RecordEmitter, Sendable {
                 continue
             }
             let context = RecordContext(id: id, key: nil, eventTimeMs: nil, topic: "", partition: -1, offset: -1)
-            var key: [UInt8]?
+            var key = keyExpression == nil ? record.key : nil
             if let keyExpression, let k = try? keyExpression.evaluate(value, context: context) {
                 switch k {
                 case .null: key = nil
@@ -178,7 +179,7 @@ public final class IngestStage: Service, RecordEmitter, Sendable {
                 KafkaHeader(key: RecordHeader.ingestTime, value: String(record.receivedAtMs)),
                 KafkaHeader(key: RecordHeader.source, value: source.name),
                 KafkaHeader(key: RecordHeader.contentType, value: "application/json"),
-            ]
+            ] + record.headers.map { KafkaHeader(key: $0.0, value: $0.1) }
             messages.append(
                 KafkaProducerMessage(topic: output, key: key, value: record.bytes, headers: headers, timestamp: eventTime))
         }

@@ -5,7 +5,7 @@ import Logging
 public enum SourceFactory {
     /// Every source's documentation.
     public static let specs: [ConnectorSpec] = [
-        StdinSource.spec, FileSource.spec, TailSource.spec, HTTPSource.spec, GeneratorSource.spec,
+        StdinSource.spec, FileSource.spec, TailSource.spec, HTTPSource.spec, GeneratorSource.spec, MQTTSource.spec,
     ]
 
     /// Reads the `source:` mapping (its `type` picks the connector; unknown keys fail with their line).
@@ -18,6 +18,7 @@ public enum SourceFactory {
         case "file": source = try FileSource(m, baseDirectory: baseDirectory)
         case "tail": source = try TailSource(m, baseDirectory: baseDirectory)
         case "http": source = try HTTPSource(m, logger: logger)
+        case "mqtt": source = try MQTTSource(m, logger: logger)
         default: source = try GeneratorSource(m)
         }
         try m.finish()
