@@ -23,15 +23,22 @@ public struct SourceRecord: Sendable {
     /// Set when the source already knows the record is bad (a CSV row with the wrong number of
     /// fields, a line over the size limit): ingest sends `bytes` to the dead-letter topic with this reason.
     public var rejection: String?
+    /// W3C Trace Context the source received with the record (e.g. the HTTP request's `traceparent`
+    /// and `tracestate` headers): ingest's span continues that trace. Nil: ingest starts one.
+    public var traceParent: String?
+    public var traceState: String?
 
     public init(
-        bytes: [UInt8], id: String? = nil, checkpoint: String? = nil, receivedAtMs: Int64, rejection: String? = nil
+        bytes: [UInt8], id: String? = nil, checkpoint: String? = nil, receivedAtMs: Int64, rejection: String? = nil,
+        traceParent: String? = nil, traceState: String? = nil
     ) {
         self.bytes = bytes
         self.id = id
         self.checkpoint = checkpoint
         self.receivedAtMs = receivedAtMs
         self.rejection = rejection
+        self.traceParent = traceParent
+        self.traceState = traceState
     }
 }
 

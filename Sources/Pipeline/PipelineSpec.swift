@@ -95,6 +95,8 @@ public struct PipelineSpec: Sendable {
     public var environment: [String: String]
     /// The file's `tests:` section (run by `streamfirst test`, see ``PipelineTestRunner``).
     public var tests: ConfigNode?
+    /// The file's `tracing:` section (OTLP export, sampling); see ``TracingSettings``.
+    public var tracing = TracingSpec()
 
     /// The default health/metrics port of each stage, so four workers on one host do not collide.
     public static func defaultHTTPPort(_ stage: StageName) -> Int {
@@ -131,6 +133,7 @@ public struct PipelineSpec: Sendable {
         try checkIdentifier(name, at: try top.required("name"))
         _ = top.optional("description")
         let testsNode = top.optional("tests")  // inline pipeline tests: run by `streamfirst test`
+        let tracing = try TracingSpec.parse(top.optional("tracing"), file: file)
 
         // Kafka connection.
         var kafka = KafkaConfiguration(bootstrapServers: "127.0.0.1:9092")
@@ -210,10 +213,12 @@ public struct PipelineSpec: Sendable {
         try top.finish()
 
         let base = URL(fileURLWithPath: file).deletingLastPathComponent().path
-        return PipelineSpec(
+        var spec = PipelineSpec(
             name: name, file: file, baseDirectory: base, kafka: kafka, consumerProperties: consumerProperties,
             producerProperties: producerProperties, topics: topics, deadLetter: deadLetter,
             stages: stages, environment: environment, tests: testsNode)
+        spec.tracing = tracing
+        return spec
     }
 
     /// The section of one stage, or an error saying the file has none.
