@@ -123,7 +123,8 @@ struct TraceBench: AsyncParsableCommand {
             for (name, _) in tracers {
                 let r = median(rates["\(stage)|\(name)"] ?? [])
                 let perRecordNs = (1e9 / r) - (1e9 / base)
-                print(String(format: "    %-52@ %9.0f records/s  ratio %.2f  %+6.0f ns/record", name as NSString, r, r / base, perRecordNs))
+                let label = name.padding(toLength: 52, withPad: " ", startingAt: 0)
+                print("    \(label)" + String(format: " %9.0f records/s  ratio %.2f  %+6.0f ns/record", r, r / base, perRecordNs))
             }
         }
         if sink == 42 { print("") }  // keeps the loops from being optimised away

@@ -113,7 +113,7 @@ public final class PersistStage: Service, Sendable {
         // A span per record, open until the sink has it (or it is dead-lettered): the end of its trace.
         var spans = RecordSpans()
         for m in batch {
-            spans.start(m, tracer: tracer)
+            let span = spans.start(m, tracer: tracer)
             next[m.partition] = max(next[m.partition] ?? 0, m.offset + 1)
             guard let bytes = m.value else {
                 dead.append((m, DeadLetterReason(component: "json-parse", errorClass: "MalformedJSON", message: "the record has no value (tombstone)")))
@@ -131,7 +131,7 @@ public final class PersistStage: Service, Sendable {
                     id: m.recordID, key: m.key, value: value,
                     eventTimeMs: m.headerString(RecordHeader.eventTime).flatMap { Int64($0) },
                     topic: m.topic, partition: m.partition, offset: m.offset,
-                    headers: m.headers.map { ($0.key, $0.value) }))
+                    headers: Self.headers(m, span: span)))
             originals["\(m.topic):\(m.partition):\(m.offset)"] = m
         }
         let offsets = next.map { SinkOffset(topic: clients.input, partition: $0.key, nextOffset: $0.value) }
@@ -200,14 +200,24 @@ public final class PersistStage: Service, Sendable {
         }
     }
 
+    /// A record's headers for the sink (the Kafka sink passes them on), with the persist span's
+    /// context as their `traceparent`.
+    static func headers(_ m: KafkaMessage, span: RecordSpan) -> [(String, [UInt8]?)] {
+        var headers = m.headers
+        span.inject(into: &headers)
+        return headers.map { ($0.key, $0.value) }
+    }
+
     /// The open spans of a batch, by record position.
     struct RecordSpans {
         private var open: [String: RecordSpan] = [:]
 
         static func key(_ m: KafkaMessage) -> String { "\(m.topic):\(m.partition):\(m.offset)" }
 
-        mutating func start(_ m: KafkaMessage, tracer: RecordTracer) {
-            open[Self.key(m)] = tracer.startConsuming(m)
+        mutating func start(_ m: KafkaMessage, tracer: RecordTracer) -> RecordSpan {
+            let span = tracer.startConsuming(m)
+            open[Self.key(m)] = span
+            return span
         }
 
         /// Ends a dead-lettered record's span, stamping its context on the dead letter.
