@@ -137,6 +137,18 @@ import Tracing
         #expect(half > 0.4 && half < 0.6, "share \(half)")
     }
 
+    @Test func ingestContinuesTheTraceASourceReceivedOrStartsOne() throws {
+        let ingest = RecordTracer(stage: "ingest", pipeline: "p", topic: "raw", tracer: PropagatingTracer())
+        var continued: [KafkaHeader] = []
+        ingest.startIngesting(id: "a", source: "http", parent: [KafkaHeader(key: RecordHeader.traceParent, value: Self.parent)])
+            .inject(into: &continued)
+        let c = try #require(Self.parse(Self.values(RecordHeader.traceParent, in: continued).first))
+        #expect(c.traceID == Self.traceID && c.spanID != Self.spanID)
+        var fresh: [KafkaHeader] = []
+        ingest.startIngesting(id: "b", source: "file", parent: []).inject(into: &fresh)
+        #expect(try #require(Self.parse(Self.values(RecordHeader.traceParent, in: fresh).first)).traceID != Self.traceID)
+    }
+
     /// A handler that forwards `{"ok":…}` twice and dead-letters everything else.
     struct Forker: StageHandler {
         func handle(_ message: KafkaMessage) -> StageOutcome {
