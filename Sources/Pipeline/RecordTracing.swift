@@ -10,12 +10,18 @@ import W3CTraceContext
 /// hostile input never reaches the tracer, which might otherwise log a warning per record.
 public struct KafkaHeadersExtractor: Extractor {
     public typealias Carrier = [KafkaHeader]
+    let validates: Bool
 
-    public init() {}
+    /// - Parameter validates: false hands values over unchecked, for a tracer that checks them
+    ///   itself (``PropagatingTracer`` parses them once, instead of twice).
+    public init(validates: Bool = true) {
+        self.validates = validates
+    }
 
     public func extract(key: String, from carrier: [KafkaHeader]) -> String? {
         guard let header = carrier.first(where: { $0.key == key }), let bytes = header.value else { return nil }
         let value = String(decoding: bytes, as: UTF8.self)
+        guard validates else { return value }
         switch key {
         case RecordHeader.traceParent:
             return (try? TraceContext(traceParentHeaderValue: value)) == nil ? nil : value
@@ -64,6 +70,7 @@ public struct RecordTracer: Sendable {
     public let stage: String
     public let pipeline: String
     let tracer: any Tracer
+    let extractor: KafkaHeadersExtractor
     let group: String?
     /// `<stage> <topic>` of the topic most records come from, built once.
     let primaryTopic: String
@@ -76,6 +83,7 @@ public struct RecordTracer: Sendable {
         self.stage = stage
         self.pipeline = pipeline
         self.tracer = tracer
+        self.extractor = KafkaHeadersExtractor(validates: !(tracer is PropagatingTracer))
         self.group = group
         self.primaryTopic = topic
         self.primaryName = "\(stage) \(topic)"
@@ -84,7 +92,7 @@ public struct RecordTracer: Sendable {
     /// The context the headers carry (top level when they carry none, or a malformed one).
     public func context(from headers: [KafkaHeader]) -> InstrumentationContext {
         var context = InstrumentationContext.topLevel
-        tracer.extract(headers, into: &context, using: KafkaHeadersExtractor())
+        tracer.extract(headers, into: &context, using: extractor)
         return context
     }
 

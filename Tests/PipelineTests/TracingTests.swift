@@ -4,6 +4,7 @@ import Pipeline
 import StreamCore
 import Testing
 import Tracing
+import W3CTraceContext
 
 /// W3C Trace Context in record headers: extraction and injection through the stage's record tracer,
 /// malformed values, the `sampled` flag, and the `tracing:` settings.
@@ -65,6 +66,15 @@ import Tracing
         #expect(parsed.flags == "01")
         #expect(Self.values(RecordHeader.traceState, in: out) == ["congo=t61rcWkgMzE, rojo=00f067aa0ba902b7"])
         #expect(Self.values(RecordHeader.id, in: out) == ["r1"], "other headers stay")
+    }
+
+    @Test func theWrittenTraceparentIsTheOneSwiftW3CTraceContextWrites() throws {
+        for flags in ["00", "01"] {
+            let value = "00-\(Self.traceID)-\(Self.spanID)-\(flags)"
+            let context = try TraceContext(traceParentHeaderValue: value)
+            #expect(PropagatingTracer.traceParent(context) == context.traceParentHeaderValue)
+            #expect(PropagatingTracer.traceParent(context) == value)
+        }
     }
 
     @Test func twoHopsKeepTheTraceAndChangeTheSpan() throws {
