@@ -292,3 +292,47 @@ extension Array where Element == UInt8 {
         return false
     }
 }
+
+/// The stateful process stage on the embedded broker: a window result carries a span that is a child
+/// of the record that closed the window — its trace id is that record's, its span id new.
+@Suite(.serialized) struct StatefulTracingTests {
+    @Test func windowResultsContinueTheTraceOfTheRecordThatClosedThem() async throws {
+        let inputs = StatefulEndToEndTests.inputs(count: 2_000, seed: 5) + StatefulEndToEndTests.flush()
+        var contexts: [String: TracingTests.Parsed] = [:]  // input id → its traceparent
+        let messages = inputs.map { input -> KafkaProducerMessage in
+            var headers = [KafkaHeader(key: RecordHeader.id, value: input.id)]
+            TracingTests.tracer().startConsuming(TracingTests.message([])).inject(into: &headers)
+            contexts[input.id] = TracingEndToEndTests.traceparent(
+                KafkaMessage(topic: "", partition: 0, offset: 0, key: nil, value: nil, headers: headers))
+            return KafkaProducerMessage(
+                topic: "w.in", partition: input.partition, key: Array(input.key.utf8),
+                value: StatefulEndToEndTests.value(input).serialized(), headers: headers)
+        }
+        let h = try await StatefulEndToEndTests.Harness()
+        do {
+            try h.startInstance()
+            for report in await h.producer.send(messages) where report.error != nil {
+                throw LocalRunError("produce failed: \(report.error.map { "\($0)" } ?? "")")
+            }
+            try await h.waitUntilDrained()
+            let results = try await TopicReader.readToEnd(topic: "w.out", kafka: KafkaConfiguration(bootstrapServers: h.broker.bootstrapServers))
+            #expect(results.count > 50)
+            let inputTraces = Set(contexts.values.map(\.traceID))
+            let inputSpans = Set(contexts.values.map(\.spanID))
+            var resultSpans = Set<String>()
+            for r in results {
+                guard let p = TracingEndToEndTests.traceparent(r) else {
+                    Issue.record("result \(TracingEndToEndTests.string(r, RecordHeader.id) ?? "?") has no traceparent")
+                    continue
+                }
+                #expect(inputTraces.contains(p.traceID), "a result continues the trace of an input record")
+                #expect(!inputSpans.contains(p.spanID), "with a span of its own")
+                resultSpans.insert(p.spanID)
+            }
+            #expect(resultSpans.count == results.count, "one span per result")
+        } catch {
+            Issue.record("\(error)\n\(h.logs())")
+        }
+        await h.stop()
+    }
+}
