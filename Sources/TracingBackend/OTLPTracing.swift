@@ -55,6 +55,11 @@ public enum OTLPTracing {
         config.traces.sampler =
             settings.sampleRatio >= 1
             ? .parentBasedAlwaysOn : (.parentBasedTraceIDRatio(ratio: settings.sampleRatio) ?? .parentBasedAlwaysOn)
+        // A collector that does not answer must not hold a stopping worker past its shutdown
+        // deadline (default 20 s): an export gives up after 5 s (OTEL_BSP_EXPORT_TIMEOUT and
+        // OTEL_EXPORTER_OTLP_TIMEOUT override).
+        config.traces.batchSpanProcessor.exportTimeout = .seconds(5)
+        config.traces.otlpExporter.timeout = .seconds(5)
         config.propagators = [.traceContext]
         config.diagnosticLogger = .custom(logger)
         config.diagnosticLogLevel = .warning
