@@ -1,3 +1,4 @@
+import EmbeddedBroker
 import Foundation
 import Hummingbird
 import Kafka
@@ -130,6 +131,22 @@ import Testing
     @Test func everyRecordCarriesATraceparentAndEachRecordIsOneTrace() async throws {
         let topics = try await Self.run(name: "trace")
         Self.checkHeaders(topics)
+    }
+
+    @Test func anUnreachableCollectorCostsSpansNotRecords() async throws {
+        // Nothing listens on the discard port of loopback: every export is refused.
+        let topics = try await Self.run(name: "trace-down", environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"])
+        Self.checkHeaders(topics)  // run() also expected every worker to exit 0 on SIGTERM
+    }
+
+    @Test(arguments: [("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"), ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")])
+    func aWorkerWithBadTracingSettingsRefusesToStartNamingTheVariable(_ key: String, _ value: String) async throws {
+        let worker = try ChildProcess(
+            executable: try ChildProcess.locate("validate"), arguments: ["--pipeline", Self.pipelineFile, "--check"],
+            environment: [key: value])
+        let status = await worker.wait()
+        #expect(status == .init(code: 2, signaled: false))
+        #expect(worker.standardError.contains(key) && worker.standardError.contains(value), "\(worker.standardError)")
     }
 
     // MARK: OTLP export
