@@ -11,8 +11,9 @@ import W3CTraceContext
 ///
 /// Hand-written because no listed package propagates without recording: swift-otel's tracer with its
 /// exporter off still records every sampled span and hands it to a batch processor (its cost is
-/// measured next to this one by `streamfirst-bench trace`). Parsing and formatting of the headers
-/// is swift-w3c-trace-context's.
+/// measured next to this one by `streamfirst-bench trace`). Parsing the headers is
+/// swift-w3c-trace-context's; writing the `traceparent` is done here, in one buffer (it runs per
+/// record, see ``traceParent(_:)``).
 public struct PropagatingTracer: Tracer {
     public typealias Span = PropagatingSpan
 
