@@ -32,6 +32,10 @@ let package = Package(
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.21.0"),
         .package(url: "https://github.com/vapor/sqlite-nio", from: "1.10.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.1.0"),
+        .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.7.0"),
+        .package(url: "https://github.com/swift-otel/swift-w3c-trace-context", from: "1.0.0"),
+        // OTLP/HTTP only (protobuf and JSON): the gRPC trait would add grpc-swift to every build.
+        .package(url: "https://github.com/swift-otel/swift-otel", from: "1.6.0", traits: ["OTLPHTTP"]),
     ],
     targets: [
         // The C boundary: librdkafka 2.x from Debian's librdkafka-dev (client + mock cluster headers).
@@ -104,6 +108,20 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "W3CTraceContext", package: "swift-w3c-trace-context"),
+            ]
+        ),
+        // The tracing backend the worker executables bootstrap when OTLP export is configured:
+        // swift-otel's tracer and OTLP/HTTP exporter. Libraries only use the swift-distributed-tracing API.
+        .target(
+            name: "TracingBackend",
+            dependencies: [
+                "Pipeline",
+                .product(name: "OTel", package: "swift-otel"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         // Runs a whole pipeline on one machine: the embedded broker and the four workers as processes
@@ -117,10 +135,10 @@ let package = Package(
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
             ]
         ),
-        .executableTarget(name: "IngestWorker", dependencies: ["Pipeline"]),
-        .executableTarget(name: "ValidateWorker", dependencies: ["Pipeline"]),
-        .executableTarget(name: "ProcessWorker", dependencies: ["Pipeline"]),
-        .executableTarget(name: "PersistWorker", dependencies: ["Pipeline"]),
+        .executableTarget(name: "IngestWorker", dependencies: ["Pipeline", "TracingBackend"]),
+        .executableTarget(name: "ValidateWorker", dependencies: ["Pipeline", "TracingBackend"]),
+        .executableTarget(name: "ProcessWorker", dependencies: ["Pipeline", "TracingBackend"]),
+        .executableTarget(name: "PersistWorker", dependencies: ["Pipeline", "TracingBackend"]),
         // The live dashboard: reads the metrics, data and dead-letter topics and serves a page with
         // Chart.js charts (Debian's libjs-chart.js) updated by Server-Sent Events.
         .target(
@@ -159,7 +177,10 @@ let package = Package(
         .executableTarget(
             name: "Benchmarks",
             dependencies: [
-                "Kafka", "Stateful", "StreamCore", "Config",
+                "Kafka", "Stateful", "StreamCore", "Config", "Pipeline", "Connectors",
+                .product(name: "OTel", package: "swift-otel"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 "EmbeddedBroker",
                 "CBaseline",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -190,6 +211,11 @@ let package = Package(
             dependencies: [
                 "Pipeline", "LocalRun", "StreamCore", "Config", "Kafka", "EmbeddedBroker", "Connectors", "Stateful",
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
+                .product(name: "Hummingbird", package: "hummingbird"),  // the OTLP/HTTP receiver of the tracing test
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "W3CTraceContext", package: "swift-w3c-trace-context"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
             ]

@@ -27,10 +27,14 @@ public struct SourceRecord: Sendable {
     public var key: [UInt8]?
     /// Extra Kafka headers the source knows (e.g. `mqtt.topic`), added after the lineage headers.
     public var headers: [(String, String)]
+    /// W3C Trace Context the source received with the record (e.g. the HTTP request's `traceparent`
+    /// and `tracestate` headers): ingest's span continues that trace. Nil: ingest starts one.
+    public var traceParent: String?
+    public var traceState: String?
 
     public init(
         bytes: [UInt8], id: String? = nil, checkpoint: String? = nil, receivedAtMs: Int64, rejection: String? = nil,
-        key: [UInt8]? = nil, headers: [(String, String)] = []
+        key: [UInt8]? = nil, headers: [(String, String)] = [], traceParent: String? = nil, traceState: String? = nil
     ) {
         self.bytes = bytes
         self.id = id
@@ -39,6 +43,8 @@ public struct SourceRecord: Sendable {
         self.rejection = rejection
         self.key = key
         self.headers = headers
+        self.traceParent = traceParent
+        self.traceState = traceState
     }
 }
 

@@ -1,4 +1,6 @@
-// The persist worker: everything lives in the Pipeline library; this file only picks the stage.
+// The persist worker: everything lives in the Pipeline library; this file only picks the stage and
+// plugs in the OTLP span exporter (used when an endpoint is configured).
 import Pipeline
+import TracingBackend
 
-await Worker.main(stage: .persist)
+await Worker.main(stage: .persist, tracing: OTLPTracing.backend)

@@ -32,6 +32,7 @@ public final class IngestStage: Service, RecordEmitter, Sendable {
     let health: StageHealth
     let logger: Logger
     let deadLetters: DeadLetterWriter
+    let tracer: RecordTracer
     let output: String
     private let producerBox = NIOLockedValueBox<KafkaProducer?>(nil)
     private let stopping = Synchronization.Atomic<Bool>(false)
@@ -74,6 +75,7 @@ public final class IngestStage: Service, RecordEmitter, Sendable {
         self.health = health
         self.logger = logger
         self.deadLetters = DeadLetterWriter(pipeline: spec.name, stage: "ingest", topic: spec.deadLetter.name)
+        self.tracer = RecordTracer(stage: "ingest", pipeline: spec.name, topic: output.name)
     }
 
     public func run() async throws {
@@ -137,25 +139,30 @@ public final class IngestStage: Service, RecordEmitter, Sendable {
         var dead: [String] = []
         for record in records {
             let id = record.id ?? UUID().uuidString.lowercased()
+            // The record's span: continues the trace the source received with it, else starts one.
+            var parent: [KafkaHeader] = []
+            if let p = record.traceParent {
+                parent.append(KafkaHeader(key: RecordHeader.traceParent, value: p))
+                if let s = record.traceState { parent.append(KafkaHeader(key: RecordHeader.traceState, value: s)) }
+            }
+            let span = tracer.startIngesting(id: id, source: source.name, parent: parent)
+            func deadLetter(_ reason: DeadLetterReason) {
+                var message = deadLetters.message(
+                    forSourceBytes: record.bytes, id: id, source: source.name, reason: reason, receivedAtMs: record.receivedAtMs, nowMs: now)
+                span.stamp(&message)
+                messages.append(message)
+                dead.append(reason.errorClass)
+                span.end(.deadLetter, errorClass: reason.errorClass)
+            }
             if let rejection = record.rejection {
-                messages.append(
-                    deadLetters.message(
-                        forSourceBytes: record.bytes, id: id, source: source.name,
-                        reason: DeadLetterReason(component: "source:\(source.name)", errorClass: "SourceRejected", message: rejection),
-                        receivedAtMs: record.receivedAtMs, nowMs: now))
-                dead.append("SourceRejected")
+                deadLetter(DeadLetterReason(component: "source:\(source.name)", errorClass: "SourceRejected", message: rejection))
                 continue
             }
             let value: JSONValue
             do {
                 value = try JSONValue.parse(record.bytes)
             } catch {
-                messages.append(
-                    deadLetters.message(
-                        forSourceBytes: record.bytes, id: id, source: source.name,
-                        reason: DeadLetterReason(component: "json-parse", errorClass: "MalformedJSON", message: error.description),
-                        receivedAtMs: record.receivedAtMs, nowMs: now))
-                dead.append("MalformedJSON")
+                deadLetter(DeadLetterReason(component: "json-parse", errorClass: "MalformedJSON", message: error.description))
                 continue
             }
             let context = RecordContext(id: id, key: nil, eventTimeMs: nil, topic: "", partition: -1, offset: -1)
@@ -180,8 +187,10 @@ public final class IngestStage: Service, RecordEmitter, Sendable {
                 KafkaHeader(key: RecordHeader.source, value: source.name),
                 KafkaHeader(key: RecordHeader.contentType, value: "application/json"),
             ] + record.headers.map { KafkaHeader(key: $0.0, value: $0.1) }
-            messages.append(
-                KafkaProducerMessage(topic: output, key: key, value: record.bytes, headers: headers, timestamp: eventTime))
+            var message = KafkaProducerMessage(topic: output, key: key, value: record.bytes, headers: headers, timestamp: eventTime)
+            span.stamp(&message)
+            messages.append(message)
+            span.end(.forwarded)
         }
         metrics.recordIn(records.count)
         let started = ContinuousClock.now

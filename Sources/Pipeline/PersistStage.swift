@@ -28,6 +28,7 @@ public final class PersistStage: Service, Sendable {
     let health: StageHealth
     let logger: Logger
     let deadLetters: DeadLetterWriter
+    let tracer: RecordTracer
     let retryBackoffMs: Int64
 
     public init(spec: PipelineSpec, common: PipelineSpec.StageCommon, metrics: StageMetrics, health: StageHealth, logger: Logger)
@@ -47,6 +48,7 @@ public final class PersistStage: Service, Sendable {
         self.health = health
         self.logger = logger
         self.deadLetters = DeadLetterWriter(pipeline: spec.name, stage: "persist", topic: spec.deadLetter.name)
+        self.tracer = RecordTracer(stage: "persist", pipeline: spec.name, topic: common.input?.name ?? "", group: common.group)
     }
 
     public func run() async throws {
@@ -108,7 +110,10 @@ public final class PersistStage: Service, Sendable {
         var originals: [String: KafkaMessage] = [:]  // "topic:partition:offset" → message, for rejections
         var dead: [(KafkaMessage, DeadLetterReason)] = []
         var next: [Int32: Int64] = [:]
+        // A span per record, open until the sink has it (or it is dead-lettered): the end of its trace.
+        var spans = RecordSpans()
         for m in batch {
+            let span = spans.start(m, tracer: tracer)
             next[m.partition] = max(next[m.partition] ?? 0, m.offset + 1)
             guard let bytes = m.value else {
                 dead.append((m, DeadLetterReason(component: "json-parse", errorClass: "MalformedJSON", message: "the record has no value (tombstone)")))
@@ -126,7 +131,7 @@ public final class PersistStage: Service, Sendable {
                     id: m.recordID, key: m.key, value: value,
                     eventTimeMs: m.headerString(RecordHeader.eventTime).flatMap { Int64($0) },
                     topic: m.topic, partition: m.partition, offset: m.offset,
-                    headers: m.headers.map { ($0.key, $0.value) }))
+                    headers: Self.headers(m, span: span)))
             originals["\(m.topic):\(m.partition):\(m.offset)"] = m
         }
         let offsets = next.map { SinkOffset(topic: clients.input, partition: $0.key, nextOffset: $0.value) }
@@ -142,7 +147,7 @@ public final class PersistStage: Service, Sendable {
                 }
             }
         }
-        try await sendDeadLetters(dead, clients: clients, nowMs: now)
+        try await sendDeadLetters(dead, clients: clients, nowMs: now, spans: &spans)
 
         // Rows and offsets in one transaction; retried until written (the records are not lost, the
         // consumer does not move on) or the worker is stopped (then redelivered on restart).
@@ -168,9 +173,10 @@ public final class PersistStage: Service, Sendable {
                     late.append((m, DeadLetterReason(component: "sink:\(sink.name)", errorClass: "SinkRejected", message: r.reason)))
                 }
             }
-            try await sendDeadLetters(late, clients: clients, nowMs: now)
+            try await sendDeadLetters(late, clients: clients, nowMs: now, spans: &spans)
             dead += late
         }
+        spans.endAll(.persisted)
         clients.storeAndCommit(batch, logger: logger)
         metrics.recordOut(records.count - rejections.count)
         for (_, reason) in dead { metrics.recordDeadLetter(errorClass: reason.errorClass) }
@@ -178,11 +184,53 @@ public final class PersistStage: Service, Sendable {
         metrics.recordEndToEnd(ingestTimesMs: batch.compactMap(\.ingestTimeMs), nowMs: currentTimeMs())
     }
 
-    func sendDeadLetters(_ dead: [(KafkaMessage, DeadLetterReason)], clients: StageClients, nowMs: Int64) async throws {
+    func sendDeadLetters(
+        _ dead: [(KafkaMessage, DeadLetterReason)], clients: StageClients, nowMs: Int64, spans: inout RecordSpans
+    ) async throws {
         guard !dead.isEmpty else { return }
-        let reports = await clients.producer.send(dead.map { deadLetters.message(for: $0.0, reason: $0.1, nowMs: nowMs) })
+        var messages: [KafkaProducerMessage] = []
+        for (m, reason) in dead {
+            var message = deadLetters.message(for: m, reason: reason, nowMs: nowMs)
+            spans.finish(m, stamping: &message, errorClass: reason.errorClass)
+            messages.append(message)
+        }
+        let reports = await clients.producer.send(messages)
         if let failed = reports.first(where: { $0.error != nil }), let error = failed.error {
             throw PipelineError.delivery("dead-letter topic \(failed.topic): \(error)")
+        }
+    }
+
+    /// A record's headers for the sink (the Kafka sink passes them on), with the persist span's
+    /// context as their `traceparent`.
+    static func headers(_ m: KafkaMessage, span: RecordSpan) -> [(String, [UInt8]?)] {
+        var headers = m.headers
+        span.inject(into: &headers)
+        return headers.map { ($0.key, $0.value) }
+    }
+
+    /// The open spans of a batch, by record position.
+    struct RecordSpans {
+        private var open: [String: RecordSpan] = [:]
+
+        static func key(_ m: KafkaMessage) -> String { "\(m.topic):\(m.partition):\(m.offset)" }
+
+        mutating func start(_ m: KafkaMessage, tracer: RecordTracer) -> RecordSpan {
+            let span = tracer.startConsuming(m)
+            open[Self.key(m)] = span
+            return span
+        }
+
+        /// Ends a dead-lettered record's span, stamping its context on the dead letter.
+        mutating func finish(_ m: KafkaMessage, stamping message: inout KafkaProducerMessage, errorClass: String) {
+            guard let span = open.removeValue(forKey: Self.key(m)) else { return }
+            span.stamp(&message)
+            span.end(.deadLetter, errorClass: errorClass)
+        }
+
+        /// Ends every span still open (the records the sink wrote).
+        mutating func endAll(_ outcome: RecordOutcome) {
+            for span in open.values { span.end(outcome) }
+            open = [:]
         }
     }
 

@@ -107,6 +107,8 @@ public struct PipelineSpec: Sendable {
         /// Milliseconds between two snapshots of a worker.
         public var intervalMs: Int64
     }
+    /// The file's `tracing:` section (OTLP export, sampling); see ``TracingSettings``.
+    public var tracing = TracingSpec()
 
     /// The default health/metrics port of each stage, so four workers on one host do not collide.
     public static func defaultHTTPPort(_ stage: StageName) -> Int {
@@ -144,6 +146,7 @@ public struct PipelineSpec: Sendable {
         _ = top.optional("description")
         let testsNode = top.optional("tests")  // inline pipeline tests: run by `streamfirst test`
         let dashboardNode = top.optional("dashboard")  // read by the dashboard worker
+        let tracing = try TracingSpec.parse(top.optional("tracing"), file: file)
 
         // Kafka connection.
         var kafka = KafkaConfiguration(bootstrapServers: "127.0.0.1:9092")
@@ -235,10 +238,13 @@ public struct PipelineSpec: Sendable {
         try top.finish()
 
         let base = URL(fileURLWithPath: file).deletingLastPathComponent().path
-        return PipelineSpec(
+        var spec = PipelineSpec(
             name: name, file: file, baseDirectory: base, kafka: kafka, consumerProperties: consumerProperties,
             producerProperties: producerProperties, topics: topics, deadLetter: deadLetter,
             stages: stages, environment: environment, tests: testsNode, metrics: metrics, dashboard: dashboardNode)
+            stages: stages, environment: environment, tests: testsNode)
+        spec.tracing = tracing
+        return spec
     }
 
     /// The section of one stage, or an error saying the file has none.

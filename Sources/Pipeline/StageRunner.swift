@@ -85,6 +85,8 @@ public final class ConsumeProduceStage: Service, Sendable {
     let health: StageHealth
     let logger: Logger
     let deadLetters: DeadLetterWriter
+    /// The handler with a span per record (see ``TracedHandler``).
+    let traced: TracedHandler
     /// Extra topics the handler may produce to (routes), prepared at start.
     let extraTopics: [String]
 
@@ -99,6 +101,9 @@ public final class ConsumeProduceStage: Service, Sendable {
         self.health = health
         self.logger = logger
         self.deadLetters = DeadLetterWriter(pipeline: spec.name, stage: common.name.rawValue, topic: spec.deadLetter.name)
+        self.traced = TracedHandler(
+            handler: handler, deadLetters: deadLetters,
+            tracer: RecordTracer(stage: common.name.rawValue, pipeline: spec.name, topic: common.input?.name ?? "", group: common.group))
         self.extraTopics = extraTopics
     }
 
@@ -162,17 +167,12 @@ public final class ConsumeProduceStage: Service, Sendable {
         var deadClasses: [String] = []
         let now = currentTimeMs()
         for message in batch {
-            switch handler.handle(message) {
-            case .forward(let outputs):
-                for o in outputs {
-                    messages.append(KafkaProducerMessage(topic: o.topic, key: o.key, value: o.value, headers: o.headers))
-                }
-                outCount += outputs.count
-                if outputs.isEmpty { filtered += 1 }
+            switch traced.handle(message, nowMs: now, into: &messages) {
+            case .forwarded(let n):
+                outCount += n
             case .filtered:
                 filtered += 1
-            case .deadLetter(let reason):
-                messages.append(deadLetters.message(for: message, reason: reason, nowMs: now))
+            case .deadLettered(let reason):
                 deadClasses.append(reason.errorClass)
                 logger.debug(
                     "dead-lettered",
@@ -195,6 +195,53 @@ public final class ConsumeProduceStage: Service, Sendable {
         let elapsed = ContinuousClock.now - started
         metrics.recordProcessing(nanoseconds: elapsed.nanoseconds, records: batch.count)
         metrics.recordEndToEnd(ingestTimesMs: batch.compactMap(\.ingestTimeMs), nowMs: currentTimeMs())
+    }
+}
+
+/// A ``StageHandler`` with tracing: for each record it opens the record's span (child of its
+/// `traceparent`), runs the handler, stamps the span's context on every output and dead letter,
+/// and ends the span with the outcome. What the consume → produce loop runs per record (and what
+/// `streamfirst-bench trace` measures).
+public struct TracedHandler: Sendable {
+    public let handler: any StageHandler
+    public let deadLetters: DeadLetterWriter
+    public let tracer: RecordTracer
+
+    /// What became of one record.
+    public enum Result: Sendable {
+        case forwarded(Int)
+        case filtered
+        case deadLettered(DeadLetterReason)
+    }
+
+    public init(handler: any StageHandler, deadLetters: DeadLetterWriter, tracer: RecordTracer) {
+        self.handler = handler
+        self.deadLetters = deadLetters
+        self.tracer = tracer
+    }
+
+    /// Handles `message`, appending what to produce to `messages`.
+    public func handle(_ message: KafkaMessage, nowMs: Int64, into messages: inout [KafkaProducerMessage]) -> Result {
+        let span = tracer.startConsuming(message)
+        switch handler.handle(message) {
+        case .forward(let outputs):
+            for o in outputs {
+                var out = KafkaProducerMessage(topic: o.topic, key: o.key, value: o.value, headers: o.headers)
+                span.stamp(&out)
+                messages.append(out)
+            }
+            span.end(outputs.isEmpty ? .filtered : .forwarded)
+            return outputs.isEmpty ? .filtered : .forwarded(outputs.count)
+        case .filtered:
+            span.end(.filtered)
+            return .filtered
+        case .deadLetter(let reason):
+            var dead = deadLetters.message(for: message, reason: reason, nowMs: nowMs)
+            span.stamp(&dead)
+            messages.append(dead)
+            span.end(.deadLetter, errorClass: reason.errorClass)
+            return .deadLettered(reason)
+        }
     }
 }
 

@@ -166,6 +166,9 @@ public final class StatefulStage: Service, Sendable {
     let logger: Logger
     let deadLetters: DeadLetterWriter
     let lateWriter: DeadLetterWriter
+    let tracer: RecordTracer
+    /// `window <output>` or `join <output>`: the span of a result (child of the record that closed it).
+    let resultSpanName: String
     let engine: NIOLockedValueBox<StatefulEngine>
     /// 0 idle, 1 a batch is running, 2 a rebalance is running.
     let gate = ConditionLock<Int>(value: 0)
@@ -190,6 +193,12 @@ public final class StatefulStage: Service, Sendable {
         self.logger = logger
         self.deadLetters = DeadLetterWriter(pipeline: spec.name, stage: "process", topic: spec.deadLetter.name)
         self.lateWriter = DeadLetterWriter(pipeline: spec.name, stage: "process", topic: config.late.name)
+        self.tracer = RecordTracer(stage: "process", pipeline: spec.name, topic: config.input.name, group: common.group)
+        if case .join = config.op {
+            self.resultSpanName = "join \(config.output.name)"
+        } else {
+            self.resultSpanName = "window \(config.output.name)"
+        }
         self.engine = NIOLockedValueBox(
             StatefulEngine(op: config.op, inputTopics: config.inputTopics, budgetBytes: config.budgetBytes, snapshotBytes: config.snapshotBytes))
         let dims = [("pipeline", spec.name), ("stage", "process")]
@@ -405,9 +414,19 @@ public final class StatefulStage: Service, Sendable {
         let plan: (changes: [ChangelogRecord], checkpoints: [ChangelogRecord]) = engine.withLockedValue { engine in
             for message in batch {
                 guard engine.isAssigned(message.partition) else { continue }  // revoked while polled
+                // The record's span: parent of everything it produces, including the results of the
+                // windows it closes (docs/ARCHITECTURE.md, "Tracing").
+                let span = tracer.startConsuming(message)
+                var outcome = RecordOutcome.aggregated
+                var failedClass: String?
+                defer { span.end(outcome, errorClass: failedClass) }
                 func dead(_ component: String, _ errorClass: String, _ text: String) {
-                    messages.append(deadLetters.message(for: message, reason: DeadLetterReason(component: component, errorClass: errorClass, message: text), nowMs: now))
+                    var m = deadLetters.message(for: message, reason: DeadLetterReason(component: component, errorClass: errorClass, message: text), nowMs: now)
+                    span.stamp(&m)
+                    messages.append(m)
                     deadClasses.append(errorClass)
+                    outcome = .deadLetter
+                    failedClass = errorClass
                 }
                 guard let bytes = message.value else {
                     dead("json-parse", "MalformedJSON", "the record has no value (tombstone)")
@@ -426,7 +445,9 @@ public final class StatefulStage: Service, Sendable {
                         values = []
                         for o in outs {
                             if let route = o.route, let topic = config.routes[route] {
-                                messages.append(KafkaProducerMessage(topic: topic, key: message.key, value: o.value.serialized(), headers: message.headers))
+                                var m = KafkaProducerMessage(topic: topic, key: message.key, value: o.value.serialized(), headers: message.headers)
+                                span.stamp(&m)
+                                messages.append(m)
                                 outCount += 1
                             } else {
                                 values.append(o.value)
@@ -437,7 +458,10 @@ public final class StatefulStage: Service, Sendable {
                         continue
                     }
                 }
-                if values.isEmpty { filtered += 1 }
+                if values.isEmpty {
+                    filtered += 1
+                    outcome = .filtered
+                }
                 for (n, v) in values.enumerated() {
                     let record = StreamRecord(
                         topic: message.topic, partition: message.partition, offset: message.offset,
@@ -445,19 +469,24 @@ public final class StatefulStage: Service, Sendable {
                         timestampMs: message.timestamp?.milliseconds ?? now,
                         eventTimeHeaderMs: context.eventTimeMs)
                     do throws(ProcessingError) {
-                        let outcome = try engine.process(record, nowWallMs: now, continuing: n > 0)
-                        if outcome.duplicate { filtered += 1 }
-                        if outcome.late {
-                            lateCount += 1
-                            messages.append(
-                                lateWriter.message(
-                                    for: message,
-                                    reason: DeadLetterReason(component: "window", errorClass: "LateRecord", message: "arrived after its window closed (event time − grace passed it)"),
-                                    nowMs: now))
-                            if config.lateIsDeadLetter { deadClasses.append("LateRecord") }
+                        let result = try engine.process(record, nowWallMs: now, continuing: n > 0)
+                        if result.duplicate {
+                            filtered += 1
+                            outcome = .filtered
                         }
-                        for r in outcome.results { messages.append(Self.message(r, topic: output)) }
-                        outCount += outcome.results.count
+                        if result.late {
+                            lateCount += 1
+                            var m = lateWriter.message(
+                                for: message,
+                                reason: DeadLetterReason(component: "window", errorClass: "LateRecord", message: "arrived after its window closed (event time − grace passed it)"),
+                                nowMs: now)
+                            span.stamp(&m)
+                            messages.append(m)
+                            if config.lateIsDeadLetter { deadClasses.append("LateRecord") }
+                            outcome = .late
+                        }
+                        for r in result.results { messages.append(resultMessage(r, topic: output, closedBy: span)) }
+                        outCount += result.results.count
                     } catch {
                         dead(error.step, error.errorClass, error.message)
                         break
@@ -465,7 +494,8 @@ public final class StatefulStage: Service, Sendable {
                 }
             }
             for (_, r) in engine.tick(nowWallMs: now) {
-                messages.append(Self.message(r, topic: output))
+                // Closed by the wall clock (idle timeout), not by a record: a trace of its own.
+                messages.append(resultMessage(r, topic: output, closedBy: nil))
                 outCount += 1
             }
             return engine.commit()
@@ -500,6 +530,16 @@ public final class StatefulStage: Service, Sendable {
             // Not checkpointing: the batch is processed again after restart, from the last checkpoint.
             throw PipelineError.delivery("could not deliver \(what) to \(failed.topic): \(error)")
         }
+    }
+
+    /// A result record with its own span, child of the span of the record that closed the window
+    /// (or completed the join), or the root of a new trace when the wall clock closed it.
+    func resultMessage(_ r: StatefulResult, topic: String, closedBy parent: RecordSpan?) -> KafkaProducerMessage {
+        var m = Self.message(r, topic: topic)
+        let span = tracer.startDerived(name: resultSpanName, id: r.id, topic: topic, parent: parent)
+        span.stamp(&m)
+        span.end(.forwarded)
+        return m
     }
 
     static func message(_ r: StatefulResult, topic: String) -> KafkaProducerMessage {

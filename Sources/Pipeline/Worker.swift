@@ -6,6 +6,7 @@ import Metrics
 import Prometheus
 import Processing
 import ServiceLifecycle
+import Tracing
 
 /// Options every worker executable takes. Each has an environment variable, so one container image
 /// runs anywhere: `PIPELINE`, `KAFKA_BROKERS` (read by the pipeline file), `HTTP_PORT`, `LOG_LEVEL`,
@@ -32,6 +33,13 @@ public struct WorkerOptions: ParsableArguments {
     public init() {}
 }
 
+/// Exports spans over OTLP: bootstraps `InstrumentationSystem` with its tracer for `settings` (whose
+/// ``TracingSettings/export`` is set) and returns the service that batches and flushes the spans;
+/// the worker runs it in its `ServiceGroup`, shut down after the stage so the last spans go out.
+/// The worker executables pass `OTLPTracing.backend` (module `TracingBackend`, swift-otel), so the
+/// libraries depend on the swift-distributed-tracing API only.
+public typealias TracingBackend = @Sendable (_ settings: TracingSettings, _ logger: Logger) throws -> any Service
+
 /// The body of the four worker executables: parse options, bootstrap logging and metrics, build the
 /// stage from the pipeline file, run it with the HTTP endpoints in a `ServiceGroup` that turns
 /// SIGTERM / SIGINT into a graceful shutdown, and exit 0 when it ends cleanly.
@@ -40,8 +48,12 @@ public struct WorkerOptions: ParsableArguments {
 /// (the message names the file, line and key).
 public enum Worker {
     /// Runs one of the four stages as configured by the pipeline file.
-    public static func main(stage: PipelineSpec.StageName) async -> Never {
-        await main(stage: stage, processor: nil)
+    ///
+    /// - Parameter tracing: exports spans when the pipeline or the environment configures an OTLP
+    ///   endpoint; without it (or without an endpoint) the worker still carries `traceparent`
+    ///   through every record, with ``PropagatingTracer``.
+    public static func main(stage: PipelineSpec.StageName, tracing: TracingBackend? = nil) async -> Never {
+        await main(stage: stage, processor: nil, tracing: tracing)
     }
 
     /// Runs the process stage with your own processor: the pipeline's `process:` section supplies
@@ -54,11 +66,11 @@ public enum Worker {
     /// struct Celsius: RecordProcessor { … }
     /// await Worker.main(processor: Celsius())
     /// ```
-    public static func main(processor: any RecordProcessor) async -> Never {
-        await main(stage: .process, processor: processor)
+    public static func main(processor: any RecordProcessor, tracing: TracingBackend? = nil) async -> Never {
+        await main(stage: .process, processor: processor, tracing: tracing)
     }
 
-    static func main(stage: PipelineSpec.StageName, processor custom: (any RecordProcessor)?) async -> Never {
+    static func main(stage: PipelineSpec.StageName, processor custom: (any RecordProcessor)?, tracing backend: TracingBackend?) async -> Never {
         let options: WorkerOptions
         do {
             options = try WorkerOptions.parse(Array(CommandLine.arguments.dropFirst()))
@@ -83,9 +95,12 @@ public enum Worker {
         }
         let built: BuiltStage
         let spec: PipelineSpec
+        var tracingService: (any Service)?
         do {
             spec = try PipelineSpec.load(file: file, environment: env)
             logger[metadataKey: "pipeline"] = "\(spec.name)"
+            // Before the stage is built: its record tracer takes the bootstrapped tracer.
+            tracingService = try bootstrapTracing(spec: spec, stage: stage, environment: env, backend: backend, logger: logger)
             built = try BuiltStage.build(stage, spec: spec, logger: logger, processor: custom)
         } catch {
             fail(2, "\(stage.rawValue): \(error)")
@@ -112,15 +127,18 @@ public enum Worker {
                 FileHandle.standardOutput.write(Data("\(stage.rawValue) http_port=\(bound)\n".utf8))
             })
         // With a `metrics:` section, a snapshot of the counters goes to its topic every interval. It is
-        // first in the group so that it is shut down last and its final snapshot has the last counts.
+        // ahead of the stage in the group so that it is shut down after it: its final snapshot has the last counts.
         let publisher: [ServiceGroupConfiguration.ServiceConfiguration] = spec.metrics.map { settings in
             [.init(service: MetricsPublisher(
                 spec: spec, settings: settings, metrics: built.metrics,
                 instance: WorkerMetricsSnapshot.instanceID(environment: env), logger: logger))]
         } ?? []
+        // Services shut down in reverse order: the span exporter (first) flushes after everything else ended.
+        let tracing: [ServiceGroupConfiguration.ServiceConfiguration] =
+            tracingService.map { [.init(service: $0, successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore)] } ?? []
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
-                services: publisher + [
+                services: tracing + publisher + [
                     .init(service: built.service, successTerminationBehavior: .gracefullyShutdownGroup),
                     .init(service: http),
                 ],
@@ -136,6 +154,33 @@ public enum Worker {
             logger.error("stage failed", metadata: ["error": "\(error)"])
             fail(1, "\(stage.rawValue): \(error)")
         }
+    }
+
+    /// Bootstraps the process's tracer: the OTLP backend when an endpoint is configured, otherwise
+    /// ``PropagatingTracer`` (traceparent flows, nothing is recorded). Returns the exporter's service.
+    static func bootstrapTracing(
+        spec: PipelineSpec, stage: PipelineSpec.StageName, environment: [String: String], backend: TracingBackend?,
+        logger: Logger
+    ) throws -> (any Service)? {
+        let settings = try TracingSettings.resolve(spec.tracing, stage: stage, environment: environment)
+        guard let export = settings.export else {
+            InstrumentationSystem.bootstrap(PropagatingTracer(sampleRatio: settings.sampleRatio))
+            logger.debug("tracing: propagating traceparent, no exporter configured", metadata: ["sample_ratio": "\(settings.sampleRatio)"])
+            return nil
+        }
+        guard let backend else {
+            throw PipelineError.setup(
+                "tracing: an OTLP endpoint is configured (\(export.endpoint)) but this worker has no exporter built in: "
+                    + "pass `tracing: OTLPTracing.backend` (module TracingBackend) to Worker.main, or unset tracing.endpoint / OTEL_EXPORTER_OTLP_ENDPOINT")
+        }
+        let service = try backend(settings, logger)
+        logger.info(
+            "tracing: exporting spans",
+            metadata: [
+                "endpoint": "\(export.endpoint)", "protocol": "\(export.protocol)", "service": "\(settings.serviceName)",
+                "sample_ratio": "\(settings.sampleRatio)",
+            ])
+        return service
     }
 
     static func fail(_ code: Int32, _ message: String) -> Never {

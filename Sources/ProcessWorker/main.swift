@@ -1,4 +1,6 @@
-// The process worker: everything lives in the Pipeline library; this file only picks the stage.
+// The process worker: everything lives in the Pipeline library; this file only picks the stage and
+// plugs in the OTLP span exporter (used when an endpoint is configured).
 import Pipeline
+import TracingBackend
 
-await Worker.main(stage: .process)
+await Worker.main(stage: .process, tracing: OTLPTracing.backend)

@@ -13,6 +13,12 @@ public enum RecordHeader {
     public static let source = "sf.source"
     /// The content type of the value, `application/json` for every record a stage produces.
     public static let contentType = "content-type"
+    /// W3C Trace Context: `00-<trace id>-<span id of the stage that wrote the record>-<flags>`. Every
+    /// stage replaces it with its own span's, so along a record id the trace id stays and the span
+    /// id changes per hop (docs/ARCHITECTURE.md, "Tracing").
+    public static let traceParent = "traceparent"
+    /// W3C Trace Context vendor state, carried along with `traceparent` when a tracer has any.
+    public static let traceState = "tracestate"
 }
 
 /// Header names of a dead letter. Where Kafka Connect has a name for the fact (its

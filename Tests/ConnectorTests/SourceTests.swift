@@ -210,6 +210,18 @@ func temporaryDirectory() throws -> URL {
         #expect(emitter.records.count == 1)
     }
 
+    @Test func theRequestsTraceContextTravelsWithItsRecords() async throws {
+        let source = HTTPSource(host: "127.0.0.1", port: 0, logger: Logger(label: "t"))
+        let (port, emitter, server) = try await Self.start(source)
+        defer { server.cancel() }
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        let traced = try await Self.post(port, "{\"a\":1}\n{\"a\":2}", headers: ["traceparent": parent, "tracestate": "rojo=1"])
+        #expect(traced.status == 200)
+        #expect(try await Self.post(port, "{\"a\":3}").status == 200)
+        #expect(emitter.records.map(\.traceParent) == [parent, parent, nil])
+        #expect(emitter.records.map(\.traceState) == ["rojo=1", "rojo=1", nil])
+    }
+
     @Test func postedLinesAreEmittedAndAnsweredAfterDelivery() async throws {
         let source = HTTPSource(host: "127.0.0.1", port: 0, maxBodyBytes: 256, logger: Logger(label: "t"))
         let (port, emitter, server) = try await Self.start(source)

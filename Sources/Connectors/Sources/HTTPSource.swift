@@ -13,7 +13,8 @@ import StreamCore
 /// over `max_body_bytes`; 429 with `Retry-After` when the pipeline is overloaded (producer queue
 /// over ingest's `max_in_flight`); 503 while the worker stops or Kafka refuses records. An
 /// `Idempotency-Key` header makes ids deterministic (`http:<key>:<line>`): a retried request
-/// yields the same ids, which sinks upsert by.
+/// yields the same ids, which sinks upsert by. A W3C `traceparent` (and `tracestate`) header
+/// makes the records' traces continue the caller's.
 public struct HTTPSource: RecordSource {
     public static let spec = ConnectorSpec(
         type: "http",
@@ -80,6 +81,9 @@ public struct HTTPSource: RecordSource {
             case .failure(.timedOut): return Self.json(.requestTimeout, #"{"error":"the body did not arrive in time"}"#)
             }
             let key = request.headers.first { $0.name.canonicalName == "idempotency-key" }?.value
+            // The caller's trace (W3C Trace Context): ingest's spans continue it.
+            let traceParent = request.headers.first { $0.name.canonicalName == "traceparent" }?.value
+            let traceState = request.headers.first { $0.name.canonicalName == "tracestate" }?.value
             let now = Int64((Date().timeIntervalSince1970 * 1000).rounded())
             var records: [SourceRecord] = []
             var lineNumber = 0
@@ -88,7 +92,10 @@ public struct HTTPSource: RecordSource {
                 var bytes = Array(line)
                 if bytes.last == 0x0D { bytes.removeLast() }
                 if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { continue }
-                records.append(SourceRecord(bytes: bytes, id: key.map { "http:\($0):\(lineNumber)" }, receivedAtMs: now))
+                records.append(
+                    SourceRecord(
+                        bytes: bytes, id: key.map { "http:\($0):\(lineNumber)" }, receivedAtMs: now, traceParent: traceParent,
+                        traceState: traceState))
             }
             if records.isEmpty { return Self.json(.ok, #"{"accepted":0}"#) }
             do {

@@ -14,8 +14,8 @@ import Logging
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "streamfirst-bench",
-        abstract: "Benchmarks: the Swift Kafka client against C librdkafka (client); windowed aggregation state (window).",
-        subcommands: [ClientBench.self, WindowBench.self],
+        abstract: "Benchmarks: the Swift Kafka client against C librdkafka (client); windowed aggregation state (window); tracing per record (trace).",
+        subcommands: [ClientBench.self, WindowBench.self, TraceBench.self],
         defaultSubcommand: ClientBench.self
     )
 }

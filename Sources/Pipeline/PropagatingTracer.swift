@@ -1,0 +1,150 @@
+import StreamCore
+import Synchronization
+import Tracing
+import W3CTraceContext
+
+/// The tracer a worker runs when no OTLP exporter is configured: it records nothing, but it carries
+/// W3C Trace Context through the pipeline — every span gets a fresh span id, continues the trace of
+/// its parent (or starts one), and respects the parent's `sampled` flag; a new trace is sampled with
+/// probability `sampleRatio`, decided on the trace id exactly as swift-otel's trace-id-ratio sampler
+/// decides it, so the two tracers agree on any trace.
+///
+/// Hand-written because no listed package propagates without recording: swift-otel's tracer with its
+/// exporter off still records every sampled span and hands it to a batch processor (its cost is
+/// measured next to this one by `streamfirst-bench trace`). Parsing the headers is
+/// swift-w3c-trace-context's; writing the `traceparent` is done here, in one buffer (it runs per
+/// record, see ``traceParent(_:)``).
+public struct PropagatingTracer: Tracer {
+    public typealias Span = PropagatingSpan
+
+    /// Upper bound (exclusive) of the trace-id value that is sampled; see ``init(sampleRatio:)``.
+    let sampleBound: UInt64
+    let sampleAll: Bool
+
+    /// - Parameter sampleRatio: the probability, 0…1, that a new trace is sampled (children follow
+    ///   their parent's flag). Values outside the range are clamped.
+    public init(sampleRatio: Double = 1.0) {
+        let ratio = min(1, max(0, sampleRatio.isNaN ? 1 : sampleRatio))
+        sampleAll = ratio >= 1
+        sampleBound = ratio >= 1 ? .max : UInt64(ratio * Double(UInt64.max))
+    }
+
+    public func startSpan<Instant: TracerInstant>(
+        _ operationName: String, context: @autoclosure () -> InstrumentationContext, ofKind kind: SpanKind,
+        at instant: @autoclosure () -> Instant, function: String, file fileID: String, line: UInt
+    ) -> PropagatingSpan {
+        var child = context()
+        var generator = FastIDGenerator()
+        if let parent = child[W3CContextKey.self] {
+            child[W3CContextKey.self] = TraceContext(
+                traceID: parent.traceID, spanID: .random(using: &generator), flags: parent.flags, state: parent.state)
+        } else {
+            let traceID = TraceID.random(using: &generator)
+            child[W3CContextKey.self] = TraceContext(
+                traceID: traceID, spanID: .random(using: &generator), flags: isSampled(traceID) ? .sampled : [],
+                state: TraceState())
+        }
+        return PropagatingSpan(context: child)
+    }
+
+    /// The trace-id-ratio decision for a new trace (bytes 8–15 of the id, as swift-otel reads them).
+    func isSampled(_ traceID: TraceID) -> Bool {
+        if sampleAll { return true }
+        let value = traceID.withSpan { span in span.bytes.unsafeLoadUnaligned(fromByteOffset: 8, as: UInt64.self) }
+        return value < sampleBound
+    }
+
+    public func forceFlush() {}
+
+    public func extract<Carrier, Extract>(_ carrier: Carrier, into context: inout InstrumentationContext, using extractor: Extract)
+    where Extract: Extractor, Carrier == Extract.Carrier {
+        guard let parent = extractor.extract(key: RecordHeader.traceParent, from: carrier) else { return }
+        let state = extractor.extract(key: RecordHeader.traceState, from: carrier)
+        // A malformed traceparent is ignored (the span starts a new trace); a malformed tracestate
+        // alone is dropped (W3C: the traceparent still counts).
+        if let c = try? TraceContext(traceParentHeaderValue: parent, traceStateHeaderValue: state) {
+            context[W3CContextKey.self] = c
+        } else if let c = try? TraceContext(traceParentHeaderValue: parent) {
+            context[W3CContextKey.self] = c
+        }
+    }
+
+    public func inject<Carrier, Inject>(_ context: InstrumentationContext, into carrier: inout Carrier, using injector: Inject)
+    where Inject: Injector, Carrier == Inject.Carrier {
+        guard let c = context[W3CContextKey.self] else { return }
+        injector.inject(Self.traceParent(c), forKey: RecordHeader.traceParent, into: &carrier)
+        if let state = c.traceStateHeaderValue {
+            injector.inject(state, forKey: RecordHeader.traceState, into: &carrier)
+        }
+    }
+}
+
+extension PropagatingTracer {
+    static let hex = Array("0123456789abcdef".utf8)
+
+    /// `00-<trace id>-<span id>-<flags>` written into one buffer: what `TraceContext`'s
+    /// `traceParentHeaderValue` returns, in one allocation instead of several (it runs per record).
+    public static func traceParent(_ c: TraceContext) -> String {
+        String(unsafeUninitializedCapacity: 55) { out in
+            var i = 0
+            func put(_ byte: UInt8) {
+                out[i] = hex[Int(byte >> 4)]
+                out[i + 1] = hex[Int(byte & 0x0F)]
+                i += 2
+            }
+            func dash() {
+                out[i] = UInt8(ascii: "-")
+                i += 1
+            }
+            put(0)
+            dash()
+            withUnsafeBytes(of: c.traceID.bytes) { for b in $0 { put(b) } }
+            dash()
+            withUnsafeBytes(of: c.spanID.bytes) { for b in $0 { put(b) } }
+            dash()
+            put(c.flags.rawValue)
+            return i
+        }
+    }
+}
+
+/// A span of ``PropagatingTracer``: only its context (never recording).
+public struct PropagatingSpan: Tracing.Span {
+    public let context: InstrumentationContext
+
+    /// The W3C context of this span (trace id, span id, flags, state).
+    public var traceContext: TraceContext? { context[W3CContextKey.self] }
+
+    public var isRecording: Bool { false }
+    public var operationName: String {
+        get { "" }
+        nonmutating set {}
+    }
+    public var attributes: SpanAttributes {
+        get { [:] }
+        nonmutating set {}
+    }
+    public func setStatus(_ status: SpanStatus) {}
+    public func addEvent(_ event: SpanEvent) {}
+    public func addLink(_ link: SpanLink) {}
+    public func recordError<Instant: TracerInstant>(_ error: any Error, attributes: SpanAttributes, at instant: @autoclosure () -> Instant) {}
+    public func end<Instant: TracerInstant>(at instant: @autoclosure () -> Instant) {}
+}
+
+/// Where ``PropagatingTracer`` keeps the W3C context in an `InstrumentationContext`.
+enum W3CContextKey: InstrumentationContextKey {
+    typealias Value = TraceContext
+    static var nameOverride: String? { "streamfirst-w3c-trace-context" }
+}
+
+/// Random-looking, unique ids without a lock or a system call per id: SplitMix64 (a bijective mix)
+/// over a process-wide counter that starts at a random value. W3C asks for random ids; uniqueness
+/// within the process is exact, across processes as good as the 64-bit random start.
+struct FastIDGenerator: RandomNumberGenerator {
+    static let counter = Atomic<UInt64>(UInt64.random(in: .min ... .max))
+
+    mutating func next() -> UInt64 {
+        var mix = SplitMix64(seed: Self.counter.add(1, ordering: .relaxed).newValue)
+        return mix.next()
+    }
+}

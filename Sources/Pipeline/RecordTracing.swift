@@ -1,0 +1,179 @@
+import Kafka
+import StreamCore
+import Tracing
+import W3CTraceContext
+
+/// Reads trace context from Kafka record headers for any swift-distributed-tracing `Instrument`.
+///
+/// Only well-formed W3C values are handed over: a malformed `traceparent` reads as absent (the span
+/// then starts a new trace), a malformed `tracestate` as absent (the `traceparent` still counts) —
+/// hostile input never reaches the tracer, which might otherwise log a warning per record.
+public struct KafkaHeadersExtractor: Extractor {
+    public typealias Carrier = [KafkaHeader]
+    let validates: Bool
+
+    /// - Parameter validates: false hands values over unchecked, for a tracer that checks them
+    ///   itself (``PropagatingTracer`` parses them once, instead of twice).
+    public init(validates: Bool = true) {
+        self.validates = validates
+    }
+
+    public func extract(key: String, from carrier: [KafkaHeader]) -> String? {
+        guard let header = carrier.first(where: { $0.key == key }), let bytes = header.value else { return nil }
+        let value = String(decoding: bytes, as: UTF8.self)
+        guard validates else { return value }
+        switch key {
+        case RecordHeader.traceParent:
+            return (try? TraceContext(traceParentHeaderValue: value)) == nil ? nil : value
+        case RecordHeader.traceState:
+            return (try? TraceContext(traceParentHeaderValue: Self.validParent, traceStateHeaderValue: value)) == nil ? nil : value
+        default:
+            return value
+        }
+    }
+
+    /// A syntactically valid traceparent, to check a tracestate on its own.
+    static let validParent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+}
+
+/// Writes trace context into Kafka record headers, replacing a value the headers already have (an
+/// output copies its input's headers; it must carry its own stage's span, not the previous one).
+public struct KafkaHeadersInjector: Injector {
+    public typealias Carrier = [KafkaHeader]
+
+    public init() {}
+
+    public func inject(_ value: String, forKey key: String, into carrier: inout [KafkaHeader]) {
+        carrier.removeAll { $0.key == key }
+        carrier.append(KafkaHeader(key: key, value: value))
+    }
+}
+
+/// How a stage finished with one record, as the span's `streamfirst.outcome` attribute says it.
+public enum RecordOutcome: String, Sendable {
+    case forwarded, filtered, deadLetter = "dead_letter", persisted, late
+    /// Taken into a window's or a join's state (the stateful process stage).
+    case aggregated
+}
+
+/// The tracing of one stage: a span per record it handles, parented by the record's `traceparent`
+/// (or starting a trace), and that span's context injected into every record it produces — outputs,
+/// routed records, dead letters. The one place the stages touch the tracing API.
+///
+/// Spans follow OpenTelemetry's messaging conventions: consuming stages open `<stage> <topic>`
+/// spans of kind consumer (operation type `process`), ingest opens `ingest <topic>` of kind producer
+/// (`send`); attributes `messaging.system`, `messaging.destination.name`,
+/// `messaging.destination.partition.id`, `messaging.kafka.offset`, `messaging.consumer.group.name`,
+/// plus `streamfirst.stage`, `streamfirst.pipeline`, `streamfirst.record.id`, `streamfirst.outcome`
+/// and, for a dead letter, `error.type`. Attributes are only built for recording (sampled) spans.
+public struct RecordTracer: Sendable {
+    public let stage: String
+    public let pipeline: String
+    let tracer: any Tracer
+    let extractor: KafkaHeadersExtractor
+    let group: String?
+    /// `<stage> <topic>` of the topic most records come from, built once.
+    let primaryTopic: String
+    let primaryName: String
+
+    /// - Parameters:
+    ///   - tracer: defaults to the bootstrapped one (`Worker` bootstraps it before building stages).
+    ///   - topic: the input topic of a consuming stage, the output topic of ingest (span names).
+    public init(stage: String, pipeline: String, topic: String, group: String? = nil, tracer: any Tracer = InstrumentationSystem.tracer) {
+        self.stage = stage
+        self.pipeline = pipeline
+        self.tracer = tracer
+        self.extractor = KafkaHeadersExtractor(validates: !(tracer is PropagatingTracer))
+        self.group = group
+        self.primaryTopic = topic
+        self.primaryName = "\(stage) \(topic)"
+    }
+
+    /// The context the headers carry (top level when they carry none, or a malformed one).
+    public func context(from headers: [KafkaHeader]) -> InstrumentationContext {
+        var context = InstrumentationContext.topLevel
+        tracer.extract(headers, into: &context, using: extractor)
+        return context
+    }
+
+    /// Opens the span of a consumed record: child of the record's `traceparent`.
+    public func startConsuming(_ message: KafkaMessage) -> RecordSpan {
+        let name = message.topic == primaryTopic ? primaryName : "\(stage) \(message.topic)"
+        let span = tracer.startSpan(name, context: context(from: message.headers), ofKind: .consumer)
+        if span.isRecording {
+            var a = common(operation: "process", topic: message.topic)
+            a.set("messaging.destination.partition.id", value: .string(String(message.partition)))
+            a.set("messaging.kafka.offset", value: .int64(message.offset))
+            a.set("streamfirst.record.id", value: .string(message.recordID))
+            if let group { a.set("messaging.consumer.group.name", value: .string(group)) }
+            span.attributes = a
+        }
+        return RecordSpan(span: span, tracer: tracer)
+    }
+
+    /// Opens the span of a record a source read (ingest): it continues `parent` — a `traceparent`
+    /// the source received, e.g. the HTTP request's — or starts a new trace.
+    public func startIngesting(id: String, source: String, parent: [KafkaHeader]) -> RecordSpan {
+        let context = parent.isEmpty ? .topLevel : self.context(from: parent)
+        let span = tracer.startSpan(primaryName, context: context, ofKind: .producer)
+        if span.isRecording {
+            var a = common(operation: "send", topic: primaryTopic)
+            a.set("streamfirst.record.id", value: .string(id))
+            a.set("streamfirst.source", value: .string(source))
+            span.attributes = a
+        }
+        return RecordSpan(span: span, tracer: tracer)
+    }
+
+    /// Opens the span of a record a stage makes from several (a window result): child of `parent`
+    /// (the span of the record that closed the window), or a new trace when no record did (a window
+    /// closed by the wall clock).
+    public func startDerived(name: String, id: String, topic: String, parent: RecordSpan?) -> RecordSpan {
+        let span = tracer.startSpan(name, context: parent?.span.context ?? .topLevel, ofKind: .producer)
+        if span.isRecording {
+            var a = common(operation: "send", topic: topic)
+            a.set("streamfirst.record.id", value: .string(id))
+            span.attributes = a
+        }
+        return RecordSpan(span: span, tracer: tracer)
+    }
+
+    private func common(operation: String, topic: String) -> SpanAttributes {
+        var a = SpanAttributes()
+        a.set("messaging.system", value: .string("kafka"))
+        a.set("messaging.operation.type", value: .string(operation))
+        a.set("messaging.destination.name", value: .string(topic))
+        a.set("streamfirst.stage", value: .string(stage))
+        a.set("streamfirst.pipeline", value: .string(pipeline))
+        return a
+    }
+}
+
+/// The span of one record in one stage.
+public struct RecordSpan: Sendable {
+    public let span: any Span
+    let tracer: any Tracer
+
+    /// Writes this span's context as the `traceparent` (and `tracestate`) of `headers`.
+    public func inject(into headers: inout [KafkaHeader]) {
+        headers.removeAll { $0.key == RecordHeader.traceParent || $0.key == RecordHeader.traceState }
+        tracer.inject(span.context, into: &headers, using: KafkaHeadersInjector())
+    }
+
+    /// ``inject(into:)`` for a record about to be produced.
+    public func stamp(_ message: inout KafkaProducerMessage) {
+        inject(into: &message.headers)
+    }
+
+    /// Ends the span with the outcome (a dead letter also sets `error.type` and the error status).
+    public func end(_ outcome: RecordOutcome, errorClass: String? = nil) {
+        if span.isRecording {
+            span.updateAttributes { a in
+                a.set("streamfirst.outcome", value: .string(outcome.rawValue))
+                if let errorClass { a.set("error.type", value: .string(errorClass)) }
+            }
+            if let errorClass { span.setStatus(SpanStatus(code: .error, message: errorClass)) }
+        }
+        span.end()
+    }
+}
