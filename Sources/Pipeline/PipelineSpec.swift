@@ -242,7 +242,6 @@ public struct PipelineSpec: Sendable {
             name: name, file: file, baseDirectory: base, kafka: kafka, consumerProperties: consumerProperties,
             producerProperties: producerProperties, topics: topics, deadLetter: deadLetter,
             stages: stages, environment: environment, tests: testsNode, metrics: metrics, dashboard: dashboardNode)
-            stages: stages, environment: environment, tests: testsNode)
         spec.tracing = tracing
         return spec
     }
