@@ -158,9 +158,10 @@ let package = Package(
             name: "Benchmarks",
             dependencies: [
                 "Kafka", "Stateful", "StreamCore", "Config",
-                "EmbeddedBroker",
+                "EmbeddedBroker", "Pipeline",
                 "CBaseline",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
         ),
         .testTarget(
