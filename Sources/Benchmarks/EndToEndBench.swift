@@ -136,6 +136,7 @@ struct EndToEndBench: AsyncParsableCommand {
         // The source may have exited already: its CPU is then gone from /proc; count the relays only then.
         let cpu1 = processes.map { processCPUSeconds($0.child.processIdentifier) ?? 0 }.reduce(0, +)
         for p in processes { await p.stop() }
+        try await checkComplete(latencies, brokers: brokers, topics: topics, processes: processes)
         return try summarize(latencies, cpu: cpu1 - cpu0)
     }
 
@@ -181,7 +182,7 @@ struct EndToEndBench: AsyncParsableCommand {
                     temperature_f: "round(temperature_c * 9 / 5 + 32, 2)"
             persist:
               input: enriched
-              sink: { type: kafka, topic: out }
+              sink: { type: kafka, topic: "\(names[3])" }
 
             """
         let file = dir.appendingPathComponent("pipeline.yaml")
@@ -207,7 +208,21 @@ struct EndToEndBench: AsyncParsableCommand {
         let latencies = try await measuring.value
         let cpu1 = workers.map { processCPUSeconds($0.child.processIdentifier) ?? 0 }.reduce(0, +)
         for w in workers.reversed() { await w.stop() }
+        try await checkComplete(latencies, brokers: brokers, topics: names, processes: workers)
         return try summarize(latencies, cpu: cpu1 - cpu0)
+    }
+
+    /// A run that lost records says where: records per topic and what the processes wrote to stderr.
+    func checkComplete(_ latencies: [Int64], brokers: String, topics: [String], processes: [BenchProcess]) async throws {
+        guard latencies.count != total else { return }
+        let admin = try KafkaAdmin(configuration: KafkaConfiguration(bootstrapServers: brokers, clientID: "streamfirst-bench"))
+        var counts: [String] = []
+        for t in topics { counts.append("\(t): \((try? await topicCount(admin, t, partitions: partitions)) ?? -1)") }
+        await admin.shutdown()
+        let logs = processes.map { "\($0.child.executable) \($0.child.exited.map { "\($0)" } ?? "running"): \($0.child.standardError.suffix(2000))" }
+        throw ValidationError(
+            "the measuring consumer saw \(latencies.count) of \(total) records; records per topic: \(counts.joined(separator: ", "))\n"
+                + logs.joined(separator: "\n"))
     }
 
     func waitReady(_ worker: BenchProcess) async throws {

@@ -3,6 +3,7 @@ import EmbeddedBroker
 import Foundation
 import Kafka
 import Logging
+import Pipeline
 
 /// `streamfirst-bench stage`: one real worker process (pass-through `process`, `validate`, `persist`
 /// to SQLite or PostgreSQL) against a C librdkafka consume → produce relay process on the same
@@ -28,6 +29,8 @@ struct StageBench: AsyncParsableCommand {
     @Option(help: "fetch.wait.max.ms of both consumers (the stage runtime's default is 10).") var fetchWaitMs = 10
     @Option(help: "PostgreSQL URL for the postgres stage (default: $STREAMFIRST_POSTGRES_URL; without one it is skipped).")
     var postgresURL: String?
+    @Option(help: "batch_size of the worker (the stage runtime's default is 500).") var batchSize: Int?
+    @Option(help: "linger.ms of both producers (the stage runtime's default is 2).") var linger = 2
     @Option(help: "Directory for the pipeline files, SQLite files and worker logs.") var workDirectory = "/tmp/streamfirst-bench-stage"
 
     func validate() throws {
@@ -81,7 +84,7 @@ struct StageBench: AsyncParsableCommand {
                         let relay = try BenchProcess(
                             executable: selfExe,
                             arguments: ["c-relay", "--brokers", brokers, "--group", "c-\(id)", "--from", input, "--to", cOut,
-                                "--fetch-wait-ms", String(fetchWaitMs)])
+                                                "--fetch-wait-ms", String(fetchWaitMs), "--linger", String(linger)])
                         let sample = try await measureUntilDone(relay, expected: expected) {
                             try await topicCount(admin, cOut, partitions: partitions)
                         }
@@ -151,21 +154,22 @@ struct StageBench: AsyncParsableCommand {
                   record_id: { type: text, from: $id }
             """
         let table = "bench_" + id.replacingOccurrences(of: "-", with: "_")
+        let batch = batchSize.map { "  batch_size: \($0)\n" } ?? ""
         let section: String
         let executable: String
         switch kind {
         case "pass":
             executable = "process"
-            section = "process:\n  input: in\n  output: out\n  steps: []\n"
+            section = "process:\n  input: in\n  output: out\n  steps: []\n\(batch)"
         case "validate":
             executable = "validate"
-            section = "validate:\n  input: in\n  output: out\n  schema: bench\n"
+            section = "validate:\n  input: in\n  output: out\n  schema: bench\n\(batch)"
         case "sqlite":
             executable = "persist"
-            section = "persist:\n  input: in\n  sink:\n    type: sqlite\n    path: \"\(dir.path)/bench.sqlite\"\n    table: \(table)\n\(columns)\n"
+            section = "persist:\n  input: in\n  sink:\n    type: sqlite\n    path: \"\(dir.path)/bench.sqlite\"\n    table: \(table)\n\(columns)\n\(batch)"
         default:
             executable = "persist"
-            section = "persist:\n  input: in\n  sink:\n    type: postgres\n    url: \"\(postgresURL ?? "")\"\n    table: \(table)\n\(columns)\n"
+            section = "persist:\n  input: in\n  sink:\n    type: postgres\n    url: \"\(postgresURL ?? "")\"\n    table: \(table)\n\(columns)\n\(batch)"
         }
         let pipeline = """
             name: bench
@@ -175,6 +179,8 @@ struct StageBench: AsyncParsableCommand {
                 fetch.wait.max.ms: \(fetchWaitMs)
                 session.timeout.ms: 6000
                 heartbeat.interval.ms: 1000
+              producer:
+                linger.ms: \(linger)
             topics:
               in: { name: "\(input)", partitions: \(partitions) }
               out: { name: "\(output)", partitions: \(partitions) }
@@ -204,6 +210,12 @@ struct StageBench: AsyncParsableCommand {
             }
             let deadLettered = try await topicCount(admin, dead, partitions: 1)
             if deadLettered > 0 { print("warning: \(kind) dead-lettered \(deadLettered) records (see \(dir.path))") }
+        }
+        if let port = try? await worker.httpPort(), let r = try? await HTTPGet.get(host: "127.0.0.1", port: port, path: "/stats"),
+            let stats = try? JSONDecoder().decode(StageStats.self, from: Data(r.body))
+        {
+            // The stage's own view: handling a batch (including waiting for its deliveries), per record.
+            print("  \(kind) worker: batch time per record p50 \(stats.processingMicros.p50) µs, p99 \(stats.processingMicros.p99) µs")
         }
         await worker.stop()
         return sample
