@@ -207,6 +207,18 @@ struct EndToEndBench: AsyncParsableCommand {
         let cpu0 = workers.map { processCPUSeconds($0.child.processIdentifier) ?? 0 }.reduce(0, +)
         let latencies = try await measuring.value
         let cpu1 = workers.map { processCPUSeconds($0.child.processIdentifier) ?? 0 }.reduce(0, +)
+        // Each stage's own view (its /stats, ingest time → its batch done, whole run): where the time goes.
+        var perStage: [String] = []
+        for (w, name) in zip(workers, ["validate", "process", "persist", "ingest"]) {
+            if let port = try? await w.httpPort(), let r = try? await HTTPGet.get(host: "127.0.0.1", port: port, path: "/stats"),
+                let stats = try? JSONDecoder().decode(StageStats.self, from: Data(r.body))
+            {
+                perStage.append(
+                    "\(name) p50 \(Double(stats.endToEndMicros.p50) / 1000) ms p99 \(Double(stats.endToEndMicros.p99) / 1000) ms "
+                        + "(batch time per record p50 \(stats.processingMicros.p50) µs)")
+            }
+        }
+        print("  Swift stages' /stats end-to-end so far: " + perStage.joined(separator: "; "))
         for w in workers.reversed() { await w.stop() }
         try await checkComplete(latencies, brokers: brokers, topics: names, processes: workers)
         return try summarize(latencies, cpu: cpu1 - cpu0)
