@@ -33,6 +33,8 @@ struct EndToEndBench: AsyncParsableCommand {
     @Option(help: "fetch.wait.max.ms of every consumer (the embedded broker holds each fetch this long; see notes).")
     var fetchWaitMs = 1
     @Option(help: "linger.ms of every producer (the stage runtime's default is 2).") var linger = 2
+    @Flag(help: "socket.nagle.disable=true on every client of both sides (librdkafka's default leaves Nagle on).")
+    var nagleDisable = false
     @Option(help: "Directory for pipeline files and worker state.") var workDirectory = "/tmp/streamfirst-bench-e2e"
 
     struct Run {
@@ -56,7 +58,7 @@ struct EndToEndBench: AsyncParsableCommand {
         print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; librdkafka \(KafkaClientInfo.librdkafkaVersion)")
         print("broker: embedded (librdkafka mock cluster, separate process) at \(brokers)")
         print("workload: \(rate) records/s for \(seconds) s (first \(warmupSeconds) s left out), \(partitions) partitions, "
-            + "fetch.wait.max.ms=\(fetchWaitMs), linger.ms=\(linger); \(rounds) rounds\n")
+            + "fetch.wait.max.ms=\(fetchWaitMs), linger.ms=\(linger)\(nagleDisable ? ", socket.nagle.disable=true" : ""); \(rounds) rounds\n")
         var cRuns: [Run] = []
         var sRuns: [Run] = []
         for round in 0..<rounds {
@@ -122,14 +124,14 @@ struct EndToEndBench: AsyncParsableCommand {
             relays.append(try BenchProcess(
                 executable: selfExe,
                 arguments: ["c-relay", "--brokers", brokers, "--group", "e2e-c\(hop)-\(id)", "--from", topics[hop], "--to", topics[hop + 1],
-                    "--fetch-wait-ms", String(fetchWaitMs), "--linger", String(linger)]))
+                    "--fetch-wait-ms", String(fetchWaitMs), "--linger", String(linger)] + (nagleDisable ? ["--nagle-disable"] : [])))
         }
         for r in relays { try await r.waitForLine(containing: "assigned") }
         let measuring = startMeasuring(brokers, topic: topics[3])
         let source = try BenchProcess(
             executable: selfExe,
             arguments: ["c-source", "--brokers", brokers, "--topic", topics[0], "--count", String(total), "--rate", String(rate),
-                "--linger", String(linger)])
+                "--linger", String(linger)] + (nagleDisable ? ["--nagle-disable"] : []))
         let processes = relays + [source]
         let cpu0 = processes.map { processCPUSeconds($0.child.processIdentifier) ?? 0 }.reduce(0, +)
         let latencies = try await measuring.value
@@ -156,9 +158,9 @@ struct EndToEndBench: AsyncParsableCommand {
                 fetch.wait.max.ms: \(fetchWaitMs)
                 session.timeout.ms: 6000
                 heartbeat.interval.ms: 1000
-              producer:
+            \(nagleLines(nagleDisable, indent: "    "))  producer:
                 linger.ms: \(linger)
-            topics:
+            \(nagleLines(nagleDisable, indent: "    "))topics:
               raw: { name: "\(names[0])", partitions: \(partitions) }
               valid: { name: "\(names[1])", partitions: \(partitions) }
               enriched: { name: "\(names[2])", partitions: \(partitions) }

@@ -31,6 +31,8 @@ struct StageBench: AsyncParsableCommand {
     var postgresURL: String?
     @Option(help: "batch_size of the worker (the stage runtime's default is 500).") var batchSize: Int?
     @Option(help: "linger.ms of both producers (the stage runtime's default is 2).") var linger = 2
+    @Flag(help: "socket.nagle.disable=true on every client of both sides (librdkafka's default leaves Nagle on).")
+    var nagleDisable = false
     @Option(help: "Directory for the pipeline files, SQLite files and worker logs.") var workDirectory = "/tmp/streamfirst-bench-stage"
 
     func validate() throws {
@@ -64,7 +66,7 @@ struct StageBench: AsyncParsableCommand {
         print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; librdkafka \(KafkaClientInfo.librdkafkaVersion)")
         print("broker: embedded (librdkafka mock cluster, separate process) at \(brokers)")
         print("workload: \(records) records x \(benchRecord.count) B (10-field JSON, key k0..k999, headers sf.id, sf.ingest_time), "
-            + "\(partitions) partitions, fetch.wait.max.ms=\(fetchWaitMs); \(rounds) rounds\n")
+            + "\(partitions) partitions, fetch.wait.max.ms=\(fetchWaitMs), linger.ms=\(linger)\(nagleDisable ? ", socket.nagle.disable=true" : ""); \(rounds) rounds\n")
 
         var cSamples: [String: [StageSample]] = [:]
         var sSamples: [String: [StageSample]] = [:]
@@ -84,7 +86,8 @@ struct StageBench: AsyncParsableCommand {
                         let relay = try BenchProcess(
                             executable: selfExe,
                             arguments: ["c-relay", "--brokers", brokers, "--group", "c-\(id)", "--from", input, "--to", cOut,
-                                                "--fetch-wait-ms", String(fetchWaitMs), "--linger", String(linger)])
+                                                "--fetch-wait-ms", String(fetchWaitMs), "--linger", String(linger)]
+                                + (nagleDisable ? ["--nagle-disable"] : []))
                         let sample = try await measureUntilDone(relay, expected: expected) {
                             try await topicCount(admin, cOut, partitions: partitions)
                         }
@@ -179,9 +182,9 @@ struct StageBench: AsyncParsableCommand {
                 fetch.wait.max.ms: \(fetchWaitMs)
                 session.timeout.ms: 6000
                 heartbeat.interval.ms: 1000
-              producer:
+            \(nagleLines(nagleDisable, indent: "    "))  producer:
                 linger.ms: \(linger)
-            topics:
+            \(nagleLines(nagleDisable, indent: "    "))topics:
               in: { name: "\(input)", partitions: \(partitions) }
               out: { name: "\(output)", partitions: \(partitions) }
               dead: { name: "\(dead)", partitions: 1 }

@@ -22,6 +22,7 @@ struct CRelayCommand: ParsableCommand {
     @Option var to: String
     @Option var fetchWaitMs = 10
     @Option var linger = 2
+    @Flag var nagleDisable = false
 
     func run() throws {
         cb_install_stop_handler()
@@ -32,7 +33,7 @@ struct CRelayCommand: ParsableCommand {
                     to.withCString { t in
                         var config = cb_relay_config(
                             brokers: b, group: g, from_topic: f, to_topic: t, fetch_wait_max_ms: Int32(fetchWaitMs),
-                            linger_ms: Int32(linger))
+                            linger_ms: Int32(linger), nagle_disable: nagleDisable ? 1 : 0)
                         return cb_relay(&config, &err, Int32(err.count))
                     }
                 }
@@ -53,13 +54,14 @@ struct CSourceCommand: ParsableCommand {
     @Option var count: Int
     @Option var rate: Int
     @Option var linger = 2
+    @Flag var nagleDisable = false
 
     func run() throws {
         cb_install_stop_handler()
         let payload = benchRecord
         var r = cb_result()
         var err = [CChar](repeating: 0, count: 256)
-        let rc = cb_source(brokers, topic, Int64(count), payload, Int32(payload.count), Int32(linger), Int32(rate), &r, &err, Int32(err.count))
+        let rc = cb_source(brokers, topic, Int64(count), payload, Int32(payload.count), Int32(linger), Int32(rate), nagleDisable ? 1 : 0, &r, &err, Int32(err.count))
         if rc != 0 { throw ValidationError("source failed: \(cString(err))") }
         print("sent \(r.messages)")
     }
@@ -204,9 +206,14 @@ func sinkRows(port: Int) async throws -> Int64 {
 func prefill(_ brokers: String, _ topic: String, count: Int) throws {
     var r = cb_result()
     var err = [CChar](repeating: 0, count: 256)
-    guard cb_source(brokers, topic, Int64(count), benchRecord, Int32(benchRecord.count), 5, 0, &r, &err, Int32(err.count)) == 0 else {
+    guard cb_source(brokers, topic, Int64(count), benchRecord, Int32(benchRecord.count), 5, 0, 0, &r, &err, Int32(err.count)) == 0 else {
         throw ValidationError("prefill failed: \(cString(err))")
     }
 }
 
 func ratioText(_ x: Double) -> String { String(format: "%.2f", x) }
+
+/// The pipeline-file lines that disable Nagle's algorithm on a stage's clients (`--nagle-disable`).
+func nagleLines(_ on: Bool, indent: String) -> String {
+    on ? "\(indent)socket.nagle.disable: true\n" : ""
+}

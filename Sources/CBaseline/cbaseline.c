@@ -177,7 +177,8 @@ static int64_t wall_micros(void) {
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-static rd_kafka_t *new_producer(const char *brokers, int linger_ms, dr_counts *counts, char *errstr, int errstr_size) {
+static rd_kafka_t *new_producer(const char *brokers, int linger_ms, int nagle_disable, dr_counts *counts, char *errstr,
+                                int errstr_size) {
     char linger[32];
     snprintf(linger, sizeof linger, "%d", linger_ms);
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
@@ -186,7 +187,8 @@ static rd_kafka_t *new_producer(const char *brokers, int linger_ms, dr_counts *c
         set(conf, "acks", "all", errstr, errstr_size) ||
         set(conf, "linger.ms", linger, errstr, errstr_size) ||
         set(conf, "queue.buffering.max.messages", "100000", errstr, errstr_size) ||
-        set(conf, "queue.buffering.max.kbytes", "1048576", errstr, errstr_size)) {
+        set(conf, "queue.buffering.max.kbytes", "1048576", errstr, errstr_size) ||
+        (nagle_disable && set(conf, "socket.nagle.disable", "true", errstr, errstr_size))) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
@@ -221,7 +223,8 @@ int cb_relay(const cb_relay_config *config, char *errstr, int errstr_size) {
         set(conf, "isolation.level", "read_committed", errstr, errstr_size) ||
         set(conf, "queued.min.messages", "1000000", errstr, errstr_size) ||
         set(conf, "session.timeout.ms", "6000", errstr, errstr_size) ||
-        set(conf, "heartbeat.interval.ms", "1000", errstr, errstr_size)) {
+        set(conf, "heartbeat.interval.ms", "1000", errstr, errstr_size) ||
+        (config->nagle_disable && set(conf, "socket.nagle.disable", "true", errstr, errstr_size))) {
         rd_kafka_conf_destroy(conf);
         return -1;
     }
@@ -233,7 +236,7 @@ int cb_relay(const cb_relay_config *config, char *errstr, int errstr_size) {
     }
     rd_kafka_poll_set_consumer(consumer);
     dr_counts counts = {0, 0};
-    rd_kafka_t *producer = new_producer(config->brokers, config->linger_ms, &counts, errstr, errstr_size);
+    rd_kafka_t *producer = new_producer(config->brokers, config->linger_ms, config->nagle_disable, &counts, errstr, errstr_size);
     if (!producer) {
         rd_kafka_destroy(consumer);
         return -1;
@@ -289,9 +292,9 @@ int cb_relay(const cb_relay_config *config, char *errstr, int errstr_size) {
 }
 
 int cb_source(const char *brokers, const char *topic, int64_t count, const uint8_t *payload, int payload_len,
-              int linger_ms, int rate, cb_result *out, char *errstr, int errstr_size) {
+              int linger_ms, int rate, int nagle_disable, cb_result *out, char *errstr, int errstr_size) {
     dr_counts counts = {0, 0};
-    rd_kafka_t *rk = new_producer(brokers, linger_ms, &counts, errstr, errstr_size);
+    rd_kafka_t *rk = new_producer(brokers, linger_ms, nagle_disable, &counts, errstr, errstr_size);
     if (!rk) return -1;
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
     double t0 = now_seconds(), c0 = cpu_seconds();

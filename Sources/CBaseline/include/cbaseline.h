@@ -38,6 +38,7 @@ typedef struct {
     const char *to_topic;
     int fetch_wait_max_ms;      // fetch.wait.max.ms (the stage runtime's default is 10)
     int linger_ms;              // producer linger.ms (the stage runtime's default is 2)
+    int nagle_disable;          // 1: socket.nagle.disable=true on both clients
 } cb_relay_config;
 
 // Consume -> produce (key, value and headers copied, partition by key like the stages) until
@@ -52,9 +53,10 @@ void cb_request_stop(void);
 // Produces `count` copies of `payload` to `topic`, record i with key "k<i % 1000>" (partitioned by
 // key, like the stages' outputs) and headers sf.id = "bench-<i>" and sf.ingest_time = the wall
 // clock in milliseconds when it is sent. `rate` > 0 paces sends to that many per second (what is
-// due is sent, then it sleeps); 0 sends as fast as possible. Flushes before returning.
+// due is sent, then it sleeps); 0 sends as fast as possible. `nagle_disable` 1 sets
+// socket.nagle.disable=true. Flushes before returning.
 int cb_source(const char *brokers, const char *topic, int64_t count, const uint8_t *payload, int payload_len,
-              int linger_ms, int rate, cb_result *out, char *errstr, int errstr_size);
+              int linger_ms, int rate, int nagle_disable, cb_result *out, char *errstr, int errstr_size);
 
 // Reads `count` records of `topic` (all `partitions`, by assignment from the beginning) and stores,
 // per record, now (wall clock, microseconds) minus its sf.ingest_time header (milliseconds) * 1000
