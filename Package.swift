@@ -184,6 +184,7 @@ let package = Package(
                 "EmbeddedBroker",
                 "CBaseline",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
         ),
         .testTarget(

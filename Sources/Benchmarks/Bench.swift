@@ -14,8 +14,8 @@ import Logging
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "streamfirst-bench",
-        abstract: "Benchmarks: the Swift Kafka client against C librdkafka (client); windowed aggregation state (window); tracing per record (trace).",
-        subcommands: [ClientBench.self, WindowBench.self, TraceBench.self],
+        abstract: "Benchmarks: the Swift Kafka client against C librdkafka (client); windowed aggregation state (window); tracing per record (trace); one stage against a C relay (stage); four stages against a C relay chain (e2e).",
+        subcommands: [ClientBench.self, WindowBench.self, TraceBench.self, StageBench.self, EndToEndBench.self, CRelayCommand.self, CSourceCommand.self],
         defaultSubcommand: ClientBench.self
     )
 }
