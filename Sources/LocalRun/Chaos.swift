@@ -123,7 +123,7 @@ public struct ChaosRun: Sendable {
                   both row and dead letter \(inBoth.count)
                   reconciliation        \(rows) + \(deadLettered) = \(rows + deadLettered) of \(records)
                   unhealthy at the end  \(unhealthy.isEmpty ? "none" : unhealthy.joined(separator: ", "))
-                  offset resets         \(evictions.isEmpty ? "none" : "\(evictions.count) — unread records were evicted by the broker (the embedded one keeps 5 MiB per partition): lower --rate, raise the interval, or give the topics more partitions. First: \(evictions.first ?? "")")
+                  offset resets         \(evictions.isEmpty ? "none" : "\(evictions.count) — unread records were evicted by the broker (the embedded one keeps 5 MiB per partition): lower --rate or raise --partitions. First: \(evictions.first ?? "")")
                   worker exits          \(exits.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
                 """
         }
