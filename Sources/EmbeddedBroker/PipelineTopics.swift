@@ -13,6 +13,9 @@ import Yams
 ///     replication_factor: 1                  # optional, default 1
 /// ```
 ///
+/// `partitions` and `replication_factor` are expanded the same way (quote them in a flow mapping:
+/// `{ name: t, partitions: "${PARTITIONS:-6}" }`).
+///
 /// Errors name the file, the line (as Yams reports it) and the key path, e.g.
 /// `pipeline.yaml:4: topics.orders.partitions: ...`.
 public enum PipelineTopics {
@@ -80,13 +83,19 @@ public enum PipelineTopics {
             guard let partitionsNode = entry["partitions"] else {
                 throw fail(value, path, "missing 'partitions' (a positive integer)")
             }
-            guard let partitions = partitionsNode.int, partitions >= 1 else {
+            // Counts may come from the environment too: `partitions: "${PARTITIONS:-6}"`.
+            func positive(_ node: Node) -> Int? {
+                guard let text = node.string, let expanded = try? interpolate(text, environment: environment), let n = Int(expanded), n >= 1
+                else { return nil }
+                return n
+            }
+            guard let partitions = positive(partitionsNode) else {
                 throw fail(partitionsNode, "\(path).partitions",
                            "expected a positive integer, got '\(partitionsNode.string ?? "?")'")
             }
             var replication = 1
             if let rfNode = entry["replication_factor"] {
-                guard let rf = rfNode.int, rf >= 1 else {
+                guard let rf = positive(rfNode) else {
                     throw fail(rfNode, "\(path).replication_factor",
                                "expected a positive integer, got '\(rfNode.string ?? "?")'")
                 }

@@ -13,7 +13,9 @@ import StreamCore
 ///
 /// Requirements (checked at start): the ingest source is a `generator` with a `count`, and the
 /// persist sink is `sqlite` with a column taken `from: $id` — so every generated id can be looked
-/// for in the table and the dead-letter topic.
+/// for in the table and the dead-letter topic. A stateful (window) process stage is checked against
+/// the broker-free engine instead (see `StatefulChaos.swift`): its sink needs the window key,
+/// `window_start` and the `count()` aggregate as columns.
 public struct ChaosRun: Sendable {
     public struct Options: Sendable {
         public var pipelineFile: String
@@ -24,9 +26,21 @@ public struct ChaosRun: Sendable {
         public var interval: Duration
         public var seed: UInt64
         public var brokerFaults: Bool
+        /// Partitions of the pipeline's data topics (`IOT_PARTITIONS`; the dead-letter and side topics
+        /// get a quarter, at least 3: `IOT_SIDE_PARTITIONS`); nil keeps the file's counts. The embedded
+        /// broker keeps 5 MiB per partition, so the lag a stage may build up without losing records
+        /// grows with the partition count.
+        public var partitions: Int?
+        /// The workers' `session.timeout.ms` (`KAFKA_SESSION_TIMEOUT_MS`; heartbeats at a tenth): a
+        /// killed worker's partitions move after this long, and each group membership change on the
+        /// embedded broker takes about this long, so it dominates recovery.
+        public var sessionTimeoutMs: Int
+        /// How long the pipeline may take to drain after the generator is done.
+        public var drainTimeout: Duration
         public init(
             pipelineFile: String, workDirectory: String, records: Int = 8000, rate: Int = 400, interval: Duration = .seconds(2),
-            seed: UInt64 = 1, brokerFaults: Bool = true
+            seed: UInt64 = 1, brokerFaults: Bool = true, partitions: Int? = nil, sessionTimeoutMs: Int = 6000,
+            drainTimeout: Duration = .seconds(240)
         ) {
             self.pipelineFile = pipelineFile
             self.workDirectory = workDirectory
@@ -35,11 +49,31 @@ public struct ChaosRun: Sendable {
             self.interval = interval
             self.seed = seed
             self.brokerFaults = brokerFaults
+            self.partitions = partitions
+            self.sessionTimeoutMs = sessionTimeoutMs
+            self.drainTimeout = drainTimeout
+        }
+
+        /// The environment the demo pipelines read their count, rate, partitions and timeouts from.
+        var environment: [String: String] {
+            var env = [
+                "IOT_COUNT": String(records), "IOT_RATE": String(rate),
+                "KAFKA_SESSION_TIMEOUT_MS": String(sessionTimeoutMs), "KAFKA_HEARTBEAT_MS": String(max(100, sessionTimeoutMs / 10)),
+            ]
+            // Windows close by event time only: an idle timeout is wall-clock time, which faults stretch.
+            env["WINDOW_IDLE_TIMEOUT"] = "0s"
+            if let partitions {
+                env["IOT_PARTITIONS"] = String(partitions)
+                env["IOT_SIDE_PARTITIONS"] = String(max(3, partitions / 4))
+            }
+            return env
         }
     }
 
     public struct Report: Sendable {
         public var records = 0
+        /// Partitions of the topic ingest writes.
+        public var partitions = 0
         public var kills: [String] = []
         public var brokerFaults: [String] = []
         /// Time from a kill to the restarted worker's `/readyz`, per kill (ms).
@@ -56,10 +90,22 @@ public struct ChaosRun: Sendable {
         /// Partitions whose unread records the broker no longer had (librdkafka's "offset reset …
         /// requested offset not available"): on the embedded broker, its 5 MiB-per-partition retention.
         public var evictions: [String] = []
+        /// A stateful process stage: `rows` counts the records that reached it, and its windows are
+        /// compared with the broker-free engine's.
+        public var stateful = false
+        /// Windows the broker-free oracle emits.
+        public var windows = 0
+        /// Window results in the output topic (re-emitted identical ones included).
+        public var windowResultsWritten = 0
+        public var sinkRows = 0
+        /// Window ids written with two different values (a record counted twice, or missed once).
+        public var doubleCounted: [String] = []
+        /// How the windows, the sink or the dead letters differ from the oracle's.
+        public var windowMismatches: [String] = []
 
         public var passed: Bool {
             lost.isEmpty && duplicatedRows == 0 && inBoth.isEmpty && unhealthy.isEmpty && rows + deadLettered == records
-                && exits.values.allSatisfy { $0 == "exit code 0" }
+                && exits.values.allSatisfy { $0 == "exit code 0" } && doubleCounted.isEmpty && windowMismatches.isEmpty
         }
 
         public var text: String {
@@ -67,18 +113,28 @@ public struct ChaosRun: Sendable {
             let p50 = sorted.isEmpty ? 0 : sorted[sorted.count / 2]
             return """
                 chaos: \(passed ? "PASSED" : "FAILED") in \(String(format: "%.1f", seconds)) s
-                  records generated     \(records)
+                  records generated     \(records) (\(partitions) partitions)
                   worker kills          \(kills.count): \(kills.joined(separator: ", "))
                   recovery to ready     p50 \(p50) ms, max \(sorted.last ?? 0) ms
                   broker faults         \(brokerFaults.count): \(brokerFaults.joined(separator: ", "))
-                  rows in the sink      \(rows) (duplicates: \(duplicatedRows))
+                  \(stateful ? "into the window stage  \(rows) distinct records" : "rows in the sink      \(rows) (duplicates: \(duplicatedRows))")\(windowLines)
                   dead-lettered         \(deadLettered) distinct records (\(deadLettersWritten) dead letters written; repeats come from redelivery)
                   lost                  \(lost.count)\(lost.isEmpty ? "" : ": " + lost.prefix(10).joined(separator: ", "))
                   both row and dead letter \(inBoth.count)
                   reconciliation        \(rows) + \(deadLettered) = \(rows + deadLettered) of \(records)
                   unhealthy at the end  \(unhealthy.isEmpty ? "none" : unhealthy.joined(separator: ", "))
-                  offset resets         \(evictions.isEmpty ? "none" : "\(evictions.count) — unread records were evicted by the broker (the embedded one keeps 5 MiB per partition): lower --rate, raise the interval, or give the topics more partitions. First: \(evictions.first ?? "")")
+                  offset resets         \(evictions.isEmpty ? "none" : "\(evictions.count) — unread records were evicted by the broker (the embedded one keeps 5 MiB per partition): lower --rate or raise --partitions. First: \(evictions.first ?? "")")
                   worker exits          \(exits.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+                """
+        }
+
+        var windowLines: String {
+            guard stateful else { return "" }
+            return """
+
+                  windows (oracle)      \(windows); in the output topic \(windowResultsWritten) results written, \(doubleCounted.count) ids with two values
+                  sink rows             \(sinkRows)
+                  differences           \(windowMismatches.isEmpty ? "none: every window equals the broker-free engine's" : windowMismatches.joined(separator: "; "))
                 """
         }
     }
@@ -90,23 +146,28 @@ public struct ChaosRun: Sendable {
         let started = ContinuousClock.now
         // Check the requirements before starting anything.
         let probe = try PipelineSpec.load(file: options.pipelineFile, environment: ProcessInfo.processInfo.environment)
-        let idColumn = try Self.idColumn(probe)
+        let stateful = probe.stages[.process].map(StatefulProcessConfig.isStateful) ?? false
+        let idColumn = stateful ? "" : try Self.idColumn(probe)
+        if stateful { _ = try Self.windowFields(probe) }
         _ = try Self.generator(probe)
 
         // The demo pipelines read these; a pipeline that does not keeps its own count and rate.
-        let env = [
-            "IOT_COUNT": String(options.records), "IOT_RATE": String(options.rate),
-            "KAFKA_SESSION_TIMEOUT_MS": "6000", "KAFKA_HEARTBEAT_MS": "500",
-        ]
         let local = try await LocalPipeline.launch(
-            .init(pipelineFile: options.pipelineFile, workDirectory: options.workDirectory, environment: env, brokers: 3))
+            .init(pipelineFile: options.pipelineFile, workDirectory: options.workDirectory, environment: options.environment, brokers: 3))
         let (seed, count) = try Self.generator(local.spec)
         var report = Report()
         report.records = count
+        report.stateful = stateful
         do {
+            report.partitions = try Self.ingestPartitions(local.spec)
+            if let wanted = options.partitions, report.partitions != wanted {
+                throw LocalRunError(
+                    "chaos --partitions \(wanted): the topic ingest writes has \(report.partitions) partitions; let the pipeline's topics read them (partitions: ${IOT_PARTITIONS:-6})"
+                )
+            }
             try await local.start(local.stages.filter { $0 != .ingest })
             try await local.start(.ingest)
-            progress("pipeline running: \(count) generated records, 3 brokers")
+            progress("pipeline running: \(count) generated records, 3 brokers, \(report.partitions) partitions")
             var dice = SplitMix64(seed: options.seed)  // a seed replays the fault schedule
             let recoveries = NIOLockedValueBox<[Int]>([])
             var watchers: [Task<Void, Never>] = []
@@ -141,7 +202,7 @@ public struct ChaosRun: Sendable {
             progress("ingest finished; waiting for the pipeline to drain")
             for w in watchers { await w.value }
             report.recoveryMs = recoveries.withLockedValue { $0 }
-            try await local.waitUntilDrained(timeout: .seconds(240))
+            try await local.waitUntilDrained(timeout: options.drainTimeout)
             for stage in local.stages {
                 // A worker that finished (ingest at the end of its source) is checked by its exit code.
                 if local.process(stage)?.exited != nil { continue }
@@ -150,6 +211,11 @@ public struct ChaosRun: Sendable {
                 if h?.status != 200 { report.unhealthy.append(stage.rawValue) }
             }
             let dead = try await local.readAll(local.spec.deadLetter.logical)
+            // The window stage's input and output, read while the broker still runs.
+            var windowTopics: (input: [KafkaMessage], output: [KafkaMessage]) = ([], [])
+            if stateful, let common = local.spec.stages[.process], let i = common.input, let o = common.output {
+                windowTopics = (try await local.readAll(i.logical), try await local.readAll(o.logical))
+            }
             let ingestExit = local.process(.ingest)?.exited
             let exits = await local.stop()
             for (stage, status) in exits { report.exits[stage.rawValue] = "\(status)" }
@@ -163,19 +229,23 @@ public struct ChaosRun: Sendable {
                 }
             }
 
-            // Invariants over exact ids.
-            let sqlite = local.workerEnvironment["SQLITE_PATH"] ?? ""
-            let ids = try await Self.column(idColumn, table: try Self.table(local.spec), path: sqlite)
-            report.rows = ids.count
-            report.duplicatedRows = ids.count - Set(ids).count
-            let deadIDs = Set(dead.compactMap { $0.header(RecordHeader.id)?.value.map { String(decoding: $0, as: UTF8.self) } })
-            report.deadLettered = deadIDs.count
-            report.deadLettersWritten = dead.count
-            let rowIDs = Set(ids)
-            report.inBoth = Array(rowIDs.intersection(deadIDs)).sorted()
-            for n in 0..<count {
-                let id = "gen:\(seed):\(n)"
-                if !rowIDs.contains(id) && !deadIDs.contains(id) { report.lost.append(id) }
+            if stateful {
+                try await Self.checkWindows(local, seed: seed, count: count, dead: dead, input: windowTopics.input, output: windowTopics.output, report: &report)
+            } else {
+                // Invariants over exact ids.
+                let sqlite = local.workerEnvironment["SQLITE_PATH"] ?? ""
+                let ids = try await Self.column(idColumn, table: try Self.table(local.spec), path: sqlite)
+                report.rows = ids.count
+                report.duplicatedRows = ids.count - Set(ids).count
+                let deadIDs = Set(dead.compactMap { $0.header(RecordHeader.id)?.value.map { String(decoding: $0, as: UTF8.self) } })
+                report.deadLettered = deadIDs.count
+                report.deadLettersWritten = dead.count
+                let rowIDs = Set(ids)
+                report.inBoth = Array(rowIDs.intersection(deadIDs)).sorted()
+                for n in 0..<count {
+                    let id = "gen:\(seed):\(n)"
+                    if !rowIDs.contains(id) && !deadIDs.contains(id) { report.lost.append(id) }
+                }
             }
         } catch {
             _ = await local.stop()
@@ -222,6 +292,12 @@ public struct ChaosRun: Sendable {
             try await control.setLeader(topic: topic.name, partition: partition, broker: broker)
             return "leader of \(topic.name)[\(partition)] → broker \(broker)"
         }
+    }
+
+    static func ingestPartitions(_ spec: PipelineSpec) throws -> Int {
+        let output = try spec.stage(.ingest).mapping().required("output").string()
+        guard let topic = spec.topics[output] else { throw LocalRunError("ingest writes to \(output), which is not in topics:") }
+        return topic.partitions
     }
 
     static func idColumn(_ spec: PipelineSpec) throws -> String {

@@ -122,6 +122,49 @@ public struct PipelineTestRunner: Sendable {
         for (logical, table) in tables { table.replaceAll(with: contents[logical] ?? [:]) }
     }
 
+    /// What the validate and process stages made of some records, without a broker.
+    public struct Driven: Sendable {
+        /// Every record a stage produced, by topic name, in the order produced.
+        public var outputs: [String: [KafkaMessage]] = [:]
+        /// Every record a stage dead-lettered, with the stage and the reason.
+        public var deadLetters: [(stage: PipelineSpec.StageName, reason: DeadLetterReason, message: KafkaMessage)] = []
+    }
+
+    /// Feeds `inputs` to the stage that consumes their topic and every record a stage emits to the
+    /// stage that consumes its topic, in order (the inline tests and `streamfirst chaos`' oracle).
+    /// Stateful stages start from empty state. `partition` places an emitted record the way the
+    /// producer would (the stateful engine keeps state per input partition); by default all go to 0.
+    public func drive(
+        _ inputs: [KafkaMessage], partition: (_ topic: String, _ key: [UInt8]?) -> Int32 = { _, _ in 0 }
+    ) -> Driven {
+        for h in handlers { (h.handler as? StatefulTestHandler)?.reset() }
+        var driven = Driven()
+        var queue = inputs
+        var next = 0  // an index, not removeFirst: chaos drives tens of thousands of records
+        var offsets: [String: Int64] = [:]
+        while next < queue.count {
+            let message = queue[next]
+            next += 1
+            guard let stage = handlers.first(where: { $0.input == message.topic }) else { continue }
+            switch stage.handler.handle(message) {
+            case .filtered: continue
+            case .deadLetter(let reason):
+                driven.deadLetters.append((stage.stage, reason, message))
+            case .forward(let produced):
+                for out in produced {
+                    let p = partition(out.topic, out.key)
+                    let key = "\(out.topic)/\(p)"
+                    let offset = offsets[key, default: 0]
+                    offsets[key] = offset + 1
+                    let m = KafkaMessage(topic: out.topic, partition: p, offset: offset, key: out.key, value: out.value, headers: out.headers)
+                    driven.outputs[out.topic, default: []].append(m)
+                    queue.append(m)
+                }
+            }
+        }
+        return driven
+    }
+
     /// Runs every test of the file's `tests:` section (none: an empty list).
     public func run() throws(ConfigError) -> [Result] {
         guard let node = spec.tests else { return [] }
@@ -139,8 +182,6 @@ public struct PipelineTestRunner: Sendable {
             try fillTables(tablesNode)
 
             // Drive the records through the stages.
-            var outputs: [String: [Emitted]] = [:]
-            var deadLetters: [DeadLetter] = []
             var queue: [KafkaMessage] = []
             var offsets: [String: Int64] = [:]
             for (i, item) in inputs.enumerated() {
@@ -149,23 +190,12 @@ public struct PipelineTestRunner: Sendable {
                 offsets[message.topic] = message.offset + 1
                 queue.append(message)
             }
-            for h in handlers { (h.handler as? StatefulTestHandler)?.reset() }
-            while !queue.isEmpty {
-                let message = queue.removeFirst()
-                guard let stage = handlers.first(where: { $0.input == message.topic }) else { continue }
-                switch stage.handler.handle(message) {
-                case .filtered: continue
-                case .deadLetter(let reason):
-                    deadLetters.append(DeadLetter(stage: stage.stage.rawValue, reason: reason, value: message.value))
-                case .forward(let produced):
-                    for out in produced {
-                        outputs[out.topic, default: []].append(Emitted(topic: out.topic, value: out.value, key: out.key, headers: out.headers))
-                        let offset = offsets[out.topic, default: 0]
-                        offsets[out.topic] = offset + 1
-                        queue.append(KafkaMessage(topic: out.topic, partition: 0, offset: offset, key: out.key, value: out.value, headers: out.headers))
-                    }
-                }
+            let driven = drive(queue)
+            var outputs: [String: [Emitted]] = [:]
+            for (topic, messages) in driven.outputs {
+                outputs[topic] = messages.map { Emitted(topic: $0.topic, value: $0.value ?? [], key: $0.key, headers: $0.headers) }
             }
+            let deadLetters = driven.deadLetters.map { DeadLetter(stage: $0.stage.rawValue, reason: $0.reason, value: $0.message.value) }
 
             // Compare.
             var failures: [String] = []

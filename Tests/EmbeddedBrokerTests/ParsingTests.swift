@@ -34,6 +34,15 @@ struct ParsingTests {
         #expect(throws: EmbeddedBrokerError.self) { try PipelineTopics.interpolate("${A", environment: env) }
     }
 
+    /// `streamfirst chaos --partitions N` sets IOT_PARTITIONS; the broker must create that many.
+    @Test func partitionCountsFromTheEnvironment() throws {
+        let yaml = "topics:\n  a: { name: t, partitions: \"${P:-6}\", replication_factor: \"${RF:-1}\" }\n"
+        #expect(try PipelineTopics.parse(yaml: yaml, environment: ["P": "64", "RF": "3"]) == [TopicSpec(name: "t", partitions: 64, replicationFactor: 3)])
+        #expect(try PipelineTopics.parse(yaml: yaml) == [TopicSpec(name: "t", partitions: 6)])
+        #expect(throws: EmbeddedBrokerError.self) { try PipelineTopics.parse(yaml: yaml, environment: ["P": "many"]) }
+        #expect(throws: EmbeddedBrokerError.self) { try PipelineTopics.parse(yaml: yaml, environment: ["P": "0"]) }
+    }
+
     @Test func pipelineErrorsNameKeyAndLine() throws {
         func message(_ yaml: String) -> String {
             do {
