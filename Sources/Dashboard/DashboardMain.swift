@@ -42,13 +42,7 @@ public enum Dashboard {
             DashboardOptions.exit(withError: error)
         }
         let env = ProcessInfo.processInfo.environment
-        let level = Logger.Level(rawValue: options.logLevel ?? env["LOG_LEVEL"] ?? "info") ?? .info
-        let json = (options.logFormat ?? env["LOG_FORMAT"] ?? "text") == "json"
-        LoggingSystem.bootstrap { label in
-            var handler: any LogHandler = json ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        Worker.bootstrapLogging(level: options.logLevel, format: options.logFormat, environment: env)
         var logger = Logger(label: "streamfirst.dashboard")
         guard let file = options.pipeline ?? env["PIPELINE"] else {
             fail(2, "dashboard: no pipeline file: pass --pipeline FILE or set PIPELINE")
@@ -88,7 +82,7 @@ public enum Dashboard {
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 cancellationSignals: [],
                 logger: logger
-            ).withDashboardDeadline())
+            ).withDeadline(milliseconds: 10_000))
         do {
             try await group.run()
             exit(0)
@@ -98,17 +92,5 @@ public enum Dashboard {
         }
     }
 
-    static func fail(_ code: Int32, _ message: String) -> Never {
-        FileHandle.standardError.write(Data((message + "\n").utf8))
-        exit(code)
-    }
-}
-
-extension ServiceGroupConfiguration {
-    func withDashboardDeadline() -> ServiceGroupConfiguration {
-        var c = self
-        c.maximumGracefulShutdownDuration = .seconds(10)
-        c.maximumCancellationDuration = .seconds(5)
-        return c
-    }
+    static func fail(_ code: Int32, _ message: String) -> Never { Worker.fail(code, message) }
 }

@@ -78,13 +78,7 @@ public enum Worker {
             WorkerOptions.exit(withError: error)
         }
         let env = ProcessInfo.processInfo.environment
-        let level = Logger.Level(rawValue: options.logLevel ?? env["LOG_LEVEL"] ?? "info") ?? .info
-        let json = (options.logFormat ?? env["LOG_FORMAT"] ?? "text") == "json"
-        LoggingSystem.bootstrap { label in
-            var handler: any LogHandler = json ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        bootstrapLogging(level: options.logLevel, format: options.logFormat, environment: env)
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         var logger = Logger(label: "streamfirst.\(stage.rawValue)")
@@ -183,14 +177,29 @@ public enum Worker {
         return service
     }
 
-    static func fail(_ code: Int32, _ message: String) -> Never {
+    /// Bootstraps swift-log for a Streamfirst executable: `level` (else `LOG_LEVEL`, default info),
+    /// `format` `text` or `json` (else `LOG_FORMAT`; json writes one object per line). Shared by the
+    /// workers and the dashboard.
+    public static func bootstrapLogging(level: String?, format: String?, environment env: [String: String]) {
+        let level = Logger.Level(rawValue: level ?? env["LOG_LEVEL"] ?? "info") ?? .info
+        let json = (format ?? env["LOG_FORMAT"] ?? "text") == "json"
+        LoggingSystem.bootstrap { label in
+            var handler: any LogHandler = json ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+    }
+
+    /// Writes `message` to standard error and exits with `code` (1: failed, 2: bad options or configuration).
+    public static func fail(_ code: Int32, _ message: String) -> Never {
         FileHandle.standardError.write(Data((message + "\n").utf8))
         exit(code)
     }
 }
 
 extension ServiceGroupConfiguration {
-    func withDeadline(milliseconds: Int64) -> ServiceGroupConfiguration {
+    /// The graceful-shutdown bound of a Streamfirst executable, then 5 s for cancellation.
+    public func withDeadline(milliseconds: Int64) -> ServiceGroupConfiguration {
         var c = self
         c.maximumGracefulShutdownDuration = .milliseconds(milliseconds)
         c.maximumCancellationDuration = .seconds(5)
