@@ -152,15 +152,7 @@ struct EndToEndBench: AsyncParsableCommand {
         try Data(readingSchema.utf8).write(to: dir.appendingPathComponent("schemas/reading.json"))
         let pipeline = """
             name: bench-e2e
-            kafka:
-              bootstrap: "\(brokers)"
-              consumer:
-                fetch.wait.max.ms: \(fetchWaitMs)
-                session.timeout.ms: 6000
-                heartbeat.interval.ms: 1000
-            \(nagleLines(nagleDisable, indent: "    "))  producer:
-                linger.ms: \(linger)
-            \(nagleLines(nagleDisable, indent: "    "))topics:
+            \(benchKafkaSection(brokers: brokers, fetchWaitMs: fetchWaitMs, linger: linger, nagleDisable: nagleDisable))topics:
               raw: { name: "\(names[0])", partitions: \(partitions) }
               valid: { name: "\(names[1])", partitions: \(partitions) }
               enriched: { name: "\(names[2])", partitions: \(partitions) }

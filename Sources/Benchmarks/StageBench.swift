@@ -176,15 +176,7 @@ struct StageBench: AsyncParsableCommand {
         }
         let pipeline = """
             name: bench
-            kafka:
-              bootstrap: "\(brokers)"
-              consumer:
-                fetch.wait.max.ms: \(fetchWaitMs)
-                session.timeout.ms: 6000
-                heartbeat.interval.ms: 1000
-            \(nagleLines(nagleDisable, indent: "    "))  producer:
-                linger.ms: \(linger)
-            \(nagleLines(nagleDisable, indent: "    "))topics:
+            \(benchKafkaSection(brokers: brokers, fetchWaitMs: fetchWaitMs, linger: linger, nagleDisable: nagleDisable))topics:
               in: { name: "\(input)", partitions: \(partitions) }
               out: { name: "\(output)", partitions: \(partitions) }
               dead: { name: "\(dead)", partitions: 1 }

@@ -214,6 +214,22 @@ func prefill(_ brokers: String, _ topic: String, count: Int) throws {
 func ratioText(_ x: Double) -> String { String(format: "%.2f", x) }
 
 /// The pipeline-file lines that disable Nagle's algorithm on a stage's clients (`--nagle-disable`).
+/// The `kafka:` section both worker benchmarks give their pipeline file (top level, ending in a newline):
+/// the same consumer and producer settings for every stage, so only the stage under test differs.
+func benchKafkaSection(brokers: String, fetchWaitMs: Int, linger: Int, nagleDisable: Bool) -> String {
+    """
+    kafka:
+      bootstrap: "\(brokers)"
+      consumer:
+        fetch.wait.max.ms: \(fetchWaitMs)
+        session.timeout.ms: 6000
+        heartbeat.interval.ms: 1000
+    \(nagleLines(nagleDisable, indent: "    "))  producer:
+        linger.ms: \(linger)
+    \(nagleLines(nagleDisable, indent: "    "))
+    """
+}
+
 func nagleLines(_ on: Bool, indent: String) -> String {
     on ? "\(indent)socket.nagle.disable: true\n" : ""
 }
