@@ -175,18 +175,7 @@ extension RecordSink {
 
 /// A connector's documentation: its type name, what it does, and its settings.
 public struct ConnectorSpec: Sendable {
-    public struct Field: Sendable {
-        public var name: String
-        public var type: String
-        public var defaultValue: String?
-        public var description: String
-        public init(_ name: String, _ type: String, default defaultValue: String? = nil, _ description: String) {
-            self.name = name
-            self.type = type
-            self.defaultValue = defaultValue
-            self.description = description
-        }
-    }
+    public typealias Field = SettingSpec
 
     public var type: String
     public var summary: String

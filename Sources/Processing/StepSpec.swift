@@ -1,20 +1,11 @@
+import Config
+
 /// A processor's documentation: its name, what it does, the form of its value and its settings —
 /// the processors' counterpart of the connectors' `ConnectorSpec` (same shape; Processing does not
 /// depend on Connectors). The reference pages (`streamfirst reference`, docs/reference/processors/)
 /// are rendered from these, and a test feeds every documented key through the real reader.
 public struct StepSpec: Sendable {
-    public struct Field: Sendable {
-        public var name: String
-        public var type: String
-        public var defaultValue: String?
-        public var description: String
-        public init(_ name: String, _ type: String, default defaultValue: String? = nil, _ description: String) {
-            self.name = name
-            self.type = type
-            self.defaultValue = defaultValue
-            self.description = description
-        }
-    }
+    public typealias Field = SettingSpec
 
     /// Where the processor is written in a `process:` section.
     public enum Placement: String, Sendable {
