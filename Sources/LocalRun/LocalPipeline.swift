@@ -114,11 +114,20 @@ public final class LocalPipeline: Sendable {
     public func start(_ stage: PipelineSpec.StageName, extraEnvironment: [String: String] = [:], waitUntilReady: Bool = true)
         async throws
     {
-        let executable = try ChildProcess.locate(stage.rawValue)
+        let (process, p) = try await launch(stage.rawValue, what: "the \(stage.rawValue) worker", logFile: logFile(stage), extraEnvironment: extraEnvironment)
+        workers.withLockedValue { $0[stage] = Running(process: process, port: p) }
+        if waitUntilReady { try await self.waitUntilReady(stage, process: process, port: p) }
+    }
+
+    /// Starts an executable of the pipeline (a worker, the dashboard) on the pipeline file and waits
+    /// for the `http_port=N` line it prints once its endpoints are bound — or for its end, whichever
+    /// comes first. `what` names it in errors ("the validate worker").
+    func launch(_ name: String, what: String, logFile: String, extraEnvironment: [String: String]) async throws -> (ChildProcess, Int) {
+        let executable = try ChildProcess.locate(name)
         let port = PortLine()
         let process = try ChildProcess(
             executable: executable, arguments: ["--pipeline", options.pipelineFile],
-            environment: workerEnvironment.merging(extraEnvironment) { $1 }, logFile: logFile(stage),
+            environment: workerEnvironment.merging(extraEnvironment) { $1 }, logFile: logFile,
             onLine: { line in
                 if let r = line.range(of: "http_port="), let p = Int(line[r.upperBound...]) { port.set(p) }
             })
@@ -127,24 +136,27 @@ public final class LocalPipeline: Sendable {
         defer { exitWatch.cancel() }
         switch await port.wait() {
         case .success(let p):
-            workers.withLockedValue { $0[stage] = Running(process: process, port: p) }
-            if waitUntilReady { try await self.waitUntilReady(stage, process: process, port: p) }
+            return (process, p)
         case .failure(let status):
-            throw LocalRunError("the \(stage.rawValue) worker exited before serving HTTP (\(status)):\n\(process.standardError)")
+            throw LocalRunError("\(what) exited before serving HTTP (\(status)):\n\(process.standardError)")
         }
     }
 
     /// Polls `/readyz` until it answers 200 (the worker exposes no push channel), for at most a minute.
     func waitUntilReady(_ stage: PipelineSpec.StageName, process: ChildProcess, port: Int) async throws {
+        try await waitUntilReady(what: "the \(stage.rawValue) worker", process: process, port: port)
+    }
+
+    func waitUntilReady(what: String, process: ChildProcess, port: Int) async throws {
         let deadline = ContinuousClock.now + .seconds(60)
         while ContinuousClock.now < deadline {
             if let status = process.exited {
-                throw LocalRunError("the \(stage.rawValue) worker exited (\(status)) before it was ready:\n\(process.standardError)")
+                throw LocalRunError("\(what) exited (\(status)) before it was ready:\n\(process.standardError)")
             }
             if let r = try? await HTTPGet.get(host: "127.0.0.1", port: port, path: "/readyz"), r.status == 200 { return }
             try await Task.sleep(for: .milliseconds(50))
         }
-        throw LocalRunError("the \(stage.rawValue) worker was not ready within a minute")
+        throw LocalRunError("\(what) was not ready within a minute")
     }
 
     /// Starts several stages at once and waits until every one is ready (consumer groups form in
@@ -310,31 +322,10 @@ public final class LocalPipeline: Sendable {
     /// is assigned). Returns its port.
     @discardableResult
     public func startDashboard(extraEnvironment: [String: String] = [:]) async throws -> Int {
-        let executable = try ChildProcess.locate("dashboard")
-        let port = PortLine()
-        let process = try ChildProcess(
-            executable: executable, arguments: ["--pipeline", options.pipelineFile],
-            environment: workerEnvironment.merging(extraEnvironment) { $1 }, logFile: dashboardLogFile,
-            onLine: { line in
-                if let r = line.range(of: "http_port="), let p = Int(line[r.upperBound...]) { port.set(p) }
-            })
-        let exitWatch = Task { let s = await process.wait(); port.fail(s) }
-        defer { exitWatch.cancel() }
-        switch await port.wait() {
-        case .success(let p):
-            dashboardWorker.withLockedValue { $0 = Running(process: process, port: p) }
-            let deadline = ContinuousClock.now + .seconds(60)
-            while ContinuousClock.now < deadline {
-                if let status = process.exited {
-                    throw LocalRunError("the dashboard exited (\(status)) before it was ready:\n\(process.standardError)")
-                }
-                if let r = try? await HTTPGet.get(host: "127.0.0.1", port: p, path: "/readyz"), r.status == 200 { return p }
-                try await Task.sleep(for: .milliseconds(50))
-            }
-            throw LocalRunError("the dashboard was not ready within a minute")
-        case .failure(let status):
-            throw LocalRunError("the dashboard exited before serving HTTP (\(status)):\n\(process.standardError)")
-        }
+        let (process, p) = try await launch("dashboard", what: "the dashboard", logFile: dashboardLogFile, extraEnvironment: extraEnvironment)
+        dashboardWorker.withLockedValue { $0 = Running(process: process, port: p) }
+        try await waitUntilReady(what: "the dashboard", process: process, port: p)
+        return p
     }
 
     /// The dashboard's port while it runs.
