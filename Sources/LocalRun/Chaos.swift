@@ -102,6 +102,23 @@ public struct ChaosRun: Sendable {
         public var doubleCounted: [String] = []
         /// How the windows, the sink or the dead letters differ from the oracle's.
         public var windowMismatches: [String] = []
+        /// Lost records per hop (the stage that had them in its input and passed nothing on; `ingest`:
+        /// never written to its output), from the run's tap of every topic.
+        public var lostAtHop: [String: Int] = [:]
+        /// Where each lost record was seen, the watermarks and committed offsets of its partitions and
+        /// the faults around it, read before the broker stopped (empty when nothing was lost).
+        public var lossDiagnosis: [String] = []
+        /// Records the tap read from the pipeline's topics (every copy, dead letters included).
+        public var tapped = 0
+        /// Where the workers' logs are (every instance of a stage appends to its stage's file).
+        public var logs = ""
+        /// Peak resident memory and open descriptors per worker (all its instances) and of the broker.
+        public var resources: [String] = []
+        /// Records a worker's producer saw acknowledged only implicitly and sent again (each line:
+        /// stage, count, ids): on the embedded broker each would otherwise have been lost, because it
+        /// does not check idempotent sequence numbers (see `KafkaProducer.sendConfirmed`).
+        public var implicitAcks: [String] = []
+        public var implicitlyAcknowledged = 0
 
         public var passed: Bool {
             lost.isEmpty && duplicatedRows == 0 && inBoth.isEmpty && unhealthy.isEmpty && rows + deadLettered == records
@@ -119,13 +136,23 @@ public struct ChaosRun: Sendable {
                   broker faults         \(brokerFaults.count): \(brokerFaults.joined(separator: ", "))
                   \(stateful ? "into the window stage  \(rows) distinct records" : "rows in the sink      \(rows) (duplicates: \(duplicatedRows))")\(windowLines)
                   dead-lettered         \(deadLettered) distinct records (\(deadLettersWritten) dead letters written; repeats come from redelivery)
-                  lost                  \(lost.count)\(lost.isEmpty ? "" : ": " + lost.prefix(10).joined(separator: ", "))
+                  lost                  \(lost.count)\(lost.isEmpty ? "" : ": " + lost.prefix(10).joined(separator: ", "))\(lossLines)
                   both row and dead letter \(inBoth.count)
                   reconciliation        \(rows) + \(deadLettered) = \(rows + deadLettered) of \(records)
                   unhealthy at the end  \(unhealthy.isEmpty ? "none" : unhealthy.joined(separator: ", "))
+                  implicit acks         \(implicitlyAcknowledged == 0 ? "none" : "\(implicitlyAcknowledged) records acknowledged without being written (the embedded broker does not check idempotent sequence numbers) and sent again: \(implicitAcks.prefix(3).joined(separator: "; "))")
                   offset resets         \(evictions.isEmpty ? "none" : "\(evictions.count) — unread records were evicted by the broker (the embedded one keeps 5 MiB per partition): lower --rate or raise --partitions. First: \(evictions.first ?? "")")
                   worker exits          \(exits.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+                  resources (peak)      \(resources.isEmpty ? "not sampled" : resources.joined(separator: "; "))
+                  worker logs           \(logs)
                 """
+        }
+
+        var lossLines: String {
+            guard !lost.isEmpty else { return "" }
+            let hops = lostAtHop.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+            return "\n  lost at hop           \(hops.isEmpty ? "unknown" : hops) (tap read \(tapped) records)"
+                + lossDiagnosis.map { "\n    " + $0 }.joined()
         }
 
         var windowLines: String {
@@ -158,6 +185,24 @@ public struct ChaosRun: Sendable {
         var report = Report()
         report.records = count
         report.stateful = stateful
+        report.logs = URL(fileURLWithPath: local.logFile(.ingest)).deletingLastPathComponent().path
+            + "/{\(local.stages.map(\.rawValue).joined(separator: ","))}.log (every instance appends; kept after the run)"
+        // Every data topic and the dead letters, read from outside the pipeline as the run goes on.
+        let tap = RecordTap(topics: Self.tappedTopics(local.spec, stateful: stateful), seed: seed, count: count, started: started)
+        let events = NIOLockedValueBox<[(atMs: Int64, what: String)]>([])
+        func note(_ what: String) {
+            let d = ContinuousClock.now - started
+            events.withLockedValue { $0.append((d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000, what)) }
+        }
+        let sampler = ResourceSampler()
+        let sampling = Task { [local] in
+            while !Task.isCancelled {
+                for stage in local.stages { if let r = local.resources(stage) { sampler.add(stage.rawValue, r) } }
+                if let pid = local.broker?.processIdentifier, let r = LocalPipeline.resources(pid: pid) { sampler.add("broker", r) }
+                try? await Task.sleep(for: .seconds(2))
+            }
+        }
+        defer { sampling.cancel() }
         do {
             report.partitions = try Self.ingestPartitions(local.spec)
             if let wanted = options.partitions, report.partitions != wanted {
@@ -165,6 +210,7 @@ public struct ChaosRun: Sendable {
                     "chaos --partitions \(wanted): the topic ingest writes has \(report.partitions) partitions; let the pipeline's topics read them (partitions: ${IOT_PARTITIONS:-6})"
                 )
             }
+            try await tap.start(bootstrapServers: local.bootstrapServers)
             try await local.start(local.stages.filter { $0 != .ingest })
             try await local.start(.ingest)
             progress("pipeline running: \(count) generated records, 3 brokers, \(report.partitions) partitions")
@@ -182,6 +228,7 @@ public struct ChaosRun: Sendable {
                     let stage = stages[dice.below(stages.count)]
                     let killedAt = ContinuousClock.now
                     _ = await local.kill(stage)
+                    note("killed \(stage.rawValue)")
                     try await local.start(stage, waitUntilReady: false)
                     report.kills.append(stage.rawValue)
                     progress("killed \(stage.rawValue) (SIGKILL) and restarted it")
@@ -194,7 +241,9 @@ public struct ChaosRun: Sendable {
                     })
                 } else {
                     guard let control = local.broker?.control else { continue }
+                    note("broker fault starts")
                     let fault = try await Self.brokerFault(control, spec: local.spec, dice: &dice)
+                    note(fault)
                     report.brokerFaults.append(fault)
                     progress("broker fault: \(fault)")
                 }
@@ -216,19 +265,8 @@ public struct ChaosRun: Sendable {
             if stateful, let common = local.spec.stages[.process], let i = common.input, let o = common.output {
                 windowTopics = (try await local.readAll(i.logical), try await local.readAll(o.logical))
             }
-            let ingestExit = local.process(.ingest)?.exited
-            let exits = await local.stop()
-            for (stage, status) in exits { report.exits[stage.rawValue] = "\(status)" }
-            if let ingestExit { report.exits["ingest"] = "\(ingestExit)" }
 
-            // Retention evictions show up in the workers' logs as librdkafka offset resets.
-            for stage in local.stages {
-                let log = (try? String(contentsOfFile: local.logFile(stage), encoding: .utf8)) ?? ""
-                for line in log.split(separator: "\n") where line.contains("offset reset (at offset") {
-                    report.evictions.append("\(stage.rawValue): " + String(line.drop { $0 != "[" }.prefix(160)))
-                }
-            }
-
+            // The invariants, checked while the broker still runs so that lost records can be looked for.
             if stateful {
                 try await Self.checkWindows(local, seed: seed, count: count, dead: dead, input: windowTopics.input, output: windowTopics.output, report: &report)
             } else {
@@ -247,12 +285,82 @@ public struct ChaosRun: Sendable {
                     if !rowIDs.contains(id) && !deadIDs.contains(id) { report.lost.append(id) }
                 }
             }
+            if !report.lost.isEmpty {
+                progress("\(report.lost.count) records lost: locating them in every topic before the broker stops")
+                if !(await tap.waitUntilRead(upTo: await Self.highWatermarks(local, topics: tap.topics), timeout: .seconds(60))) {
+                    report.lossDiagnosis.append("the tap had not read every topic to its end within 60 s: sightings may be missing")
+                }
+                let evidence = await Self.diagnose(
+                    local, lost: report.lost, seed: seed, count: count, tap: tap, stateful: stateful, events: events.withLockedValue { $0 })
+                report.lostAtHop = evidence.hops
+                report.lossDiagnosis += evidence.lines
+            }
+            report.tapped = tap.recordsRead
+            await tap.stop()
+
+            let ingestExit = local.process(.ingest)?.exited
+            let exits = await local.stop()
+            for (stage, status) in exits { report.exits[stage.rawValue] = "\(status)" }
+            if let ingestExit { report.exits["ingest"] = "\(ingestExit)" }
+
+            // Retention evictions show up in the workers' logs as librdkafka offset resets.
+            for stage in local.stages {
+                let log = (try? String(contentsOfFile: local.logFile(stage), encoding: .utf8)) ?? ""
+                for line in log.split(separator: "\n") where line.contains("offset reset (at offset") {
+                    report.evictions.append("\(stage.rawValue): " + String(line.drop { $0 != "[" }.prefix(160)))
+                }
+                for line in log.split(separator: "\n") where line.contains("implicitly acknowledged records") {
+                    let count = Self.field("count", in: line).flatMap { Int($0) } ?? 0
+                    report.implicitlyAcknowledged += count
+                    report.implicitAcks.append("\(stage.rawValue) \(count) (\(Self.field("partitions", in: line) ?? "?"): \(Self.field("ids", in: line) ?? "?"))")
+                }
+            }
         } catch {
+            await tap.stop()
             _ = await local.stop()
             throw error
         }
+        report.resources = sampler.summary()
         report.seconds = Double((ContinuousClock.now - started).components.seconds)
         return report
+    }
+
+    /// The topics the tap reads: the pipeline's chain in order, then its other topics (routes, dead
+    /// letters); never the metrics topic.
+    static func tappedTopics(_ spec: PipelineSpec, stateful: Bool) -> [(name: String, partitions: Int)] {
+        var names: [String] = []
+        for link in chain(spec, stateful: stateful) {
+            for t in [link.input, link.output].compactMap({ $0 }) where !names.contains(t) { names.append(t) }
+        }
+        let metrics = spec.metrics?.topic.name
+        for t in spec.topics.values.sorted(by: { $0.name < $1.name }) where !names.contains(t.name) && t.name != metrics {
+            names.append(t.name)
+        }
+        let counts = Dictionary(spec.topics.values.map { ($0.name, $0.partitions) }, uniquingKeysWith: { a, _ in a })
+        return names.map { ($0, counts[$0] ?? 1) }
+    }
+
+    /// The value of `key=value` in a worker's log line (text or JSON format).
+    static func field(_ key: String, in line: Substring) -> String? {
+        for (open, close) in [("\"\(key)\":\"", "\""), ("\(key)=", " ")] {
+            guard let r = line.range(of: open) else { continue }
+            let rest = line[r.upperBound...]
+            return String(rest.prefix { !close.contains($0) && $0 != "\n" })
+        }
+        return nil
+    }
+
+    /// The high watermark of every partition of these topics.
+    static func highWatermarks(_ local: LocalPipeline, topics: [String]) async -> [KafkaTopicPartition: Int64] {
+        guard let admin = try? local.admin() else { return [:] }
+        var out: [KafkaTopicPartition: Int64] = [:]
+        for t in topics {
+            for p in 0..<(local.spec.topics.values.first { $0.name == t }?.partitions ?? 0) {
+                if let w = try? await admin.watermarks(topic: t, partition: Int32(p)) { out[KafkaTopicPartition(topic: t, partition: Int32(p))] = w.high }
+            }
+        }
+        await admin.shutdown()
+        return out
     }
 
     static func waitReady(_ local: LocalPipeline, _ stage: PipelineSpec.StageName) async -> Bool {
@@ -336,5 +444,24 @@ public struct ChaosRun: Sendable {
         }
         try await connection.close()
         return out.withLockedValue { $0 }
+    }
+}
+
+/// Peak resident memory and open descriptors per process name (a stage's instances share one), sampled
+/// every two seconds during a chaos run: a leak shows as a peak far above the others'.
+final class ResourceSampler: Sendable {
+    private let peaks = NIOLockedValueBox<[String: (rssKiB: Int, fds: Int, samples: Int)]>([:])
+
+    func add(_ name: String, _ r: (rssKiB: Int, fds: Int)) {
+        peaks.withLockedValue { p in
+            let old = p[name] ?? (0, 0, 0)
+            p[name] = (max(old.rssKiB, r.rssKiB), max(old.fds, r.fds), old.samples + 1)
+        }
+    }
+
+    func summary() -> [String] {
+        peaks.withLockedValue { p in
+            p.sorted { $0.key < $1.key }.map { "\($0.key) RSS \($0.value.rssKiB / 1024) MiB, fds \($0.value.fds)" }
+        }
     }
 }

@@ -202,7 +202,11 @@ public final class LocalPipeline: Sendable {
     /// Resident memory (KiB) and open file descriptors of a running worker, from /proc (Linux).
     public func resources(_ stage: PipelineSpec.StageName) -> (rssKiB: Int, fds: Int)? {
         guard let process = process(stage), process.exited == nil else { return nil }
-        let pid = process.processIdentifier
+        return Self.resources(pid: process.processIdentifier)
+    }
+
+    /// Resident memory (KiB) and open file descriptors of a process, from /proc (Linux).
+    public static func resources(pid: Int32) -> (rssKiB: Int, fds: Int)? {
         guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
             let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
             let kib = Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
