@@ -194,7 +194,7 @@ public final class IngestStage: Service, RecordEmitter, Sendable {
         }
         metrics.recordIn(records.count)
         let started = ContinuousClock.now
-        let reports = await producer.send(messages)
+        let reports = await producer.sendConfirmed(messages, logger: logger)
         if let failed = reports.first(where: { $0.error != nil }), let error = failed.error {
             throw .deliveryFailed("\(error)")
         }

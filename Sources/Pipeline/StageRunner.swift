@@ -182,7 +182,7 @@ public final class ConsumeProduceStage: Service, Sendable {
                     ])
             }
         }
-        let reports = await clients.producer.send(messages)
+        let reports = await clients.producer.sendConfirmed(messages, logger: logger)
         if let failed = reports.first(where: { $0.error != nil }), let error = failed.error {
             // Not committing: the batch is redelivered after restart. Failing the worker is louder
             // (and safer) than retrying forever behind a broker that refuses records.
