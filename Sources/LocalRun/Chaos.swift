@@ -108,6 +108,8 @@ public struct ChaosRun: Sendable {
         /// Where each lost record was seen, the watermarks and committed offsets of its partitions and
         /// the faults around it, read before the broker stopped (empty when nothing was lost).
         public var lossDiagnosis: [String] = []
+        /// Lost records their hop's input partition no longer holds: evicted by the broker's retention.
+        public var lostToRetention = 0
         /// Records the tap read from the pipeline's topics (every copy, dead letters included).
         public var tapped = 0
         /// Where the workers' logs are (every instance of a stage appends to its stage's file).
@@ -119,6 +121,8 @@ public struct ChaosRun: Sendable {
         /// does not check idempotent sequence numbers (see `KafkaProducer.sendConfirmed`).
         public var implicitAcks: [String] = []
         public var implicitlyAcknowledged = 0
+        /// Of those, records the tap found once in their topic: only the re-send wrote them.
+        public var implicitAcksWrittenOnce = 0
 
         public var passed: Bool {
             lost.isEmpty && duplicatedRows == 0 && inBoth.isEmpty && unhealthy.isEmpty && rows + deadLettered == records
@@ -140,7 +144,7 @@ public struct ChaosRun: Sendable {
                   both row and dead letter \(inBoth.count)
                   reconciliation        \(rows) + \(deadLettered) = \(rows + deadLettered) of \(records)
                   unhealthy at the end  \(unhealthy.isEmpty ? "none" : unhealthy.joined(separator: ", "))
-                  implicit acks         \(implicitlyAcknowledged == 0 ? "none" : "\(implicitlyAcknowledged) records acknowledged without being written (the embedded broker does not check idempotent sequence numbers) and sent again: \(implicitAcks.prefix(3).joined(separator: "; "))")
+                  implicit acks         \(implicitlyAcknowledged == 0 ? "none" : "\(implicitlyAcknowledged) records acknowledged implicitly (without an offset) and sent again, \(implicitAcksWrittenOnce) of them found only once in their topic (the embedded broker had not written them: it does not check idempotent sequence numbers): \(implicitAcks.prefix(5).joined(separator: "; "))")
                   offset resets         \(evictions.isEmpty ? "none" : "\(evictions.count) — unread records were evicted by the broker (the embedded one keeps 5 MiB per partition): lower --rate or raise --partitions. First: \(evictions.first ?? "")")
                   worker exits          \(exits.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
                   resources (peak)      \(resources.isEmpty ? "not sampled" : resources.joined(separator: "; "))
@@ -151,7 +155,8 @@ public struct ChaosRun: Sendable {
         var lossLines: String {
             guard !lost.isEmpty else { return "" }
             let hops = lostAtHop.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
-            return "\n  lost at hop           \(hops.isEmpty ? "unknown" : hops) (tap read \(tapped) records)"
+            let retention = lostToRetention > 0 ? "; \(lostToRetention) of them evicted by the broker's retention before the hop read them" : ""
+            return "\n  lost at hop           \(hops.isEmpty ? "unknown" : hops)\(retention) (tap read \(tapped) records)"
                 + lossDiagnosis.map { "\n    " + $0 }.joined()
         }
 
@@ -186,12 +191,13 @@ public struct ChaosRun: Sendable {
         report.records = count
         report.stateful = stateful
         report.logs = URL(fileURLWithPath: local.logFile(.ingest)).deletingLastPathComponent().path
-            + "/{\(local.stages.map(\.rawValue).joined(separator: ","))}.log (every instance appends; kept after the run)"
+            + "/{\(local.stages.map(\.rawValue).joined(separator: ","))}.log (every instance appends; kept after the run; t+0 = "
+            + Date().formatted(.iso8601) + ")"
         // Every data topic and the dead letters, read from outside the pipeline as the run goes on.
         let tap = RecordTap(topics: Self.tappedTopics(local.spec, stateful: stateful), seed: seed, count: count, started: started)
         let events = NIOLockedValueBox<[(atMs: Int64, what: String)]>([])
-        func note(_ what: String) {
-            let d = ContinuousClock.now - started
+        func note(_ what: String, at: ContinuousClock.Instant = .now) {
+            let d = at - started
             events.withLockedValue { $0.append((d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000, what)) }
         }
         let sampler = ResourceSampler()
@@ -231,7 +237,7 @@ public struct ChaosRun: Sendable {
                     note("killed \(stage.rawValue)")
                     try await local.start(stage, waitUntilReady: false)
                     report.kills.append(stage.rawValue)
-                    progress("killed \(stage.rawValue) (SIGKILL) and restarted it")
+                    progress("t+\(Self.seconds(since: started)) s killed \(stage.rawValue) (SIGKILL) and restarted it")
                     watchers.append(Task { [local] in
                         if await Self.waitReady(local, stage) {
                             let d = ContinuousClock.now - killedAt
@@ -241,11 +247,12 @@ public struct ChaosRun: Sendable {
                     })
                 } else {
                     guard let control = local.broker?.control else { continue }
-                    note("broker fault starts")
+                    let faultAt = Self.seconds(since: started)
+                    let faultStart = ContinuousClock.now
                     let fault = try await Self.brokerFault(control, spec: local.spec, dice: &dice)
-                    note(fault)
+                    note(fault, at: faultStart)
                     report.brokerFaults.append(fault)
-                    progress("broker fault: \(fault)")
+                    progress("t+\(faultAt) s broker fault: \(fault)")
                 }
             }
             progress("ingest finished; waiting for the pipeline to drain")
@@ -285,15 +292,39 @@ public struct ChaosRun: Sendable {
                     if !rowIDs.contains(id) && !deadIDs.contains(id) { report.lost.append(id) }
                 }
             }
+            // The tap reads every topic to its end before anything is looked up in it.
+            let tapDone = await tap.waitUntilRead(upTo: await Self.highWatermarks(local, topics: tap.topics), timeout: .seconds(60))
             if !report.lost.isEmpty {
                 progress("\(report.lost.count) records lost: locating them in every topic before the broker stops")
-                if !(await tap.waitUntilRead(upTo: await Self.highWatermarks(local, topics: tap.topics), timeout: .seconds(60))) {
+                if !tapDone {
                     report.lossDiagnosis.append("the tap had not read every topic to its end within 60 s: sightings may be missing")
                 }
                 let evidence = await Self.diagnose(
                     local, lost: report.lost, seed: seed, count: count, tap: tap, stateful: stateful, events: events.withLockedValue { $0 })
                 report.lostAtHop = evidence.hops
+                report.lostToRetention = evidence.evicted
                 report.lossDiagnosis += evidence.lines
+            }
+            // Retention evictions show up in the workers' logs as librdkafka offset resets.
+            for stage in local.stages {
+                let log = (try? String(contentsOfFile: local.logFile(stage), encoding: .utf8)) ?? ""
+                for line in log.split(separator: "\n") where line.contains("offset reset (at offset") {
+                    report.evictions.append("\(stage.rawValue): " + String(line.drop { $0 != "[" }.prefix(160)))
+                }
+                for line in log.split(separator: "\n") where line.contains("implicitly acknowledged records") {
+                    let count = Self.field("count", in: line).flatMap { Int($0) } ?? 0
+                    let places = Self.field("partitions", in: line) ?? "?"
+                    let ids = (Self.field("ids", in: line) ?? "").split(separator: ",").map(String.init)
+                    // Written once: only the re-send wrote it, so without it the record would be lost.
+                    let topics = Set(places.split(separator: ",").map { String($0.prefix { $0 != "[" }) })
+                    let once = ids.filter { id in
+                        guard let n = Int(id.dropFirst("gen:\(seed):".count)), id.hasPrefix("gen:\(seed):") else { return false }
+                        return topics.contains { tap.copies(n, in: $0) == 1 }
+                    }
+                    report.implicitlyAcknowledged += count
+                    report.implicitAcksWrittenOnce += once.count
+                    report.implicitAcks.append("\(stage.rawValue) \(count) in \(places): \(ids.joined(separator: ","))\(once.isEmpty ? "" : ", written only by the re-send: \(once.joined(separator: ","))")")
+                }
             }
             report.tapped = tap.recordsRead
             await tap.stop()
@@ -303,18 +334,6 @@ public struct ChaosRun: Sendable {
             for (stage, status) in exits { report.exits[stage.rawValue] = "\(status)" }
             if let ingestExit { report.exits["ingest"] = "\(ingestExit)" }
 
-            // Retention evictions show up in the workers' logs as librdkafka offset resets.
-            for stage in local.stages {
-                let log = (try? String(contentsOfFile: local.logFile(stage), encoding: .utf8)) ?? ""
-                for line in log.split(separator: "\n") where line.contains("offset reset (at offset") {
-                    report.evictions.append("\(stage.rawValue): " + String(line.drop { $0 != "[" }.prefix(160)))
-                }
-                for line in log.split(separator: "\n") where line.contains("implicitly acknowledged records") {
-                    let count = Self.field("count", in: line).flatMap { Int($0) } ?? 0
-                    report.implicitlyAcknowledged += count
-                    report.implicitAcks.append("\(stage.rawValue) \(count) (\(Self.field("partitions", in: line) ?? "?"): \(Self.field("ids", in: line) ?? "?"))")
-                }
-            }
         } catch {
             await tap.stop()
             _ = await local.stop()
@@ -338,6 +357,11 @@ public struct ChaosRun: Sendable {
         }
         let counts = Dictionary(spec.topics.values.map { ($0.name, $0.partitions) }, uniquingKeysWith: { a, _ in a })
         return names.map { ($0, counts[$0] ?? 1) }
+    }
+
+    static func seconds(since start: ContinuousClock.Instant) -> String {
+        let d = ContinuousClock.now - start
+        return String(format: "%.1f", Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18)
     }
 
     /// The value of `key=value` in a worker's log line (text or JSON format).

@@ -26,6 +26,8 @@ final class RecordTap: Sendable {
         var offsets: [[Int64]]
         var partitions: [[Int32]]
         var times: [[Int32]]
+        /// Copies of each id seen per topic (saturating at 255).
+        var copies: [[UInt8]]
         /// Next offset to read per partition (last read + 1).
         var next: [KafkaTopicPartition: Int64] = [:]
         var recordsRead = 0
@@ -54,7 +56,8 @@ final class RecordTap: Sendable {
             State(
                 offsets: Array(repeating: Array(repeating: -1, count: count), count: topics.count),
                 partitions: Array(repeating: Array(repeating: -1, count: count), count: topics.count),
-                times: Array(repeating: Array(repeating: 0, count: count), count: topics.count)))
+                times: Array(repeating: Array(repeating: 0, count: count), count: topics.count),
+                copies: Array(repeating: Array(repeating: 0, count: count), count: topics.count)))
     }
 
     /// Starts reading every partition of the topics from the beginning.
@@ -102,7 +105,9 @@ final class RecordTap: Sendable {
                 let tp = m.topicPartition
                 s.next[tp] = max(s.next[tp] ?? 0, m.offset + 1)
                 s.recordsRead += 1
-                guard let id = m.header(RecordHeader.id)?.value, let n = index(of: id), s.offsets[t][n] < 0 else { continue }
+                guard let id = m.header(RecordHeader.id)?.value, let n = index(of: id) else { continue }
+                if s.copies[t][n] < 255 { s.copies[t][n] += 1 }
+                guard s.offsets[t][n] < 0 else { continue }
                 s.offsets[t][n] = m.offset
                 s.partitions[t][n] = m.partition
                 s.times[t][n] = now
@@ -128,6 +133,12 @@ final class RecordTap: Sendable {
         return state.withLockedValue { s in
             s.offsets[t][n] < 0 ? nil : Sighting(partition: s.partitions[t][n], offset: s.offsets[t][n], atMs: Int64(s.times[t][n]))
         }
+    }
+
+    /// How many copies of generated record `n` the tap read in `topic` (redelivery after a kill makes two).
+    func copies(_ n: Int, in topic: String) -> Int {
+        guard let t = topicIndex[topic], n >= 0, n < count else { return 0 }
+        return state.withLockedValue { Int($0.copies[t][n]) }
     }
 
     var recordsRead: Int { state.withLockedValue { $0.recordsRead } }
@@ -233,6 +244,8 @@ struct LossEvidence: Sendable {
     var lines: [String] = []
     /// Lost records per hop.
     var hops: [String: Int] = [:]
+    /// Lost records the hop's input partition no longer holds (below its low watermark): retention.
+    var evicted = 0
 }
 
 extension ChaosRun {
@@ -294,6 +307,15 @@ extension ChaosRun {
                 }
             }
             evidence.lines.append("  watermarks: " + marks.joined(separator: "; "))
+            // Below the input's low watermark and unread by the hop: the broker evicted them (retention).
+            if let input = first.input, let w = try? await admin.watermarks(topic: input.topic, partition: partition) {
+                let gone = offsets.filter { $0 < w.low }.count
+                if gone > 0 {
+                    evidence.evicted += gone
+                    evidence.lines.append(
+                        "  \(gone) of them are below \(input.topic)[\(partition)]'s low watermark \(w.low): evicted by the broker's retention before \(first.hop) read them (see offset resets)")
+                }
+            }
             var commits: [String] = []
             for link in chain {
                 guard let input = link.input, let common = spec.stages[link.stage] else { continue }
@@ -348,14 +370,20 @@ extension ChaosRun {
     /// The persist sink's stored next offsets (SQLite sinks keep them in `streamfirst_offsets`).
     static func sinkStoredOffsets(_ local: LocalPipeline, topic: String) async throws -> [Int32: Int64] {
         guard let path = local.workerEnvironment["SQLITE_PATH"], let group = local.spec.stages[.persist]?.group else { return [:] }
+        guard FileManager.default.fileExists(atPath: path) else { return [:] }
         let connection = try await SQLiteConnection.open(storage: .file(path: path))
         let out = NIOLockedValueBox<[Int32: Int64]>([:])
-        try await connection.query(
-            "SELECT partition, next_offset FROM streamfirst_offsets WHERE consumer_group = ? AND topic = ?", [.text(group), .text(topic)]
-        ) { row in
-            if let p = row.column("partition")?.integer, let o = row.column("next_offset")?.integer {
-                out.withLockedValue { $0[Int32(p)] = Int64(o) }
+        do {
+            try await connection.query(
+                "SELECT partition, next_offset FROM streamfirst_offsets WHERE consumer_group = ? AND topic = ?", [.text(group), .text(topic)]
+            ) { row in
+                if let p = row.column("partition")?.integer, let o = row.column("next_offset")?.integer {
+                    out.withLockedValue { $0[Int32(p)] = Int64(o) }
+                }
             }
+        } catch {
+            try? await connection.close()
+            throw error
         }
         try await connection.close()
         return out.withLockedValue { $0 }
