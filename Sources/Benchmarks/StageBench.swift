@@ -25,11 +25,13 @@ struct StageBench: AsyncParsableCommand {
     @Option(help: "Records per run.") var records = 144_000
     @Option(help: "Partitions of every topic.") var partitions = 12
     @Option(help: "Rounds (each runs the relay and the worker per stage, alternating which goes first).") var rounds = 3
-    @Option(help: "Comma-separated: pass, validate, sqlite, postgres.") var stages = "pass,validate,sqlite,postgres"
+    @Option(help: "Comma-separated: pass, validate, sqlite, postgres; pass-1 and validate-1 are the same workers with in_flight_batches: 1 (stop-and-wait).")
+    var stages = "pass,validate,sqlite,postgres"
     @Option(help: "fetch.wait.max.ms of both consumers (the stage runtime's default is 10).") var fetchWaitMs = 10
     @Option(help: "PostgreSQL URL for the postgres stage (default: $STREAMFIRST_POSTGRES_URL; without one it is skipped).")
     var postgresURL: String?
     @Option(help: "batch_size of the worker (the stage runtime's default is 500).") var batchSize: Int?
+    @Option(help: "in_flight_batches of the pass and validate workers (the stage runtime's default is 8).") var inFlightBatches: Int?
     @Option(help: "linger.ms of both producers (the stage runtime's default is 2).") var linger = 2
     @Flag(help: "socket.nagle.disable=true on every client of both sides (librdkafka's default leaves Nagle on).")
     var nagleDisable = false
@@ -42,8 +44,8 @@ struct StageBench: AsyncParsableCommand {
                 "--records \(records) over --partitions \(partitions) is ~\(Int(perPartition / 1024)) KiB per partition: "
                     + "the embedded broker keeps at most 5 MiB per partition. Raise --partitions or lower --records.")
         }
-        for s in stages.split(separator: ",") where !["pass", "validate", "sqlite", "postgres"].contains(String(s)) {
-            throw ValidationError("--stages: unknown stage '\(s)' (expected pass, validate, sqlite, postgres)")
+        for s in stages.split(separator: ",") where !["pass", "validate", "sqlite", "postgres", "pass-1", "validate-1"].contains(String(s)) {
+            throw ValidationError("--stages: unknown stage '\(s)' (expected pass, validate, sqlite, postgres, pass-1, validate-1)")
         }
     }
 
@@ -128,6 +130,8 @@ struct StageBench: AsyncParsableCommand {
         switch kind {
         case "pass": return "pass-through (process worker, no steps)"
         case "validate": return "validate (10-field JSON Schema)"
+        case "pass-1": return "pass-through, in_flight_batches: 1 (stop-and-wait)"
+        case "validate-1": return "validate, in_flight_batches: 1 (stop-and-wait)"
         case "sqlite": return "persist to SQLite"
         default: return "persist to PostgreSQL"
         }
@@ -157,14 +161,19 @@ struct StageBench: AsyncParsableCommand {
                   record_id: { type: text, from: $id }
             """
         let table = "bench_" + id.replacingOccurrences(of: "-", with: "_")
-        let batch = batchSize.map { "  batch_size: \($0)\n" } ?? ""
+        var batch = batchSize.map { "  batch_size: \($0)\n" } ?? ""
+        if kind.hasSuffix("-1") {
+            batch += "  in_flight_batches: 1\n"
+        } else if let n = inFlightBatches, kind == "pass" || kind == "validate" {
+            batch += "  in_flight_batches: \(n)\n"
+        }
         let section: String
         let executable: String
         switch kind {
-        case "pass":
+        case "pass", "pass-1":
             executable = "process"
             section = "process:\n  input: in\n  output: out\n  steps: []\n\(batch)"
-        case "validate":
+        case "validate", "validate-1":
             executable = "validate"
             section = "validate:\n  input: in\n  output: out\n  schema: bench\n\(batch)"
         case "sqlite":

@@ -17,6 +17,9 @@ import Synchronization
 /// configured key, so a record that reaches the sink twice (an upstream stage redelivered it after
 /// a crash, with the same `sf.id`) is one row.
 ///
+/// The next batch is polled while the sink writes the current one; writes stay sequential, and
+/// ``SinkGate`` keeps them consistent with rebalances (docs/ARCHITECTURE.md, "Batches in flight").
+///
 /// Settings (section `persist:`): `sink` (see docs/CONNECTORS.md), `batch_size` (default 500),
 /// `batch_wait` (how long a batch may wait to fill, default 20ms), `retry_backoff` (between failed
 /// writes, default 1s; the batch is retried until it is written or the worker is stopped).
@@ -30,6 +33,8 @@ public final class PersistStage: Service, Sendable {
     let deadLetters: DeadLetterWriter
     let tracer: RecordTracer
     let retryBackoffMs: Int64
+    /// Orders sink writes against the rebalance listener's reads of the sink's offsets.
+    let gate = SinkGate()
 
     public init(spec: PipelineSpec, common: PipelineSpec.StageCommon, metrics: StageMetrics, health: StageHealth, logger: Logger)
         throws(ConfigError)
@@ -57,16 +62,27 @@ public final class PersistStage: Service, Sendable {
         let sink = self.sink
         let group = common.group
         let logger = self.logger
+        let gate = self.gate
         let listener: KafkaRebalanceListener? =
             sink.storesOffsets
-            ? KafkaRebalanceListener(onAssigned: { partitions in
-                // Runs on the consumer's polling thread (not the cooperative pool): waiting here delays
-                // only this consumer, which must not fetch before it knows where to start.
-                let stored = PersistStage.blockingStoredOffsets(sink: sink, group: group, topic: input.name, logger: logger)
-                return partitions.compactMap { tp in
-                    stored[tp.partition].map { KafkaTopicPartitionOffset(tp, offset: $0) }
-                }
-            })
+            ? KafkaRebalanceListener(
+                onAssigned: { partitions in
+                    // Runs on the consumer's polling thread (not the cooperative pool): waiting here
+                    // delays only this consumer, which must not fetch before it knows where to start.
+                    // The gate waits for a write in progress, so the offsets read include it.
+                    gate.rebalancing { positions in
+                        let stored = PersistStage.blockingStoredOffsets(sink: sink, group: group, topic: input.name, logger: logger)
+                        for tp in partitions { positions[tp.partition] = stored[tp.partition] ?? SinkGate.unknown }
+                        return partitions.compactMap { tp in
+                            stored[tp.partition].map { KafkaTopicPartitionOffset(tp, offset: $0) }
+                        }
+                    }
+                },
+                onRevoked: { partitions in
+                    gate.rebalancing { positions in
+                        for tp in partitions { positions[tp.partition] = nil }
+                    }
+                })
             : nil
         let clients = try StageClients(spec: spec, common: common, logger: logger, rebalanceListener: listener)
         try clients.producer.prepare(topics: [spec.deadLetter.name])
@@ -75,12 +91,35 @@ public final class PersistStage: Service, Sendable {
         defer { readiness.cancel() }
         logger.info("persisting", metadata: ["topic": "\(input.name)", "group": "\(group)", "sink": "\(sink.name)"])
 
+        // The next batch is collected while the sink writes this one (writes stay one at a time, in
+        // order). Records a rebalance made stale are skipped when written (see ``write``).
+        var next: Task<[KafkaMessage], any Error>?
         do {
-            try await clients.runLoop(health: health, metrics: metrics, logger: logger) { stopping in
-                let batch = try await collectBatch(clients.consumer, stopping: stopping)
-                if !batch.isEmpty { try await write(batch, clients: clients, stopping: stopping) }
-            }
+            try await clients.runLoop(
+                health: health, metrics: metrics, logger: logger,
+                turn: { stopping in
+                    let batch: [KafkaMessage]
+                    if let pending = next {
+                        next = nil
+                        batch = try await pending.value
+                    } else {
+                        batch = try await collectBatch(clients.consumer, stopping: stopping)
+                    }
+                    guard !batch.isEmpty else { return }
+                    if !stopping.isSet {
+                        next = Task { [self] in try await collectBatch(clients.consumer, stopping: stopping) }
+                    }
+                    try await write(batch, clients: clients, stopping: stopping)
+                },
+                finish: {
+                    // Stopping: a batch collected ahead is not written (nor its offsets stored); it is
+                    // read again from the sink's offsets. Wait for its poll before the consumer closes.
+                    _ = try? await next?.value
+                    next = nil
+                })
         } catch {
+            _ = try? await next?.value
+            next = nil
             await sink.close()
             throw error
         }
@@ -101,7 +140,20 @@ public final class PersistStage: Service, Sendable {
         return batch
     }
 
-    func write(_ batch: [KafkaMessage], clients: StageClients, stopping: StopFlag) async throws {
+    func write(_ polled: [KafkaMessage], clients: StageClients, stopping: StopFlag) async throws {
+        await gate.beginWrite()
+        defer { gate.endWrite() }
+        var batch = polled
+        if sink.storesOffsets {
+            // A rebalance between this batch's poll and now positioned the consumer at the sink's
+            // offsets (read after the last write): records of partitions no longer ours, or below
+            // what the sink already has, are read again from there or were written — skip them.
+            batch = gate.fresh(polled)
+            if batch.count < polled.count {
+                logger.info("skipped records polled before a rebalance", metadata: ["records": "\(polled.count - batch.count)"])
+            }
+            if batch.isEmpty { return }
+        }
         let started = ContinuousClock.now
         metrics.recordIn(batch.count)
         let now = currentTimeMs()
@@ -177,6 +229,7 @@ public final class PersistStage: Service, Sendable {
             dead += late
         }
         spans.endAll(.persisted)
+        if sink.storesOffsets { gate.written(offsets) }
         clients.storeAndCommit(batch, logger: logger)
         metrics.recordOut(records.count - rejections.count)
         for (_, reason) in dead { metrics.recordDeadLetter(errorClass: reason.errorClass) }
@@ -254,5 +307,77 @@ public final class PersistStage: Service, Sendable {
         let stored = result.withLockedValue { $0 } ?? [:]
         logger.info("assigned; resuming from the sink's offsets", metadata: ["offsets": "\(stored.sorted { $0.key < $1.key })"])
         return stored
+    }
+}
+
+/// Orders a persist stage's sink writes against its rebalance listener, which reads the sink's
+/// offsets on the consumer's polling thread: the listener waits for a write in progress (so the
+/// offsets it reads include it) and a write waits for a rebalance in progress. It also keeps, per
+/// assigned partition, the next offset the sink expects: where the listener positioned the consumer,
+/// moved on by every write. A batch collected while the previous one was written (or across a
+/// rebalance) can hold records a rebalance made stale — of a partition no longer assigned, or below
+/// that position because the consumer was moved back to the sink's offsets and reads them again —
+/// and ``fresh(_:)`` drops exactly those, so no record is applied twice and none is skipped.
+final class SinkGate: Sendable {
+    /// A partition assigned without offsets in the sink: every record is new until one is written.
+    static let unknown: Int64 = -1
+
+    /// 0: free, 1: a write, 2: a rebalance callback.
+    private let lock = ConditionLock<Int>(value: 0)
+    /// Assigned partition → next offset the sink expects. Written under `lock` (value 1 or 2).
+    private let positions = NIOLockedValueBox<[Int32: Int64]>([:])
+
+    /// Runs a rebalance callback's work (on the polling thread, which may block) with the positions.
+    func rebalancing<T>(_ body: (inout [Int32: Int64]) -> T) -> T {
+        lock.lock(whenValue: 0)
+        lock.unlock(withValue: 2)
+        defer {
+            lock.lock()
+            lock.unlock(withValue: 0)
+        }
+        return positions.withLockedValue { body(&$0) }
+    }
+
+    /// The records of `batch` to write: of assigned partitions, at or past the sink's position.
+    func fresh(_ batch: [KafkaMessage]) -> [KafkaMessage] {
+        positions.withLockedValue { p in
+            var next = p
+            var out: [KafkaMessage] = []
+            out.reserveCapacity(batch.count)
+            for m in batch {
+                guard let expected = next[m.partition], m.offset >= expected else { continue }
+                next[m.partition] = m.offset + 1
+                out.append(m)
+            }
+            return out
+        }
+    }
+
+    /// After a write: the sink now expects these offsets.
+    func written(_ offsets: [SinkOffset]) {
+        positions.withLockedValue { p in
+            for o in offsets where p[o.partition] != nil { p[o.partition] = max(p[o.partition] ?? 0, o.nextOffset) }
+        }
+    }
+
+    func beginWrite() async {
+        if lock.lock(whenValue: 0, timeoutSeconds: 0) {
+            lock.unlock(withValue: 1)
+            return
+        }
+        // A rebalance callback is reading the sink's offsets: wait for it off the cooperative pool.
+        let lock = self.lock
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            DispatchQueue.global().async {
+                lock.lock(whenValue: 0)
+                lock.unlock(withValue: 1)
+                c.resume()
+            }
+        }
+    }
+
+    func endWrite() {
+        lock.lock()
+        lock.unlock(withValue: 0)
     }
 }

@@ -68,6 +68,9 @@ public struct PipelineSpec: Sendable {
         public var batchSize: Int
         /// Longest wait for a batch to fill (persist; other stages hand over what they have).
         public var batchWaitMs: Int64
+        /// Batches whose outputs may be awaiting acknowledgement at once (validate and stateless
+        /// process; see ``InFlightWindow``). 1 is stop-and-wait.
+        public var inFlightBatches: Int = 8
         /// Port of the health and metrics endpoint (0 = any free port).
         public var httpPort: Int
         /// librdkafka properties for this stage's consumer.
@@ -228,6 +231,9 @@ public struct PipelineSpec: Sendable {
             common.group = try m.string("group", default: common.group)
             common.batchSize = try m.int("batch_size", default: common.batchSize, in: 1...100_000)
             common.batchWaitMs = try m.duration("batch_wait", defaultMilliseconds: common.batchWaitMs)
+            if stage == .validate || stage == .process {
+                common.inFlightBatches = try m.int("in_flight_batches", default: common.inFlightBatches, in: 1...1000)
+            }
             common.httpPort = try m.int("http_port", default: common.httpPort, in: 0...65535)
             common.shutdownTimeoutMs = try m.duration("shutdown_timeout", defaultMilliseconds: common.shutdownTimeoutMs)
             if let c = m.optional("consumer") { common.consumerProperties.merge(try c.stringMap()) { $1 } }

@@ -20,12 +20,20 @@ public struct ProcessHandler: StageHandler {
     /// The tables of `enrich` steps with `topic:`, fed from Kafka: loaded by ``start(kafka:logger:)``
     /// before the stage consumes, stopped by ``stop()`` after its clients closed.
     public let liveTables: [LiveTable]
+    /// No steps and no custom processor (`steps: []`): every record is forwarded as it is, its bytes
+    /// unchanged (still checked to be JSON), without building and re-serialising a value.
+    let forwardsUnchanged: Bool
 
     public init(processor: any RecordProcessor, output: String, routes: [String: String], liveTables: [LiveTable] = []) {
+        self.init(processor: processor, output: output, routes: routes, liveTables: liveTables, forwardsUnchanged: false)
+    }
+
+    init(processor: any RecordProcessor, output: String, routes: [String: String], liveTables: [LiveTable], forwardsUnchanged: Bool) {
         self.processor = processor
         self.output = output
         self.routes = routes
         self.liveTables = liveTables
+        self.forwardsUnchanged = forwardsUnchanged
     }
 
     /// Builds the handler from the `process:` section's `steps:`, followed by `custom` when given
@@ -87,7 +95,8 @@ public struct ProcessHandler: StageHandler {
         }
         guard let output = common.output else { throw common.node.error("process needs an output topic") }
         let processor: any RecordProcessor = processors.count == 1 ? processors[0] : ProcessorChain(processors)
-        return ProcessHandler(processor: processor, output: output.name, routes: routes, liveTables: liveTables)
+        let noSteps = custom == nil && ((try? stepsNode?.sequence())?.isEmpty ?? false)
+        return ProcessHandler(processor: processor, output: output.name, routes: routes, liveTables: liveTables, forwardsUnchanged: noSteps)
     }
 
     /// Loads every live table (each up to the end its topic had when loading began) before the
@@ -117,6 +126,11 @@ public struct ProcessHandler: StageHandler {
             value = try JSONValue.parse(bytes)
         } catch {
             return .deadLetter(DeadLetterReason(component: "json-parse", errorClass: "MalformedJSON", message: error.description))
+        }
+        if forwardsUnchanged {
+            var headers = message.headers
+            if message.header(RecordHeader.id) == nil { headers.append(KafkaHeader(key: RecordHeader.id, value: message.recordContext.id)) }
+            return .forward([StageOutput(topic: output, key: message.key, value: bytes, headers: headers)])
         }
         let context = message.recordContext
         let id = context.id

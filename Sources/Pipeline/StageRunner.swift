@@ -149,15 +149,21 @@ public final class ConsumeProduceStage: Service, Sendable {
         defer { readiness.cancel() }
         logger.info("consuming", metadata: ["topic": "\(input.name)", "group": "\(common.group)"])
 
-        try await clients.runLoop(health: health, metrics: metrics, logger: logger) { _ in
-            let batch = try await clients.consumer.poll(maxMessages: common.batchSize, timeout: .milliseconds(100))
-            if !batch.isEmpty { try await process(batch, clients: clients) }
-        }
+        let window = DeliveryPipeline(
+            clients: clients, limit: common.inFlightBatches, metrics: metrics, logger: logger)
+        try await clients.runLoop(
+            health: health, metrics: metrics, logger: logger,
+            turn: { _ in
+                let batch = try await clients.consumer.poll(maxMessages: common.batchSize, timeout: .milliseconds(100))
+                try await window.harvest()
+                if !batch.isEmpty { try await process(batch, window: window) }
+            },
+            finish: { try await window.drain() })
     }
 
-    /// Handles one polled batch: outputs and dead letters are produced and acknowledged, then the
-    /// batch's offsets are stored and committed.
-    func process(_ batch: [KafkaMessage], clients: StageClients) async throws {
+    /// Handles one polled batch and hands its outputs and dead letters to the producer; `window`
+    /// stores the batch's offsets once they, and those of every earlier batch, are acknowledged.
+    func process(_ batch: [KafkaMessage], window: DeliveryPipeline) async throws {
         let started = ContinuousClock.now
         metrics.recordIn(batch.count)
         var messages: [KafkaProducerMessage] = []
@@ -182,20 +188,198 @@ public final class ConsumeProduceStage: Service, Sendable {
                     ])
             }
         }
-        let reports = await clients.producer.sendConfirmed(messages, logger: logger)
-        if let failed = reports.first(where: { $0.error != nil }), let error = failed.error {
-            // Not committing: the batch is redelivered after restart. Failing the worker is louder
-            // (and safer) than retrying forever behind a broker that refuses records.
-            throw PipelineError.delivery("could not deliver to \(failed.topic): \(error)")
-        }
-        clients.storeAndCommit(batch, logger: logger)
-        metrics.recordOut(outCount)
-        metrics.recordFiltered(filtered)
-        for c in deadClasses { metrics.recordDeadLetter(errorClass: c) }
-        let elapsed = ContinuousClock.now - started
-        metrics.recordProcessing(nanoseconds: elapsed.nanoseconds, records: batch.count)
-        metrics.recordEndToEnd(ingestTimesMs: batch.compactMap(\.ingestTimeMs), nowMs: currentTimeMs())
+        try await window.send(
+            messages, of: batch,
+            summary: .init(
+                started: started, records: batch.count, outputs: outCount, filtered: filtered, deadLetterClasses: deadClasses,
+                ingestTimesMs: batch.compactMap(\.ingestTimeMs)))
     }
+}
+
+/// The batches of a consume → produce stage whose outputs are being delivered: a bounded window
+/// (`in_flight_batches`) over ``InFlightWindow``, so that the stage polls and handles batch *n+1*
+/// while batch *n* is still being acknowledged, and offsets are stored in consumption order. With
+/// `in_flight_batches` batches open the stage waits for the oldest before it polls again, so 1 is
+/// the stop-and-wait loop (wait for every acknowledgement of a batch before polling the next).
+///
+/// - A batch's offsets are stored only when every output and dead letter of it **and of every
+///   earlier batch** is acknowledged (``InFlightWindow/acknowledge(_:)``).
+/// - A failed delivery fails the stage (``harvest()`` / ``send(_:of:summary:)`` throw) and nothing
+///   of that batch or any later one is stored; earlier, acknowledged batches may be.
+/// - On a rebalance nothing special happens: offsets are only ever stored for acknowledged records;
+///   storing them for a partition this member lost fails (logged) and the new owner redelivers.
+/// - ``drain()`` (graceful shutdown) waits for every open batch and stores its offsets before the
+///   final commit.
+///
+/// Output order: records to the same partition must reach the producer in consumption order across
+/// batches. Each batch's `send` runs in a task started with `Task.immediate`, which queues every
+/// message synchronously before its first suspension (the producer suspends only when its local
+/// queue is full). The window never holds more messages or bytes than the producer's queue limits
+/// (`queue.buffering.max.messages` / `kbytes`), so that suspension cannot happen while a later batch
+/// is queued: a batch that would exceed them waits for the oldest batch first.
+///
+/// Used from the stage's one task only (not concurrently); the delivery tasks touch only their flag.
+final class DeliveryPipeline: @unchecked Sendable {
+    // @unchecked: `window` and `open` are only touched by the stage loop's task (its turns run one
+    // after another); the delivery tasks only set their `Delivery.done` atomic and return a value.
+
+    /// What the stage reports once a batch is acknowledged.
+    struct Summary: Sendable {
+        var started: ContinuousClock.Instant
+        var records: Int
+        var outputs: Int
+        var filtered: Int
+        var deadLetterClasses: [String]
+        var ingestTimesMs: [Int64]
+    }
+
+    /// The outcome of one batch's `send`.
+    struct Outcome: Sendable {
+        var failure: String?
+        var acknowledged: ContinuousClock.Instant
+        var acknowledgedMs: Int64
+    }
+
+    struct Delivery: Sendable {
+        let id: UInt64
+        let summary: Summary
+        /// nil for a batch with nothing to produce (everything filtered).
+        let task: Task<Outcome, Never>?
+        let done: DoneFlag
+
+        var isDone: Bool { task == nil || done.isSet }
+    }
+
+    let clients: StageClients
+    let limit: Int
+    let maxMessages: Int
+    let maxBytes: Int
+    let metrics: StageMetrics
+    let logger: Logger
+    private var window = InFlightWindow()
+    private var open: [Delivery] = []
+
+    init(clients: StageClients, limit: Int, metrics: StageMetrics, logger: Logger) {
+        self.clients = clients
+        self.limit = max(1, limit)
+        let properties = clients.producer.properties
+        // librdkafka's defaults (2.0.2) when the configuration does not set them.
+        self.maxMessages = properties["queue.buffering.max.messages"].flatMap { Int($0) } ?? 100_000
+        self.maxBytes = (properties["queue.buffering.max.kbytes"].flatMap { Int($0) } ?? 1_048_576) * 1024
+        self.metrics = metrics
+        self.logger = logger
+    }
+
+    var count: Int { window.count }
+
+    /// Queues a handled batch's messages and opens it in the window; first waits for the oldest
+    /// batches while the window is full. Throws when a delivery failed.
+    func send(_ messages: [KafkaProducerMessage], of batch: [KafkaMessage], summary: Summary) async throws {
+        let bytes = messages.reduce(0) { sum, m in
+            sum + (m.value?.count ?? 0) + (m.key?.count ?? 0) + m.headers.reduce(0) { $0 + $1.key.utf8.count + ($1.value?.count ?? 0) }
+        }
+        // The producer's queue must take the whole batch without suspending (see the type's notes).
+        while !window.isEmpty && (window.messages + messages.count > maxMessages || window.bytes + bytes > maxBytes) {
+            try await awaitOldest()
+        }
+        let id = window.open(batch, messages: messages.count, bytes: bytes)
+        if messages.isEmpty {
+            open.append(Delivery(id: id, summary: summary, task: nil, done: DoneFlag()))
+        } else {
+            let done = DoneFlag()
+            open.append(Delivery(id: id, summary: summary, task: Self.start(messages, producer: clients.producer, logger: logger, done: done), done: done))
+        }
+        try await harvest()
+        // At most `limit` batches await acknowledgement; with `limit` open, wait for the oldest
+        // before polling again (1: stop-and-wait).
+        while window.count >= limit {
+            try await awaitOldest()
+        }
+    }
+
+    /// Starts delivering `messages`; returns once all of them are queued in the producer.
+    static func start(_ messages: [KafkaProducerMessage], producer: KafkaProducer, logger: Logger, done flag: DoneFlag) -> Task<Outcome, Never> {
+        let body: @Sendable () async -> Outcome = {
+            // Re-sends what the broker acknowledged only implicitly (see ConfirmedSend.swift).
+            let reports = await producer.sendConfirmed(messages, logger: logger)
+            var failure: String?
+            if let failed = reports.first(where: { $0.error != nil }), let error = failed.error {
+                failure = "could not deliver to \(failed.topic): \(error)"
+            }
+            let outcome = Outcome(failure: failure, acknowledged: .now, acknowledgedMs: currentTimeMs())
+            flag.set()
+            return outcome
+        }
+        let task: Task<Outcome, Never>
+        if #available(macOS 26.0, *) {
+            task = Task.immediate(operation: body)
+        } else {
+            task = Task(operation: body)
+        }
+        return task
+    }
+
+    /// Stores the offsets of every batch whose deliveries (and those of all earlier batches) are
+    /// acknowledged, without waiting. Throws if any open batch's delivery failed.
+    func harvest() async throws {
+        var i = 0
+        while i < open.count {
+            if open[i].isDone {
+                let d = open.remove(at: i)
+                try await complete(d)
+            } else {
+                i += 1
+            }
+        }
+    }
+
+    /// Waits for the oldest open batch, then harvests.
+    func awaitOldest() async throws {
+        guard !open.isEmpty else { return }
+        let d = open.removeFirst()
+        try await complete(d)
+        try await harvest()
+    }
+
+    /// Waits for every open batch (graceful shutdown, before the final commit). A cancelled stage
+    /// (the shutdown deadline passed) stops waiting: what is not stored is redelivered.
+    func drain() async throws {
+        while !open.isEmpty && !Task.isCancelled {
+            try await awaitOldest()
+        }
+    }
+
+    private func complete(_ d: Delivery) async throws {
+        let outcome = await d.task?.value
+        if let failure = outcome?.failure {
+            // Not storing this batch or any later one: they are redelivered after restart. Failing
+            // the worker is louder (and safer) than retrying forever behind a broker that refuses records.
+            throw PipelineError.delivery(failure)
+        }
+        let offsets = window.acknowledge(d.id)
+        if !offsets.isEmpty {
+            do {
+                try clients.consumer.storeOffsets(offsets)
+            } catch {
+                // A partition revoked while the batch was in flight: its new owner redelivers it.
+                logger.debug("could not store offsets", metadata: ["error": "\(error)"])
+            }
+        }
+        let s = d.summary
+        metrics.recordOut(s.outputs)
+        metrics.recordFiltered(s.filtered)
+        for c in s.deadLetterClasses { metrics.recordDeadLetter(errorClass: c) }
+        let acknowledged = outcome?.acknowledged ?? .now
+        metrics.recordProcessing(nanoseconds: (acknowledged - s.started).nanoseconds, records: s.records)
+        metrics.recordEndToEnd(ingestTimesMs: s.ingestTimesMs, nowMs: outcome?.acknowledgedMs ?? currentTimeMs())
+    }
+}
+
+/// Set once by a delivery task when its batch is acknowledged (or failed).
+final class DoneFlag: Sendable {
+    private let atomic = Synchronization.Atomic<Bool>(false)
+    func set() { atomic.store(true, ordering: .releasing) }
+    var isSet: Bool { atomic.load(ordering: .acquiring) }
 }
 
 /// A ``StageHandler`` with tracing: for each record it opens the record's span (child of its
@@ -358,10 +542,12 @@ final class StageClients: Sendable {
     }
 
     /// The loop of every consuming stage: runs `turn` until a graceful shutdown (SIGTERM) or an
-    /// error, beating `health` and reporting lag meanwhile; then marks the stage not ready, commits
-    /// (unless it failed) and closes the clients. Rethrows the loop's error.
+    /// error, beating `health` and reporting lag meanwhile; then runs `finish` (a stage with batches
+    /// in flight waits for them there), marks the stage not ready, commits (unless it failed) and
+    /// closes the clients. Rethrows the loop's error.
     func runLoop(
-        health: StageHealth, metrics: StageMetrics, logger: Logger, turn: (StopFlag) async throws -> Void
+        health: StageHealth, metrics: StageMetrics, logger: Logger, turn: (StopFlag) async throws -> Void,
+        finish: () async throws -> Void = {}
     ) async throws {
         let stopping = StopFlag()
         let lagTask = startLagReporter(metrics: metrics)
@@ -372,6 +558,8 @@ final class StageClients: Sendable {
                     health.beat()
                     try await turn(stopping)
                 }
+                health.beat()
+                try await finish()
             } catch {
                 failure = error
             }
