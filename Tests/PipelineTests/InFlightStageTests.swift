@@ -154,7 +154,7 @@ import Testing
         do {
             try await local.start(.process)
             try await Self.fill(local)
-            let input = try await local.readAll("in")
+            #expect(try await local.readAll("in").count == Self.records)
             try await Self.waitForOutputs(local, atLeast: Int64(Self.records / 3))
             let result = await local.terminate(.process)
             #expect(result?.status == .init(code: 0, signaled: false) && result?.timedOut == false)
