@@ -137,6 +137,6 @@ import Testing
         }
         await producer.shutdown()
         await admin.shutdown()
-        try? await broker.terminate()
+        _ = try? await broker.terminate()
     }
 }
