@@ -45,6 +45,8 @@ struct ClientBench: AsyncParsableCommand {
     @Option(help: "Use a running broker at this bootstrap address (its control channel via --control).")
     var bootstrap: String?
     @Option(help: "Control address of the running embedded broker (to create topics).") var control: String?
+    @Option(help: "Records per request of the Swift consumer's sequence to its polling thread (default: KafkaMessageSequence's).")
+    var swiftBatchSize: Int?
     @Option(help: "Profile one side only: c-consumer, swift-consumer, c-producer or swift-producer (no comparison).")
     var only: String?
 
@@ -206,9 +208,11 @@ struct ClientBench: AsyncParsableCommand {
         var count = 0
         var bytes = 0
         let expected = messages
-        for try await m in consumer.messages {
+        var records = consumer.messages
+        if let swiftBatchSize { records.batchSize = swiftBatchSize }
+        for try await m in records {
             count += 1
-            bytes += m.value?.count ?? 0
+            bytes += m.valueCount ?? 0  // the length, like the C loop (m->len): no copy of the payload
             if count == expected { break }
         }
         let wall = (ContinuousClock.now - t0).seconds

@@ -218,11 +218,11 @@ public final class KafkaConsumer: Sendable {
         while true {
             if let m = leftover.take() { return m }
             if Task.isCancelled || poller.isClosed { return nil }
-            var batch = try await poller.poll(maxMessages: batchSize, timeout: nil)
+            let batch = try await poller.poll(maxMessages: batchSize, timeout: nil)
             guard !batch.isEmpty else { continue }
-            let first = batch.removeFirst()
+            // Into the buffer whole (it takes the array's storage over) and out again from the front,
+            // instead of `removeFirst`, which shifts the whole batch.
             leftover.append(batch)
-            return first
         }
     }
 
@@ -402,7 +402,11 @@ public final class KafkaConsumer: Sendable {
     /// librdkafka hangs in close, the handle is abandoned and an error is logged. Idempotent.
     public func close(timeout: Duration = .seconds(15)) async {
         let handles = topicHandles
-        let closed = await poller.close(timeout: timeout) { handles.destroyAll() }
+        let leftover = self.leftover
+        let closed = await poller.close(timeout: timeout) {
+            leftover.removeAll()
+            handles.destroyAll()
+        }
         if !closed {
             logger.error("consumer close did not finish within \(timeout); the librdkafka handle is abandoned")
         }
@@ -418,7 +422,11 @@ public final class KafkaConsumer: Sendable {
     deinit {
         // Dropped without close(): the polling thread leaves the group and destroys the handles.
         let handles = topicHandles
-        poller.beginClose { handles.destroyAll() }
+        let leftover = self.leftover
+        poller.beginClose {
+            leftover.removeAll()
+            handles.destroyAll()
+        }
         eventContinuation.finish()
     }
 
@@ -505,6 +513,7 @@ final class ConsumerPoller: Sendable {
     private let events: AsyncStream<KafkaConsumerEvent>.Continuation
     private let logger: Logger
     private let finished = ConditionLock(value: 0)
+    private let liveBatches = RDKafkaRecordBatch.Live()
 
     init(client: RDKafkaClient, events: AsyncStream<KafkaConsumerEvent>.Continuation, logger: Logger) {
         self.client = client
@@ -658,7 +667,14 @@ final class ConsumerPoller: Sendable {
                     logger.warning("consumer close: \(KafkaError(err))")
                 }
                 closeAction?()
-                client.destroy()
+                // Records still held by the application borrow librdkafka's messages, which must be
+                // destroyed before the rd_kafka_t: with none alive, destroy now; otherwise the client's
+                // deinit destroys it (on a thread of its own) once the last record and the consumer are gone.
+                if liveBatches.count.load(ordering: .acquiring) == 0 {
+                    client.destroy()
+                } else {
+                    logger.debug("consumer closed while records are held; rd_kafka_destroy waits for their release")
+                }
                 state.modify { $0.closed = true }
                 finished.lock()
                 finished.unlock(withValue: 1)
@@ -672,10 +688,12 @@ final class ConsumerPoller: Sendable {
         case fatal(KafkaError)
     }
 
-    /// One `rd_kafka_consumer_poll`: a record is appended to `batch`; errors become events.
-    private func pollOnce(wait: Int32, into batch: inout [KafkaMessage], topicNames: inout [UnsafeMutableRawPointer: String]) -> PollOutcome {
+    /// One `rd_kafka_consumer_poll`: a record is handed to `owner` (which destroys it when its last
+    /// ``KafkaMessage`` is released) and appended to `batch`; errors become events.
+    private func pollOnce(
+        wait: Int32, into batch: inout [KafkaMessage], owner: RDKafkaRecordBatch, topicNames: inout [UnsafeMutableRawPointer: String]
+    ) -> PollOutcome {
         guard let message = rd_kafka_consumer_poll(client.rk, wait) else { return .empty }
-        defer { rd_kafka_message_destroy(message) }
         let err = message.pointee.err
         if err == RD_KAFKA_RESP_ERR_NO_ERROR {
             var topic = ""
@@ -688,9 +706,11 @@ final class ConsumerPoller: Sendable {
                     topicNames[key] = topic
                 }
             }
-            batch.append(KafkaMessage(copying: message, topic: topic))
+            let index = owner.append(message, topic: topic)
+            batch.append(KafkaMessage(borrowing: owner, index: index))
             return .record
         }
+        defer { rd_kafka_message_destroy(message) }
         if err == RD_KAFKA_RESP_ERR__PARTITION_EOF {
             let topic = message.pointee.rkt.map { String(cString: rd_kafka_topic_name($0)) } ?? ""
             events.yield(
@@ -744,10 +764,11 @@ final class ConsumerPoller: Sendable {
 
     private func readAhead(_ size: Int, topicNames: inout [UnsafeMutableRawPointer: String]) {
         var batch: [KafkaMessage] = []
-        batch.reserveCapacity(min(size, 1024))
+        batch.reserveCapacity(min(size, 4096))
+        let owner = RDKafkaRecordBatch(client: client, live: liveBatches, capacity: min(size, 4096))
         var failure: KafkaError?
         while batch.count < size {
-            let outcome = pollOnce(wait: 0, into: &batch, topicNames: &topicNames)
+            let outcome = pollOnce(wait: 0, into: &batch, owner: owner, topicNames: &topicNames)
             if case .empty = outcome { break }
             if case .fatal(let e) = outcome {
                 failure = e
@@ -766,7 +787,8 @@ final class ConsumerPoller: Sendable {
 
     private func serve(_ request: Request, topicNames: inout [UnsafeMutableRawPointer: String]) {
         var batch: [KafkaMessage] = []
-        batch.reserveCapacity(min(request.maxMessages, 1024))
+        batch.reserveCapacity(min(request.maxMessages, 4096))
+        let owner = RDKafkaRecordBatch(client: client, live: liveBatches, capacity: min(request.maxMessages, 4096))
         var failure: KafkaError?
         while batch.count < request.maxMessages {
             let wait: Int32
@@ -783,7 +805,7 @@ final class ConsumerPoller: Sendable {
                     wait = 100
                 }
             }
-            let outcome = pollOnce(wait: wait, into: &batch, topicNames: &topicNames)
+            let outcome = pollOnce(wait: wait, into: &batch, owner: owner, topicNames: &topicNames)
             if case .empty = outcome, !batch.isEmpty { break }
             if case .fatal(let e) = outcome {
                 failure = e
@@ -801,32 +823,3 @@ final class ConsumerPoller: Sendable {
         }
     }
 }
-
-extension KafkaMessage {
-    /// Copies a librdkafka message (which the caller still owns and destroys).
-    init(copying message: UnsafeMutablePointer<rd_kafka_message_t>, topic: String) {
-        let m = message.pointee
-        let key: [UInt8]? = m.key.map { Array(UnsafeRawBufferPointer(start: $0, count: m.key_len)) }
-        let value: [UInt8]? = m.payload.map { Array(UnsafeRawBufferPointer(start: $0, count: m.len)) }
-        let timestamp = KafkaTimestamp(of: message)
-        var headers: [KafkaHeader] = []
-        var hdrs: OpaquePointer?
-        if rd_kafka_message_headers(message, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR, let hdrs {
-            let count = rd_kafka_header_cnt(hdrs)
-            headers.reserveCapacity(count)
-            var name: UnsafePointer<CChar>?
-            var value: UnsafeRawPointer?
-            var size = 0
-            for i in 0..<count where rd_kafka_header_get_all(hdrs, i, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR {
-                headers.append(
-                    KafkaHeader(
-                        key: name.map { String(cString: $0) } ?? "",
-                        value: value.map { Array(UnsafeRawBufferPointer(start: $0, count: size)) }))
-            }
-        }
-        self.init(
-            topic: topic, partition: m.partition, offset: m.offset, key: key, value: value, headers: headers,
-            timestamp: timestamp)
-    }
-}
-

@@ -16,8 +16,9 @@ import Synchronization
 /// suspends until delivery reports have freed space, then retries. Nothing spins and no thread of
 /// the cooperative pool blocks. ``tryEnqueue(_:)`` throws `_QUEUE_FULL` instead.
 ///
-/// **Threads**: one dedicated thread per producer serves librdkafka's events (`rd_kafka_poll`);
-/// delivery reports, statistics and error callbacks run on it. Flush, transactions and destroy run on
+/// **Threads**: one dedicated thread per producer serves librdkafka's main queue
+/// (`rd_kafka_queue_poll`; delivery reports are `RD_KAFKA_EVENT_DR` events, each carrying the reports
+/// of a whole produce response); delivery reports, statistics and errors are handled on it. Flush, transactions and destroy run on
 /// NIO's blocking thread pool.
 ///
 /// **Fatal errors** (for example an idempotence sequence desynchronisation): the producer fails
@@ -89,8 +90,15 @@ public final class KafkaProducer: Sendable {
         let topics = self.topics
         let done = self.pollThreadDone
         let thread = Thread {
+            // The main queue, where delivery reports arrive as RD_KAFKA_EVENT_DR events (many reports
+            // per event), and errors and statistics as events too. Owned by this thread; destroyed
+            // before the topic handles and the rd_kafka_t.
+            let queue = rd_kafka_queue_get_main(client.rk)
+            let reports = UnsafeMutablePointer<UnsafePointer<rd_kafka_message_t>?>.allocate(capacity: EventServer.arraySize)
+            defer { reports.deallocate() }
+            let server = EventServer(client: client, dispatcher: dispatcher, queue: queue, reports: reports)
             while !lifecycle.isStopped {
-                rd_kafka_poll(client.rk, 100)
+                server.serve(timeoutMs: 100)
                 if dispatcher.takeFatalPurgeRequest() {
                     // Fail everything still queued so that no send waits forever.
                     rd_kafka_purge(client.rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT | RD_KAFKA_PURGE_F_NON_BLOCKING)
@@ -98,9 +106,10 @@ public final class KafkaProducer: Sendable {
                 dispatcher.endOfPoll()
             }
             // Stopped (by shutdown or deinit): serve the last reports, then tear down in order:
-            // topic handles, then the rd_kafka_t, then the context.
-            rd_kafka_poll(client.rk, 0)
+            // the queue, topic handles, then the rd_kafka_t, then the context.
+            server.serve(timeoutMs: 0)
             dispatcher.endOfPoll()
+            if let queue { rd_kafka_queue_destroy(queue) }
             topics.destroyAll()
             client.destroy()
             dispatcher.close()
@@ -366,6 +375,51 @@ public final class KafkaProducer: Sendable {
     }
 }
 
+/// Serves the producer's main queue on its event thread: `rd_kafka_queue_poll`, then the events
+/// already there without waiting (up to a bound), so that one wake-up serves every event queued meanwhile.
+private struct EventServer {
+    static let arraySize = 1024
+    static let eventsPerPass = 64
+    let client: RDKafkaClient
+    let dispatcher: DeliveryDispatcher
+    let queue: OpaquePointer?
+    let reports: UnsafeMutablePointer<UnsafePointer<rd_kafka_message_t>?>
+
+    func serve(timeoutMs: Int32) {
+        guard let queue else {
+            rd_kafka_poll(client.rk, timeoutMs)
+            return
+        }
+        var wait = timeoutMs
+        for _ in 0..<Self.eventsPerPass {
+            guard let event = rd_kafka_queue_poll(queue, wait) else { return }
+            wait = 0
+            handle(event)
+            rd_kafka_event_destroy(event)  // frees the reported messages
+        }
+    }
+
+    private func handle(_ event: OpaquePointer) {
+        switch rd_kafka_event_type(event) {
+        case RD_KAFKA_EVENT_DR:
+            while true {
+                let n = rd_kafka_event_message_array(event, reports, Self.arraySize)
+                if n == 0 { break }
+                dispatcher.handle(UnsafeBufferPointer(start: reports, count: n))
+            }
+        case RD_KAFKA_EVENT_ERROR:
+            client.context.handleError(
+                rk: client.rk, code: rd_kafka_event_error(event).rawValue, reason: rd_kafka_event_error_string(event))
+        case RD_KAFKA_EVENT_STATS:
+            if let json = rd_kafka_event_stats(event) {
+                client.context.handleStatistics(UnsafeRawPointer(json), length: strlen(json))
+            }
+        default:
+            break
+        }
+    }
+}
+
 /// Calls `body` with a pointer and length for optional bytes: NULL/0 for nil; a valid (non-NULL)
 /// pointer for an empty array, so that an empty value stays distinct from a null one.
 @inline(__always)
@@ -465,7 +519,25 @@ final class DeliveryDispatcher: Sendable {
         (deliveredCount.load(ordering: .acquiring), failedCount.load(ordering: .acquiring), state.withLockedValue { $0.lastError })
     }
 
-    /// Called by the delivery-report callback, once per record.
+    /// Called on the event thread with the reports of one RD_KAFKA_EVENT_DR event (or part of it).
+    func handle(_ messages: UnsafeBufferPointer<UnsafePointer<rd_kafka_message_t>?>) {
+        var delivered = 0
+        var handled = 0
+        for case let message? in messages {
+            let m = message.pointee
+            // The common case, counted in bulk: a fire-and-forget record delivered, nobody to tell.
+            if m._private == nil && m.err == RD_KAFKA_RESP_ERR_NO_ERROR && handler == nil {
+                delivered += 1
+                handled += 1
+                continue
+            }
+            handle(message)
+        }
+        if delivered > 0 { deliveredCount.add(delivered, ordering: .relaxed) }
+        if handled > 0 { reportsSinceLastPoll.add(handled, ordering: .relaxed) }
+    }
+
+    /// One delivery report.
     func handle(_ message: UnsafePointer<rd_kafka_message_t>) {
         let m = message.pointee
         let error: KafkaError? = m.err == RD_KAFKA_RESP_ERR_NO_ERROR ? nil : deliveryError(m.err)
@@ -510,7 +582,7 @@ final class DeliveryDispatcher: Sendable {
             offset: error == nil ? message.pointee.offset : KafkaOffset.invalid, timestamp: timestamp, error: error)
     }
 
-    /// Called after each `rd_kafka_poll` and after a flush: hands fire-and-forget reports to the
+    /// Called after each pass over the event queue and after a flush: hands fire-and-forget reports to the
     /// handler (one call at a time, in order, under `handlerLock`) and wakes space waiters.
     func endOfPoll() {
         handlerLock.withLock { endOfPollLocked() }
@@ -571,8 +643,4 @@ final class DeliveryDispatcher: Sendable {
     }
 }
 
-let rdkafkaDeliveryCallback: @convention(c) (OpaquePointer?, UnsafePointer<rd_kafka_message_t>?, UnsafeMutableRawPointer?) -> Void = {
-    _, message, opaque in
-    guard let message, let context = RDKafkaContext.from(opaque) else { return }
-    context.delivery?.handle(message)
-}
+

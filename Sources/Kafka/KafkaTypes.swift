@@ -1,3 +1,5 @@
+import CRdKafka
+
 /// A partition of a topic.
 public struct KafkaTopicPartition: Sendable, Hashable, Comparable, CustomStringConvertible {
     public var topic: String
@@ -88,26 +90,169 @@ public struct KafkaTimestamp: Sendable, Hashable {
 /// A record read by a consumer.
 ///
 /// Keys and values are optional: a null value is a tombstone.
+///
+/// **Zero copy**: a record from ``KafkaConsumer`` borrows librdkafka's buffer (it keeps the
+/// `rd_kafka_message_t`s of its poll batch alive until the last record of the batch is released).
+/// ``value``, ``key`` and ``headers`` copy the bytes into Swift arrays each time they are read;
+/// ``withUnsafeValueBytes(_:)``, ``withUnsafeKeyBytes(_:)``, ``valueCount`` and ``keyCount`` read
+/// them in place. Setting any of ``topic``, ``key``, ``value``, ``headers`` or ``timestamp`` turns
+/// the record into an owned copy. Records built with ``init(topic:partition:offset:key:value:headers:timestamp:)``
+/// own their bytes. Equality and hashing compare contents, whichever the storage.
 public struct KafkaMessage: Sendable, Hashable {
-    public var topic: String
     public var partition: Int32
     public var offset: Int64
-    public var key: [UInt8]?
-    public var value: [UInt8]?
-    public var headers: [KafkaHeader]
-    public var timestamp: KafkaTimestamp?
+    private var storage: Storage
+
+    private enum Storage: Sendable {
+        case owned(Owned)
+        case borrowed(RDKafkaRecordBatch, Int)
+    }
+
+    private struct Owned: Sendable {
+        var topic: String
+        var key: [UInt8]?
+        var value: [UInt8]?
+        var headers: [KafkaHeader]
+        var timestamp: KafkaTimestamp?
+    }
 
     public init(
         topic: String, partition: Int32, offset: Int64, key: [UInt8]?, value: [UInt8]?,
         headers: [KafkaHeader] = [], timestamp: KafkaTimestamp? = nil
     ) {
-        self.topic = topic
         self.partition = partition
         self.offset = offset
-        self.key = key
-        self.value = value
-        self.headers = headers
-        self.timestamp = timestamp
+        self.storage = .owned(Owned(topic: topic, key: key, value: value, headers: headers, timestamp: timestamp))
+    }
+
+    /// A record borrowing message `index` of `batch`.
+    init(borrowing batch: RDKafkaRecordBatch, index: Int) {
+        let m = batch.message(index)
+        self.partition = m.pointee.partition
+        self.offset = m.pointee.offset
+        self.storage = .borrowed(batch, index)
+    }
+
+    private func owned() -> Owned {
+        switch storage {
+        case .owned(let o): return o
+        case .borrowed(let batch, let index):
+            let m = batch.message(index)
+            return Owned(
+                topic: batch.topic(index), key: Self.copy(m.pointee.key, m.pointee.key_len),
+                value: Self.copy(m.pointee.payload, m.pointee.len), headers: batch.headers(index),
+                timestamp: KafkaTimestamp(of: m))
+        }
+    }
+
+    private mutating func modify(_ body: (inout Owned) -> Void) {
+        var o = owned()
+        storage = .owned(Owned(topic: "", key: nil, value: nil, headers: []))  // drop the reference before mutating
+        body(&o)
+        storage = .owned(o)
+    }
+
+    @inline(__always)
+    private static func copy(_ p: UnsafeMutableRawPointer?, _ n: Int) -> [UInt8]? {
+        p.map { Array(UnsafeRawBufferPointer(start: $0, count: n)) }
+    }
+
+    public var topic: String {
+        get {
+            switch storage {
+            case .owned(let o): return o.topic
+            case .borrowed(let batch, let index): return batch.topic(index)
+            }
+        }
+        set { modify { $0.topic = newValue } }
+    }
+
+    /// The key, copied (nil for a null key).
+    public var key: [UInt8]? {
+        get {
+            switch storage {
+            case .owned(let o): return o.key
+            case .borrowed(let batch, let index):
+                let m = batch.message(index)
+                return Self.copy(m.pointee.key, m.pointee.key_len)
+            }
+        }
+        set { modify { $0.key = newValue } }
+    }
+
+    /// The value, copied (nil for a tombstone).
+    public var value: [UInt8]? {
+        get {
+            switch storage {
+            case .owned(let o): return o.value
+            case .borrowed(let batch, let index):
+                let m = batch.message(index)
+                return Self.copy(m.pointee.payload, m.pointee.len)
+            }
+        }
+        set { modify { $0.value = newValue } }
+    }
+
+    public var headers: [KafkaHeader] {
+        get {
+            switch storage {
+            case .owned(let o): return o.headers
+            case .borrowed(let batch, let index): return batch.headers(index)
+            }
+        }
+        set { modify { $0.headers = newValue } }
+    }
+
+    public var timestamp: KafkaTimestamp? {
+        get {
+            switch storage {
+            case .owned(let o): return o.timestamp
+            case .borrowed(let batch, let index): return KafkaTimestamp(of: batch.message(index))
+            }
+        }
+        set { modify { $0.timestamp = newValue } }
+    }
+
+    /// The value's length without copying it; nil for a tombstone.
+    public var valueCount: Int? {
+        switch storage {
+        case .owned(let o): return o.value?.count
+        case .borrowed(let batch, let index):
+            let m = batch.message(index)
+            return m.pointee.payload == nil ? nil : m.pointee.len
+        }
+    }
+
+    /// The key's length without copying it; nil for a null key.
+    public var keyCount: Int? {
+        switch storage {
+        case .owned(let o): return o.key?.count
+        case .borrowed(let batch, let index):
+            let m = batch.message(index)
+            return m.pointee.key == nil ? nil : m.pointee.key_len
+        }
+    }
+
+    /// Calls `body` with the value's bytes in place (valid only inside `body`); nil for a tombstone.
+    public func withUnsafeValueBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R? {
+        switch storage {
+        case .owned(let o): return try o.value.map { try $0.withUnsafeBytes(body) }
+        case .borrowed(let batch, let index):
+            let m = batch.message(index)
+            guard let p = m.pointee.payload else { return nil }
+            return try withExtendedLifetime(batch) { try body(UnsafeRawBufferPointer(start: p, count: m.pointee.len)) }
+        }
+    }
+
+    /// Calls `body` with the key's bytes in place (valid only inside `body`); nil for a null key.
+    public func withUnsafeKeyBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R? {
+        switch storage {
+        case .owned(let o): return try o.key.map { try $0.withUnsafeBytes(body) }
+        case .borrowed(let batch, let index):
+            let m = batch.message(index)
+            guard let p = m.pointee.key else { return nil }
+            return try withExtendedLifetime(batch) { try body(UnsafeRawBufferPointer(start: p, count: m.pointee.key_len)) }
+        }
     }
 
     public var topicPartition: KafkaTopicPartition { KafkaTopicPartition(topic: topic, partition: partition) }
@@ -115,6 +260,21 @@ public struct KafkaMessage: Sendable, Hashable {
     /// The first header with this key (its value may be nil), or nil if there is none.
     public func header(_ key: String) -> KafkaHeader? {
         headers.first { $0.key == key }
+    }
+
+    public static func == (a: KafkaMessage, b: KafkaMessage) -> Bool {
+        a.partition == b.partition && a.offset == b.offset && a.topic == b.topic && a.key == b.key && a.value == b.value
+            && a.headers == b.headers && a.timestamp == b.timestamp
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(topic)
+        hasher.combine(partition)
+        hasher.combine(offset)
+        hasher.combine(key)
+        hasher.combine(value)
+        hasher.combine(headers)
+        hasher.combine(timestamp)
     }
 }
 

@@ -68,6 +68,56 @@ struct ProducerConsumerTests {
         _ = try await broker.terminate()
     }
 
+    @Test("consumed records borrow librdkafka's buffers: in-place accessors, owned copies, equality, use after close")
+    func zeroCopyRecords() async throws {
+        let topic = uniqueName("zc")
+        let broker = try await launchBroker(topics: [topic: 1])
+        let producer = try KafkaProducer(configuration: producerConfig(broker.bootstrapServers))
+        var sent: [KafkaProducerMessage] = []
+        for i in 0..<30 {
+            let value: [UInt8]? = i == 5 ? nil : (i == 6 ? [] : bytes("value-\(i)"))
+            sent.append(KafkaProducerMessage(
+                topic: topic, partition: 0, key: i == 7 ? nil : bytes("k\(i)"), value: value,
+                headers: [KafkaHeader(key: "seq", value: "\(i)")], timestamp: 1_700_000_000_000 + Int64(i)))
+        }
+        #expect(await producer.send(sent).allSatisfy { $0.error == nil })
+        await producer.shutdown()
+
+        let consumer = try KafkaConsumer(configuration: consumerConfig(broker.bootstrapServers, group: nil))
+        try await consumer.assign([KafkaTopicPartition(topic: topic, partition: 0)], startingAt: .beginning)
+        let got = try await collect(consumer, count: 30)
+        // Records outlive their consumer: librdkafka's messages are released with the last record.
+        await consumer.close()
+        _ = try await broker.terminate()
+
+        #expect(got.count == 30)
+        for (i, m) in got.enumerated() {
+            #expect(m.offset == Int64(i))
+            #expect(m.topic == topic)
+            #expect(m.value == sent[i].value)
+            #expect(m.key == sent[i].key)
+            #expect(m.valueCount == sent[i].value?.count)
+            #expect(m.keyCount == sent[i].key?.count)
+            #expect(m.withUnsafeValueBytes { Array($0) } == sent[i].value)
+            #expect(m.withUnsafeKeyBytes { Array($0) } == sent[i].key)
+            #expect(m.headers == sent[i].headers)
+            #expect(m.timestamp == KafkaTimestamp(milliseconds: 1_700_000_000_000 + Int64(i), kind: .createTime))
+            // An owned record with the same contents is equal and hashes alike.
+            let owned = KafkaMessage(
+                topic: m.topic, partition: m.partition, offset: m.offset, key: m.key, value: m.value, headers: m.headers,
+                timestamp: m.timestamp)
+            #expect(owned == m)
+            #expect(owned.hashValue == m.hashValue)
+            // Setting a field makes an owned copy; the original and the other fields are unchanged.
+            var changed = m
+            changed.value = bytes("changed")
+            #expect(changed.value == bytes("changed") && changed.valueCount == 7)
+            #expect(changed.key == m.key && changed.headers == m.headers && changed.offset == m.offset)
+            #expect(m.value == sent[i].value)
+            #expect(changed != m)
+        }
+    }
+
     @Test("explicit partition and awaitable single send return delivery metadata")
     func explicitPartition() async throws {
         let topic = uniqueName("part")

@@ -68,7 +68,9 @@ final class RDKafkaClient: @unchecked Sendable {
         rd_kafka_conf_set_error_cb(conf, rdkafkaErrorCallback)
         rd_kafka_conf_set_stats_cb(conf, rdkafkaStatsCallback)
         if context.delivery != nil {
-            rd_kafka_conf_set_dr_msg_cb(conf, rdkafkaDeliveryCallback)
+            // Delivery reports as events (RD_KAFKA_EVENT_DR): one event carries the reports of a whole
+            // produce response, which the producer's event thread reads with rd_kafka_event_message_array.
+            rd_kafka_conf_set_events(conf, RD_KAFKA_EVENT_DR)
         }
         if context.rebalance != nil {
             rd_kafka_conf_set_rebalance_cb(conf, rdkafkaRebalanceCallback)
@@ -187,26 +189,39 @@ private let rdkafkaLogCallback: @convention(c) (OpaquePointer?, Int32, UnsafePoi
 private let rdkafkaErrorCallback: @convention(c) (OpaquePointer?, Int32, UnsafePointer<CChar>?, UnsafeMutableRawPointer?) -> Void = {
     rk, code, reason, opaque in
     guard let context = RDKafkaContext.from(opaque) else { return }
-    let err = rd_kafka_resp_err_t(rawValue: code)
-    var error = KafkaError(err, message: reason.map { String(cString: $0) })
-    if err == RD_KAFKA_RESP_ERR__FATAL, let rk {
-        var errstr = [CChar](repeating: 0, count: 512)
-        let original = rd_kafka_fatal_error(rk, &errstr, errstr.count)
-        error = KafkaError(original, message: stringFromCBuffer(errstr))
-        error.isFatal = true
-        error.isRetriable = false
-    }
-    let level: Logger.Level = error.isFatal ? .critical : (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN ? .error : .warning)
-    context.logger.log(level: level, "librdkafka error: \(error)")
-    context.onError?(error)
+    context.handleError(rk: rk, code: code, reason: reason)
 }
 
 private let rdkafkaStatsCallback: @convention(c) (OpaquePointer?, UnsafeMutablePointer<CChar>?, Int, UnsafeMutableRawPointer?) -> Int32 = {
     _, json, length, opaque in
-    guard let context = RDKafkaContext.from(opaque), let json, let onStatistics = context.onStatistics else { return 0 }
-    let text = String(decoding: UnsafeRawBufferPointer(start: json, count: length), as: UTF8.self)
-    onStatistics(KafkaStatistics(parsing: text))
+    guard let context = RDKafkaContext.from(opaque), let json else { return 0 }
+    context.handleStatistics(UnsafeRawPointer(json), length: length)
     return 0  // librdkafka frees the JSON.
+}
+
+extension RDKafkaContext {
+    /// An error reported by librdkafka (error callback or RD_KAFKA_EVENT_ERROR).
+    func handleError(rk: OpaquePointer?, code: Int32, reason: UnsafePointer<CChar>?) {
+        let err = rd_kafka_resp_err_t(rawValue: code)
+        var error = KafkaError(err, message: reason.map { String(cString: $0) })
+        if err == RD_KAFKA_RESP_ERR__FATAL, let rk {
+            var errstr = [CChar](repeating: 0, count: 512)
+            let original = rd_kafka_fatal_error(rk, &errstr, errstr.count)
+            error = KafkaError(original, message: stringFromCBuffer(errstr))
+            error.isFatal = true
+            error.isRetriable = false
+        }
+        let level: Logger.Level = error.isFatal ? .critical : (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN ? .error : .warning)
+        logger.log(level: level, "librdkafka error: \(error)")
+        onError?(error)
+    }
+
+    /// A statistics JSON document (stats callback or RD_KAFKA_EVENT_STATS).
+    func handleStatistics(_ json: UnsafeRawPointer, length: Int) {
+        guard let onStatistics else { return }
+        let text = String(decoding: UnsafeRawBufferPointer(start: json, count: length), as: UTF8.self)
+        onStatistics(KafkaStatistics(parsing: text))
+    }
 }
 
 extension KafkaStatistics {

@@ -7,6 +7,10 @@ final class RDKafkaTopicHandles: @unchecked Sendable {
     // `@unchecked`: `handles` and `closed` are only touched with `lock` held.
     private let lock = NIOLock()
     private var handles: [String: OpaquePointer] = [:]
+    /// The handle returned last: a producer sending to one topic compares the name (usually the
+    /// same string storage, so a pointer comparison) instead of hashing it for every record.
+    private var lastName: String?
+    private var lastHandle: OpaquePointer?
     private var closed = false
     private let closedError: KafkaError
 
@@ -17,12 +21,19 @@ final class RDKafkaTopicHandles: @unchecked Sendable {
     /// The handle for `name` on `rk`, created if needed.
     func handle(_ name: String, on rk: OpaquePointer) throws -> OpaquePointer {
         try lock.withLock {
-            if let rkt = handles[name] { return rkt }
+            if let lastHandle, lastName == name { return lastHandle }
+            if let rkt = handles[name] {
+                lastName = name
+                lastHandle = rkt
+                return rkt
+            }
             guard !closed else { throw closedError }
             guard let rkt = rd_kafka_topic_new(rk, name, nil) else {
                 throw KafkaError(rd_kafka_last_error(), message: "cannot create a handle for topic '\(name)'")
             }
             handles[name] = rkt
+            lastName = name
+            lastHandle = rkt
             return rkt
         }
     }
@@ -31,6 +42,8 @@ final class RDKafkaTopicHandles: @unchecked Sendable {
     func destroyAll() {
         let all = lock.withLock { () -> [OpaquePointer] in
             closed = true
+            lastName = nil
+            lastHandle = nil
             defer { handles = [:] }
             return Array(handles.values)
         }

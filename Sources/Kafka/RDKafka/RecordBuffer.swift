@@ -73,6 +73,14 @@ final class RecordBuffer: @unchecked Sendable {
         }
     }
 
+    /// Drops every buffered record.
+    func removeAll() {
+        lock.withLock {
+            records = []
+            next = 0
+        }
+    }
+
     /// The first buffered offset per partition.
     func firstOffsets() -> [KafkaTopicPartition: Int64] {
         lock.withLock {
