@@ -65,11 +65,13 @@ bench: deps-system
 	$(SWIFT) build -c release
 	.build/release/streamfirst-bench client
 
-# malloc calls and time per record on the hot path (ordo-one/malloc-interposer): a separate build
-# folder with STREAMFIRST_BENCH=1, so the plain build and CI never fetch or compile the interposer.
+# malloc calls and time per record on the hot path (ordo-one/malloc-interposer), only built with
+# STREAMFIRST_BENCH=1, so the plain build and CI never fetch or compile the interposer. Same build
+# folder: only the interposer and the benchmark executable are (re)built; the next plain build
+# relinks the benchmark without it.
 bench-alloc: deps-system
-	STREAMFIRST_BENCH=1 $(SWIFT) build -c release --scratch-path .build-bench --product streamfirst-bench
-	STREAMFIRST_BENCH=1 .build-bench/release/streamfirst-bench alloc $(ALLOC_ARGS)
+	STREAMFIRST_BENCH=1 $(SWIFT) build -c release --product streamfirst-bench
+	.build/release/streamfirst-bench alloc $(ALLOC_ARGS)
 
 # The whole test suite with AddressSanitizer (workers and broker included: the tests start the
 # executables built next to them, in .build-asan). Not part of `make test` (it doubles the build).
