@@ -250,5 +250,7 @@ if Context.environment["STREAMFIRST_BENCH"] == "1" {
     package.dependencies.append(.package(url: "https://github.com/ordo-one/malloc-interposer", from: "1.6.0"))
     if let bench = package.targets.first(where: { $0.name == "Benchmarks" }) {
         bench.dependencies.append(.product(name: "MallocInterposerSwift", package: "malloc-interposer"))
+        // A define, not canImport: the interposer's module stays in .build after a gated build.
+        bench.swiftSettings = (bench.swiftSettings ?? []) + [.define("STREAMFIRST_BENCH_ALLOC")]
     }
 }

@@ -5,7 +5,7 @@ import Pipeline
 import StreamCore
 import Validation
 
-#if canImport(MallocInterposerSwift)
+#if STREAMFIRST_BENCH_ALLOC
     import MallocInterposerSwift
 #endif
 
@@ -32,7 +32,7 @@ struct AllocBench: AsyncParsableCommand {
     @Option(help: "Comma-separated cases to run (default: all).") var only: String?
 
     func run() async throws {
-        #if canImport(MallocInterposerSwift)
+        #if STREAMFIRST_BENCH_ALLOC
             try reexecWithInterposer()
             let cases = try AllocCases(pipeline: pipeline)
             print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; load: \(loadAverage()); build: release, STREAMFIRST_BENCH=1")
@@ -65,7 +65,7 @@ struct AllocBench: AsyncParsableCommand {
         #endif
     }
 
-    #if canImport(MallocInterposerSwift)
+    #if STREAMFIRST_BENCH_ALLOC
         /// The interposer counts only when its library is preloaded: re-executes this process with
         /// LD_PRELOAD naming the copy built next to this executable, and checks that counting works.
         func reexecWithInterposer() throws {
