@@ -12,7 +12,7 @@ APT_PACKAGES := librdkafka-dev kcat pkg-config python3-venv libjs-chart.js
 # clients for the MQTT source's tests, openssl for their throw-away TLS CA.
 TEST_APT_PACKAGES := chromium chromium-driver mosquitto mosquitto-clients openssl
 
-.PHONY: test-deps deps-test-system demo test test-asan test-tsan bench fuzz fuzz-build deps deps-system deps-python deps-postgres build build-release clean
+.PHONY: test-deps deps-test-system demo test test-asan test-tsan bench bench-alloc fuzz fuzz-build deps deps-system deps-python deps-postgres build build-release clean
 
 deps: deps-system deps-python
 
@@ -64,6 +64,14 @@ test: test-deps deps-postgres
 bench: deps-system
 	$(SWIFT) build -c release
 	.build/release/streamfirst-bench client
+
+# malloc calls and time per record on the hot path (ordo-one/malloc-interposer), only built with
+# STREAMFIRST_BENCH=1, so the plain build and CI never fetch or compile the interposer. Same build
+# folder: only the interposer and the benchmark executable are (re)built; the next plain build
+# relinks the benchmark without it.
+bench-alloc: deps-system
+	STREAMFIRST_BENCH=1 $(SWIFT) build -c release --product streamfirst-bench
+	.build/release/streamfirst-bench alloc $(ALLOC_ARGS)
 
 # The whole test suite with AddressSanitizer (workers and broker included: the tests start the
 # executables built next to them, in .build-asan). Not part of `make test` (it doubles the build).

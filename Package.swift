@@ -177,7 +177,7 @@ let package = Package(
         .executableTarget(
             name: "Benchmarks",
             dependencies: [
-                "Kafka", "Stateful", "StreamCore", "Config", "Pipeline", "Connectors",
+                "Kafka", "Stateful", "StreamCore", "Config", "Pipeline", "Connectors", "LocalRun", "Validation",
                 .product(name: "OTel", package: "swift-otel"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -243,3 +243,14 @@ if Context.environment["STREAMFIRST_FUZZ"] == "1" {
             swiftSettings: [.unsafeFlags(["-parse-as-library"])]))
 }
 
+
+// `streamfirst-bench alloc` (malloc calls per record): only when STREAMFIRST_BENCH=1, so CI's build does
+// not fetch and compile the malloc interposer. Build it in its own folder: `make bench-alloc`.
+if Context.environment["STREAMFIRST_BENCH"] == "1" {
+    package.dependencies.append(.package(url: "https://github.com/ordo-one/malloc-interposer", from: "1.6.0"))
+    if let bench = package.targets.first(where: { $0.name == "Benchmarks" }) {
+        bench.dependencies.append(.product(name: "MallocInterposerSwift", package: "malloc-interposer"))
+        // A define, not canImport: the interposer's module stays in .build after a gated build.
+        bench.swiftSettings = (bench.swiftSettings ?? []) + [.define("STREAMFIRST_BENCH_ALLOC")]
+    }
+}

@@ -15,7 +15,7 @@ struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "streamfirst-bench",
         abstract: "Benchmarks: the Swift Kafka client against C librdkafka (client); windowed aggregation state (window); tracing per record (trace); one stage against a C relay (stage); four stages against a C relay chain (e2e).",
-        subcommands: [ClientBench.self, WindowBench.self, TraceBench.self, StageBench.self, EndToEndBench.self, CRelayCommand.self, CSourceCommand.self],
+        subcommands: [ClientBench.self, WindowBench.self, TraceBench.self, StageBench.self, EndToEndBench.self, ScaleBench.self, MemoryBench.self, AllocBench.self, CRelayCommand.self, CSourceCommand.self],
         defaultSubcommand: ClientBench.self
     )
 }
