@@ -322,19 +322,15 @@ final class SinkGate: Sendable {
     /// A partition assigned without offsets in the sink: every record is new until one is written.
     static let unknown: Int64 = -1
 
-    /// 0: free, 1: a write, 2: a rebalance callback.
-    private let lock = ConditionLock<Int>(value: 0)
-    /// Assigned partition → next offset the sink expects. Written under `lock` (value 1 or 2).
+    /// A write or a rebalance callback, never both.
+    private let gate = BatchRebalanceGate()
+    /// Assigned partition → next offset the sink expects. Written inside `gate`.
     private let positions = NIOLockedValueBox<[Int32: Int64]>([:])
 
     /// Runs a rebalance callback's work (on the polling thread, which may block) with the positions.
     func rebalancing<T>(_ body: (inout [Int32: Int64]) -> T) -> T {
-        lock.lock(whenValue: 0)
-        lock.unlock(withValue: 2)
-        defer {
-            lock.lock()
-            lock.unlock(withValue: 0)
-        }
+        gate.enterRebalance()
+        defer { gate.leaveRebalance() }
         return positions.withLockedValue { body(&$0) }
     }
 
@@ -360,24 +356,7 @@ final class SinkGate: Sendable {
         }
     }
 
-    func beginWrite() async {
-        if lock.lock(whenValue: 0, timeoutSeconds: 0) {
-            lock.unlock(withValue: 1)
-            return
-        }
-        // A rebalance callback is reading the sink's offsets: wait for it off the cooperative pool.
-        let lock = self.lock
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            DispatchQueue.global().async {
-                lock.lock(whenValue: 0)
-                lock.unlock(withValue: 1)
-                c.resume()
-            }
-        }
-    }
+    func beginWrite() async { await gate.enterBatch() }
 
-    func endWrite() {
-        lock.lock()
-        lock.unlock(withValue: 0)
-    }
+    func endWrite() { gate.leaveBatch() }
 }

@@ -171,7 +171,7 @@ public final class StatefulStage: Service, Sendable {
     let resultSpanName: String
     let engine: NIOLockedValueBox<StatefulEngine>
     /// 0 idle, 1 a batch is running, 2 a rebalance is running.
-    let gate = ConditionLock<Int>(value: 0)
+    let gate = BatchRebalanceGate()
 
     let stateBytesGauge: Gauge
     let stateEntriesGauge: Gauge
@@ -268,12 +268,8 @@ public final class StatefulStage: Service, Sendable {
     // MARK: - Rebalance (on the consumer's polling thread, never on the cooperative pool)
 
     func assigned(_ partitions: [KafkaTopicPartition]) -> [KafkaTopicPartitionOffset] {
-        gate.lock(whenValue: 0)
-        gate.unlock(withValue: 2)
-        defer {
-            gate.lock()
-            gate.unlock(withValue: 0)
-        }
+        gate.enterRebalance()
+        defer { gate.leaveRebalance() }
         let numbers = Set(partitions.map(\.partition)).sorted()
         var seeks: [KafkaTopicPartitionOffset] = []
         for p in numbers {
@@ -313,13 +309,11 @@ public final class StatefulStage: Service, Sendable {
     }
 
     func revoked(_ partitions: [KafkaTopicPartition]) {
-        gate.lock(whenValue: 0)
-        gate.unlock(withValue: 2)
+        gate.enterRebalance()
         engine.withLockedValue { e in
             for p in Set(partitions.map(\.partition)) { e.revoke(partition: p) }
         }
-        gate.lock()
-        gate.unlock(withValue: 0)
+        gate.leaveRebalance()
         publishGauges()
     }
 
@@ -376,26 +370,9 @@ public final class StatefulStage: Service, Sendable {
 
     // MARK: - Batches
 
-    func acquireBatchGate() async {
-        if gate.lock(whenValue: 0, timeoutSeconds: 0) {
-            gate.unlock(withValue: 1)
-            return
-        }
-        // A rebalance (state restore) is running: wait for it off the cooperative pool.
-        let gate = self.gate
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            DispatchQueue.global().async {
-                gate.lock(whenValue: 0)
-                gate.unlock(withValue: 1)
-                c.resume()
-            }
-        }
-    }
+    func acquireBatchGate() async { await gate.enterBatch() }
 
-    func releaseBatchGate() {
-        gate.lock()
-        gate.unlock(withValue: 0)
-    }
+    func releaseBatchGate() { gate.leaveBatch() }
 
     func process(_ batch: [KafkaMessage], clients: StageClients) async throws {
         let started = ContinuousClock.now
