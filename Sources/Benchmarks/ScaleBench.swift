@@ -33,12 +33,7 @@ struct ScaleBench: AsyncParsableCommand {
     @Option(help: "Directory for the pipeline files and worker logs.") var workDirectory = "/tmp/streamfirst-bench-scale"
 
     func validate() throws {
-        let perPartition = Double(records) * 260 / Double(partitions)
-        if perPartition > 4.5 * 1024 * 1024 {
-            throw ValidationError(
-                "--records \(records) over --partitions \(partitions) is ~\(Int(perPartition / 1024)) KiB per partition: "
-                    + "the embedded broker keeps at most 5 MiB per partition. Raise --partitions or lower --records.")
-        }
+        try checkStageRetention(records: records, partitions: partitions)
         if counts.isEmpty || counts.contains(where: { $0 < 1 || $0 > partitions }) {
             throw ValidationError("--instances: comma-separated counts between 1 and --partitions (\(partitions))")
         }

@@ -38,12 +38,7 @@ struct StageBench: AsyncParsableCommand {
     @Option(help: "Directory for the pipeline files, SQLite files and worker logs.") var workDirectory = "/tmp/streamfirst-bench-stage"
 
     func validate() throws {
-        let perPartition = Double(records) * 260 / Double(partitions)
-        if perPartition > 4.5 * 1024 * 1024 {
-            throw ValidationError(
-                "--records \(records) over --partitions \(partitions) is ~\(Int(perPartition / 1024)) KiB per partition: "
-                    + "the embedded broker keeps at most 5 MiB per partition. Raise --partitions or lower --records.")
-        }
+        try checkStageRetention(records: records, partitions: partitions)
         for s in stages.split(separator: ",") where !["pass", "validate", "sqlite", "postgres", "pass-1", "validate-1"].contains(String(s)) {
             throw ValidationError("--stages: unknown stage '\(s)' (expected pass, validate, sqlite, postgres, pass-1, validate-1)")
         }

@@ -211,6 +211,17 @@ func prefill(_ brokers: String, _ topic: String, count: Int) throws {
     }
 }
 
+/// Refuses a stage-benchmark volume that would pass the embedded broker's 5 MiB per partition
+/// (~260 bytes per sensor record with its headers) and so be evicted before it is read.
+func checkStageRetention(records: Int, partitions: Int) throws {
+    let perPartition = Double(records) * 260 / Double(partitions)
+    if perPartition > 4.5 * 1024 * 1024 {
+        throw ValidationError(
+            "--records \(records) over --partitions \(partitions) is ~\(Int(perPartition / 1024)) KiB per partition: "
+                + "the embedded broker keeps at most 5 MiB per partition. Raise --partitions or lower --records.")
+    }
+}
+
 func ratioText(_ x: Double) -> String { String(format: "%.2f", x) }
 
 /// The pipeline-file lines that disable Nagle's algorithm on a stage's clients (`--nagle-disable`).
