@@ -148,7 +148,9 @@ public final class KafkaProducer: Sendable {
         for (index, message) in messages.enumerated() {
             let token = Unmanaged.passRetained(DeliveryToken(batch: batch, index: index, topic: message.topic))
             do {
-                try await enqueueRetryingWhenFull(message, opaque: token.toOpaque())
+                if try !_enqueueUnlessFull(message, opaque: token.toOpaque()) {
+                    try await enqueueRetryingWhenFull(message, opaque: token.toOpaque())
+                }
             } catch {
                 token.release()
                 batch.complete(
@@ -165,8 +167,21 @@ public final class KafkaProducer: Sendable {
     ///
     /// Suspends only while the local queue is full. Its delivery report goes to the
     /// `deliveryReports` handler and is counted in ``deliveryCounts``; ``flush(timeout:)`` waits for all.
+    @inlinable
     public func enqueue(_ message: KafkaProducerMessage) async throws {
+        // Inlined into the caller: the common case (space in the queue) is one synchronous call,
+        // with no async frame or executor check per record. Only a full queue takes the async path.
+        if try _enqueueUnlessFull(message, opaque: nil) { return }
         try await enqueueRetryingWhenFull(message, opaque: nil)
+    }
+
+    /// Queues a record if there is space: true when queued, false when the local queue is full;
+    /// throws any other error. The synchronous half of ``enqueue(_:)``.
+    @usableFromInline
+    func _enqueueUnlessFull(_ message: KafkaProducerMessage, opaque: UnsafeMutableRawPointer?) throws -> Bool {
+        guard let error = produce(message, opaque: opaque) else { return true }
+        guard error.code == KafkaError.queueFullCode else { throw error }
+        return false
     }
 
     /// Queues a record without waiting; throws `_QUEUE_FULL` (retriable) instead of suspending when the queue is full.
@@ -174,7 +189,8 @@ public final class KafkaProducer: Sendable {
         if let error = produce(message, opaque: nil) { throw error }
     }
 
-    private func enqueueRetryingWhenFull(_ message: KafkaProducerMessage, opaque: UnsafeMutableRawPointer?) async throws {
+    @usableFromInline
+    func enqueueRetryingWhenFull(_ message: KafkaProducerMessage, opaque: UnsafeMutableRawPointer?) async throws {
         while true {
             let generation = dispatcher.generation
             guard let error = produce(message, opaque: opaque) else { return }
