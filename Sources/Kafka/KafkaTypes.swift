@@ -259,7 +259,10 @@ public struct KafkaMessage: Sendable, Hashable {
 
     /// The first header with this key (its value may be nil), or nil if there is none.
     public func header(_ key: String) -> KafkaHeader? {
-        headers.first { $0.key == key }
+        switch storage {
+        case .owned(let o): return o.headers.first { $0.key == key }
+        case .borrowed(let batch, let index): return batch.header(index, key: key)
+        }
     }
 
     public static func == (a: KafkaMessage, b: KafkaMessage) -> Bool {

@@ -19,7 +19,12 @@ public struct KafkaHeadersExtractor: Extractor {
     }
 
     public func extract(key: String, from carrier: [KafkaHeader]) -> String? {
-        guard let header = carrier.first(where: { $0.key == key }), let bytes = header.value else { return nil }
+        checked(key: key, carrier.first(where: { $0.key == key })?.value)
+    }
+
+    /// The header's value if it is well-formed for `key` (or unchecked when `validates` is false).
+    func checked(key: String, _ bytes: [UInt8]?) -> String? {
+        guard let bytes else { return nil }
         let value = String(decoding: bytes, as: UTF8.self)
         guard validates else { return value }
         switch key {
@@ -34,6 +39,21 @@ public struct KafkaHeadersExtractor: Extractor {
 
     /// A syntactically valid traceparent, to check a tracestate on its own.
     static let validParent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+}
+
+/// Reads trace context straight from a consumed record: each key is looked up in place
+/// (``KafkaMessage/header(_:)``) rather than copying all of the record's headers first.
+public struct KafkaMessageExtractor: Extractor {
+    public typealias Carrier = KafkaMessage
+    let headers: KafkaHeadersExtractor
+
+    public init(validates: Bool = true) {
+        self.headers = KafkaHeadersExtractor(validates: validates)
+    }
+
+    public func extract(key: String, from carrier: KafkaMessage) -> String? {
+        headers.checked(key: key, carrier.header(key)?.value)
+    }
 }
 
 /// Writes trace context into Kafka record headers, replacing a value the headers already have (an
@@ -99,7 +119,9 @@ public struct RecordTracer: Sendable {
     /// Opens the span of a consumed record: child of the record's `traceparent`.
     public func startConsuming(_ message: KafkaMessage) -> RecordSpan {
         let name = message.topic == primaryTopic ? primaryName : "\(stage) \(message.topic)"
-        let span = tracer.startSpan(name, context: context(from: message.headers), ofKind: .consumer)
+        var context = InstrumentationContext.topLevel
+        tracer.extract(message, into: &context, using: KafkaMessageExtractor(validates: extractor.validates))
+        let span = tracer.startSpan(name, context: context, ofKind: .consumer)
         if span.isRecording {
             var a = common(operation: "process", topic: message.topic)
             a.set("messaging.destination.partition.id", value: .string(String(message.partition)))

@@ -47,6 +47,10 @@ struct ProducerConsumerTests {
             #expect(r.key == m.key)
             #expect(r.value == m.value)
             #expect(r.headers == m.headers)
+            // header(_:) looks one name up in place: the first of duplicates, a null value, an absent name.
+            #expect(r.header("seq")?.value == bytes("\(i)"))
+            #expect(r.header("nil-header").map { $0.value == nil } == true)
+            #expect(r.header("absent") == nil)
             #expect(r.timestamp == KafkaTimestamp(milliseconds: t0 + Int64(i) * 1000, kind: .createTime))
             #expect(r.partition == reports[i].partition && r.offset == reports[i].offset)
         }

@@ -101,6 +101,8 @@ import W3CTraceContext
     ])
     func aMalformedTraceparentIsIgnoredAndANewTraceBegins(_ bad: String) throws {
         #expect(KafkaHeadersExtractor().extract(key: RecordHeader.traceParent, from: [KafkaHeader(key: RecordHeader.traceParent, value: bad)]) == nil)
+        let record = KafkaMessage(topic: "t", partition: 0, offset: 0, key: nil, value: [], headers: [KafkaHeader(key: RecordHeader.traceParent, value: bad)])
+        #expect(KafkaMessageExtractor().extract(key: RecordHeader.traceParent, from: record) == nil)
         let out = Self.child(of: [KafkaHeader(key: RecordHeader.traceParent, value: bad)])
         let parents = Self.values(RecordHeader.traceParent, in: out)
         #expect(parents.count == 1)

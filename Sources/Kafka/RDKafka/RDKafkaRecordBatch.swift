@@ -83,6 +83,20 @@ final class RDKafkaRecordBatch: @unchecked Sendable {
         }
     }
 
+    /// The first header named `key` of the record, its value copied; nil if there is none.
+    /// Looks the name up in librdkafka's parsed headers without copying the others.
+    func header(_ index: Int, key: String) -> KafkaHeader? {
+        let message = messages[index]
+        return headerLock.withLock {
+            var hdrs: OpaquePointer?
+            guard rd_kafka_message_headers(message, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR, let hdrs else { return nil }
+            var value: UnsafeRawPointer?
+            var size = 0
+            guard rd_kafka_header_get(hdrs, 0, key, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR else { return nil }
+            return KafkaHeader(key: key, value: value.map { Array(UnsafeRawBufferPointer(start: $0, count: size)) })
+        }
+    }
+
     deinit {
         for m in messages { rd_kafka_message_destroy(m) }
         live.count.subtract(1, ordering: .releasing)
