@@ -39,15 +39,39 @@ public enum KafkaConsumerEvent: Sendable {
 /// delays nothing but this consumer. `onAssigned` may return start offsets for some partitions
 /// (for example offsets stored transactionally with a sink's rows); those win over everything else.
 public struct KafkaRebalanceListener: Sendable {
-    public var onAssigned: @Sendable ([KafkaTopicPartition]) -> [KafkaTopicPartitionOffset]
+    /// Called with the newly assigned partitions and a context for questions to the broker.
+    public var onAssigned: @Sendable ([KafkaTopicPartition], KafkaAssignmentContext) -> [KafkaTopicPartitionOffset]
     public var onRevoked: @Sendable ([KafkaTopicPartition]) -> Void
+
+    /// A listener whose `onAssigned` can ask the broker about the partitions (``KafkaAssignmentContext``).
+    public init(
+        onAssigned: @escaping @Sendable ([KafkaTopicPartition], KafkaAssignmentContext) -> [KafkaTopicPartitionOffset],
+        onRevoked: @escaping @Sendable ([KafkaTopicPartition]) -> Void = { _ in }
+    ) {
+        self.onAssigned = onAssigned
+        self.onRevoked = onRevoked
+    }
 
     public init(
         onAssigned: @escaping @Sendable ([KafkaTopicPartition]) -> [KafkaTopicPartitionOffset] = { _ in [] },
         onRevoked: @escaping @Sendable ([KafkaTopicPartition]) -> Void = { _ in }
     ) {
-        self.onAssigned = onAssigned
-        self.onRevoked = onRevoked
+        self.init(onAssigned: { partitions, _ in onAssigned(partitions) }, onRevoked: onRevoked)
+    }
+}
+
+/// What a rebalance listener's `onAssigned` may ask while it runs, on the polling thread.
+///
+/// Valid only during that call (it borrows the consumer's handle): do not keep it. Its calls block,
+/// which is allowed there and only there.
+public struct KafkaAssignmentContext {
+    let rk: OpaquePointer
+
+    /// Low and high watermarks of a partition (first retained offset, next offset to be written),
+    /// asked from its leader. Blocks for at most `timeout`.
+    public func watermarks(_ partition: KafkaTopicPartition, timeout: Duration = .seconds(10)) throws -> (low: Int64, high: Int64) {
+        try queryWatermarks(
+            rk, topic: partition.topic, partition: partition.partition, timeoutMs: Int32(clamping: timeout.milliseconds))
     }
 }
 

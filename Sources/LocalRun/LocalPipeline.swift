@@ -143,14 +143,20 @@ public final class LocalPipeline: Sendable {
     }
 
     /// Polls `/readyz` until it answers 200 (the worker exposes no push channel), for at most a minute.
+    ///
+    /// Ingest is the one stage that ends by itself: a bounded source (a small file) can be read,
+    /// produced, flushed and the worker gone with exit code 0 before the first poll. That is success,
+    /// not a failed start; any other exit before `/readyz` answers is an error.
     func waitUntilReady(_ stage: PipelineSpec.StageName, process: ChildProcess, port: Int) async throws {
-        try await waitUntilReady(what: "the \(stage.rawValue) worker", process: process, port: port)
+        try await waitUntilReady(
+            what: "the \(stage.rawValue) worker", process: process, port: port, finishingIsReady: stage == .ingest)
     }
 
-    func waitUntilReady(what: String, process: ChildProcess, port: Int) async throws {
+    func waitUntilReady(what: String, process: ChildProcess, port: Int, finishingIsReady: Bool = false) async throws {
         let deadline = ContinuousClock.now + .seconds(60)
         while ContinuousClock.now < deadline {
             if let status = process.exited {
+                if finishingIsReady && !status.signaled && status.code == 0 { return }
                 throw LocalRunError("\(what) exited (\(status)) before it was ready:\n\(process.standardError)")
             }
             if let r = try? await HTTPGet.get(host: "127.0.0.1", port: port, path: "/readyz"), r.status == 200 { return }

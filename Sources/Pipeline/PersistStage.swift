@@ -66,12 +66,15 @@ public final class PersistStage: Service, Sendable {
         let listener: KafkaRebalanceListener? =
             sink.storesOffsets
             ? KafkaRebalanceListener(
-                onAssigned: { partitions in
+                onAssigned: { partitions, context in
                     // Runs on the consumer's polling thread (not the cooperative pool): waiting here
                     // delays only this consumer, which must not fetch before it knows where to start.
                     // The gate waits for a write in progress, so the offsets read include it.
                     gate.rebalancing { positions in
-                        let stored = PersistStage.blockingStoredOffsets(sink: sink, group: group, topic: input.name, logger: logger)
+                        let stored = PersistStage.offsetsWithinTheLog(
+                            PersistStage.blockingStoredOffsets(sink: sink, group: group, topic: input.name, logger: logger),
+                            topic: input.name, assigned: partitions, logger: logger
+                        ) { try context.watermarks($0).high }
                         for tp in partitions { positions[tp.partition] = stored[tp.partition] ?? SinkGate.unknown }
                         return partitions.compactMap { tp in
                             stored[tp.partition].map { KafkaTopicPartitionOffset(tp, offset: $0) }
@@ -285,6 +288,37 @@ public final class PersistStage: Service, Sendable {
             for span in open.values { span.end(outcome) }
             open = [:]
         }
+    }
+
+    /// Drops stored offsets beyond their partition's end (high watermark). Kafka never takes a
+    /// written offset back, so such an offset was stored from another incarnation of the topic —
+    /// deleted and created again, a fresh embedded broker, another cluster — and the records at
+    /// lower offsets now are new ones: resuming there would skip them (the rows already in the
+    /// table stay; upserts by key make a re-read harmless). Those partitions start from the group's
+    /// committed offset (`auto.offset.reset` without one). An offset whose end cannot be asked is
+    /// kept.
+    static func offsetsWithinTheLog(
+        _ stored: [Int32: Int64], topic: String, assigned: [KafkaTopicPartition], logger: Logger,
+        highWatermark: (KafkaTopicPartition) throws -> Int64
+    ) -> [Int32: Int64] {
+        var kept = stored
+        for tp in assigned where tp.topic == topic {
+            guard let offset = stored[tp.partition] else { continue }
+            let high: Int64
+            do { high = try highWatermark(tp) } catch {
+                logger.warning(
+                    "could not ask the partition's end; resuming from the sink's offset",
+                    metadata: ["partition": "\(tp)", "offset": "\(offset)", "error": "\(error)"])
+                continue
+            }
+            if offset > high {
+                kept[tp.partition] = nil
+                logger.warning(
+                    "the sink's stored offset is beyond the partition's end: the topic was created again or this is another cluster; ignoring it and reading from the group's committed offset",
+                    metadata: ["partition": "\(tp)", "stored_offset": "\(offset)", "high_watermark": "\(high)"])
+            }
+        }
+        return kept
     }
 
     /// Reads the sink's stored offsets from a synchronous context (the rebalance callback), waiting

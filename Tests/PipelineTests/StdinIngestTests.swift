@@ -1,7 +1,7 @@
 import EmbeddedBroker
 import Foundation
 import Kafka
-import LocalRun
+@testable import LocalRun
 import Pipeline
 import StreamCore
 import Testing
@@ -50,5 +50,42 @@ import Testing
         #expect(dead.count == 1)
         #expect(dead.first?.value == Array("{broken".utf8), "the original bytes, untouched")
         #expect(dead.first?.header(DeadLetterHeader.exceptionClass)?.value.map { String(decoding: $0, as: UTF8.self) } == "MalformedJSON")
+    }
+
+    /// A bounded source can finish before the launcher's first `/readyz` poll (the guide's
+    /// seven-row CSV did so on CI): an ingest worker that already exited with code 0 counts as
+    /// started, while the same exit from a consuming stage is still a failed start.
+    @Test func anIngestThatFinishedBeforeTheReadinessPollIsNotAFailedStart() async throws {
+        let work = FileManager.default.temporaryDirectory.appendingPathComponent("sf-fast-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: work) }
+        let file = work.appendingPathComponent("stdin.yaml").path
+        try """
+            name: fast-ingest
+            kafka: { bootstrap: "${KAFKA_BROKERS:-127.0.0.1:9092}" }
+            topics:
+              raw: { name: "fast.raw", partitions: 1 }
+              dead: { name: "fast.dead", partitions: 1 }
+            dead_letter: dead
+            ingest:
+              output: raw
+              source: { type: stdin }
+            """.write(toFile: file, atomically: true, encoding: .utf8)
+        let local = try await LocalPipeline.launch(.init(pipelineFile: file, workDirectory: work.path, environment: [:]))
+        try await local.start(.ingest, waitUntilReady: false)
+        let ingest = try #require(local.process(.ingest))
+        let port = try #require(local.port(.ingest))
+        try ingest.writeToStandardInput(Data("{\"n\":1}\n".utf8))
+        try ingest.closeStandardInput()
+        let status = await ingest.wait()
+        #expect(status == .init(code: 0, signaled: false), "\(ingest.standardError.suffix(2000))")
+        // Ingest: finished is as good as ready.
+        try await local.waitUntilReady(.ingest, process: ingest, port: port)
+        // Any other stage: an exit before /readyz is reported with the worker's log.
+        await #expect(throws: LocalRunError.self) {
+            try await local.waitUntilReady(.validate, process: ingest, port: port)
+        }
+        #expect(try await local.readAll("raw").count == 1)
+        _ = await local.stop()
     }
 }

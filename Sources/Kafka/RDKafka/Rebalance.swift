@@ -58,7 +58,7 @@ final class RebalanceHandler: Sendable {
                 }
             }
             if let listener {
-                for o in listener.onAssigned(partitions) { offsets[o.topicPartition] = o.offset }
+                for o in listener.onAssigned(partitions, KafkaAssignmentContext(rk: rk)) { offsets[o.topicPartition] = o.offset }
             }
             if let elems = list.pointee.elems {
                 for i in 0..<Int(list.pointee.cnt) {
