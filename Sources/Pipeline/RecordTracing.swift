@@ -91,6 +91,8 @@ public struct RecordTracer: Sendable {
     public let pipeline: String
     let tracer: any Tracer
     let extractor: KafkaHeadersExtractor
+    /// The same checks as `extractor`, reading a consumed record's headers in place.
+    let messageExtractor: KafkaMessageExtractor
     let group: String?
     /// `<stage> <topic>` of the topic most records come from, built once.
     let primaryTopic: String
@@ -104,6 +106,7 @@ public struct RecordTracer: Sendable {
         self.pipeline = pipeline
         self.tracer = tracer
         self.extractor = KafkaHeadersExtractor(validates: !(tracer is PropagatingTracer))
+        self.messageExtractor = KafkaMessageExtractor(validates: extractor.validates)
         self.group = group
         self.primaryTopic = topic
         self.primaryName = "\(stage) \(topic)"
@@ -111,17 +114,19 @@ public struct RecordTracer: Sendable {
 
     /// The context the headers carry (top level when they carry none, or a malformed one).
     public func context(from headers: [KafkaHeader]) -> InstrumentationContext {
+        context(from: headers, using: extractor)
+    }
+
+    func context<E: Extractor>(from carrier: E.Carrier, using extractor: E) -> InstrumentationContext {
         var context = InstrumentationContext.topLevel
-        tracer.extract(headers, into: &context, using: extractor)
+        tracer.extract(carrier, into: &context, using: extractor)
         return context
     }
 
     /// Opens the span of a consumed record: child of the record's `traceparent`.
     public func startConsuming(_ message: KafkaMessage) -> RecordSpan {
         let name = message.topic == primaryTopic ? primaryName : "\(stage) \(message.topic)"
-        var context = InstrumentationContext.topLevel
-        tracer.extract(message, into: &context, using: KafkaMessageExtractor(validates: extractor.validates))
-        let span = tracer.startSpan(name, context: context, ofKind: .consumer)
+        let span = tracer.startSpan(name, context: context(from: message, using: messageExtractor), ofKind: .consumer)
         if span.isRecording {
             var a = common(operation: "process", topic: message.topic)
             a.set("messaging.destination.partition.id", value: .string(String(message.partition)))
