@@ -42,6 +42,20 @@ import Testing
         await producer.shutdown()
     }
 
+    /// Launches the pipeline on its own embedded broker, runs `body`, and stops it (also when
+    /// `body` throws). Returns the stopped pipeline, for its log files.
+    static func withPipeline(
+        _ file: String, workDirectory: URL, _ body: (LocalPipeline) async throws -> Void
+    ) async throws -> LocalPipeline {
+        let local = try await LocalPipeline.launch(.init(pipelineFile: file, workDirectory: workDirectory.path, environment: [:]))
+        do { try await body(local) } catch {
+            _ = await local.stop()
+            throw error
+        }
+        _ = await local.stop()
+        return local
+    }
+
     @Test func storedOffsetsBeyondTheEndOfARecreatedTopicAreIgnored() async throws {
         let work = FileManager.default.temporaryDirectory.appendingPathComponent("sf-offsets-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
@@ -49,32 +63,20 @@ import Testing
         let file = try Self.pipeline(work)
 
         // First broker: three records, written; the sink stores next offset 3.
-        let first = try await LocalPipeline.launch(
-            .init(pipelineFile: file, workDirectory: work.appendingPathComponent("run1").path, environment: [:]))
-        do {
+        _ = try await Self.withPipeline(file, workDirectory: work.appendingPathComponent("run1")) { first in
             try await Self.produce(first, 0..<3)
             try await first.start(.persist)
             try await first.waitUntilDrained(timeout: .seconds(60))
             #expect(try await first.sinkRowCount() == 3)
-        } catch {
-            _ = await first.stop()
-            throw error
         }
-        _ = await first.stop()
 
         // A new broker, the same database: two new records at offsets 0 and 1, below the stored 3.
-        let second = try await LocalPipeline.launch(
-            .init(pipelineFile: file, workDirectory: work.appendingPathComponent("run2").path, environment: [:]))
-        do {
+        let second = try await Self.withPipeline(file, workDirectory: work.appendingPathComponent("run2")) { second in
             try await Self.produce(second, 3..<5)
             try await second.start(.persist)
             try await second.waitUntilDrained(timeout: .seconds(60))
             #expect(try await second.sinkRowCount() == 5, "the new topic's records were skipped as already written")
-        } catch {
-            _ = await second.stop()
-            throw error
         }
-        _ = await second.stop()
         let log = try String(contentsOfFile: second.logFile(.persist), encoding: .utf8)
         #expect(log.contains("beyond the partition's end"), "\(log.suffix(3000))")
     }
