@@ -10,7 +10,7 @@ enum Formats {
         case "email": return email(s)
         case "ipv4": return ipv4(s)
         case "ipv6": return ipv6(s)
-        case "uuid": return matches(s, "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+        case "uuid": return matches(s, uuidPattern)
         case "hostname": return hostname(s)
         case "uri": return uri(s)
         case "uri-reference": return uriReference(s, requireScheme: false)
@@ -22,14 +22,24 @@ enum Formats {
         }
     }
 
-    static func matches(_ s: String, _ pattern: String) -> Bool {
+    // The patterns compiled once (they were compiled on every check).
+    static let uuidPattern = CompiledRegex("^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+    static let datePattern = CompiledRegex("^\\d{4}-\\d{2}-\\d{2}$")
+    static let timePattern = CompiledRegex("^(\\d{2}):(\\d{2}):(\\d{2})(\\.\\d+)?([zZ]|[+-]\\d{2}:\\d{2})$")
+    static let durationPattern: CompiledRegex? = {
+        let time = "T(?:\\d+H(?:\\d+M(?:\\d+S)?)?|\\d+M(?:\\d+S)?|\\d+S)"
+        let date = "(?:\\d+Y(?:\\d+M(?:\\d+D)?)?|\\d+M(?:\\d+D)?|\\d+D)"
+        return CompiledRegex("^P(?:\(date)(?:\(time))?|\(time)|\\d+W)$")
+    }()
+
+    static func matches(_ s: String, _ regex: CompiledRegex?) -> Bool {
         // No line breaks anywhere: ICU's `$` would also match before a trailing newline.
-        guard s.allSatisfy({ $0.isASCII && !$0.isNewline }), let r = try? NSRegularExpression(pattern: pattern) else { return false }
-        return r.firstMatch(in: s, range: NSRange(s.startIndex..., in: s)) != nil
+        guard s.allSatisfy({ $0.isASCII && !$0.isNewline }), let regex else { return false }
+        return regex.matches(s)
     }
 
     static func date(_ s: String) -> Bool {
-        guard matches(s, "^\\d{4}-\\d{2}-\\d{2}$") else { return false }
+        guard matches(s, datePattern) else { return false }
         let p = s.split(separator: "-").compactMap { Int($0) }
         guard p.count == 3, (1...12).contains(p[1]), p[2] >= 1 else { return false }
         let leap = (p[0] % 4 == 0 && p[0] % 100 != 0) || p[0] % 400 == 0
@@ -38,7 +48,7 @@ enum Formats {
     }
 
     static func time(_ s: String) -> Bool {
-        guard matches(s, "^(\\d{2}):(\\d{2}):(\\d{2})(\\.\\d+)?([zZ]|[+-]\\d{2}:\\d{2})$") else { return false }
+        guard matches(s, timePattern) else { return false }
         let parts = s.prefix(8).split(separator: ":").compactMap { Int($0) }
         guard parts.count == 3 else { return false }
         var offsetMinutes = 0
@@ -62,11 +72,7 @@ enum Formats {
     }
 
     /// RFC 3339 appendix A: units in order, contiguous (no "P1Y2D"), weeks alone.
-    static func duration(_ s: String) -> Bool {
-        let time = "T(?:\\d+H(?:\\d+M(?:\\d+S)?)?|\\d+M(?:\\d+S)?|\\d+S)"
-        let date = "(?:\\d+Y(?:\\d+M(?:\\d+D)?)?|\\d+M(?:\\d+D)?|\\d+D)"
-        return matches(s, "^P(?:\(date)(?:\(time))?|\(time)|\\d+W)$")
-    }
+    static func duration(_ s: String) -> Bool { matches(s, durationPattern) }
 
     /// RFC 6901: empty, or "/"-separated tokens in which "~" is only "~0" or "~1".
     static func jsonPointer(_ s: String) -> Bool {

@@ -31,7 +31,7 @@ public struct SchemaError: Error, Sendable, CustomStringConvertible {
 
 /// A compiled schema, ready to validate instances. Thread-safe.
 public final class JSONSchema: Sendable {
-    let root: JSONValue
+    let root: SchemaNode
     let baseURI: String
     let registry: SchemaRegistry
 
@@ -42,14 +42,14 @@ public final class JSONSchema: Sendable {
     {
         let base = (schema["$id"]?.stringValue).map { URIs.resolve($0, against: baseURI) } ?? baseURI
         try registry.register(schema, uri: base)
-        self.root = schema
         self.baseURI = URIs.stripFragment(base)
         self.registry = registry
         try registry.check(schema, base: self.baseURI)
+        self.root = SchemaNode(schema, base: self.baseURI, idApplied: true, registry: registry)
     }
 
     init(resolved schema: JSONValue, base: String, registry: SchemaRegistry) {
-        self.root = schema
+        self.root = SchemaNode(schema, base: base, idApplied: true, registry: registry)
         self.baseURI = base
         self.registry = registry
     }
@@ -57,8 +57,8 @@ public final class JSONSchema: Sendable {
     /// Every violation (empty when the instance is valid).
     public func validate(_ instance: JSONValue) -> [SchemaViolation] {
         var errors: [SchemaViolation] = []
-        var v = Validator(registry: registry)
-        _ = v.validate(root, base: baseURI, instance: instance, path: "", keyword: "", dynamic: [baseURI], idApplied: true, errors: &errors)
+        var v = Validator(registry: registry, scope: [baseURI])
+        _ = v.validate(root, instance, collect: false, errors: &errors)
         // A stable order (objects are unordered, so evaluation order varies between processes):
         // the same record always gets the same dead-letter message.
         return errors.sorted { ($0.instancePath, $0.keywordLocation, $0.message) < ($1.instancePath, $1.keywordLocation, $1.message) }
@@ -78,18 +78,272 @@ struct Evaluated {
     }
 }
 
+/// One schema object with its keywords read out once, when the schema is loaded.
+///
+/// Validation used to interpret the schema document itself: every keyword of every subschema was a
+/// `[String: JSONValue]` lookup per record (some 40 string hashes per subschema, ≈ 19 % of a validate
+/// worker's CPU in BENCHMARKS.md's profile). A node holds each keyword as a field (a type as a bit
+/// set, patterns compiled, property schemas in a dictionary with their keyword locations escaped),
+/// so a record costs one lookup per member it has. `$ref` targets are compiled on first use and
+/// shared through the registry (recursive schemas stay finite).
+final class SchemaNode: Sendable {
+    enum Shape { case anything, nothing, keywords }
+
+    struct Property: Sendable {
+        let node: SchemaNode
+        /// `/properties/<escaped name>`.
+        let keyword: String
+        let isRequired: Bool
+    }
+
+    struct PatternProperty: Sendable {
+        let regex: CompiledRegex
+        let node: SchemaNode
+        /// `/patternProperties/<escaped pattern>`.
+        let keyword: String
+    }
+
+    /// A `type` keyword: the accepted kinds as bits, and the names for messages.
+    struct Types: Sendable {
+        let mask: UInt8
+        let names: [String]
+    }
+
+    static let nullBit: UInt8 = 1, booleanBit: UInt8 = 2, integerBit: UInt8 = 4, numberBit: UInt8 = 8
+    static let stringBit: UInt8 = 16, arrayBit: UInt8 = 32, objectBit: UInt8 = 64
+
+    let shape: Shape
+    /// The base URI in effect inside this schema (its own `$id` applied).
+    let base: String
+    /// Whether entering this schema adds `base` to the dynamic scope (it has an `$id` of its own).
+    let pushesScope: Bool
+    /// Whether this schema has `unevaluatedProperties` / `unevaluatedItems`, so that the schemas
+    /// applied in place must report what they evaluated.
+    let needsAnnotations: Bool
+
+    let ref: Reference?
+    let dynamicRef: String?
+
+    let types: Types?
+    let enumValues: [JSONValue]?
+    let constValue: JSONValue?
+
+    let hasNumberKeywords: Bool
+    let multipleOf: JSONValue?
+    let maximum: JSONValue?
+    let exclusiveMaximum: JSONValue?
+    let minimum: JSONValue?
+    let exclusiveMinimum: JSONValue?
+
+    let hasStringKeywords: Bool
+    let maxLength: Int64?
+    let minLength: Int64?
+    let pattern: (source: String, regex: CompiledRegex)?
+    /// Only when the registry asserts formats.
+    let format: String?
+
+    let hasArrayKeywords: Bool
+    let maxItems: Int64?
+    let minItems: Int64?
+    let uniqueItems: Bool
+    let prefixItems: [SchemaNode]?
+    let items: SchemaNode?
+    let contains: SchemaNode?
+    let minContains: Int64
+    let hasMinContains: Bool
+    let maxContains: Int64?
+    let unevaluatedItems: SchemaNode?
+
+    let hasObjectKeywords: Bool
+    let maxProperties: Int64?
+    let minProperties: Int64?
+    let required: [String]?
+    /// Every required name is also a key of `properties`: a member scan can count them instead of
+    /// looking each one up.
+    let requiredByCount: Int?
+    let dependentRequired: [(name: String, needs: [String])]?
+    let properties: [String: Property]?
+    let patternProperties: [PatternProperty]?
+    let additionalProperties: SchemaNode?
+    let propertyNames: SchemaNode?
+    let dependentSchemas: [(name: String, node: SchemaNode, keyword: String)]?
+    let unevaluatedProperties: SchemaNode?
+
+    let allOf: [SchemaNode]?
+    let anyOf: [SchemaNode]?
+    let oneOf: [SchemaNode]?
+    let not: SchemaNode?
+    let ifSchema: SchemaNode?
+    let thenSchema: SchemaNode?
+    let elseSchema: SchemaNode?
+
+    /// Compiles `schema`, whose enclosing base URI is `parentBase`. `idApplied`: the schema's own
+    /// `$id` is already part of `parentBase` (the root, or a `$ref` target).
+    init(_ schema: JSONValue, base parentBase: String, idApplied: Bool, registry: SchemaRegistry) {
+        let o: [String: JSONValue]
+        switch schema {
+        case .bool(false): shape = .nothing; o = [:]
+        case .object(let members): shape = .keywords; o = members
+        default: shape = .anything; o = [:]  // true, and (leniently) any non-schema value
+        }
+        var base = parentBase
+        var pushes = false
+        if !idApplied, let id = o["$id"]?.stringValue {
+            base = URIs.stripFragment(URIs.resolve(id, against: parentBase))
+            pushes = true
+        }
+        self.base = base
+        self.pushesScope = pushes
+        func node(_ v: JSONValue) -> SchemaNode { SchemaNode(v, base: base, idApplied: false, registry: registry) }
+        func nodes(_ v: JSONValue?) -> [SchemaNode]? { v?.arrayValue.map { $0.map(node) } }
+        func integer(_ key: String) -> Int64? { o[key]?.int64Value }
+        func number(_ key: String) -> JSONValue? { o[key].flatMap { $0.doubleValue == nil ? nil : $0 } }
+
+        ref = (o["$ref"]?.stringValue).map { Reference($0, base: base) }
+        dynamicRef = o["$dynamicRef"]?.stringValue
+
+        if let t = o["type"] {
+            let names = t.arrayValue?.compactMap(\.stringValue) ?? [t.stringValue].compactMap { $0 }
+            var mask: UInt8 = 0
+            for name in names {
+                switch name {
+                case "null": mask |= Self.nullBit
+                case "boolean": mask |= Self.booleanBit
+                case "integer": mask |= Self.integerBit
+                case "number": mask |= Self.numberBit
+                case "string": mask |= Self.stringBit
+                case "array": mask |= Self.arrayBit
+                case "object": mask |= Self.objectBit
+                default: continue  // an unknown type name accepts nothing
+                }
+            }
+            types = Types(mask: mask, names: names)
+        } else {
+            types = nil
+        }
+        enumValues = o["enum"]?.arrayValue
+        constValue = o["const"]
+
+        if let m = o["multipleOf"], let d = m.doubleValue, d > 0 { multipleOf = m } else { multipleOf = nil }
+        maximum = number("maximum")
+        exclusiveMaximum = number("exclusiveMaximum")
+        minimum = number("minimum")
+        exclusiveMinimum = number("exclusiveMinimum")
+        hasNumberKeywords = multipleOf != nil || maximum != nil || exclusiveMaximum != nil || minimum != nil || exclusiveMinimum != nil
+
+        maxLength = integer("maxLength")
+        minLength = integer("minLength")
+        if let p = o["pattern"]?.stringValue, let regex = registry.regex(p) { pattern = (p, regex) } else { pattern = nil }
+        format = registry.formatAssertion ? o["format"]?.stringValue : nil
+        hasStringKeywords = maxLength != nil || minLength != nil || pattern != nil || format != nil
+
+        maxItems = integer("maxItems")
+        minItems = integer("minItems")
+        uniqueItems = o["uniqueItems"] == .bool(true)
+        prefixItems = nodes(o["prefixItems"])
+        items = o["items"].map(node)
+        contains = o["contains"].map(node)
+        hasMinContains = o["minContains"] != nil
+        minContains = integer("minContains") ?? 1
+        maxContains = integer("maxContains")
+        unevaluatedItems = o["unevaluatedItems"].map(node)
+        hasArrayKeywords = maxItems != nil || minItems != nil || uniqueItems || prefixItems != nil || items != nil || contains != nil
+
+        maxProperties = integer("maxProperties")
+        minProperties = integer("minProperties")
+        let requiredNames = o["required"]?.arrayValue?.compactMap(\.stringValue)
+        required = requiredNames
+        let requiredSet = Set(requiredNames ?? [])
+        if let props = o["properties"]?.objectValue {
+            var compiled: [String: Property] = [:]
+            compiled.reserveCapacity(props.count)
+            for (name, s) in props {
+                compiled[name] = Property(node: node(s), keyword: "/properties/" + Validator.escape(name), isRequired: requiredSet.contains(name))
+            }
+            properties = compiled
+            requiredByCount = requiredSet.allSatisfy { props[$0] != nil } ? requiredSet.count : nil
+        } else {
+            properties = nil
+            requiredByCount = nil
+        }
+        dependentRequired = o["dependentRequired"]?.objectValue.map { deps in
+            deps.map { (name: $0.key, needs: $0.value.arrayValue?.compactMap(\.stringValue) ?? []) }
+        }
+        patternProperties = o["patternProperties"]?.objectValue.map { patterns in
+            patterns.compactMap { p, s in
+                registry.regex(p).map { PatternProperty(regex: $0, node: node(s), keyword: "/patternProperties/" + Validator.escape(p)) }
+            }
+        }
+        additionalProperties = o["additionalProperties"].map(node)
+        propertyNames = o["propertyNames"].map(node)
+        dependentSchemas = o["dependentSchemas"]?.objectValue.map { deps in
+            deps.map { (name: $0.key, node: node($0.value), keyword: "/dependentSchemas/" + Validator.escape($0.key)) }
+        }
+        unevaluatedProperties = o["unevaluatedProperties"].map(node)
+        hasObjectKeywords = maxProperties != nil || minProperties != nil || required != nil || dependentRequired != nil
+            || properties != nil || patternProperties != nil || additionalProperties != nil || propertyNames != nil
+            || dependentSchemas != nil
+
+        allOf = nodes(o["allOf"])
+        anyOf = nodes(o["anyOf"])
+        oneOf = nodes(o["oneOf"])
+        not = o["not"].map(node)
+        ifSchema = o["if"].map(node)
+        thenSchema = o["then"].map(node)
+        elseSchema = o["else"].map(node)
+        needsAnnotations = unevaluatedItems != nil || unevaluatedProperties != nil
+    }
+
+    /// A `$ref`: resolved and compiled on first use (the registry shares the compiled target).
+    final class Reference: @unchecked Sendable {
+        // @unchecked: `target` is written once under `lock`.
+        let ref: String
+        let base: String
+        private let lock = NSLock()
+        private var target: SchemaNode?
+
+        init(_ ref: String, base: String) {
+            self.ref = ref
+            self.base = base
+        }
+
+        func resolve(_ registry: SchemaRegistry) -> SchemaNode? {
+            if let t = lock.withLock({ target }) { return t }
+            guard let t = registry.compiledTarget(of: ref, base: base) else { return nil }
+            lock.withLock { target = t }
+            return t
+        }
+    }
+}
+
+/// A step of an instance path, escaped only when a violation is reported.
+enum PathToken {
+    case name(String)
+    case index(Int)
+}
+
 struct Validator {
     let registry: SchemaRegistry
+    /// The dynamic scope (base URIs entered, outermost first), for `$dynamicRef`.
+    var scope: [String]
     var depth = 0
+    /// Where the validator is, as tokens: strings are built only for a violation.
+    var instancePath: [PathToken] = []
+    /// Keyword location tokens, each starting with "/" (e.g. `/properties/seq`, `/$ref`).
+    var keywordPath: [String] = []
     /// Nested evaluations allowed (schema recursion through `$ref`, or deep instances). Bounded so
     /// that validation can never exhaust a thread's stack: one level takes ~5 KB of stack, ~43 KB
     /// under AddressSanitizer (where 200 levels overflowed an 8 MB stack). Deeper input is a violation.
     static let maxDepth = 100
 
-    /// A JSON Pointer reference token (RFC 6901): `~` becomes `~0`, `/` becomes `~1`. It runs for
-    /// every property of every record validated, so a token with neither (nearly all) is returned as
-    /// is and the rest is one pass over the bytes — Foundation's `replacingOccurrences` here took 55 %
-    /// of a validate worker's CPU (BENCHMARKS.md, `streamfirst-bench stage`).
+    init(registry: SchemaRegistry, scope: [String]) {
+        self.registry = registry
+        self.scope = scope
+    }
+
+    /// A JSON Pointer reference token (RFC 6901): `~` becomes `~0`, `/` becomes `~1`. A token with
+    /// neither (nearly all) is returned as is and the rest is one pass over the bytes — Foundation's
+    /// `replacingOccurrences` here took 55 % of a validate worker's CPU (BENCHMARKS.md).
     static func escape(_ token: String) -> String {
         let tilde = UInt8(ascii: "~")
         let slash = UInt8(ascii: "/")
@@ -106,303 +360,360 @@ struct Validator {
         return String(decoding: out, as: UTF8.self)
     }
 
-    /// Validates `instance` against `schema`, appending violations; returns the annotations.
-    mutating func validate(
-        _ schema: JSONValue, base parentBase: String, instance: JSONValue, path: String, keyword: String, dynamic: [String],
-        idApplied: Bool = false, errors: inout [SchemaViolation]
-    ) -> Evaluated {
+    var currentPath: String {
+        var s = ""
+        for t in instancePath {
+            switch t {
+            case .name(let n): s += "/" + Self.escape(n)
+            case .index(let i): s += "/\(i)"
+            }
+        }
+        return s
+    }
+
+    /// Records a violation of keyword `kw` of the schema being evaluated (at `extra` below the
+    /// current instance location when given).
+    func fail(_ kw: String?, _ message: String, at extra: PathToken? = nil, _ errors: inout [SchemaViolation]) {
+        var path = currentPath
+        if let extra {
+            switch extra {
+            case .name(let n): path += "/" + Self.escape(n)
+            case .index(let i): path += "/\(i)"
+            }
+        }
+        let keyword = keywordPath.joined() + (kw.map { "/" + $0 } ?? "")
+        errors.append(SchemaViolation(instancePath: path, keywordLocation: keyword, message: message))
+    }
+
+    /// `node` applied to a member / item of the current instance.
+    mutating func child(_ node: SchemaNode, _ instance: JSONValue, _ token: PathToken, _ keyword: String, _ errors: inout [SchemaViolation]) {
+        instancePath.append(token)
+        keywordPath.append(keyword)
+        _ = validate(node, instance, collect: false, errors: &errors)
+        keywordPath.removeLast()
+        instancePath.removeLast()
+    }
+
+    /// `node` applied in place (to the current instance).
+    mutating func inPlace(_ node: SchemaNode, _ instance: JSONValue, _ keyword: String, collect: Bool, _ errors: inout [SchemaViolation]) -> Evaluated {
+        keywordPath.append(keyword)
+        defer { keywordPath.removeLast() }
+        return validate(node, instance, collect: collect, errors: &errors)
+    }
+
+    /// The kind of an instance as `SchemaNode.Types` bits (an integral number is also an integer).
+    static func typeBits(_ v: JSONValue) -> UInt8 {
+        switch v {
+        case .null: return SchemaNode.nullBit
+        case .bool: return SchemaNode.booleanBit
+        case .integer: return SchemaNode.integerBit | SchemaNode.numberBit
+        case .number(let d): return d.rounded() == d && d.isFinite ? SchemaNode.integerBit | SchemaNode.numberBit : SchemaNode.numberBit
+        case .string: return SchemaNode.stringBit
+        case .array: return SchemaNode.arrayBit
+        case .object: return SchemaNode.objectBit
+        }
+    }
+
+    /// Validates `instance` against `node`, appending violations. Returns the annotations when
+    /// `collect` (an enclosing schema has `unevaluated…`) or the node needs them itself.
+    mutating func validate(_ node: SchemaNode, _ instance: JSONValue, collect parentCollect: Bool, errors: inout [SchemaViolation]) -> Evaluated {
         var evaluated = Evaluated()
-        switch schema {
-        case .bool(true): return evaluated
-        case .bool(false):
-            errors.append(SchemaViolation(instancePath: path, keywordLocation: keyword, message: "no value is allowed here"))
+        switch node.shape {
+        case .anything: return evaluated
+        case .nothing:
+            fail(nil, "no value is allowed here", &errors)
             return evaluated
-        case .object: break
-        default: return evaluated
+        case .keywords: break
         }
         depth += 1
         defer { depth -= 1 }
         if depth > Self.maxDepth {
-            errors.append(SchemaViolation(instancePath: path, keywordLocation: keyword, message: "schema recursion deeper than \(Self.maxDepth) levels"))
+            fail(nil, "schema recursion deeper than \(Self.maxDepth) levels", &errors)
             return evaluated
         }
-        var base = parentBase
-        var dynamic = dynamic
-        // A schema reached through a reference (or the root) comes with its own `$id` already applied.
-        if !idApplied, let id = schema["$id"]?.stringValue {
-            base = URIs.stripFragment(URIs.resolve(id, against: parentBase))
-            dynamic.append(base)
-        }
-        func fail(_ kw: String, _ message: String, at p: String? = nil) {
-            errors.append(SchemaViolation(instancePath: p ?? path, keywordLocation: keyword + "/" + kw, message: message))
-        }
-        func sub(_ s: JSONValue, _ inst: JSONValue, _ p: String, _ kw: String, _ errs: inout [SchemaViolation]) -> Evaluated {
-            validate(s, base: base, instance: inst, path: p, keyword: keyword + kw, dynamic: dynamic, errors: &errs)
-        }
+        if node.pushesScope { scope.append(node.base) }
+        defer { if node.pushesScope { scope.removeLast() } }
+        let collect = parentCollect || node.needsAnnotations
 
         // References.
-        if let ref = schema["$ref"]?.stringValue {
-            if let (target, targetBase) = registry.resolve(ref, base: base) {
-                var d = dynamic
-                if d.last != targetBase { d.append(targetBase) }
-                evaluated.merge(validate(target, base: targetBase, instance: instance, path: path, keyword: keyword + "/$ref", dynamic: d, idApplied: true, errors: &errors))
+        if let ref = node.ref {
+            if let target = ref.resolve(registry) {
+                let push = scope.last != target.base
+                if push { scope.append(target.base) }
+                let e = inPlace(target, instance, "/$ref", collect: collect, &errors)
+                if push { scope.removeLast() }
+                if collect { evaluated.merge(e) }
             } else {
-                fail("$ref", "cannot resolve $ref '\(ref)'")
+                fail("$ref", "cannot resolve $ref '\(ref.ref)'", &errors)
             }
         }
-        if let ref = schema["$dynamicRef"]?.stringValue {
-            if let (target, targetBase) = registry.resolveDynamic(ref, base: base, dynamicScope: dynamic) {
-                var d = dynamic
-                if d.last != targetBase { d.append(targetBase) }
-                evaluated.merge(validate(target, base: targetBase, instance: instance, path: path, keyword: keyword + "/$dynamicRef", dynamic: d, idApplied: true, errors: &errors))
+        if let ref = node.dynamicRef {
+            if let target = registry.compiledDynamicTarget(of: ref, base: node.base, dynamicScope: scope) {
+                let push = scope.last != target.base
+                if push { scope.append(target.base) }
+                let e = inPlace(target, instance, "/$dynamicRef", collect: collect, &errors)
+                if push { scope.removeLast() }
+                if collect { evaluated.merge(e) }
             } else {
-                fail("$dynamicRef", "cannot resolve $dynamicRef '\(ref)'")
+                fail("$dynamicRef", "cannot resolve $dynamicRef '\(ref)'", &errors)
             }
         }
 
         // Any instance type.
-        if let t = schema["type"] {
-            let names = t.arrayValue?.compactMap(\.stringValue) ?? [t.stringValue].compactMap { $0 }
-            let actual = instance.typeName
-            let ok = names.contains { $0 == actual || ($0 == "number" && (actual == "integer")) }
-            if !ok { fail("type", "expected \(names.joined(separator: " or ")), got \(actual)") }
+        if let t = node.types, t.mask & Self.typeBits(instance) == 0 {
+            fail("type", "expected \(t.names.joined(separator: " or ")), got \(instance.typeName)", &errors)
         }
-        if let e = schema["enum"]?.arrayValue, !e.contains(where: { $0.jsonEquals(instance) }) {
-            fail("enum", "\(Self.short(instance)) is not one of \(Self.short(.array(e)))")
+        if let e = node.enumValues, !e.contains(where: { $0.jsonEquals(instance) }) {
+            fail("enum", "\(Self.short(instance)) is not one of \(Self.short(.array(e)))", &errors)
         }
-        if let c = schema["const"], !c.jsonEquals(instance) {
-            fail("const", "expected \(Self.short(c)), got \(Self.short(instance))")
+        if let c = node.constValue, !c.jsonEquals(instance) {
+            fail("const", "expected \(Self.short(c)), got \(Self.short(instance))", &errors)
         }
 
-        // Numbers.
-        if let x = instance.doubleValue, instance.typeName == "integer" || instance.typeName == "number" {
-            if let m = schema["multipleOf"]?.doubleValue, m > 0 {
-                let isMultiple: Bool
-                if let xi = instance.int64Value, let mi = schema["multipleOf"]?.int64Value, mi != 0 {
-                    isMultiple = xi % mi == 0
-                } else {
-                    let q = x / m
-                    isMultiple = q.isFinite ? abs(q - q.rounded()) < 1e-9 * max(1, abs(q)) : false
-                }
-                if !isMultiple { fail("multipleOf", "\(Self.short(instance)) is not a multiple of \(Self.short(schema["multipleOf"] ?? .null))") }
-            }
-            if let m = schema["maximum"], let limit = m.doubleValue, Self.compare(instance, m, x, limit) > 0 {
-                fail("maximum", "\(Self.short(instance)) is greater than the maximum \(Self.short(m))")
-            }
-            if let m = schema["exclusiveMaximum"], let limit = m.doubleValue, Self.compare(instance, m, x, limit) >= 0 {
-                fail("exclusiveMaximum", "\(Self.short(instance)) is not less than \(Self.short(m))")
-            }
-            if let m = schema["minimum"], let limit = m.doubleValue, Self.compare(instance, m, x, limit) < 0 {
-                fail("minimum", "\(Self.short(instance)) is less than the minimum \(Self.short(m))")
-            }
-            if let m = schema["exclusiveMinimum"], let limit = m.doubleValue, Self.compare(instance, m, x, limit) <= 0 {
-                fail("exclusiveMinimum", "\(Self.short(instance)) is not greater than \(Self.short(m))")
-            }
-        }
-
-        // Strings.
-        if case .string(let s) = instance {
-            let length = s.unicodeScalars.count
-            if let m = schema["maxLength"]?.int64Value, length > m { fail("maxLength", "\(length) characters, more than \(m)") }
-            if let m = schema["minLength"]?.int64Value, length < m { fail("minLength", "\(length) characters, fewer than \(m)") }
-            if let p = schema["pattern"]?.stringValue, let regex = registry.regex(p), !regex.matches(s) {
-                fail("pattern", "\(Self.short(instance)) does not match \(p)")
-            }
-            if registry.formatAssertion, let f = schema["format"]?.stringValue, !Formats.check(f, s) {
-                fail("format", "\(Self.short(instance)) is not a valid \(f)")
-            }
-        }
-
-        // Arrays.
-        if case .array(let items) = instance {
-            if let m = schema["maxItems"]?.int64Value, items.count > m { fail("maxItems", "\(items.count) items, more than \(m)") }
-            if let m = schema["minItems"]?.int64Value, items.count < m { fail("minItems", "\(items.count) items, fewer than \(m)") }
-            if schema["uniqueItems"] == .bool(true) {
-                outer: for i in items.indices {
-                    for j in items.indices where j > i && items[i].jsonEquals(items[j]) {
-                        fail("uniqueItems", "items \(i) and \(j) are equal")
-                        break outer
-                    }
-                }
-            }
-            var prefix = 0
-            if let prefixItems = schema["prefixItems"]?.arrayValue {
-                for (i, s) in prefixItems.enumerated() where i < items.count {
-                    _ = sub(s, items[i], path + "/\(i)", "/prefixItems/\(i)", &errors)
-                    evaluated.items.insert(i)
-                }
-                prefix = prefixItems.count
-            }
-            if let itemSchema = schema["items"] {
-                for i in items.indices where i >= prefix {
-                    _ = sub(itemSchema, items[i], path + "/\(i)", "/items", &errors)
-                    evaluated.items.insert(i)
-                }
-            }
-            if let contains = schema["contains"] {
-                var matched: [Int] = []
-                for (i, item) in items.enumerated() {
-                    var scratch: [SchemaViolation] = []
-                    _ = sub(contains, item, path + "/\(i)", "/contains", &scratch)
-                    if scratch.isEmpty { matched.append(i) }
-                }
-                evaluated.items.formUnion(matched)
-                let minContains = schema["minContains"]?.int64Value ?? 1
-                if Int64(matched.count) < minContains {
-                    fail(schema["minContains"] == nil ? "contains" : "minContains", "\(matched.count) items match 'contains', at least \(minContains) must")
-                }
-                if let maxContains = schema["maxContains"]?.int64Value, Int64(matched.count) > maxContains {
-                    fail("maxContains", "\(matched.count) items match 'contains', at most \(maxContains) may")
-                }
-            }
-        }
-
-        // Objects.
-        if case .object(let members) = instance {
-            if let m = schema["maxProperties"]?.int64Value, members.count > m { fail("maxProperties", "\(members.count) properties, more than \(m)") }
-            if let m = schema["minProperties"]?.int64Value, members.count < m { fail("minProperties", "\(members.count) properties, fewer than \(m)") }
-            if let required = schema["required"]?.arrayValue {
-                for r in required.compactMap(\.stringValue) where members[r] == nil {
-                    fail("required", "missing required property '\(r)'", at: path + "/" + Self.escape(r))
-                }
-            }
-            if let dependent = schema["dependentRequired"]?.objectValue {
-                for (k, needs) in dependent where members[k] != nil {
-                    for n in needs.arrayValue?.compactMap(\.stringValue) ?? [] where members[n] == nil {
-                        fail("dependentRequired/\(Self.escape(k))", "property '\(n)' is required when '\(k)' is present")
-                    }
-                }
-            }
-            var matchedByProperties: Set<String> = []
-            if let props = schema["properties"]?.objectValue {
-                for (k, s) in props {
-                    guard let v = members[k] else { continue }
-                    _ = sub(s, v, path + "/" + Self.escape(k), "/properties/" + Self.escape(k), &errors)
-                    matchedByProperties.insert(k)
-                }
-            }
-            if let patterns = schema["patternProperties"]?.objectValue {
-                for (p, s) in patterns {
-                    guard let regex = registry.regex(p) else { continue }
-                    for (k, v) in members where regex.matches(k) {
-                        _ = sub(s, v, path + "/" + Self.escape(k), "/patternProperties/" + Self.escape(p), &errors)
-                        matchedByProperties.insert(k)
-                    }
-                }
-            }
-            evaluated.properties.formUnion(matchedByProperties)
-            if let additional = schema["additionalProperties"] {
-                for (k, v) in members where !matchedByProperties.contains(k) {
-                    if additional == .bool(false) {
-                        fail("additionalProperties", "property '\(k)' is not allowed", at: path + "/" + Self.escape(k))
-                    } else {
-                        _ = sub(additional, v, path + "/" + Self.escape(k), "/additionalProperties", &errors)
-                    }
-                    evaluated.properties.insert(k)
-                }
-            }
-            if let names = schema["propertyNames"] {
-                for k in members.keys {
-                    var scratch: [SchemaViolation] = []
-                    _ = sub(names, .string(k), path, "/propertyNames", &scratch)
-                    if !scratch.isEmpty { fail("propertyNames", "property name '\(k)' is not allowed: \(scratch[0].message)") }
-                }
-            }
-            if let dependent = schema["dependentSchemas"]?.objectValue {
-                for (k, s) in dependent where members[k] != nil {
-                    var errs: [SchemaViolation] = []
-                    let e = sub(s, instance, path, "/dependentSchemas/" + Self.escape(k), &errs)
-                    if errs.isEmpty { evaluated.merge(e) } else { errors += errs }
-                }
-            }
+        switch instance {
+        case .integer, .number:
+            if node.hasNumberKeywords { checkNumber(node, instance, &errors) }
+        case .string(let s):
+            if node.hasStringKeywords { checkString(node, s, instance, &errors) }
+        case .array(let items):
+            if node.hasArrayKeywords { checkArray(node, items, collect: collect, &evaluated, &errors) }
+        case .object(let members):
+            if node.hasObjectKeywords { checkObject(node, members, instance, collect: collect, &evaluated, &errors) }
+        default: break
         }
 
         // Applicators.
-        if let all = schema["allOf"]?.arrayValue {
+        if let all = node.allOf {
             for (i, s) in all.enumerated() {
                 var errs: [SchemaViolation] = []
-                let e = sub(s, instance, path, "/allOf/\(i)", &errs)
-                if errs.isEmpty { evaluated.merge(e) } else { errors += errs }
+                let e = inPlace(s, instance, "/allOf/\(i)", collect: collect, &errs)
+                if errs.isEmpty { if collect { evaluated.merge(e) } } else { errors += errs }
             }
         }
-        if let any = schema["anyOf"]?.arrayValue {
+        if let any = node.anyOf {
             var matched = false
             var firstErrors: [SchemaViolation] = []
             for (i, s) in any.enumerated() {
                 var errs: [SchemaViolation] = []
-                let e = sub(s, instance, path, "/anyOf/\(i)", &errs)
+                let e = inPlace(s, instance, "/anyOf/\(i)", collect: collect, &errs)
                 if errs.isEmpty {
                     matched = true
-                    evaluated.merge(e)
+                    // Annotations need every alternative that matches; a verdict needs only one.
+                    if collect { evaluated.merge(e) } else { break }
                 } else if firstErrors.isEmpty {
                     firstErrors = errs
                 }
             }
             if !matched {
-                fail("anyOf", "matches none of the \(any.count) alternatives" + (firstErrors.first.map { " (first: \($0.message))" } ?? ""))
+                fail("anyOf", "matches none of the \(any.count) alternatives" + (firstErrors.first.map { " (first: \($0.message))" } ?? ""), &errors)
             }
         }
-        if let one = schema["oneOf"]?.arrayValue {
+        if let one = node.oneOf {
             var matches: [Int] = []
             var merged = Evaluated()
             for (i, s) in one.enumerated() {
                 var errs: [SchemaViolation] = []
-                let e = sub(s, instance, path, "/oneOf/\(i)", &errs)
+                let e = inPlace(s, instance, "/oneOf/\(i)", collect: collect, &errs)
                 if errs.isEmpty {
                     matches.append(i)
-                    merged.merge(e)
+                    if collect { merged.merge(e) }
                 }
             }
             if matches.count == 1 {
-                evaluated.merge(merged)
+                if collect { evaluated.merge(merged) }
             } else {
-                fail("oneOf", matches.isEmpty ? "matches none of the \(one.count) alternatives" : "matches alternatives \(matches.map(String.init).joined(separator: " and ")), exactly one may match")
+                fail("oneOf", matches.isEmpty ? "matches none of the \(one.count) alternatives" : "matches alternatives \(matches.map(String.init).joined(separator: " and ")), exactly one may match", &errors)
             }
         }
-        if let not = schema["not"] {
+        if let not = node.not {
             var errs: [SchemaViolation] = []
-            _ = sub(not, instance, path, "/not", &errs)
-            if errs.isEmpty { fail("not", "must not match the 'not' schema") }
+            _ = inPlace(not, instance, "/not", collect: false, &errs)
+            if errs.isEmpty { fail("not", "must not match the 'not' schema", &errors) }
         }
-        if let condition = schema["if"] {
+        if let condition = node.ifSchema {
             var errs: [SchemaViolation] = []
-            let e = sub(condition, instance, path, "/if", &errs)
+            let e = inPlace(condition, instance, "/if", collect: collect, &errs)
             if errs.isEmpty {
-                evaluated.merge(e)
-                if let then = schema["then"] {
+                if collect { evaluated.merge(e) }
+                if let then = node.thenSchema {
                     var thenErrs: [SchemaViolation] = []
-                    let t = sub(then, instance, path, "/then", &thenErrs)
-                    if thenErrs.isEmpty { evaluated.merge(t) } else { errors += thenErrs }
+                    let t = inPlace(then, instance, "/then", collect: collect, &thenErrs)
+                    if thenErrs.isEmpty { if collect { evaluated.merge(t) } } else { errors += thenErrs }
                 }
-            } else if let otherwise = schema["else"] {
+            } else if let otherwise = node.elseSchema {
                 var elseErrs: [SchemaViolation] = []
-                let t = sub(otherwise, instance, path, "/else", &elseErrs)
-                if elseErrs.isEmpty { evaluated.merge(t) } else { errors += elseErrs }
+                let t = inPlace(otherwise, instance, "/else", collect: collect, &elseErrs)
+                if elseErrs.isEmpty { if collect { evaluated.merge(t) } } else { errors += elseErrs }
             }
         }
 
         // Unevaluated (after every other applicator, using their annotations).
-        if let unevaluated = schema["unevaluatedItems"], case .array(let items) = instance {
+        if let unevaluated = node.unevaluatedItems, case .array(let items) = instance {
             for i in items.indices where !evaluated.items.contains(i) {
-                if unevaluated == .bool(false) {
-                    fail("unevaluatedItems", "item \(i) is not allowed", at: path + "/\(i)")
+                if unevaluated.shape == .nothing {
+                    fail("unevaluatedItems", "item \(i) is not allowed", at: .index(i), &errors)
                 } else {
-                    _ = sub(unevaluated, items[i], path + "/\(i)", "/unevaluatedItems", &errors)
+                    child(unevaluated, items[i], .index(i), "/unevaluatedItems", &errors)
                 }
                 evaluated.items.insert(i)
             }
         }
-        if let unevaluated = schema["unevaluatedProperties"], case .object(let members) = instance {
+        if let unevaluated = node.unevaluatedProperties, case .object(let members) = instance {
             for (k, v) in members where !evaluated.properties.contains(k) {
-                if unevaluated == .bool(false) {
-                    fail("unevaluatedProperties", "property '\(k)' is not allowed", at: path + "/" + Self.escape(k))
+                if unevaluated.shape == .nothing {
+                    fail("unevaluatedProperties", "property '\(k)' is not allowed", at: .name(k), &errors)
                 } else {
-                    _ = sub(unevaluated, v, path + "/" + Self.escape(k), "/unevaluatedProperties", &errors)
+                    child(unevaluated, v, .name(k), "/unevaluatedProperties", &errors)
                 }
                 evaluated.properties.insert(k)
             }
         }
         return evaluated
+    }
+
+    mutating func checkNumber(_ node: SchemaNode, _ instance: JSONValue, _ errors: inout [SchemaViolation]) {
+        guard let x = instance.doubleValue else { return }
+        if let m = node.multipleOf, let md = m.doubleValue {
+            let isMultiple: Bool
+            if let xi = instance.int64Value, let mi = m.int64Value, mi != 0 {
+                isMultiple = xi % mi == 0
+            } else {
+                let q = x / md
+                isMultiple = q.isFinite ? abs(q - q.rounded()) < 1e-9 * max(1, abs(q)) : false
+            }
+            if !isMultiple { fail("multipleOf", "\(Self.short(instance)) is not a multiple of \(Self.short(m))", &errors) }
+        }
+        if let m = node.maximum, let limit = m.doubleValue, Self.compare(instance, m, x, limit) > 0 {
+            fail("maximum", "\(Self.short(instance)) is greater than the maximum \(Self.short(m))", &errors)
+        }
+        if let m = node.exclusiveMaximum, let limit = m.doubleValue, Self.compare(instance, m, x, limit) >= 0 {
+            fail("exclusiveMaximum", "\(Self.short(instance)) is not less than \(Self.short(m))", &errors)
+        }
+        if let m = node.minimum, let limit = m.doubleValue, Self.compare(instance, m, x, limit) < 0 {
+            fail("minimum", "\(Self.short(instance)) is less than the minimum \(Self.short(m))", &errors)
+        }
+        if let m = node.exclusiveMinimum, let limit = m.doubleValue, Self.compare(instance, m, x, limit) <= 0 {
+            fail("exclusiveMinimum", "\(Self.short(instance)) is not greater than \(Self.short(m))", &errors)
+        }
+    }
+
+    mutating func checkString(_ node: SchemaNode, _ s: String, _ instance: JSONValue, _ errors: inout [SchemaViolation]) {
+        if node.maxLength != nil || node.minLength != nil {
+            let length = Int64(s.unicodeScalars.count)
+            if let m = node.maxLength, length > m { fail("maxLength", "\(length) characters, more than \(m)", &errors) }
+            if let m = node.minLength, length < m { fail("minLength", "\(length) characters, fewer than \(m)", &errors) }
+        }
+        if let p = node.pattern, !p.regex.matches(s) {
+            fail("pattern", "\(Self.short(instance)) does not match \(p.source)", &errors)
+        }
+        if let f = node.format, !Formats.check(f, s) {
+            fail("format", "\(Self.short(instance)) is not a valid \(f)", &errors)
+        }
+    }
+
+    mutating func checkArray(_ node: SchemaNode, _ items: [JSONValue], collect: Bool, _ evaluated: inout Evaluated, _ errors: inout [SchemaViolation]) {
+        if let m = node.maxItems, items.count > m { fail("maxItems", "\(items.count) items, more than \(m)", &errors) }
+        if let m = node.minItems, items.count < m { fail("minItems", "\(items.count) items, fewer than \(m)", &errors) }
+        if node.uniqueItems {
+            outer: for i in items.indices {
+                for j in items.indices where j > i && items[i].jsonEquals(items[j]) {
+                    fail("uniqueItems", "items \(i) and \(j) are equal", &errors)
+                    break outer
+                }
+            }
+        }
+        var prefix = 0
+        if let prefixItems = node.prefixItems {
+            for (i, s) in prefixItems.enumerated() where i < items.count {
+                child(s, items[i], .index(i), "/prefixItems/\(i)", &errors)
+                if collect { evaluated.items.insert(i) }
+            }
+            prefix = prefixItems.count
+        }
+        if let itemSchema = node.items {
+            for i in items.indices where i >= prefix {
+                child(itemSchema, items[i], .index(i), "/items", &errors)
+                if collect { evaluated.items.insert(i) }
+            }
+        }
+        if let contains = node.contains {
+            var matched: [Int] = []
+            for (i, item) in items.enumerated() {
+                var scratch: [SchemaViolation] = []
+                child(contains, item, .index(i), "/contains", &scratch)
+                if scratch.isEmpty { matched.append(i) }
+            }
+            if collect { evaluated.items.formUnion(matched) }
+            if Int64(matched.count) < node.minContains {
+                fail(node.hasMinContains ? "minContains" : "contains", "\(matched.count) items match 'contains', at least \(node.minContains) must", &errors)
+            }
+            if let maxContains = node.maxContains, Int64(matched.count) > maxContains {
+                fail("maxContains", "\(matched.count) items match 'contains', at most \(maxContains) may", &errors)
+            }
+        }
+    }
+
+    mutating func checkObject(
+        _ node: SchemaNode, _ members: [String: JSONValue], _ instance: JSONValue, collect: Bool, _ evaluated: inout Evaluated,
+        _ errors: inout [SchemaViolation]
+    ) {
+        if let m = node.maxProperties, members.count > m { fail("maxProperties", "\(members.count) properties, more than \(m)", &errors) }
+        if let m = node.minProperties, members.count < m { fail("minProperties", "\(members.count) properties, fewer than \(m)", &errors) }
+        if let dependent = node.dependentRequired {
+            for (k, needs) in dependent where members[k] != nil {
+                for n in needs where members[n] == nil {
+                    fail("dependentRequired/\(Self.escape(k))", "property '\(n)' is required when '\(k)' is present", &errors)
+                }
+            }
+        }
+        // One pass over the members: properties, patternProperties, then additionalProperties for
+        // the members neither matched.
+        var requiredSeen = 0
+        let scan = node.properties != nil || node.patternProperties != nil || node.additionalProperties != nil
+        if scan {
+            for (k, v) in members {
+                var matched = false
+                if let p = node.properties?[k] {
+                    if p.isRequired { requiredSeen += 1 }
+                    child(p.node, v, .name(k), p.keyword, &errors)
+                    matched = true
+                }
+                if let patterns = node.patternProperties {
+                    for p in patterns where p.regex.matches(k) {
+                        child(p.node, v, .name(k), p.keyword, &errors)
+                        matched = true
+                    }
+                }
+                if !matched, let additional = node.additionalProperties {
+                    if additional.shape == .nothing {
+                        fail("additionalProperties", "property '\(k)' is not allowed", at: .name(k), &errors)
+                    } else {
+                        child(additional, v, .name(k), "/additionalProperties", &errors)
+                    }
+                    matched = true
+                }
+                if collect && matched { evaluated.properties.insert(k) }
+            }
+        }
+        if let required = node.required, !(scan && node.requiredByCount == requiredSeen) {
+            for r in required where members[r] == nil {
+                fail("required", "missing required property '\(r)'", at: .name(r), &errors)
+            }
+        }
+        if let names = node.propertyNames {
+            for k in members.keys {
+                var scratch: [SchemaViolation] = []
+                _ = inPlace(names, .string(k), "/propertyNames", collect: false, &scratch)
+                if !scratch.isEmpty { fail("propertyNames", "property name '\(k)' is not allowed: \(scratch[0].message)", &errors) }
+            }
+        }
+        if let dependent = node.dependentSchemas {
+            for (k, s, keyword) in dependent where members[k] != nil {
+                var errs: [SchemaViolation] = []
+                let e = inPlace(s, instance, keyword, collect: collect, &errs)
+                if errs.isEmpty { if collect { evaluated.merge(e) } } else { errors += errs }
+            }
+        }
     }
 
     /// Compares numbers exactly when both are integers.

@@ -18,6 +18,8 @@ public final class SchemaRegistry: @unchecked Sendable {
     /// Retrieval URI → the `$id` of the document registered under it (when they differ).
     private var aliases: [String: String] = [:]
     private var regexes: [String: CompiledRegex?] = [:]
+    /// Compiled `$ref` / `$dynamicRef` targets by the absolute URI they were reached through.
+    private var compiled: [String: SchemaNode] = [:]
     /// Whether `format` asserts (2020-12 default: it only annotates).
     public let formatAssertion: Bool
 
@@ -30,6 +32,7 @@ public final class SchemaRegistry: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         let retrieval = URIs.stripFragment(uri)
+        compiled.removeAll()  // a new document can change what a reference resolves to
         index(document, base: retrieval, isRoot: true)
         if let id = document["$id"]?.stringValue {
             let canonical = URIs.stripFragment(URIs.resolve(id, against: retrieval))
@@ -92,19 +95,46 @@ public final class SchemaRegistry: @unchecked Sendable {
 
     /// `$dynamicRef`: resolves like `$ref`; if the target is a `$dynamicAnchor`, the outermost
     /// resource in the dynamic scope that has the same dynamic anchor wins.
-    func resolveDynamic(_ ref: String, base: String, dynamicScope: [String]) -> (JSONValue, String)? {
+    /// Returns the target, its base URI and the absolute URI of the schema chosen.
+    func resolveDynamic(_ ref: String, base: String, dynamicScope: [String]) -> (JSONValue, String, String)? {
         guard let initial = resolve(ref, base: base) else { return nil }
         let absolute = URIs.resolve(ref, against: base)
         let (resource, fragment) = URIs.split(absolute)
         let isDynamic = lock.withLock { dynamicAnchors.contains("\(resource)#\(fragment)") }
-        guard !fragment.isEmpty, !fragment.hasPrefix("/"), isDynamic else { return initial }
+        guard !fragment.isEmpty, !fragment.hasPrefix("/"), isDynamic else { return (initial.0, initial.1, absolute) }
         for scope in dynamicScope {
             let key = "\(scope)#\(fragment)"
             if let target = lock.withLock({ dynamicAnchors.contains(key) ? anchors[key] : nil }) {
-                return (target, scope)
+                return (target, scope, key)
             }
         }
-        return initial
+        return (initial.0, initial.1, absolute)
+    }
+
+    /// The compiled target of a `$ref` (compiled once, then shared by every schema that reaches it
+    /// through the same absolute URI).
+    func compiledTarget(of ref: String, base: String) -> SchemaNode? {
+        let absolute = URIs.resolve(ref, against: base)
+        if let hit = lock.withLock({ compiled[absolute] }) { return hit }
+        guard let (target, targetBase) = resolve(ref, base: base) else { return nil }
+        return remember(SchemaNode(target, base: targetBase, idApplied: true, registry: self), as: absolute)
+    }
+
+    /// The compiled target of a `$dynamicRef` in `dynamicScope` (resolved on every use: the scope
+    /// decides; the compiled schema is shared).
+    func compiledDynamicTarget(of ref: String, base: String, dynamicScope: [String]) -> SchemaNode? {
+        guard let (target, targetBase, key) = resolveDynamic(ref, base: base, dynamicScope: dynamicScope) else { return nil }
+        if let hit = lock.withLock({ compiled[key] }) { return hit }
+        return remember(SchemaNode(target, base: targetBase, idApplied: true, registry: self), as: key)
+    }
+
+    /// Compiled outside the lock (compiling takes it for regexes); the first one stored wins.
+    private func remember(_ node: SchemaNode, as key: String) -> SchemaNode {
+        lock.withLock {
+            if let existing = compiled[key] { return existing }
+            compiled[key] = node
+            return node
+        }
     }
 
     /// JSON Pointer into a document (fragment form, percent-decoded).
