@@ -2,9 +2,9 @@ import Foundation
 import StreamCore
 
 // JSON Schema draft 2020-12, written by hand: none of the Swift packages available here validates
-// JSON Schema. The validator interprets the schema document directly (a schema is a JSONValue) with
-// $ref / $dynamicRef resolution through a registry, collects every violation with its JSON Pointer,
-// and tracks the annotations that unevaluatedProperties / unevaluatedItems need.
+// JSON Schema. A schema document (a JSONValue) is compiled once into SchemaNodes; the validator walks
+// them with $ref / $dynamicRef resolution through a registry, collects every violation with its JSON
+// Pointer, and tracks the annotations that unevaluatedProperties / unevaluatedItems need.
 
 /// One way an instance fails its schema.
 public struct SchemaViolation: Sendable, Equatable, CustomStringConvertible {
