@@ -45,6 +45,10 @@ private struct JSONParser {
     let bytes: UnsafeBufferPointer<UInt8>
     let maxDepth: Int
     var index = 0
+    /// Members of the objects being parsed, innermost last. An object's members are gathered here and
+    /// its dictionary is built once at `}` with the right capacity (growing it member by member
+    /// rehashed it several times per record); the buffer is reused by every object of the document.
+    var pending: [(key: String, value: JSONValue, offset: Int)] = []
 
     init(bytes: UnsafeBufferPointer<UInt8>, maxDepth: Int) {
         self.bytes = bytes
@@ -89,12 +93,12 @@ private struct JSONParser {
     mutating func parseObject(depth: Int) throws(JSONParseError) -> JSONValue {
         guard depth <= maxDepth else { throw error("nesting deeper than \(maxDepth) levels") }
         index += 1
-        var members: [String: JSONValue] = [:]
         skipWhitespace()
         if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
             index += 1
-            return .object(members)
+            return .object([:])
         }
+        let first = pending.count
         while true {
             skipWhitespace()
             guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else {
@@ -110,15 +114,21 @@ private struct JSONParser {
             // (Keys that are canonically equivalent Unicode also collide in Swift's dictionary.)
             let keyStart = index
             let value = try parseValue(depth: depth)
-            guard members.updateValue(value, forKey: key) == nil else {
-                throw JSONParseError(offset: keyStart, reason: "duplicate key '\(key.prefix(64))' in an object")
-            }
+            pending.append((key, value, keyStart))
             skipWhitespace()
             guard index < bytes.count else { throw error("unexpected end of input in an object") }
             if bytes[index] == UInt8(ascii: ",") {
                 index += 1
             } else if bytes[index] == UInt8(ascii: "}") {
                 index += 1
+                var members = [String: JSONValue](minimumCapacity: pending.count - first)
+                for i in first..<pending.count {
+                    let m = pending[i]
+                    guard members.updateValue(m.value, forKey: m.key) == nil else {
+                        throw JSONParseError(offset: m.offset, reason: "duplicate key '\(m.key.prefix(64))' in an object")
+                    }
+                }
+                pending.removeSubrange(first...)
                 return .object(members)
             } else {
                 throw error("expected ',' or '}'")
@@ -155,11 +165,16 @@ private struct JSONParser {
         index += 1  // opening quote
         let start = index
         // Fast path: no escapes.
+        var high: UInt8 = 0
         while index < bytes.count {
             let b = bytes[index]
             if b == UInt8(ascii: "\"") {
                 let slice = UnsafeBufferPointer(rebasing: bytes[start..<index])
                 index += 1
+                // ASCII needs no validation: `String(decoding:)` is specialised for UTF-8, while
+                // `String(validating:as:)` is generic and looked up type metadata on every call
+                // (≈ 6 % of a pass-through worker's CPU, BENCHMARKS.md).
+                if high < 0x80 { return String(decoding: slice, as: UTF8.self) }
                 guard let s = String(validating: slice, as: UTF8.self) else {
                     throw JSONParseError(offset: start, reason: "string is not valid UTF-8")
                 }
@@ -167,6 +182,7 @@ private struct JSONParser {
             }
             if b == UInt8(ascii: "\\") { break }
             if b < 0x20 { throw error("control character in a string") }
+            high |= b
             index += 1
         }
         var scalars: [UInt8] = Array(bytes[start..<index])

@@ -29,6 +29,42 @@ import Testing
         #expect(throws: JSONParseError.self) { try JSONValue.parse(text) }
     }
 
+    /// Objects are gathered on one member stack and built at `}`: nested and sibling objects keep
+    /// their own members, however many, and a repeated key is found at any depth with its offset.
+    @Test func nestedObjectsKeepTheirOwnMembersAndDuplicatesAreFoundAtAnyDepth() throws {
+        let wide = (0..<40).map { "\"k\($0)\":\($0)" }.joined(separator: ",")
+        let v = try JSONValue.parse(#"{"a":{"b":1,"c":{"d":2},"e":[{"f":3},{}]},"# + "\"w\":{\(wide)},\"z\":4}")
+        #expect(v["a"]?["b"] == .integer(1))
+        #expect(v["a"]?["c"] == .object(["d": 2]))
+        #expect(v["a"]?["e"] == .array([.object(["f": 3]), .object([:])]))
+        #expect(v["a"]?.objectValue?.count == 3)
+        #expect(v["w"]?.objectValue?.count == 40)
+        #expect(v["w"]?["k39"] == .integer(39))
+        #expect(v["z"] == .integer(4))
+        #expect(v.objectValue?.count == 3)
+
+        for (text, offset) in [(#"{"a":1,"a":2}"#, 11), (#"{"x":{"y":[{"k":1,"k":2}]}}"#, 22), (#"{"a":{"a":1},"a":2}"#, 17)] {
+            do {
+                _ = try JSONValue.parse(text)
+                Issue.record("\(text) parsed")
+            } catch {
+                #expect(error.reason.contains("duplicate key"), "\(text): \(error)")
+                #expect(error.offset == offset, "\(text): \(error)")
+            }
+        }
+        // The same key in sibling or nested objects is not a duplicate.
+        #expect((try? JSONValue.parse(#"{"a":{"a":{"a":1}},"b":{"a":2}}"#)) != nil)
+    }
+
+    /// ASCII strings skip UTF-8 validation; any other byte still goes through it, with or without escapes.
+    @Test func nonASCIIStringsAreValidatedAndASCIIOnesAreKept() throws {
+        #expect(try JSONValue.parse(#"["plain","héllo","日本","\u00e9\t","é\n"]"#)
+            == .array(["plain", "héllo", "日本", "é\t", "é\n"]))
+        for bytes: [UInt8] in [[0x22, 0x61, 0xC3, 0x28, 0x22], [0x22, 0xFF, 0x22], [0x22, 0x5C, 0x6E, 0xE2, 0x82, 0x22]] {
+            #expect(throws: JSONParseError.self, "\(bytes)") { try JSONValue.parse(bytes) }
+        }
+    }
+
     @Test func rejectsNestingBeyondTheLimit() {
         let deep = String(repeating: "[", count: 200) + String(repeating: "]", count: 200)
         #expect(throws: JSONParseError.self) { try JSONValue.parse(deep) }
