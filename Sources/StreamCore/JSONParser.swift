@@ -98,6 +98,7 @@ private struct JSONParser {
             index += 1
             return .object([:])
         }
+        if pending.capacity == 0 { pending.reserveCapacity(16) }  // one allocation for a typical record
         let first = pending.count
         while true {
             skipWhitespace()
