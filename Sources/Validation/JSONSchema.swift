@@ -294,13 +294,14 @@ final class SchemaNode: Sendable {
         needsAnnotations = unevaluatedItems != nil || unevaluatedProperties != nil
     }
 
-    /// A `$ref`: resolved and compiled on first use (the registry shares the compiled target).
+    /// A `$ref`: resolved and compiled on first use (the registry shares the compiled target), and
+    /// again after the registry has taken a new document.
     final class Reference: @unchecked Sendable {
-        // @unchecked: `target` is written once under `lock`.
+        // @unchecked: `target` is read and written under `lock`.
         let ref: String
         let base: String
         private let lock = NSLock()
-        private var target: SchemaNode?
+        private var target: (generation: Int, node: SchemaNode)?
 
         init(_ ref: String, base: String) {
             self.ref = ref
@@ -308,10 +309,12 @@ final class SchemaNode: Sendable {
         }
 
         func resolve(_ registry: SchemaRegistry) -> SchemaNode? {
-            if let t = lock.withLock({ target }) { return t }
-            guard let t = registry.compiledTarget(of: ref, base: base) else { return nil }
-            lock.withLock { target = t }
-            return t
+            // Read before resolving: a registration meanwhile leaves an older generation behind.
+            let generation = registry.generation.load(ordering: .acquiring)
+            if let t = lock.withLock({ target }), t.generation == generation { return t.node }
+            guard let node = registry.compiledTarget(of: ref, base: base) else { return nil }
+            lock.withLock { target = (generation, node) }
+            return node
         }
     }
 }

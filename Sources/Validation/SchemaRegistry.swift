@@ -1,5 +1,6 @@
 import Foundation
 import StreamCore
+import Synchronization
 
 /// Schema documents by URI, for `$ref` resolution across files, plus compiled regexes.
 ///
@@ -20,6 +21,9 @@ public final class SchemaRegistry: @unchecked Sendable {
     private var regexes: [String: CompiledRegex?] = [:]
     /// Compiled `$ref` / `$dynamicRef` targets by the absolute URI they were reached through.
     private var compiled: [String: SchemaNode] = [:]
+    /// Bumped by every ``register(_:uri:)``: a schema node's cached `$ref` target is only used while
+    /// this is the generation it was resolved in (a new document can change what a reference means).
+    let generation = Atomic<Int>(0)
     /// Whether `format` asserts (2020-12 default: it only annotates).
     public let formatAssertion: Bool
 
@@ -33,6 +37,7 @@ public final class SchemaRegistry: @unchecked Sendable {
         defer { lock.unlock() }
         let retrieval = URIs.stripFragment(uri)
         compiled.removeAll()  // a new document can change what a reference resolves to
+        generation.add(1, ordering: .releasing)
         index(document, base: retrieval, isRoot: true)
         if let id = document["$id"]?.stringValue {
             let canonical = URIs.stripFragment(URIs.resolve(id, against: retrieval))

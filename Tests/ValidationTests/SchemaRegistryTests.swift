@@ -26,6 +26,20 @@ import Validation
         #expect(paths == ["/sensor_id", "/seq", "/ts", "/temperature_c", "/site", "/extra"], "got \(schema.validate(bad))")
     }
 
+    /// Schemas are compiled once, references on first use; a document registered later still
+    /// changes what an already-followed `$ref` means (as it did when references resolved per record).
+    @Test func aDocumentRegisteredAfterUseChangesWhatAReferenceMeans() throws {
+        let registry = SchemaRegistry()
+        try registry.register(.object(["type": "string"]), uri: "urn:test:defs")
+        let schema = try JSONSchema(.object(["$ref": "urn:test:defs"]), baseURI: "urn:test:root", registry: registry)
+        #expect(schema.isValid("text"))
+        #expect(!schema.isValid(1))
+
+        try registry.register(.object(["type": "integer"]), uri: "urn:test:defs")
+        #expect(schema.isValid(1))
+        #expect(!schema.isValid("text"))
+    }
+
     @Test func missingRequiredPropertiesAreNamed() throws {
         let registry = try SchemaRegistry.load(directory: Self.schemasDirectory)
         let violations = try registry.schema(named: "iot-reading").validate(["sensor_id": "sensor-001"])
