@@ -404,6 +404,21 @@ struct Validator {
         return validate(node, instance, collect: collect, errors: &errors)
     }
 
+    /// A resolved `$ref` / `$dynamicRef` target applied in place, inside the target's resource (its
+    /// base joins the dynamic scope unless it is the current one); a violation when it did not resolve.
+    mutating func follow(
+        _ target: SchemaNode?, _ keyword: String, _ ref: String, _ instance: JSONValue, collect: Bool, _ errors: inout [SchemaViolation]
+    ) -> Evaluated {
+        guard let target else {
+            fail(keyword, "cannot resolve \(keyword) '\(ref)'", &errors)
+            return Evaluated()
+        }
+        let push = scope.last != target.base
+        if push { scope.append(target.base) }
+        defer { if push { scope.removeLast() } }
+        return inPlace(target, instance, "/" + keyword, collect: collect, &errors)
+    }
+
     /// The kind of an instance as `SchemaNode.Types` bits (an integral number is also an integer).
     static func typeBits(_ v: JSONValue) -> UInt8 {
         switch v {
@@ -440,26 +455,13 @@ struct Validator {
 
         // References.
         if let ref = node.ref {
-            if let target = ref.resolve(registry) {
-                let push = scope.last != target.base
-                if push { scope.append(target.base) }
-                let e = inPlace(target, instance, "/$ref", collect: collect, &errors)
-                if push { scope.removeLast() }
-                if collect { evaluated.merge(e) }
-            } else {
-                fail("$ref", "cannot resolve $ref '\(ref.ref)'", &errors)
-            }
+            let e = follow(ref.resolve(registry), "$ref", ref.ref, instance, collect: collect, &errors)
+            if collect { evaluated.merge(e) }
         }
         if let ref = node.dynamicRef {
-            if let target = registry.compiledDynamicTarget(of: ref, base: node.base, dynamicScope: scope) {
-                let push = scope.last != target.base
-                if push { scope.append(target.base) }
-                let e = inPlace(target, instance, "/$dynamicRef", collect: collect, &errors)
-                if push { scope.removeLast() }
-                if collect { evaluated.merge(e) }
-            } else {
-                fail("$dynamicRef", "cannot resolve $dynamicRef '\(ref)'", &errors)
-            }
+            let target = registry.compiledDynamicTarget(of: ref, base: node.base, dynamicScope: scope)
+            let e = follow(target, "$dynamicRef", ref, instance, collect: collect, &errors)
+            if collect { evaluated.merge(e) }
         }
 
         // Any instance type.
