@@ -544,9 +544,7 @@ final class ConsumerPoller: Sendable {
         self.events = events
         self.logger = logger
         self.state = ConditionLockedState(State())
-        let thread = Thread { [self] in run() }
-        thread.name = "sf-kafka-consumer"
-        thread.start()
+        startNamedThread("sf-consumer") { [self] in run() }
     }
 
     var isClosed: Bool { state.read { $0.closing || $0.closed } }

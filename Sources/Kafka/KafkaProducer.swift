@@ -89,7 +89,7 @@ public final class KafkaProducer: Sendable {
         let lifecycle = self.lifecycle
         let topics = self.topics
         let done = self.pollThreadDone
-        let thread = Thread {
+        startNamedThread("sf-producer") {
             // The main queue, where delivery reports arrive as RD_KAFKA_EVENT_DR events (many reports
             // per event), and errors and statistics as events too. Owned by this thread; destroyed
             // before the topic handles and the rd_kafka_t.
@@ -116,8 +116,6 @@ public final class KafkaProducer: Sendable {
             done.lock()
             done.unlock(withValue: 1)
         }
-        thread.name = "sf-kafka-producer"
-        thread.start()
     }
 
     deinit {

@@ -135,11 +135,14 @@ struct ProducerConsumerTests {
         // Real brokers echo nothing for CreateTime topics; the mock answers LogAppendTime 1234 for every produce.
         let ts = try #require(r1.timestamp)
         if ts.kind == .createTime { #expect(ts.milliseconds >= before - 1000) }
+        // The reports were served on the producer's own thread, which carries its name (for top -H, perf).
+        #expect(threadNames().contains("sf-producer"))
         await producer.shutdown()
         let consumer = try KafkaConsumer(configuration: consumerConfig(broker.bootstrapServers, group: nil))
         try await consumer.assign([KafkaTopicPartition(topic: topic, partition: 2)], startingAt: .beginning)
         let got = try await collect(consumer, count: 2)
         #expect(got.map { text($0.value) } == ["a", "b"])
+        #expect(threadNames().contains("sf-consumer"))
         await consumer.close()
         _ = try await broker.terminate()
     }
@@ -402,6 +405,13 @@ struct ProducerConsumerTests {
         await consumer.close()
         _ = try await broker.terminate()
     }
+}
+
+/// The names of this process's threads (`/proc/self/task/*/comm`).
+func threadNames() -> Set<String> {
+    let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+    return Set(tasks.compactMap { try? String(contentsOfFile: "/proc/self/task/\($0)/comm", encoding: .utf8) }
+        .map { $0.trimmingCharacters(in: .whitespacesAndNewlines) })
 }
 
 final class ReportBox: @unchecked Sendable {

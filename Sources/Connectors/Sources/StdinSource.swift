@@ -39,6 +39,11 @@ public struct StdinSource: RecordSource {
         let fd = fileDescriptor
         let batch = self.batch
         let thread = Thread {
+            // Foundation's Thread.name does not reach the kernel on Linux; the thread names itself.
+            if let comm = fopen("/proc/thread-self/comm", "w") {
+                fputs("sf-stdin", comm)
+                fclose(comm)
+            }
             var buffer = [UInt8](repeating: 0, count: 64 * 1024)
             var pending: [UInt8] = []
             var out: [[UInt8]] = []
