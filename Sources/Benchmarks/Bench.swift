@@ -230,6 +230,15 @@ struct ClientBench: AsyncParsableCommand {
         print("  C     : \(fmt(cRate)) msg/s  \(String(format: "%.1f", median(c.map(\.mbps)))) MB/s  \(String(format: "%.3f", median(c.map(\.cpu)))) CPU s (\(String(format: "%.2f", cCPU)) CPU s per M records)")
         print("  Swift : \(fmt(sRate)) msg/s  \(String(format: "%.1f", median(swift.map(\.mbps)))) MB/s  \(String(format: "%.3f", median(swift.map(\.cpu)))) CPU s (\(String(format: "%.2f", sCPU)) CPU s per M records)")
         print("  Swift/C throughput ratio: \(String(format: "%.2f", sRate / cRate))   CPU efficiency ratio (C CPU / Swift CPU): \(String(format: "%.2f", cCPU / sCPU))")
+        // The same ratios taken round by round (C and Swift of one round ran back to back), so that
+        // a machine that drifts between rounds moves both sides of each ratio together.
+        let rates = zip(c, swift).map { $0.1.rate / $0.0.rate }.sorted()
+        let efficiencies = zip(c, swift).map { $0.0.cpuPerMillion / $0.1.cpuPerMillion }.sorted()
+        if let lo = rates.first, let hi = rates.last, let elo = efficiencies.first, let ehi = efficiencies.last {
+            print(
+                "  per round: throughput ratio median \(String(format: "%.2f", median(rates))) (\(String(format: "%.2f", lo))–\(String(format: "%.2f", hi))), "
+                    + "CPU efficiency median \(String(format: "%.2f", median(efficiencies))) (\(String(format: "%.2f", elo))–\(String(format: "%.2f", ehi)))")
+        }
     }
 }
 
