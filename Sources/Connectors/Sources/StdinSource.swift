@@ -1,5 +1,6 @@
 import Config
 import Foundation
+import Kafka
 import StreamCore
 
 /// `type: stdin` — one NDJSON record per line of standard input (or any file descriptor) until EOF.
@@ -38,12 +39,7 @@ public struct StdinSource: RecordSource {
         let (lines, continuation) = AsyncStream<[[UInt8]]>.makeStream(bufferingPolicy: .unbounded)
         let fd = fileDescriptor
         let batch = self.batch
-        let thread = Thread {
-            // Foundation's Thread.name does not reach the kernel on Linux; the thread names itself.
-            if let comm = fopen("/proc/thread-self/comm", "w") {
-                fputs("sf-stdin", comm)
-                fclose(comm)
-            }
+        startNamedThread("sf-stdin") {
             var buffer = [UInt8](repeating: 0, count: 64 * 1024)
             var pending: [UInt8] = []
             var out: [[UInt8]] = []
@@ -69,8 +65,6 @@ public struct StdinSource: RecordSource {
             if !pending.isEmpty { continuation.yield([pending]) }
             continuation.finish()
         }
-        thread.name = "sf-stdin"
-        thread.start()
         for await chunk in lines {
             if Task.isCancelled { return }
             let now = Int64((Date().timeIntervalSince1970 * 1000).rounded())
