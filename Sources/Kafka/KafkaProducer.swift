@@ -21,6 +21,13 @@ import Synchronization
 /// of a whole produce response); delivery reports, statistics and errors are handled on it. Flush, transactions and destroy run on
 /// NIO's blocking thread pool.
 ///
+/// **When reports are served**: at once whenever someone waits for one (an awaited ``send(_:)-(KafkaProducerMessage)``,
+/// a sender waiting for queue space, ``flush(timeout:)``, a transaction commit or abort) or nothing is
+/// outstanding. While only fire-and-forget records are in flight and nobody waits, the event thread
+/// serves every 5 ms instead of on every produce response, so the `deliveryReports` handler and
+/// ``deliveryCounts`` can lag by up to that much. Error-free reports nobody waits for (no handler, no
+/// awaited record among them) are counted without being read.
+///
 /// **Fatal errors** (for example an idempotence sequence desynchronisation): the producer fails
 /// loudly: every queued record is purged and its send completes with the fatal error, further sends
 /// throw it (``KafkaError/isFatal``), and the owner must create a new producer. It never hangs.
@@ -59,14 +66,31 @@ public final class KafkaProducer: Sendable {
     ///   - deliveryReports: receives the reports of ``enqueue(_:)`` records, in batches, on the producer's event thread.
     ///   - statistics: receives librdkafka statistics every `statistics.interval.ms`.
     ///   - errors: receives client-level errors (broker down, fatal errors).
-    public init(
+    public convenience init(
         configuration: KafkaProducerConfiguration,
         logger: Logger = Logger(label: "streamfirst.kafka.producer"),
         deliveryReports: (@Sendable ([KafkaDeliveryReport]) -> Void)? = nil,
         statistics: (@Sendable (KafkaStatistics) -> Void)? = nil,
         errors: (@Sendable (KafkaError) -> Void)? = nil
     ) throws {
-        let dispatcher = DeliveryDispatcher(handler: deliveryReports, logger: logger)
+        try self.init(
+            configuration: configuration, logger: logger, deliveryReports: deliveryReports, statistics: statistics,
+            errors: errors, reportCoalescing: KafkaProducer.reportCoalescing, onCoalescingSleep: nil)
+    }
+
+    /// Tests set a long `reportCoalescing` and watch the event thread fall asleep (`onCoalescingSleep`)
+    /// to check that everyone who waits for a report wakes it.
+    init(
+        configuration: KafkaProducerConfiguration,
+        logger: Logger,
+        deliveryReports: (@Sendable ([KafkaDeliveryReport]) -> Void)?,
+        statistics: (@Sendable (KafkaStatistics) -> Void)?,
+        errors: (@Sendable (KafkaError) -> Void)?,
+        reportCoalescing: Duration,
+        onCoalescingSleep: (@Sendable () -> Void)?
+    ) throws {
+        let dispatcher = DeliveryDispatcher(
+            handler: deliveryReports, logger: logger, coalescing: reportCoalescing, onCoalescingSleep: onCoalescingSleep)
         let context = RDKafkaContext(
             logger: logger,
             onStatistics: statistics,
@@ -98,12 +122,17 @@ public final class KafkaProducer: Sendable {
             defer { reports.deallocate() }
             let server = EventServer(client: client, dispatcher: dispatcher, queue: queue, reports: reports)
             while !lifecycle.isStopped {
-                server.serve(timeoutMs: 100)
+                // Prompt: block on the queue, so the first event wakes this thread. When only
+                // fire-and-forget records are outstanding and nobody waits, coalesce instead: serve what
+                // is there, then sleep until woken or `reportCoalescing` has passed (see DeliveryDispatcher).
+                let prompt = dispatcher.wantsPromptReports || rd_kafka_outq_len(client.rk) == 0
+                let drained = server.serve(timeoutMs: prompt ? 100 : 0)
                 if dispatcher.takeFatalPurgeRequest() {
                     // Fail everything still queued so that no send waits forever.
                     rd_kafka_purge(client.rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT | RD_KAFKA_PURGE_F_NON_BLOCKING)
                 }
                 dispatcher.endOfPoll()
+                if !prompt && drained { dispatcher.sleepUntilWoken() }
             }
             // Stopped (by shutdown or deinit): serve the last reports, then tear down in order:
             // the queue, topic handles, then the rd_kafka_t, then the context.
@@ -145,12 +174,14 @@ public final class KafkaProducer: Sendable {
         let batch = DeliveryBatch(count: messages.count)
         for (index, message) in messages.enumerated() {
             let token = Unmanaged.passRetained(DeliveryToken(batch: batch, index: index, topic: message.topic))
+            dispatcher.awaitedQueued()
             do {
                 if try !_enqueueUnlessFull(message, opaque: token.toOpaque()) {
                     try await enqueueRetryingWhenFull(message, opaque: token.toOpaque())
                 }
             } catch {
                 token.release()
+                dispatcher.awaitedDone()
                 batch.complete(
                     index: index,
                     report: KafkaDeliveryReport(
@@ -209,6 +240,10 @@ public final class KafkaProducer: Sendable {
     }
 
     static let closedError = KafkaError.client("CLOSED", "the producer has been shut down")
+
+    /// How long delivery reports of fire-and-forget records may wait while nobody waits for them
+    /// (no awaited send, no sender waiting for queue space, no flush or transaction commit).
+    static let reportCoalescing: Duration = .milliseconds(5)
 
     /// One synchronous attempt to queue a record. Never suspends; returns the error, if any.
     private func produce(_ message: KafkaProducerMessage, opaque: UnsafeMutableRawPointer?) -> KafkaError? {
@@ -295,7 +330,7 @@ public final class KafkaProducer: Sendable {
         let ms = Int32(clamping: timeout.milliseconds)
         let dispatcher = self.dispatcher
         let result = try await runBlocking {
-            let r = rd_kafka_flush(client.rk, ms)
+            let r = dispatcher.promptly { rd_kafka_flush(client.rk, ms) }
             // Reports served inside the flush reach the handler before flush returns.
             dispatcher.endOfPoll()
             return r
@@ -371,7 +406,8 @@ public final class KafkaProducer: Sendable {
     public func commitTransaction(timeout: Duration = .seconds(30)) async throws {
         let client = self.client
         let ms = Int32(clamping: timeout.milliseconds)
-        let error = try await runBlocking { UncheckedSendable(rd_kafka_commit_transaction(client.rk, ms)) }
+        let dispatcher = self.dispatcher
+        let error = try await runBlocking { dispatcher.promptly { UncheckedSendable(rd_kafka_commit_transaction(client.rk, ms)) } }
         try KafkaError.check(error.value, "commit transaction")
     }
 
@@ -379,7 +415,8 @@ public final class KafkaProducer: Sendable {
     public func abortTransaction(timeout: Duration = .seconds(30)) async throws {
         let client = self.client
         let ms = Int32(clamping: timeout.milliseconds)
-        let error = try await runBlocking { UncheckedSendable(rd_kafka_abort_transaction(client.rk, ms)) }
+        let dispatcher = self.dispatcher
+        let error = try await runBlocking { dispatcher.promptly { UncheckedSendable(rd_kafka_abort_transaction(client.rk, ms)) } }
         try KafkaError.check(error.value, "abort transaction")
     }
 
@@ -399,23 +436,35 @@ private struct EventServer {
     let queue: OpaquePointer?
     let reports: UnsafeMutablePointer<UnsafePointer<rd_kafka_message_t>?>
 
-    func serve(timeoutMs: Int32) {
+    /// Returns true when the queue was found empty, false when the pass stopped at its bound.
+    @discardableResult
+    func serve(timeoutMs: Int32) -> Bool {
         guard let queue else {
             rd_kafka_poll(client.rk, timeoutMs)
-            return
+            return true
         }
         var wait = timeoutMs
         for _ in 0..<Self.eventsPerPass {
-            guard let event = rd_kafka_queue_poll(queue, wait) else { return }
+            guard let event = rd_kafka_queue_poll(queue, wait) else { return true }
             wait = 0
             handle(event)
             rd_kafka_event_destroy(event)  // frees the reported messages
         }
+        return false
     }
 
     private func handle(_ event: OpaquePointer) {
         switch rd_kafka_event_type(event) {
         case RD_KAFKA_EVENT_DR:
+            // In librdkafka 2.0.2 every report of one DR event carries the event's error: a DR event is
+            // made from one queue of messages with one error (rd_kafka_dr_msgq), and a message's own
+            // error is only ever set to it. So an error-free event whose reports nobody waits for, and
+            // that no handler wants to see, is counted without reading its messages: reading each one
+            // is a cache miss, and the free in rd_kafka_event_destroy pays a second one.
+            if dispatcher.countsInBulk && rd_kafka_event_error(event) == RD_KAFKA_RESP_ERR_NO_ERROR {
+                dispatcher.delivered(rd_kafka_event_message_count(event))
+                return
+            }
             while true {
                 let n = rd_kafka_event_message_array(event, reports, Self.arraySize)
                 if n == 0 { break }
@@ -516,17 +565,85 @@ final class DeliveryDispatcher: Sendable {
     private let reportsSinceLastPoll = Atomic<Int>(0)
     private let deliveredCount = Atomic<Int>(0)
     private let failedCount = Atomic<Int>(0)
+    /// Records of ``KafkaProducer/send(_:)`` queued and not yet reported. While it is zero (and there
+    /// is no handler), an error-free DR event only needs counting. Incremented before the record is
+    /// queued, decremented when its report has been handled, both on the awaited path only.
+    private let awaitedInFlight = Atomic<Int>(0)
+    /// Flushes and transaction commits/aborts in progress: they wait for every report.
+    private let promptCallers = Atomic<Int>(0)
+    private let spaceWaiterCount = Atomic<Int>(0)
+    /// 1 when the event thread has been asked to stop coalescing and serve.
+    private let wakeup = ConditionLock(value: 0)
     private let fatalFlag = Atomic<Bool>(false)
     private let handlerLock = NIOLock()
     private let handler: (@Sendable ([KafkaDeliveryReport]) -> Void)?
     private let logger: Logger
 
-    init(handler: (@Sendable ([KafkaDeliveryReport]) -> Void)?, logger: Logger) {
+    private let coalescingSeconds: Double
+    private let onCoalescingSleep: (@Sendable () -> Void)?
+
+    init(
+        handler: (@Sendable ([KafkaDeliveryReport]) -> Void)?, logger: Logger, coalescing: Duration,
+        onCoalescingSleep: (@Sendable () -> Void)?
+    ) {
         self.handler = handler
         self.logger = logger
+        self.coalescingSeconds = Double(coalescing.components.seconds) + Double(coalescing.components.attoseconds) / 1e18
+        self.onCoalescingSleep = onCoalescingSleep
     }
 
     var generation: Int { generationCounter.load(ordering: .acquiring) }
+
+    /// True when an error-free DR event can be counted without reading its reports: no handler, and
+    /// no awaited record queued. A record is counted in `awaitedInFlight` before librdkafka has it, so
+    /// an event that carries it cannot be read while the count is zero.
+    var countsInBulk: Bool { handler == nil && awaitedInFlight.load(ordering: .acquiring) == 0 }
+
+    func awaitedQueued() {
+        if awaitedInFlight.wrappingAdd(1, ordering: .releasing).oldValue == 0 { wakeEventThread() }
+    }
+    func awaitedDone() { awaitedInFlight.wrappingSubtract(1, ordering: .releasing) }
+
+    /// Someone waits for a report: an awaited send, a sender waiting for queue space, a flush or a
+    /// transaction commit/abort. The event thread then blocks on the queue instead of coalescing.
+    ///
+    /// Why coalesce at all: a fire-and-forget sender at full speed would otherwise wake the event
+    /// thread for every produce response, and each wake-up preempted librdkafka's broker thread
+    /// (measured: ~3,200 wake-ups per 300,000 records; see BENCHMARKS.md). Whoever starts waiting wakes
+    /// the thread first (``wakeEventThread()``), so nobody waits for the coalescing interval.
+    var wantsPromptReports: Bool {
+        awaitedInFlight.load(ordering: .acquiring) > 0 || promptCallers.load(ordering: .acquiring) > 0
+            || spaceWaiterCount.load(ordering: .acquiring) > 0
+    }
+
+    /// Ends the event thread's coalescing sleep now (or makes the next one return at once).
+    func wakeEventThread() {
+        wakeup.lock()
+        wakeup.unlock(withValue: 1)
+    }
+
+    /// On the event thread: sleeps until ``wakeEventThread()`` or the coalescing interval has passed.
+    func sleepUntilWoken() {
+        onCoalescingSleep?()
+        if wakeup.lock(whenValue: 1, timeoutSeconds: coalescingSeconds) {
+            wakeup.unlock(withValue: 0)
+        }
+    }
+
+    /// Runs a blocking call that waits for reports (flush, commit/abort transaction) with the event
+    /// thread serving promptly.
+    func promptly<T>(_ body: () -> T) -> T {
+        promptCallers.wrappingAdd(1, ordering: .releasing)
+        wakeEventThread()
+        defer { promptCallers.wrappingSubtract(1, ordering: .releasing) }
+        return body()
+    }
+
+    /// `count` fire-and-forget records delivered (an error-free DR event, counted in bulk).
+    func delivered(_ count: Int) {
+        deliveredCount.add(count, ordering: .relaxed)
+        reportsSinceLastPoll.add(count, ordering: .relaxed)
+    }
     var hasFatalError: Bool { fatalFlag.load(ordering: .acquiring) }
     var fatalError: KafkaError? { hasFatalError ? state.withLockedValue { $0.fatal } : nil }
     var counts: (delivered: Int, failed: Int, lastError: KafkaError?) {
@@ -558,6 +675,7 @@ final class DeliveryDispatcher: Sendable {
         if let opaque = m._private {
             let token = Unmanaged<DeliveryToken>.fromOpaque(opaque).takeRetainedValue()
             token.batch.complete(index: token.index, report: report(message, topic: token.topic, error: error))
+            awaitedDone()
             reportsSinceLastPoll.add(1, ordering: .relaxed)
             return
         }
@@ -610,6 +728,7 @@ final class DeliveryDispatcher: Sendable {
             s.pending = []
             let w = s.spaceWaiters
             s.spaceWaiters = []
+            spaceWaiterCount.store(0, ordering: .releasing)
             return (b, w)
         }
         if !batch.isEmpty { handler?(batch) }
@@ -623,9 +742,10 @@ final class DeliveryDispatcher: Sendable {
                 if s.closed { return .failure(KafkaProducer.closedError) }
                 if generationCounter.load(ordering: .acquiring) != generation { return .success(()) }
                 s.spaceWaiters.append(c)
+                spaceWaiterCount.store(s.spaceWaiters.count, ordering: .releasing)
                 return nil
             }
-            if let immediate { c.resume(with: immediate) }
+            if let immediate { c.resume(with: immediate) } else { wakeEventThread() }
         }
     }
 
@@ -650,6 +770,7 @@ final class DeliveryDispatcher: Sendable {
     func close() {
         let waiters = state.withLockedValue { s -> [CheckedContinuation<Void, Error>] in
             s.closed = true
+            spaceWaiterCount.store(0, ordering: .releasing)
             defer { s.spaceWaiters = [] }
             return s.spaceWaiters
         }

@@ -1,5 +1,7 @@
 import EmbeddedBroker
 import Foundation
+import Logging
+import Synchronization
 import Testing
 
 @testable import Kafka
@@ -73,6 +75,87 @@ struct FaultTests {
         _ = try await broker.terminate()
     }
 
+    // Without a handler, an error-free DR event is counted without reading its reports (the bulk path);
+    // these are the cases where it must not be: awaited records in the same events, and a refused batch.
+    @Test("fire-and-forget counts without a handler: awaited sends mixed in get their reports; a refused record counts as failed")
+    func bulkCountedDeliveries() async throws {
+        let topic = uniqueName("bulk")
+        let broker = try await launchBroker(topics: [topic: 2])
+        let producer = try KafkaProducer(configuration: producerConfig(broker.bootstrapServers))
+        try producer.prepare(topics: [topic])
+        // One partition, so that awaited and fire-and-forget records share produce requests and DR events.
+        let awaited = Task {
+            var offsets: [Int64] = []
+            for i in 0..<40 {
+                let r = try await producer.send(KafkaProducerMessage(topic: topic, partition: 0, value: bytes("a\(i)")))
+                offsets.append(r.offset)
+            }
+            return offsets
+        }
+        for i in 0..<3000 {
+            try await producer.enqueue(KafkaProducerMessage(topic: topic, partition: 0, value: bytes("f\(i)")))
+        }
+        // A report the bulk path skipped would leave its send waiting forever: bound the wait.
+        let offsets = try #require(try await value(of: awaited, within: .seconds(60)), "every awaited send got its report")
+        try await producer.flush()
+        #expect(offsets.count == 40 && offsets == offsets.sorted() && Set(offsets).count == 40)
+        #expect(producer.deliveryCounts.delivered == 3000)
+        #expect(producer.deliveryCounts.failed == 0)
+
+        // A refused produce request: its DR event carries the error, so its record is read and counted as failed.
+        try await broker.control.pushRequestErrors(api: "Produce", errors: ["TOPIC_AUTHORIZATION_FAILED"])
+        try await producer.enqueue(KafkaProducerMessage(topic: topic, partition: 1, value: bytes("refused")))
+        try await producer.flush()
+        let counts = producer.deliveryCounts
+        #expect(counts.delivered == 3000)
+        #expect(counts.failed == 1)
+        #expect(counts.lastError?.codeName == "TOPIC_AUTHORIZATION_FAILED")
+        await producer.shutdown()
+        _ = try await broker.terminate()
+    }
+
+    // While only fire-and-forget records are outstanding, the event thread serves reports every
+    // `reportCoalescing` instead of on each event. Here that interval is a minute, so each wait below
+    // finishes in time only if the waiter woke the sleeping thread itself.
+    @Test("an awaited send, a sender waiting for queue space and a flush each wake the coalescing event thread")
+    func coalescingWakeups() async throws {
+        let topic = uniqueName("coalesce")
+        let broker = try await launchBroker(topics: [topic: 1])
+        let sleeps = SleepCounter()
+        var config = producerConfig(broker.bootstrapServers)
+        config.queueMaxMessages = 2
+        let producer = try KafkaProducer(
+            configuration: config, logger: Logger(label: "test"), deliveryReports: nil, statistics: nil, errors: nil,
+            reportCoalescing: .seconds(60), onCoalescingSleep: { sleeps.add() })
+        _ = try await producer.send(KafkaProducerMessage(topic: topic, partition: 0, value: bytes("warm-up")))
+        // Each record now stays in flight ~1 s, long enough for the event thread to fall asleep.
+        try await broker.control.setRTT(broker: 1, milliseconds: 1000)
+
+        func outstandingRecordsPutThreadToSleep(_ values: String...) async throws {
+            let before = sleeps.count
+            for v in values { try producer.tryEnqueue(KafkaProducerMessage(topic: topic, partition: 0, value: bytes(v))) }
+            await sleeps.wait(above: before)
+        }
+        let bound = Duration.seconds(30)
+
+        try await outstandingRecordsPutThreadToSleep("a")  // one of two places: the awaited send below fits
+        let awaited = Task { try await producer.send(KafkaProducerMessage(topic: topic, partition: 0, value: bytes("b"))) }
+        #expect(try await value(of: awaited, within: bound) != nil, "the awaited send woke the thread")
+
+        try await outstandingRecordsPutThreadToSleep("c", "c2")  // the queue is full: this send waits for space
+        let full = Task { try await producer.enqueue(KafkaProducerMessage(topic: topic, partition: 0, value: bytes("d"))) }
+        #expect(try await value(of: full, within: bound) != nil, "the sender waiting for space woke the thread")
+
+        try await outstandingRecordsPutThreadToSleep("e")
+        let flush = Task { try await producer.flush() }
+        #expect(try await value(of: flush, within: bound) != nil, "the flush woke the thread")
+        #expect(producer.deliveryCounts.delivered == 5)
+
+        try await broker.control.setRTT(broker: 1, milliseconds: 0)
+        await producer.shutdown()
+        _ = try await broker.terminate()
+    }
+
     @Test("an unreachable broker gives a clear error within the configured bound")
     func unreachableBroker() async throws {
         let servers = "127.0.0.1:\(try closedPort())"
@@ -110,5 +193,35 @@ struct FaultTests {
         _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
         _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
         return Int(UInt16(bigEndian: addr.sin_port))
+    }
+}
+
+/// Counts the producer event thread's coalescing sleeps; a test awaits the next one.
+final class SleepCounter: Sendable {
+    private let state = Mutex<(count: Int, waiters: [(above: Int, CheckedContinuation<Void, Never>)])>((0, []))
+
+    var count: Int { state.withLock { $0.count } }
+
+    func add() {
+        let ready = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            s.count += 1
+            let n = s.count
+            let ready = s.waiters.filter { $0.above < n }.map(\.1)
+            s.waiters.removeAll { $0.above < n }
+            return ready
+        }
+        for c in ready { c.resume() }
+    }
+
+    /// Returns once the count exceeds `above`.
+    func wait(above: Int) async {
+        await withCheckedContinuation { c in
+            let now = state.withLock { s -> Bool in
+                if s.count > above { return true }
+                s.waiters.append((above, c))
+                return false
+            }
+            if now { c.resume() }
+        }
     }
 }

@@ -2,6 +2,7 @@ import EmbeddedBroker
 import Foundation
 import Kafka
 import Logging
+import Synchronization
 import Testing
 
 /// Starts `streamfirst broker` in its own process with these topics (name: partitions).
@@ -45,6 +46,39 @@ func collect(_ consumer: KafkaConsumer, count: Int, store: Bool = false) async t
         if got.count >= count { break }
     }
     return got
+}
+
+/// The task's value, or nil if it has not finished within `limit`. For a test whose failure mode is
+/// a wait that never ends: the bound turns a hang into a failed expectation. A task still stuck is
+/// cancelled and left behind (a structured child awaiting it would hold the caller too).
+func value<T: Sendable>(of task: Task<T, Error>, within limit: Duration) async throws -> T? {
+    let once = Once()
+    let result: Result<T, Error>? = await withCheckedContinuation { c in
+        @Sendable func resumeOnce(_ r: Result<T, Error>?) {
+            if once.first() { c.resume(returning: r) }
+        }
+        Task { resumeOnce(await task.result) }
+        Task {
+            try? await Task.sleep(for: limit)
+            resumeOnce(nil)
+        }
+    }
+    guard let result else {
+        task.cancel()
+        return nil
+    }
+    return try result.get()
+}
+
+/// True for the first caller of ``first()`` only.
+final class Once: Sendable {
+    private let done = Mutex(false)
+    func first() -> Bool {
+        done.withLock { d in
+            defer { d = true }
+            return !d
+        }
+    }
 }
 
 /// A swift-log handler that keeps what it is given, for asserting on logs.
