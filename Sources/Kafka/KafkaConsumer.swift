@@ -165,11 +165,9 @@ public final class KafkaConsumer: Sendable {
         let poller = ConsumerPoller(client: client, events: continuation, logger: logger)
         self.poller = poller
         let leftover = self.leftover
-        handler.revocationHook.withLockedValue {
-            $0 = { revoked in
-                poller.noteRevoked(revoked)
-                leftover.remove(partitions: revoked)
-            }
+        handler.setRevocationHook { revoked in
+            poller.noteRevoked(revoked)
+            leftover.remove(partitions: revoked)
         }
     }
 
@@ -427,7 +425,9 @@ public final class KafkaConsumer: Sendable {
     public func close(timeout: Duration = .seconds(15)) async {
         let handles = topicHandles
         let leftover = self.leftover
+        let rebalance = self.rebalance
         let closed = await poller.close(timeout: timeout) {
+            rebalance.detach()
             leftover.removeAll()
             handles.destroyAll()
         }
@@ -447,7 +447,9 @@ public final class KafkaConsumer: Sendable {
         // Dropped without close(): the polling thread leaves the group and destroys the handles.
         let handles = topicHandles
         let leftover = self.leftover
+        let rebalance = self.rebalance
         poller.beginClose {
+            rebalance.detach()
             leftover.removeAll()
             handles.destroyAll()
         }

@@ -314,6 +314,33 @@ struct ProducerConsumerTests {
         _ = try await broker.terminate()
     }
 
+    // Records borrow librdkafka's messages, so a consumer closed while records are held destroys its
+    // handle only when the last of them goes. The handle's context must not keep the client alive
+    // meanwhile (it did, through the rebalance hooks of a group consumer: a handle that reconnected
+    // to its gone broker for the rest of the process).
+    @Test("a group consumer closed while records are held releases its handle once they are released")
+    func closeWhileRecordsAreHeld() async throws {
+        let topic = uniqueName("held")
+        let broker = try await launchBroker(topics: [topic: 1])
+        let producer = try KafkaProducer(configuration: producerConfig(broker.bootstrapServers))
+        #expect(await producer.send((0..<5).map { KafkaProducerMessage(topic: topic, partition: 0, value: bytes("h\($0)")) }).allSatisfy { $0.error == nil })
+        await producer.shutdown()
+        weak var client: RDKafkaClient?
+        var held: [KafkaMessage] = []
+        do {
+            let consumer = try KafkaConsumer(configuration: consumerConfig(broker.bootstrapServers, group: uniqueName("g")))
+            client = consumer.client
+            try await consumer.subscribe(topics: [topic], startingAt: .beginning)
+            held = try await collect(consumer, count: 5)
+            await consumer.close()
+        }
+        #expect(client != nil && client?.isDestroyed == false, "the handle waits for the held records")
+        #expect(held.map { text($0.value) } == (0..<5).map { "h\($0)" })
+        held = []
+        #expect(client == nil, "the last record released the handle")
+        _ = try await broker.terminate()
+    }
+
     @Test("a per-message error becomes an event and the sequence goes on")
     func perMessageErrors() async throws {
         let topic = uniqueName("err")

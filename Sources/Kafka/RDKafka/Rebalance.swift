@@ -12,10 +12,17 @@ final class RebalanceHandler: Sendable {
         var firstAssignmentDone = false
     }
     private let state = NIOLockedValueBox(State())
-    /// Told (on the polling thread, inside the callback) which partitions were revoked, so that
-    /// records fetched from them but not yet handed out are dropped: the new owner reads them again.
-    let revocationHook = NIOLockedValueBox<(@Sendable (Set<KafkaTopicPartition>) -> Void)?>(nil)
-    let listener: KafkaRebalanceListener?
+    private struct Hooks {
+        /// Told (on the polling thread, inside the callback) which partitions were revoked, so that
+        /// records fetched from them but not yet handed out are dropped: the new owner reads them again.
+        var revocation: (@Sendable (Set<KafkaTopicPartition>) -> Void)?
+        var listener: KafkaRebalanceListener?
+    }
+    /// Until ``detach()``. The rd_kafka_t's context holds this handler until the handle is destroyed,
+    /// and both hooks lead back to the consumer's client (the revocation hook through the poller, a
+    /// listener often through the application object that owns the consumer): a cycle that would keep
+    /// a handle alive forever when its destroy waits for the release of held records.
+    private let hooks: NIOLockedValueBox<Hooks>
     let events: AsyncStream<KafkaConsumerEvent>.Continuation
     let logger: Logger
     let connectionProperties: [String: String]
@@ -24,10 +31,23 @@ final class RebalanceHandler: Sendable {
         listener: KafkaRebalanceListener?, events: AsyncStream<KafkaConsumerEvent>.Continuation, logger: Logger,
         connectionProperties: [String: String]
     ) {
-        self.listener = listener
+        self.hooks = NIOLockedValueBox(Hooks(revocation: nil, listener: listener))
         self.events = events
         self.logger = logger
         self.connectionProperties = connectionProperties
+    }
+
+    private var listener: KafkaRebalanceListener? { hooks.withLockedValue { $0.listener } }
+    private var revocationHook: (@Sendable (Set<KafkaTopicPartition>) -> Void)? { hooks.withLockedValue { $0.revocation } }
+
+    func setRevocationHook(_ hook: @escaping @Sendable (Set<KafkaTopicPartition>) -> Void) {
+        hooks.withLockedValue { $0.revocation = hook }
+    }
+
+    /// Drops both hooks: called once the consumer has left its group (after `rd_kafka_consumer_close`,
+    /// no rebalance callback runs).
+    func detach() {
+        hooks.withLockedValue { $0 = Hooks(revocation: nil, listener: nil) }
     }
 
     func setStartPosition(_ position: KafkaStartPosition) {
@@ -77,7 +97,7 @@ final class RebalanceHandler: Sendable {
             logger.info("assigned \(partitions.map(\.description).joined(separator: ", "))")
             events.yield(.assigned(RDKafkaTopicPartitionList.read(list)))
         case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
-            revocationHook.withLockedValue { $0 }?(Set(partitions))
+            revocationHook?(Set(partitions))
             listener?.onRevoked(partitions)
             if cooperative {
                 if let error = rd_kafka_incremental_unassign(rk, list) {
@@ -90,7 +110,7 @@ final class RebalanceHandler: Sendable {
             logger.info("revoked \(partitions.map(\.description).joined(separator: ", "))")
             events.yield(.revoked(partitions))
         default:
-            revocationHook.withLockedValue { $0 }?(Set(partitions))
+            revocationHook?(Set(partitions))
             report(KafkaError(err), "rebalance")
             _ = rd_kafka_assign(rk, nil)
             events.yield(.revoked(partitions))
