@@ -54,11 +54,13 @@ demo: build
 deps-postgres:
 	@bash scripts/ensure-postgres.sh >/dev/null
 
+# The test run is watched (scripts/test-watchdog.sh): a hang fails after STREAMFIRST_TEST_TIMEOUT
+# seconds (default 2400) naming the tests that never finished, with every thread's stack on file.
 test: test-deps deps-postgres
 	$(SWIFT) build --build-tests
 	STREAMFIRST_PYTHON=$(CURDIR)/$(VENV)/bin/python \
 	STREAMFIRST_POSTGRES_URL=$$(bash scripts/ensure-postgres.sh) \
-	$(SWIFT) test --skip-build --no-parallel
+	bash scripts/test-watchdog.sh $(SWIFT) test --skip-build --no-parallel
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=10
 
 bench: deps-system

@@ -224,7 +224,17 @@ public struct ChaosRun: Sendable {
             let recoveries = NIOLockedValueBox<[Int]>([])
             var watchers: [Task<Void, Never>] = []
             let stages = local.stages
+            // Faults go on while ingest generates, but not forever: a generator that never finishes
+            // (its output refused for good, say) ends the run with an error instead of a hang.
+            let generating = Duration.seconds(count / max(1, options.rate))
+            let ingestBound = generating * 4 + .seconds(120)
+            let ingestDeadline = ContinuousClock.now + ingestBound
             while local.process(.ingest)?.exited == nil {
+                guard ContinuousClock.now < ingestDeadline else {
+                    throw LocalRunError(
+                        "chaos: ingest had not finished its \(count) records within \(ingestBound) (about \(generating) without faults); its log: \(local.logFile(.ingest))"
+                    )
+                }
                 let base = Double(options.interval.components.seconds) + Double(options.interval.components.attoseconds) / 1e18
                 let pause = base * (0.5 + Double(dice.below(1000)) / 1000)
                 try await Task.sleep(for: .milliseconds(Int(pause * 1000)))  // the schedule itself, not a synchronisation

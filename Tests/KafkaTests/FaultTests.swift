@@ -128,15 +128,17 @@ struct FaultTests {
             configuration: config, logger: Logger(label: "test"), deliveryReports: nil, statistics: nil, errors: nil,
             reportCoalescing: .seconds(60), onCoalescingSleep: { sleeps.add() })
         _ = try await producer.send(KafkaProducerMessage(topic: topic, partition: 0, value: bytes("warm-up")))
-        // Each record now stays in flight ~1 s, long enough for the event thread to fall asleep.
-        try await broker.control.setRTT(broker: 1, milliseconds: 1000)
+        // Each record now stays in flight ~2 s, long enough for the event thread to fall asleep.
+        try await broker.control.setRTT(broker: 1, milliseconds: 2000)
 
+        let bound = Duration.seconds(30)
         func outstandingRecordsPutThreadToSleep(_ values: String...) async throws {
             let before = sleeps.count
             for v in values { try producer.tryEnqueue(KafkaProducerMessage(topic: topic, partition: 0, value: bytes(v))) }
-            await sleeps.wait(above: before)
+            // Bounded too: a thread that never sleeps must fail the test, not hang it.
+            let slept = Task { () async throws in await sleeps.wait(above: before) }
+            try #require(try await value(of: slept, within: bound) != nil, "the event thread fell asleep with records in flight")
         }
-        let bound = Duration.seconds(30)
 
         try await outstandingRecordsPutThreadToSleep("a")  // one of two places: the awaited send below fits
         let awaited = Task { try await producer.send(KafkaProducerMessage(topic: topic, partition: 0, value: bytes("b"))) }
