@@ -51,23 +51,27 @@ deadline=$((SECONDS + limit))
 while kill -0 "$job" 2>/dev/null; do
   if ((SECONDS >= deadline)); then
     echo "test-watchdog: the run exceeded ${limit} s; writing the test processes' stacks to $log.stacks"
-    procs=$(descendants)
-    for p in $procs; do
+    # Freeze the test runners first, so that no worker or broker is started after the list of
+    # processes to stop is taken (one started later would outlive the run as an orphan).
+    runners=""
+    for p in $(descendants); do
       cmd=$({ tr '\0' ' ' <"/proc/$p/cmdline"; } 2>/dev/null || true)
       case "$cmd" in
-        *xctest* | *swiftpm-testing-helper*) ;;
-        *) continue ;;
+        *xctest* | *swiftpm-testing-helper*) runners="$runners $p" ;;
       esac
-      echo "=== pid $p: $cmd" >>"$log.stacks"
+    done
+    kill -STOP $runners 2>/dev/null
+    procs=$(descendants)
+    for p in $runners; do
+      echo "=== pid $p: $({ tr '\0' ' ' <"/proc/$p/cmdline"; } 2>/dev/null)" >>"$log.stacks"
       if command -v gdb >/dev/null; then
         timeout 120 gdb -p "$p" -batch -ex "thread apply all bt" >>"$log.stacks" 2>&1
       else
         timeout 120 lldb -p "$p" --batch -o "thread backtrace all" >>"$log.stacks" 2>&1
       fi
     done
-    kill -TERM $procs 2>/dev/null
-    for _ in 1 2 3 4 5 6; do kill -0 "$job" 2>/dev/null || break; sleep 5; done
-    kill -KILL $procs 2>/dev/null
+    kill -STOP $runners 2>/dev/null  # in case a debugger's detach let one go on
+    kill -KILL $procs $(descendants) 2>/dev/null
     wait "$job" 2>/dev/null
     # One line per thread that is inside this project's code: its innermost frame there.
     echo "test-watchdog: threads inside Sources/ or Tests/ (innermost such frame; all of them in $log.stacks):"

@@ -96,6 +96,16 @@ public final class ChildProcess: Sendable {
         return status
     }
 
+    /// Waits up to `timeout` for the child to exit and its output to be read; nil if it is still
+    /// running then (it is left running: kill it, or wait again).
+    public func wait(timeout: Duration) async -> ExitStatus? {
+        let outcome = OneShot<ExitStatus?>()
+        let millis = Int(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(millis)) { _ = outcome.set(nil) }
+        Task { _ = outcome.set(await self.wait()) }
+        return await outcome.wait()
+    }
+
     /// SIGTERM, then waits up to `timeout`; SIGKILLs after it and reports `timedOut`.
     public func terminate(timeout: Duration) async -> (status: ExitStatus, timedOut: Bool) {
         signal(SIGTERM)

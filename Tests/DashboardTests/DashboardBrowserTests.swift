@@ -118,7 +118,12 @@ import Testing
 
             // 3. After the run, the numbers shown are the numbers produced.
             if let ingest = local.process(.ingest) {
-                let status = await ingest.wait()
+                // Bounded: a hung ingest fails here with its stderr instead of holding the run.
+                var status = await ingest.wait(timeout: .seconds(240))
+                if status == nil {
+                    Issue.record("ingest had not exited after 240 s: \(ingest.standardError.suffix(2000))")
+                    status = await ingest.kill()
+                }
                 #expect(status == .init(code: 0, signaled: false), "ingest: \(ingest.standardError.suffix(2000))")
             }
             try await local.waitUntilDrained(timeout: .seconds(120))

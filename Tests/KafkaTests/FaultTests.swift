@@ -143,10 +143,14 @@ struct FaultTests {
         try await outstandingRecordsPutThreadToSleep("a")  // one of two places: the awaited send below fits
         let awaited = Task { try await producer.send(KafkaProducerMessage(topic: topic, partition: 0, value: bytes("b"))) }
         #expect(try await value(of: awaited, within: bound) != nil, "the awaited send woke the thread")
+        // A send returns when its report is read, a moment before librdkafka frees its queue place (when
+        // the event is destroyed): flush, so that the next step starts with an empty queue.
+        try await producer.flush()
 
         try await outstandingRecordsPutThreadToSleep("c", "c2")  // the queue is full: this send waits for space
         let full = Task { try await producer.enqueue(KafkaProducerMessage(topic: topic, partition: 0, value: bytes("d"))) }
         #expect(try await value(of: full, within: bound) != nil, "the sender waiting for space woke the thread")
+        try await producer.flush()
 
         try await outstandingRecordsPutThreadToSleep("e")
         let flush = Task { try await producer.flush() }

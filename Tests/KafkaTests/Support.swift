@@ -112,10 +112,11 @@ private final class DataBox: @unchecked Sendable {
 }
 
 /// Runs a child process, returning its exit status and standard output lines. The pipes are read
-/// with blocking calls on threads of their own, never on the cooperative pool.
-func runProcess(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) async throws -> (
-    status: Int32, stdout: [String], stderr: String
-) {
+/// with blocking calls on threads of their own, never on the cooperative pool. A child still running
+/// after `timeout` is SIGKILLed, so that a hung command fails its test instead of holding the run.
+func runProcess(
+    _ executable: String, _ arguments: [String], environment: [String: String] = [:], timeout: Duration = .seconds(300)
+) async throws -> (status: Int32, stdout: [String], stderr: String) {
     try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<(status: Int32, stdout: [String], stderr: String), Error>) in
         Thread {
             let p = Process()
@@ -133,6 +134,11 @@ func runProcess(_ executable: String, _ arguments: [String], environment: [Strin
                 continuation.resume(throwing: error)
                 return
             }
+            let claim = Once()  // by the timer, or by this thread once the child has exited
+            let pid = p.processIdentifier
+            DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(Int(timeout.components.seconds) * 1000)) {
+                if claim.first() { kill(pid, SIGKILL) }
+            }
             let errBox = DataBox()
             let errDone = DispatchSemaphore(value: 0)
             Thread {
@@ -143,7 +149,8 @@ func runProcess(_ executable: String, _ arguments: [String], environment: [Strin
             errDone.wait()
             p.waitUntilExit()
             let lines = String(decoding: outData, as: UTF8.self).split(separator: "\n").map(String.init)
-            continuation.resume(returning: (p.terminationStatus, lines, String(decoding: errBox.data, as: UTF8.self)))
+            let note = claim.first() ? "" : "\n[runProcess] killed: still running after \(timeout)\n"
+            continuation.resume(returning: (p.terminationStatus, lines, String(decoding: errBox.data, as: UTF8.self) + note))
         }.start()
     }
 }

@@ -50,7 +50,7 @@ import Testing
             try await local.start(.ingest)
             try await during(local)
             if let ingest = local.process(.ingest) {
-                let status = await ingest.wait()
+                let status = await finished(ingest, "ingest")
                 #expect(status == .init(code: 0, signaled: false), "ingest: \(ingest.standardError.suffix(2000))")
             }
             try await local.waitUntilDrained(timeout: .seconds(180))

@@ -18,7 +18,7 @@ struct RealClusterPipelineTests {
             .init(pipelineFile: EndToEndTests.pipelineFile, workDirectory: work, environment: env, bootstrapServers: brokers))
         for stage in [PipelineSpec.StageName.validate, .process, .persist, .ingest] { try await local.start(stage) }
         let ingest = try #require(local.process(.ingest))
-        _ = await ingest.wait()
+        _ = await finished(ingest, "ingest")
         try await local.waitUntilDrained(timeout: .seconds(180))
         let dead = try await local.readAll(local.spec.deadLetter.logical)
         let exits = await local.stop()

@@ -55,7 +55,7 @@ import Testing
             let lines = (1...20).map { "{\"n\":\($0),\"v\":\($0)}\n" }.joined() + "not json\n"
             try ingest.writeToStandardInput(Data(lines.utf8))
             try ingest.closeStandardInput()
-            #expect(await ingest.wait() == .init(code: 0, signaled: false))
+            #expect(await finished(ingest, "ingest") == .init(code: 0, signaled: false))
             try await local.waitUntilDrained(timeout: .seconds(60))
             #expect(try await local.sinkRowCount() == 10)
             #expect(try await local.readAll("dead").count == 11)

@@ -84,7 +84,7 @@ import Testing
             try ingest.writeToStandardInput(Data([Self.order(6, version: 1), Self.order(7, version: 2), Self.order(8, version: nil),
                 Self.order(9, version: 2)].joined().utf8))
             try ingest.closeStandardInput()
-            #expect(await ingest.wait() == .init(code: 0, signaled: false))
+            #expect(await finished(ingest, "ingest") == .init(code: 0, signaled: false))
             try await Self.waitForRows(local, 7)
 
             // The early v2 orders come back through redrive.

@@ -37,7 +37,7 @@ import Testing
         #expect(try await HTTPGet.get(host: "127.0.0.1", port: port, path: "/healthz").status == 200)
         try ingest.writeToStandardInput(Data("{\"user\":\"ann\",\"at\":\"2026-11-25T09:00:00Z\"}\n{broken\n{\"user\":\"bob\"}\n".utf8))
         try ingest.closeStandardInput()
-        let status = await ingest.wait()
+        let status = await finished(ingest, "ingest")
         #expect(status == .init(code: 0, signaled: false), "\(ingest.standardError.suffix(2000))")
 
         let raw = try await local.readAll("raw")
@@ -77,7 +77,7 @@ import Testing
         let port = try #require(local.port(.ingest))
         try ingest.writeToStandardInput(Data("{\"n\":1}\n".utf8))
         try ingest.closeStandardInput()
-        let status = await ingest.wait()
+        let status = await finished(ingest, "ingest")
         #expect(status == .init(code: 0, signaled: false), "\(ingest.standardError.suffix(2000))")
         // Ingest: finished is as good as ready.
         try await local.waitUntilReady(.ingest, process: ingest, port: port)

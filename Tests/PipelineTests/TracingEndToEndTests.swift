@@ -44,7 +44,7 @@ import Testing
             }
             try await local.start(.ingest, extraEnvironment: stageEnvironment[.ingest] ?? [:])
             if let ingest = local.process(.ingest) {
-                let status = await ingest.wait()
+                let status = await finished(ingest, "ingest")
                 #expect(status == .init(code: 0, signaled: false), "ingest: \(ingest.standardError.suffix(2000))")
             }
             try await local.waitUntilDrained(timeout: .seconds(180))
@@ -144,7 +144,7 @@ import Testing
         let worker = try ChildProcess(
             executable: try ChildProcess.locate("validate"), arguments: ["--pipeline", Self.pipelineFile, "--check"],
             environment: [key: value])
-        let status = await worker.wait()
+        let status = await finished(worker, "worker")
         #expect(status == .init(code: 2, signaled: false))
         #expect(worker.standardError.contains(key) && worker.standardError.contains(value), "\(worker.standardError)")
     }
