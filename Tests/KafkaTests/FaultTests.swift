@@ -10,7 +10,7 @@ import Testing
 struct FaultTests {
     @Test("broker down 3 s during produce: every record delivered exactly once")
     func brokerDownDuringProduce() async throws {
-        let topic = uniqueName("down")
+        let topic = uniqueName("inflight")
         let broker = try await launchBroker(topics: [topic: 3])
         let producer = try KafkaProducer(configuration: producerConfig(broker.bootstrapServers))
         var tasks: [Task<[KafkaDeliveryReport], Never>] = []
@@ -159,6 +159,31 @@ struct FaultTests {
 
         try await broker.control.setRTT(broker: 1, milliseconds: 0)
         await producer.shutdown()
+        _ = try await broker.terminate()
+    }
+
+    // Shutdown flushes within its timeout, then purges: the records still queued or in flight must
+    // each complete their send, with an error, before the handle is destroyed. A report served after
+    // the handle is gone would never come, and the send would wait forever. A 5 s RTT keeps the
+    // records in flight past the flush timeout.
+    @Test("shutdown with records in flight past its flush timeout completes every awaited send with an error")
+    func shutdownWithRecordsInFlight() async throws {
+        let topic = uniqueName("inflight")
+        let broker = try await launchBroker(topics: [topic: 1])
+        let producer = try KafkaProducer(configuration: producerConfig(broker.bootstrapServers))
+        _ = try await producer.send(KafkaProducerMessage(topic: topic, partition: 0, value: bytes("warm-up")))
+        try await broker.control.setRTT(broker: 1, milliseconds: 5000)
+        let pending = Task { () async throws in
+            await producer.send((0..<50).map { KafkaProducerMessage(topic: topic, partition: 0, value: bytes("p\($0)")) })
+        }
+        // No event says "queued": poll the queue length, bounded (the records are queued at once).
+        let deadline = ContinuousClock.now + .seconds(10)
+        while producer.outstanding < 50 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(producer.outstanding >= 50, "the sends were queued before the shutdown")
+        await producer.shutdown(timeout: .milliseconds(500))
+        let reports = try #require(try await value(of: pending, within: .seconds(30)), "every send completed")
+        #expect(reports.count == 50)
+        #expect(reports.allSatisfy { $0.error != nil }, "\(reports.filter { $0.error == nil }.count) reported delivered")
         _ = try await broker.terminate()
     }
 
