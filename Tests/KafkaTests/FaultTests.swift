@@ -10,7 +10,7 @@ import Testing
 struct FaultTests {
     @Test("broker down 3 s during produce: every record delivered exactly once")
     func brokerDownDuringProduce() async throws {
-        let topic = uniqueName("inflight")
+        let topic = uniqueName("down")
         let broker = try await launchBroker(topics: [topic: 3])
         let producer = try KafkaProducer(configuration: producerConfig(broker.bootstrapServers))
         var tasks: [Task<[KafkaDeliveryReport], Never>] = []
