@@ -1,4 +1,5 @@
 import Foundation
+import Kafka
 import NIOConcurrencyHelpers
 
 #if canImport(Glibc)
@@ -100,7 +101,7 @@ public final class ChildProcess: Sendable {
     /// running then (it is left running: kill it, or wait again).
     public func wait(timeout: Duration) async -> ExitStatus? {
         let outcome = OneShot<ExitStatus?>()
-        let millis = Int(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        let millis = Int(timeout.milliseconds)
         DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(millis)) { _ = outcome.set(nil) }
         Task { _ = outcome.set(await self.wait()) }
         return await outcome.wait()
@@ -112,7 +113,7 @@ public final class ChildProcess: Sendable {
         let timedOut = OneShot<Bool>()
         let pid = processIdentifier
         let exitStatus = self.exitStatus
-        let millis = Int(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        let millis = Int(timeout.milliseconds)
         DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(millis)) {
             if exitStatus.value == nil, timedOut.set(true) { _ = Glibc.kill(pid, SIGKILL) }
         }

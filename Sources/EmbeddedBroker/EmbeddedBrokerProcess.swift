@@ -1,4 +1,5 @@
 import Foundation
+import Kafka
 import NIOConcurrencyHelpers
 
 #if canImport(Glibc)
@@ -142,7 +143,7 @@ public final class EmbeddedBrokerProcess: Sendable {
             await stdoutDone.wait()
             ready.set(.failure(.process("the broker closed stdout before printing 'ready'")))
         }
-        let timeoutMillis = Int(readyTimeout.components.seconds * 1000 + readyTimeout.components.attoseconds / 1_000_000_000_000_000)
+        let timeoutMillis = Int(readyTimeout.milliseconds)
         DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(timeoutMillis)) {
             if ready.set(.failure(.process("the broker printed no 'ready' line within \(readyTimeout)"))) {
                 sendSignal(pid, SIGKILL)
@@ -196,7 +197,7 @@ public final class EmbeddedBrokerProcess: Sendable {
         let timedOut = OneShot<Bool>()
         let pid = processIdentifier
         let exitStatus = self.exitStatus
-        let millis = Int(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        let millis = Int(timeout.milliseconds)
         DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(millis)) {
             if exitStatus.value == nil, timedOut.set(true) { sendSignal(pid, SIGKILL) }
         }

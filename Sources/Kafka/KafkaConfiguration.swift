@@ -282,7 +282,7 @@ public struct KafkaConsumerConfiguration: Sendable, Hashable {
 
 extension Duration {
     /// Whole milliseconds, rounded down.
-    var milliseconds: Int64 {
+    package var milliseconds: Int64 {
         let (s, atto) = components
         return s * 1000 + atto / 1_000_000_000_000_000
     }

@@ -198,7 +198,7 @@ public struct ChaosRun: Sendable {
         let events = NIOLockedValueBox<[(atMs: Int64, what: String)]>([])
         func note(_ what: String, at: ContinuousClock.Instant = .now) {
             let d = at - started
-            events.withLockedValue { $0.append((d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000, what)) }
+            events.withLockedValue { $0.append((d.milliseconds, what)) }
         }
         let sampler = ResourceSampler()
         let sampling = Task { [local] in
@@ -251,7 +251,7 @@ public struct ChaosRun: Sendable {
                     watchers.append(Task { [local] in
                         if await Self.waitReady(local, stage) {
                             let d = ContinuousClock.now - killedAt
-                            let ms = Int(d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000)
+                            let ms = Int(d.milliseconds)
                             recoveries.withLockedValue { $0.append(ms) }
                         }
                     })

@@ -98,7 +98,7 @@ final class RecordTap: Sendable {
 
     private func record(_ batch: [KafkaMessage]) {
         let d = ContinuousClock.now - started
-        let now = Int32(clamping: d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000)
+        let now = Int32(clamping: d.milliseconds)
         state.withLockedValue { s in
             for m in batch {
                 guard let t = topicIndex[m.topic] else { continue }
