@@ -423,18 +423,25 @@ public final class KafkaConsumer: Sendable {
     /// beyond auto-commit of stored offsets, and destroys the client. Bounded by `timeout`: if
     /// librdkafka hangs in close, the handle is abandoned and an error is logged. Idempotent.
     public func close(timeout: Duration = .seconds(15)) async {
-        let handles = topicHandles
-        let leftover = self.leftover
-        let rebalance = self.rebalance
-        let closed = await poller.close(timeout: timeout) {
-            rebalance.detach()
-            leftover.removeAll()
-            handles.destroyAll()
-        }
+        let closed = await poller.close(timeout: timeout, beforeDestroy: beforeDestroy)
         if !closed {
             logger.error("consumer close did not finish within \(timeout); the librdkafka handle is abandoned")
         }
         eventContinuation.finish()
+    }
+
+    /// What the polling thread does after `rd_kafka_consumer_close` and before `rd_kafka_destroy`, on
+    /// close and on deinit alike: drop the rebalance hooks (see ``RebalanceHandler/detach()``), the
+    /// records fetched but not handed out, then the topic handles.
+    private var beforeDestroy: @Sendable () -> Void {
+        let handles = topicHandles
+        let leftover = self.leftover
+        let rebalance = self.rebalance
+        return {
+            rebalance.detach()
+            leftover.removeAll()
+            handles.destroyAll()
+        }
     }
 
     static let closedError = KafkaError.client("CLOSED", "the consumer has been closed")
@@ -445,14 +452,7 @@ public final class KafkaConsumer: Sendable {
 
     deinit {
         // Dropped without close(): the polling thread leaves the group and destroys the handles.
-        let handles = topicHandles
-        let leftover = self.leftover
-        let rebalance = self.rebalance
-        poller.beginClose {
-            rebalance.detach()
-            leftover.removeAll()
-            handles.destroyAll()
-        }
+        poller.beginClose(beforeDestroy)
         eventContinuation.finish()
     }
 
