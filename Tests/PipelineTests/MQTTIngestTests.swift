@@ -180,7 +180,7 @@ import Testing
             let atRestart = published.value
             try await local.start(.ingest)
             try await feeding.value
-            let pubStatus = await finished(publisher, "publisher")
+            let pubStatus = await finished(publisher, "mosquitto_pub")
             try await #require(local.broker?.control).setRTT(broker: 1, milliseconds: 0)
             #expect(pubStatus.code == 0, "mosquitto_pub: \(publisher.standardError)")
 
@@ -233,7 +233,7 @@ import Testing
             let publisher = try broker.linePublisher(topic: "sensors/dev-9/reading", clientID: "test-device-9")
             try publisher.writeToStandardInput(Data((0..<held).map { #"{"device":"dev-9","n":\#($0)}"# + "\n" }.joined().utf8))
             try publisher.closeStandardInput()
-            #expect(await finished(publisher, "publisher").code == 0, "mosquitto_pub: \(publisher.standardError)")
+            #expect(await finished(publisher, "mosquitto_pub").code == 0, "mosquitto_pub: \(publisher.standardError)")
             // The MQTT broker sent ingest all of them (its log says so), and ingest is stuck handing the
             // first batch to the producer (counted in, not out); the rest wait in its inbox.
             func sent() -> Int {
@@ -291,7 +291,7 @@ import Testing
                 arguments: ["-h", "127.0.0.1", "-p", String(broker.port), "-q", "0", "-t", "control/flood", "-l"])
             try pub.writeToStandardInput(Data(lines.utf8))
             try pub.closeStandardInput()
-            #expect(await finished(pub, "pub").code == 0)
+            #expect(await finished(pub, "mosquitto_pub").code == 0)
             let log = { local.process(.ingest)?.standardError ?? "" }
             let deadline = ContinuousClock.now + .seconds(30)
             while !log().contains("MQTT reads paused") && ContinuousClock.now < deadline {

@@ -31,7 +31,7 @@ final class Mosquitto: Sendable {
              "-days", "2", "-extfile", "\(d)/san.ext"],
         ] {
             let tool = try ChildProcess(executable: try binary("openssl"), arguments: args)
-            let status = await finished(tool, "tool")
+            let status = await finished(tool, "openssl")
             guard status.code == 0 else { throw TestFailure("openssl \(args.first ?? ""): \(tool.standardError)") }
         }
     }
@@ -87,7 +87,7 @@ final class Mosquitto: Sendable {
             for (i, (user, password)) in users.sorted(by: { $0.key < $1.key }).enumerated() {
                 let tool = try ChildProcess(
                     executable: try binary("mosquitto_passwd"), arguments: (i == 0 ? ["-c"] : []) + ["-b", passwords.path, user, password])
-                let status = await finished(tool, "tool")
+                let status = await finished(tool, "mosquitto_passwd")
                 guard status.code == 0 else { throw TestFailure("mosquitto_passwd: \(tool.standardError)") }
             }
             config += ["allow_anonymous false", "password_file \(passwords.path)"]
@@ -129,7 +129,7 @@ final class Mosquitto: Sendable {
         let pub = try ChildProcess(
             executable: try Self.binary("mosquitto_pub"),
             arguments: ["-h", "127.0.0.1", "-p", String(port), "-q", String(qos), "-t", topic, "-m", message] + extra)
-        return await finished(pub, "pub").code
+        return await finished(pub, "mosquitto_pub").code
     }
 
     /// A long-running `mosquitto_pub -l`: every line written to it is one QoS 1 message on `topic`.
