@@ -200,6 +200,7 @@ let package = Package(
             dependencies: [
                 "EmbeddedBroker",
                 "Kafka",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
         .testTarget(name: "StreamCoreTests", dependencies: ["StreamCore", "Config"]),

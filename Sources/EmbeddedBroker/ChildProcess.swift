@@ -24,20 +24,17 @@ public final class ChildProcess: Sendable {
     private let stdin: FileHandle
 
     /// Starts `executable` with `arguments`; `environment` is added to this process's environment.
+    ///
+    /// `directory`: the child's working directory (nil: this process's).
     public init(
-        executable: URL, arguments: [String], environment: [String: String] = [:], logFile: String? = nil,
-        onLine: @escaping @Sendable (String) -> Void = { _ in }
+        executable: URL, arguments: [String], environment: [String: String] = [:], directory: String? = nil,
+        logFile: String? = nil, onLine: @escaping @Sendable (String) -> Void = { _ in }
     ) throws {
         let process = Process()
         process.executableURL = executable
         process.arguments = arguments
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
-        let stdinPipe = Pipe()
-        let stdoutPipe = Pipe()
-        let stderrPipe = Pipe()
-        process.standardInput = stdinPipe
-        process.standardOutput = stdoutPipe
-        process.standardError = stderrPipe
+        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
         let exitStatus = OneShot<ExitStatus>()
         process.terminationHandler = { p in
             exitStatus.set(ExitStatus(code: p.terminationStatus, signaled: p.terminationReason == .uncaughtSignal))
@@ -54,8 +51,10 @@ public final class ChildProcess: Sendable {
         }
         let stderrText = NIOLockedValueBox("")
         let logHandle = log.map { UncheckedFileHandle($0) }
-        self.stdoutDone = EmbeddedBrokerProcess.readLines(stdoutPipe.fileHandleForReading, onLine: onLine)
-        self.stderrDone = EmbeddedBrokerProcess.readLines(stderrPipe.fileHandleForReading) { line in
+        // One spawn at a time, so that no sibling started meanwhile inherits these pipes (see ProcessSpawning).
+        let streams = try ProcessSpawning.start(process)
+        self.stdoutDone = EmbeddedBrokerProcess.readLines(streams.output, onLine: onLine)
+        self.stderrDone = EmbeddedBrokerProcess.readLines(streams.error) { line in
             if let logHandle {
                 logHandle.handle.write(Data((line + "\n").utf8))
             }
@@ -63,15 +62,11 @@ public final class ChildProcess: Sendable {
                 if text.utf8.count < 256 * 1024 { text += line + "\n" }
             }
         }
-        try process.run()
-        try? stdinPipe.fileHandleForReading.close()
-        try? stdoutPipe.fileHandleForWriting.close()
-        try? stderrPipe.fileHandleForWriting.close()
         self.processIdentifier = process.processIdentifier
         self.executable = executable.path
         self.exitStatus = exitStatus
         self.stderrText = stderrText
-        self.stdin = stdinPipe.fileHandleForWriting
+        self.stdin = streams.input
     }
 
     deinit {
@@ -83,6 +78,13 @@ public final class ChildProcess: Sendable {
 
     /// The exit status once the child has exited.
     public var exited: ExitStatus? { exitStatus.value }
+
+    /// What ``wait()`` is still waiting for ("its exit", "end of file on its stdout", …), for errors
+    /// about a child that did not finish; empty once it has.
+    public var pending: [String] {
+        [(exitStatus.value == nil, "its exit"), (stdoutDone.value == nil, "end of file on its stdout"),
+         (stderrDone.value == nil, "end of file on its stderr")].filter(\.0).map(\.1)
+    }
 
     /// Sends a signal (SIGTERM, SIGKILL, SIGSTOP, …).
     public func signal(_ signal: Int32) {
@@ -136,6 +138,40 @@ public final class ChildProcess: Sendable {
     public func kill() async -> ExitStatus {
         signal(SIGKILL)
         return await wait()
+    }
+
+    /// How ``run(executable:arguments:environment:directory:timeout:)`` ended.
+    public struct Completion: Sendable {
+        public var status: ExitStatus
+        /// Its standard output, line by line (empty lines too).
+        public var standardOutput: [String]
+        /// Its standard error (up to 256 KiB).
+        public var standardError: String
+        /// Whether it was still running after the timeout and was SIGKILLed.
+        public var timedOut: Bool
+    }
+
+    /// Runs a program to completion (its standard input at end of file), collecting what it prints;
+    /// one still running after `timeout` is SIGKILLed. For command-line tools run by tests and
+    /// launchers; nothing blocks the caller's executor.
+    public static func run(
+        executable: URL, arguments: [String], environment: [String: String] = [:], directory: String? = nil,
+        timeout: Duration = .seconds(300)
+    ) async throws -> Completion {
+        let lines = NIOLockedValueBox<[String]>([])
+        let child = try ChildProcess(
+            executable: executable, arguments: arguments, environment: environment, directory: directory,
+            onLine: { line in lines.withLockedValue { $0.append(line) } })
+        try? child.closeStandardInput()
+        var timedOut = false
+        let status: ExitStatus
+        if let s = await child.wait(timeout: timeout) {
+            status = s
+        } else {
+            timedOut = true
+            status = await child.kill()
+        }
+        return Completion(status: status, standardOutput: lines.withLockedValue { $0 }, standardError: child.standardError, timedOut: timedOut)
     }
 
     /// Finds an executable built with this package: `$STREAMFIRST_BIN_DIR`, else the directory of the

@@ -99,22 +99,23 @@ public final class EmbeddedBrokerProcess: Sendable {
         process.executableURL = binary
         process.arguments = ["broker"] + arguments + ["--exit-on-stdin-eof"]
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
-        let stdinPipe = Pipe()
-        let stdoutPipe = Pipe()
-        let stderrPipe = Pipe()
-        process.standardInput = stdinPipe
-        process.standardOutput = stdoutPipe
-        process.standardError = stderrPipe
-
         let exitStatus = OneShot<ExitStatus>()
         process.terminationHandler = { p in
             exitStatus.set(ExitStatus(code: p.terminationStatus, signaled: p.terminationReason == .uncaughtSignal))
         }
 
+        // One spawn at a time, so that no sibling started meanwhile inherits these pipes (see ProcessSpawning).
+        let streams: ProcessSpawning.Streams
+        do {
+            streams = try ProcessSpawning.start(process)
+        } catch {
+            throw EmbeddedBrokerError.process("cannot start \(binary.path): \(error)")
+        }
+
         // Readiness: the stdout reader sets it at `ready` (success) or EOF (failure); a timer fails it.
         let ready = OneShot<Result<[String: String], EmbeddedBrokerError>>()
         let fields = NIOLockedValueBox<[String: String]>([:])
-        let stdoutDone = readLines(stdoutPipe.fileHandleForReading) { line in
+        let stdoutDone = readLines(streams.output) { line in
             if line == "ready" {
                 ready.set(.success(fields.withLockedValue { $0 }))
             } else if ready.value == nil, let eq = line.firstIndex(of: "=") {
@@ -122,21 +123,11 @@ public final class EmbeddedBrokerProcess: Sendable {
             }
         }
         let stderrText = NIOLockedValueBox("")
-        let stderrDone = readLines(stderrPipe.fileHandleForReading) { line in
+        let stderrDone = readLines(streams.error) { line in
             stderrText.withLockedValue { text in
                 if text.utf8.count < 64 * 1024 { text += line + "\n" }
             }
         }
-
-        do {
-            try process.run()
-        } catch {
-            throw EmbeddedBrokerError.process("cannot start \(binary.path): \(error)")
-        }
-        // The child has its own copies of these ends now.
-        try? stdinPipe.fileHandleForReading.close()
-        try? stdoutPipe.fileHandleForWriting.close()
-        try? stderrPipe.fileHandleForWriting.close()
 
         let pid = process.processIdentifier
         Task {
@@ -153,7 +144,7 @@ public final class EmbeddedBrokerProcess: Sendable {
         switch await ready.wait() {
         case .success(let fields):
             return try EmbeddedBrokerProcess(
-                process: process, stdin: stdinPipe.fileHandleForWriting, fields: fields, exitStatus: exitStatus,
+                process: process, stdin: streams.input, fields: fields, exitStatus: exitStatus,
                 stderrText: stderrText, stdoutDone: stdoutDone, stderrDone: stderrDone)
         case .failure(let error):
             sendSignal(pid, SIGKILL)

@@ -243,7 +243,7 @@ public struct ChaosRun: Sendable {
                 if action <= 1 {
                     let stage = stages[dice.below(stages.count)]
                     let killedAt = ContinuousClock.now
-                    _ = await local.kill(stage)
+                    _ = try await local.kill(stage)
                     note("killed \(stage.rawValue)")
                     try await local.start(stage, waitUntilReady: false)
                     report.kills.append(stage.rawValue)

@@ -122,7 +122,9 @@ public final class LocalPipeline: Sendable {
     /// Starts an executable of the pipeline (a worker, the dashboard) on the pipeline file and waits
     /// for the `http_port=N` line it prints once its endpoints are bound — or for its end, whichever
     /// comes first. `what` names it in errors ("the validate worker").
-    func launch(_ name: String, what: String, logFile: String, extraEnvironment: [String: String]) async throws -> (ChildProcess, Int) {
+    func launch(
+        _ name: String, what: String, logFile: String, extraEnvironment: [String: String], timeout: Duration = .seconds(60)
+    ) async throws -> (ChildProcess, Int) {
         let executable = try ChildProcess.locate(name)
         let port = PortLine()
         let process = try ChildProcess(
@@ -131,14 +133,19 @@ public final class LocalPipeline: Sendable {
             onLine: { line in
                 if let r = line.range(of: "http_port="), let p = Int(line[r.upperBound...]) { port.set(p) }
             })
-        // The port line, or the process's end — whichever comes first.
-        let exitWatch = Task { let s = await process.wait(); port.fail(s) }
+        // The port line, the process's end or the timeout — whichever comes first.
+        let exitWatch = Task { let s = await process.wait(); port.finish(.exited(s)) }
         defer { exitWatch.cancel() }
+        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(Int(timeout.milliseconds))) { port.finish(.timedOut) }
         switch await port.wait() {
-        case .success(let p):
+        case .port(let p):
             return (process, p)
-        case .failure(let status):
+        case .exited(let status):
             throw LocalRunError("\(what) exited before serving HTTP (\(status)):\n\(process.standardError)")
+        case .timedOut:
+            process.signal(SIGKILL)
+            throw LocalRunError(
+                "\(what) (pid \(process.processIdentifier)) printed no http_port line within \(timeout); killed it. Its stderr:\n\(process.standardError.suffix(3000))")
         }
     }
 
@@ -181,11 +188,16 @@ public final class LocalPipeline: Sendable {
         workers.withLockedValue { $0[stage]?.process }
     }
 
-    /// SIGKILLs a stage's worker (no shutdown at all) and waits for it to die.
+    /// SIGKILLs a stage's worker (no shutdown at all) and waits, at most `timeout`, for it to die
+    /// and its output to end. Throws, naming what never came, if that takes longer: a SIGKILLed
+    /// process always dies, so that would mean another process holds its pipes.
     @discardableResult
-    public func kill(_ stage: PipelineSpec.StageName) async -> ChildProcess.ExitStatus? {
+    public func kill(_ stage: PipelineSpec.StageName, timeout: Duration = .seconds(30)) async throws -> ChildProcess.ExitStatus? {
         guard let p = process(stage) else { return nil }
-        return await p.kill()
+        p.signal(SIGKILL)
+        if let status = await p.wait(timeout: timeout) { return status }
+        throw LocalRunError(
+            "the \(stage.rawValue) worker (pid \(p.processIdentifier)) was SIGKILLed, but \(timeout) later this process still waits for \(p.pending.joined(separator: " and "))")
     }
 
     /// SIGTERM: the graceful shutdown path. Returns the exit status and whether it took longer than `timeout`.
@@ -357,20 +369,21 @@ public struct LocalRunError: Error, CustomStringConvertible, Sendable {
     public init(_ description: String) { self.description = description }
 }
 
-/// The `http_port=` line of a starting worker, or its exit.
+/// The `http_port=` line of a starting worker, its exit, or the end of the wait for them.
 final class PortLine: Sendable {
-    private let state = NIOLockedValueBox<(Result<Int, ExitFailure>?, [CheckedContinuation<Result<Int, ExitFailure>, Never>])>((nil, []))
-
-    struct ExitFailure: Error, CustomStringConvertible {
-        let status: ChildProcess.ExitStatus
-        var description: String { status.description }
+    enum Outcome: Sendable {
+        case port(Int)
+        case exited(ChildProcess.ExitStatus)
+        case timedOut
     }
 
-    func set(_ port: Int) { finish(.success(port)) }
-    func fail(_ status: ChildProcess.ExitStatus) { finish(.failure(ExitFailure(status: status))) }
+    private let state = NIOLockedValueBox<(Outcome?, [CheckedContinuation<Outcome, Never>])>((nil, []))
 
-    private func finish(_ r: Result<Int, ExitFailure>) {
-        let waiters = state.withLockedValue { s -> [CheckedContinuation<Result<Int, ExitFailure>, Never>] in
+    func set(_ port: Int) { finish(.port(port)) }
+
+    /// The first outcome wins; later ones are ignored.
+    func finish(_ r: Outcome) {
+        let waiters = state.withLockedValue { s -> [CheckedContinuation<Outcome, Never>] in
             guard s.0 == nil else { return [] }
             s.0 = r
             defer { s.1 = [] }
@@ -379,9 +392,9 @@ final class PortLine: Sendable {
         for w in waiters { w.resume(returning: r) }
     }
 
-    func wait() async -> Result<Int, ExitFailure> {
+    func wait() async -> Outcome {
         await withCheckedContinuation { c in
-            let now = state.withLockedValue { s -> Result<Int, ExitFailure>? in
+            let now = state.withLockedValue { s -> Outcome? in
                 if let r = s.0 { return r }
                 s.1.append(c)
                 return nil

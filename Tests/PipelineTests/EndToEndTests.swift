@@ -108,7 +108,7 @@ import Testing
             // The marks follow ingest's own count, which only restarts when ingest is killed, last.
             for (stage, mark) in [(PipelineSpec.StageName.persist, 800), (.validate, 1600), (.process, 2400), (.ingest, 3200)] {
                 try await Self.waitForRecords(local, stage: .ingest, atLeast: mark)
-                let status = await local.kill(stage)
+                let status = try await local.kill(stage)
                 kills.add("\(stage.rawValue)@\(mark) (\(status.map { "\($0)" } ?? "?"))")
                 try await local.start(stage, waitUntilReady: false)
             }

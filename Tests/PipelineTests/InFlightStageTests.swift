@@ -119,7 +119,7 @@ import Testing
             let before = try await Self.committed(local)
             while try await Self.committed(local) == before { try await Task.sleep(for: .milliseconds(50)) }
             let killedAt = try await Self.outputCount(local)
-            _ = await local.kill(.process)
+            _ = try await local.kill(.process)
             #expect(killedAt < Int64(Self.records), "the worker was killed after it finished: the test proves nothing")
             let covered = try await Self.expectCommittedRecordsWereDelivered(local, input: input)
             #expect(covered > 0, "nothing was committed before the kill")

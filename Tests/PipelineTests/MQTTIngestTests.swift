@@ -169,7 +169,7 @@ import Testing
             while (try await local.topicCounts()["raw"] ?? 0) < total / 4 && ContinuousClock.now < quarter {
                 try await Task.sleep(for: .milliseconds(20))
             }
-            let kill = await local.kill(.ingest)
+            let kill = try await local.kill(.ingest)
             let atKill = published.value
             let inKafkaAtKill = try await local.topicCounts()["raw"] ?? 0
             let resumeMark = min(total, atKill + total / 6)
@@ -249,7 +249,7 @@ import Testing
             #expect(sent() == held, "the MQTT broker sent them to ingest")
             let stats = await local.stats(.ingest)
             #expect((stats?.recordsIn ?? 0) > inBefore, "ingest is handing them to Kafka")
-            #expect(await local.kill(.ingest)?.signaled == true)
+            #expect(try await local.kill(.ingest)?.signaled == true)
             try await kafka.brokerUp(1)
             try await local.start(.ingest)
             let raw = try await Self.waitForRaw(local, "the held messages were not redelivered") { records in
