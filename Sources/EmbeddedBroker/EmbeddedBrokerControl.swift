@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
@@ -28,7 +29,9 @@ public struct EmbeddedBrokerControl: Sendable {
     }
 
     /// Sends one command line and returns the reply line as it came (`ok ...` or `error ...`).
-    public func sendRaw(_ command: String) async throws -> String {
+    /// Throws if no reply comes within `timeout` (every command answers at once; a broker that does
+    /// not is stuck, and a fault schedule must not wait on it forever).
+    public func sendRaw(_ command: String, timeout: Duration = .seconds(30)) async throws -> String {
         guard !command.contains("\n"), !command.contains("\r") else {
             throw EmbeddedBrokerError.invalidArgument("a control command is one line")
         }
@@ -44,13 +47,26 @@ public struct EmbeddedBrokerControl: Sendable {
         } catch {
             throw EmbeddedBrokerError.connection("cannot connect to \(host):\(port): \(error)")
         }
-        return try await channel.executeThenClose { inbound, outbound in
-            try await outbound.write(ByteBuffer(string: command + "\n"))
-            var lines = inbound.makeAsyncIterator()
-            guard let reply = try await lines.next() else {
-                throw EmbeddedBrokerError.connection("\(host):\(port) closed the connection without replying to '\(command)'")
+        // Closing the channel at the deadline ends the read below.
+        let timedOut = NIOLockedValueBox(false)
+        let underlying = channel.channel
+        let deadline = underlying.eventLoop.scheduleTask(in: .nanoseconds(Int64(clamping: timeout.milliseconds) * 1_000_000)) {
+            timedOut.withLockedValue { $0 = true }
+            underlying.close(promise: nil)
+        }
+        defer { deadline.cancel() }
+        let (host, port) = (self.host, self.port)
+        do {
+            return try await channel.executeThenClose { inbound, outbound in
+                try await outbound.write(ByteBuffer(string: command + "\n"))
+                var lines = inbound.makeAsyncIterator()
+                guard let reply = try await lines.next() else {
+                    throw EmbeddedBrokerError.connection("\(host):\(port) closed the connection without replying to '\(command)'")
+                }
+                return reply
             }
-            return reply
+        } catch where timedOut.withLockedValue({ $0 }) {
+            throw EmbeddedBrokerError.connection("\(host):\(port) sent no reply to '\(command)' within \(timeout)")
         }
     }
 

@@ -13,47 +13,13 @@ struct ToolResult: Sendable {
     var stderr: String
 }
 
-/// Written by one thread, read by another after a semaphore hand-off.
-private final class DataBox: @unchecked Sendable {
-    var data = Data()
-}
-
-/// Runs a program to completion on threads of its own (never blocking the test's executor).
-func runTool(_ executable: String, _ arguments: [String], stdinFromDevNull: Bool = true) async throws -> ToolResult {
-    try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ToolResult, Error>) in
-        Thread {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: executable)
-            process.arguments = arguments
-            let out = Pipe()
-            let err = Pipe()
-            process.standardOutput = out
-            process.standardError = err
-            if stdinFromDevNull { process.standardInput = FileHandle.nullDevice }
-            let exited = DispatchSemaphore(value: 0)
-            process.terminationHandler = { _ in exited.signal() }
-            do {
-                try process.run()
-            } catch {
-                continuation.resume(throwing: error)
-                return
-            }
-            let stderrBox = DataBox()
-            let stderrDone = DispatchSemaphore(value: 0)
-            Thread {
-                stderrBox.data = err.fileHandleForReading.readDataToEndOfFile()
-                stderrDone.signal()
-            }.start()
-            let stdoutData = out.fileHandleForReading.readDataToEndOfFile()
-            stderrDone.wait()  // orders the other thread's write before the read below
-            exited.wait()
-            let stderrCopy = stderrBox.data
-            continuation.resume(returning: ToolResult(
-                status: process.terminationStatus,
-                stdout: String(decoding: stdoutData, as: UTF8.self),
-                stderr: String(decoding: stderrCopy, as: UTF8.self)))
-        }.start()
-    }
+/// Runs a program to completion (``ChildProcess/run(executable:arguments:environment:directory:timeout:)``),
+/// never blocking the test's executor.
+func runTool(_ executable: String, _ arguments: [String]) async throws -> ToolResult {
+    let r = try await ChildProcess.run(executable: URL(fileURLWithPath: executable), arguments: arguments)
+    return ToolResult(
+        status: r.status.code, stdout: r.standardOutput.map { $0 + "\n" }.joined(),
+        stderr: r.standardError + (r.timedOut ? "\n[runTool] killed: still running after 300 s\n" : ""))
 }
 
 /// Topic metadata as kcat reports it.

@@ -73,7 +73,7 @@ struct GroupProcessTests {
         #expect(aBefore > 0 && bBefore > 0, "both members consumed")
 
         // B dies without leaving the group; A must take over its partitions after the session timeout.
-        b.kill()
+        await b.kill()
         let second = await producer.send((200..<400).map { KafkaProducerMessage(topic: topic, partition: Int32($0 % 4), value: bytes("a\($0)")) })
         #expect(second.allSatisfy { $0.error == nil })
         await producer.shutdown()
@@ -83,7 +83,7 @@ struct GroupProcessTests {
         let all = await (log.records["a"] ?? []) + (log.records["b"] ?? [])
         #expect(all.count == 400, "no record printed twice")
         #expect(Set(all.map { $0.split(separator: "/")[2] }) == Set((0..<400).map { "a\($0)" }), "no record lost")
-        a.terminate()
+        await a.terminate()
         readA.cancel()
         readB.cancel()
         _ = try await broker.terminate()

@@ -106,113 +106,36 @@ final class CapturingLogHandler: LogHandler, @unchecked Sendable {
     var all: [Entry] { lock.withLock { entries } }
 }
 
-/// Written by one thread, read by another after a semaphore hand-off.
-private final class DataBox: @unchecked Sendable {
-    var data = Data()
-}
-
-/// Runs a child process, returning its exit status and standard output lines. The pipes are read
-/// with blocking calls on threads of their own, never on the cooperative pool. A child still running
-/// after `timeout` is SIGKILLed, so that a hung command fails its test instead of holding the run.
+/// Runs a child process to completion (``ChildProcess/run(executable:arguments:environment:directory:timeout:)``),
+/// returning its exit status and standard output lines. A child still running after `timeout` is
+/// SIGKILLed, so that a hung command fails its test instead of holding the run.
 func runProcess(
     _ executable: String, _ arguments: [String], environment: [String: String] = [:], timeout: Duration = .seconds(300)
 ) async throws -> (status: Int32, stdout: [String], stderr: String) {
-    try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<(status: Int32, stdout: [String], stderr: String), Error>) in
-        Thread {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: executable)
-            p.arguments = arguments
-            p.environment = ProcessInfo.processInfo.environment.merging(environment) { _, n in n }
-            p.standardInput = FileHandle.nullDevice
-            let out = Pipe()
-            let err = Pipe()
-            p.standardOutput = out
-            p.standardError = err
-            do {
-                try p.run()
-            } catch {
-                continuation.resume(throwing: error)
-                return
-            }
-            let claim = Once()  // by the timer, or by this thread once the child has exited
-            let pid = p.processIdentifier
-            DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(Int(timeout.components.seconds) * 1000)) {
-                if claim.first() { kill(pid, SIGKILL) }
-            }
-            let errBox = DataBox()
-            let errDone = DispatchSemaphore(value: 0)
-            Thread {
-                errBox.data = err.fileHandleForReading.readDataToEndOfFile()
-                errDone.signal()
-            }.start()
-            let outData = out.fileHandleForReading.readDataToEndOfFile()
-            errDone.wait()
-            p.waitUntilExit()
-            let lines = String(decoding: outData, as: UTF8.self).split(separator: "\n").map(String.init)
-            let note = claim.first() ? "" : "\n[runProcess] killed: still running after \(timeout)\n"
-            continuation.resume(returning: (p.terminationStatus, lines, String(decoding: errBox.data, as: UTF8.self) + note))
-        }.start()
-    }
+    let r = try await ChildProcess.run(executable: URL(fileURLWithPath: executable), arguments: arguments, environment: environment, timeout: timeout)
+    let note = r.timedOut ? "\n[runProcess] killed: still running after \(timeout)\n" : ""
+    return (r.status.code, r.standardOutput.filter { !$0.isEmpty }, r.standardError + note)
 }
 
 /// A child process whose standard output is read line by line as it arrives.
-final class LineProcess: @unchecked Sendable {
-    // `@unchecked`: `process` is configured before `run()` and only signalled afterwards.
-    let process = Process()
+final class LineProcess: Sendable {
+    let child: ChildProcess
     let lines: AsyncStream<String>
-    private let continuation: AsyncStream<String>.Continuation
-    private let stderrPipe = Pipe()
 
     init(_ executable: URL, _ arguments: [String], environment: [String: String] = [:]) throws {
-        (lines, continuation) = AsyncStream<String>.makeStream()
-        process.executableURL = executable
-        process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, n in n }
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardError = stderrPipe
-        process.standardInput = FileHandle.nullDevice
-        let continuation = self.continuation
-        let buffer = LineBuffer()
-        out.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            if data.isEmpty {
-                handle.readabilityHandler = nil
-                continuation.finish()
-                return
-            }
-            for line in buffer.append(data) { continuation.yield(line) }
+        let (lines, continuation) = AsyncStream<String>.makeStream()
+        self.lines = lines
+        let child = try ChildProcess(executable: executable, arguments: arguments, environment: environment) { continuation.yield($0) }
+        self.child = child
+        Task {
+            _ = await child.wait()
+            continuation.finish()
         }
-        try process.run()
     }
 
-    func kill() {
-        Foundation.kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-    }
+    func kill() async { await child.kill() }
 
-    func terminate() {
-        process.terminate()
-        process.waitUntilExit()
-    }
-
-    deinit {
-        if process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) }
-    }
-}
-
-final class LineBuffer: @unchecked Sendable {
-    // `@unchecked`: used from one readability handler at a time.
-    private var pending = Data()
-    func append(_ data: Data) -> [String] {
-        pending.append(data)
-        var lines: [String] = []
-        while let nl = pending.firstIndex(of: UInt8(ascii: "\n")) {
-            lines.append(String(decoding: pending[pending.startIndex..<nl], as: UTF8.self))
-            pending.removeSubrange(pending.startIndex...nl)
-        }
-        return lines
-    }
+    func terminate() async { _ = await child.terminate(timeout: .seconds(30)) }
 }
 
 func streamfirstExecutable() throws -> URL {

@@ -10,73 +10,19 @@ struct CommandResult: Sendable {
     var output: String { stdout.joined(separator: "\n") }
 }
 
-/// Written by one thread, read by another after a semaphore hand-off.
-private final class Box: @unchecked Sendable {
-    var data = Data()
-}
-
-/// Claimed once: by the timer that kills a child which outlived its time limit, or by the reader
-/// that saw it exit first (then the timer leaves the pid alone).
-private final class Claim: @unchecked Sendable {
-    // `@unchecked`: guarded by `lock`.
-    private let lock = NSLock()
-    private var taken = false
-    func take() -> Bool {
-        lock.withLock {
-            defer { taken = true }
-            return !taken
-        }
-    }
-}
-
-/// Runs a program to completion on threads of its own (its pipes are read with blocking calls,
-/// never on the cooperative pool). `environment` is added to this process's environment. A program
-/// still running after `timeout` is SIGKILLed (a hung command fails its test, with a note at the end
-/// of its stderr, instead of holding the whole run).
+/// Runs a program to completion (``ChildProcess/run(executable:arguments:environment:directory:timeout:)``:
+/// its pipes are read on threads of their own, never on the cooperative pool). `environment` is
+/// added to this process's environment. A program still running after `timeout` is SIGKILLed (a
+/// hung command fails its test, with a note at the end of its stderr, instead of holding the run).
 func runProcess(
     _ executable: String, _ arguments: [String], environment: [String: String] = [:], in directory: String? = nil,
     timeout: Duration = .seconds(300)
 ) async throws -> CommandResult {
-    try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<CommandResult, Error>) in
-        Thread {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: executable)
-            process.arguments = arguments
-            process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
-            if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
-            let out = Pipe()
-            let err = Pipe()
-            process.standardOutput = out
-            process.standardError = err
-            process.standardInput = FileHandle.nullDevice
-            do {
-                try process.run()
-            } catch {
-                continuation.resume(throwing: error)
-                return
-            }
-            let claim = Claim()
-            let pid = process.processIdentifier
-            DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(Int(timeout.components.seconds) * 1000)) {
-                if claim.take() { kill(pid, SIGKILL) }
-            }
-            let stderrBox = Box()
-            let stderrDone = DispatchSemaphore(value: 0)
-            Thread {
-                stderrBox.data = err.fileHandleForReading.readDataToEndOfFile()
-                stderrDone.signal()
-            }.start()
-            let stdout = out.fileHandleForReading.readDataToEndOfFile()
-            stderrDone.wait()
-            process.waitUntilExit()
-            let killed = !claim.take()
-            continuation.resume(returning: CommandResult(
-                status: process.terminationStatus,
-                stdout: String(decoding: stdout, as: UTF8.self).split(separator: "\n").map(String.init),
-                stderr: String(decoding: stderrBox.data, as: UTF8.self)
-                    + (killed ? "\n[runProcess] killed: still running after \(timeout)\n" : "")))
-        }.start()
-    }
+    let r = try await ChildProcess.run(
+        executable: URL(fileURLWithPath: executable), arguments: arguments, environment: environment, directory: directory, timeout: timeout)
+    return CommandResult(
+        status: r.status.code, stdout: r.standardOutput.filter { !$0.isEmpty },
+        stderr: r.standardError + (r.timedOut ? "\n[runProcess] killed: still running after \(timeout)\n" : ""))
 }
 
 /// Waits, at most `limit`, for a child that ends by itself (ingest at the end of its input, a
