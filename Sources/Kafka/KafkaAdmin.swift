@@ -65,10 +65,12 @@ public final class KafkaAdmin: Sendable {
         connection = p
         self.logger = logger
         client = try RDKafkaClient(
-            kind: .producer, properties: p, context: RDKafkaContext(logger: logger, onStatistics: nil, onError: nil))
+            kind: .producer, properties: p, context: RDKafkaContext(logger: logger, onStatistics: nil, onError: nil),
+            closedError: KafkaError.client("CLOSED", "the admin client has been shut down"))
     }
 
-    /// Destroys the client. Idempotent.
+    /// Destroys the client once the requests in progress have returned; later requests throw a
+    /// `CLOSED` error. Idempotent.
     public func shutdown() async {
         let client = self.client
         _ = try? await runBlocking { client.destroy() }
@@ -105,11 +107,13 @@ public final class KafkaAdmin: Sendable {
         let client = self.client
         let ms = Int32(clamping: timeout.milliseconds)
         return try await runBlocking {
-            var rkt: OpaquePointer?
-            if let topic { rkt = rd_kafka_topic_new(client.rk, topic, nil) }
-            defer { if let rkt { rd_kafka_topic_destroy(rkt) } }
             var md: UnsafePointer<rd_kafka_metadata>?
-            try KafkaError.check(rd_kafka_metadata(client.rk, rkt == nil ? 1 : 0, rkt, &md, ms), "metadata")
+            try client.withHandle { rk in
+                var rkt: OpaquePointer?
+                if let topic { rkt = rd_kafka_topic_new(rk, topic, nil) }
+                defer { if let rkt { rd_kafka_topic_destroy(rkt) } }
+                try KafkaError.check(rd_kafka_metadata(rk, rkt == nil ? 1 : 0, rkt, &md, ms), "metadata")
+            }
             guard let md else { return ([], []) }
             defer { rd_kafka_metadata_destroy(md) }
             var brokers: [KafkaBrokerDescription] = []
@@ -170,8 +174,8 @@ public final class KafkaAdmin: Sendable {
                     try KafkaError.check(rd_kafka_NewTopic_set_config(nt, k, v), "topic \(t.name) config \(k)")
                 }
             }
-            try AdminRequest.run(client: client, op: RD_KAFKA_ADMIN_OP_CREATETOPICS, timeoutMs: ms) { options, queue in
-                handles.withUnsafeMutableBufferPointer { rd_kafka_CreateTopics(client.rk, $0.baseAddress, $0.count, options, queue) }
+            try AdminRequest.run(client: client, op: RD_KAFKA_ADMIN_OP_CREATETOPICS, timeoutMs: ms) { rk, options, queue in
+                handles.withUnsafeMutableBufferPointer { rd_kafka_CreateTopics(rk, $0.baseAddress, $0.count, options, queue) }
             } results: { event in
                 var count = 0
                 let results = rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(event), &count)
@@ -187,8 +191,8 @@ public final class KafkaAdmin: Sendable {
         try await runBlocking {
             var handles: [OpaquePointer?] = names.map { rd_kafka_DeleteTopic_new($0) }
             defer { for h in handles { rd_kafka_DeleteTopic_destroy(h) } }
-            try AdminRequest.run(client: client, op: RD_KAFKA_ADMIN_OP_DELETETOPICS, timeoutMs: ms) { options, queue in
-                handles.withUnsafeMutableBufferPointer { rd_kafka_DeleteTopics(client.rk, $0.baseAddress, $0.count, options, queue) }
+            try AdminRequest.run(client: client, op: RD_KAFKA_ADMIN_OP_DELETETOPICS, timeoutMs: ms) { rk, options, queue in
+                handles.withUnsafeMutableBufferPointer { rd_kafka_DeleteTopics(rk, $0.baseAddress, $0.count, options, queue) }
             } results: { event in
                 var count = 0
                 let results = rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result(event), &count)
@@ -205,7 +209,7 @@ public final class KafkaAdmin: Sendable {
         let ms = Int32(clamping: timeout.milliseconds)
         return try await runBlocking {
             var list: UnsafePointer<rd_kafka_group_list>?
-            try KafkaError.check(rd_kafka_list_groups(client.rk, nil, &list, ms), "list groups")
+            try client.withHandle { try KafkaError.check(rd_kafka_list_groups($0, nil, &list, ms), "list groups") }
             guard let list else { return [] }
             defer { rd_kafka_group_list_destroy(list) }
             return (0..<Int(list.pointee.group_cnt)).map { i in
@@ -259,13 +263,22 @@ public final class KafkaAdmin: Sendable {
 }
 
 /// One admin request through a temporary queue: options, call, wait for the result event, errors.
+/// The whole request runs inside the client's gate (see ``RDKafkaClient/withHandle(_:)``).
 enum AdminRequest {
     static func run(
         client: RDKafkaClient, op: rd_kafka_admin_op_t, timeoutMs: Int32,
-        call: (OpaquePointer?, OpaquePointer?) -> Void,
+        call: (OpaquePointer, OpaquePointer?, OpaquePointer?) -> Void,
         results: (OpaquePointer) -> [KafkaError]
     ) throws {
-        guard let options = rd_kafka_AdminOptions_new(client.rk, op) else {
+        try client.withHandle { rk in try run(rk: rk, op: op, timeoutMs: timeoutMs, call: call, results: results) }
+    }
+
+    private static func run(
+        rk: OpaquePointer, op: rd_kafka_admin_op_t, timeoutMs: Int32,
+        call: (OpaquePointer, OpaquePointer?, OpaquePointer?) -> Void,
+        results: (OpaquePointer) -> [KafkaError]
+    ) throws {
+        guard let options = rd_kafka_AdminOptions_new(rk, op) else {
             throw KafkaError.client("ADMIN", "cannot create admin options")
         }
         defer { rd_kafka_AdminOptions_destroy(options) }
@@ -274,9 +287,9 @@ enum AdminRequest {
             rd_kafka_AdminOptions_set_operation_timeout(options, timeoutMs, &errstr, errstr.count), "admin operation timeout")
         try KafkaError.check(
             rd_kafka_AdminOptions_set_request_timeout(options, timeoutMs, &errstr, errstr.count), "admin request timeout")
-        guard let queue = rd_kafka_queue_new(client.rk) else { throw KafkaError.client("ADMIN", "cannot create a queue") }
+        guard let queue = rd_kafka_queue_new(rk) else { throw KafkaError.client("ADMIN", "cannot create a queue") }
         defer { rd_kafka_queue_destroy(queue) }
-        call(options, queue)
+        call(rk, options, queue)
         guard let event = rd_kafka_queue_poll(queue, timeoutMs + 1000) else {
             throw KafkaError(RD_KAFKA_RESP_ERR__TIMED_OUT, message: "the admin request got no answer in \(timeoutMs) ms")
         }

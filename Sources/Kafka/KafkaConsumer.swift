@@ -154,7 +154,8 @@ public final class KafkaConsumer: Sendable {
             rebalance: configuration.groupID == nil ? nil : handler
         )
         self.properties = configuration.librdkafkaProperties()
-        self.client = try RDKafkaClient(kind: .consumer, properties: properties, context: context)
+        self.client = try RDKafkaClient(
+            kind: .consumer, properties: properties, context: context, closedError: KafkaConsumer.closedError)
         // Serve logs, stats and errors from the consumer queue, i.e. from our polling thread.
         rd_kafka_poll_set_consumer(client.rk)
         self.rebalance = handler
@@ -186,7 +187,7 @@ public final class KafkaConsumer: Sendable {
         try await runBlocking {
             let list = RDKafkaTopicPartitionList(capacity: topics.count)
             for t in topics { list.add(topic: t, partition: RD_KAFKA_PARTITION_UA, offset: KafkaOffset.invalid) }
-            try KafkaError.check(rd_kafka_subscribe(client.rk, list.list), "subscribe to \(topics)")
+            try client.withHandle { try KafkaError.check(rd_kafka_subscribe($0, list.list), "subscribe to \(topics)") }
         }
     }
 
@@ -197,7 +198,7 @@ public final class KafkaConsumer: Sendable {
         let client = self.client
         try await runBlocking {
             let list = RDKafkaTopicPartitionList(offsets)
-            try KafkaError.check(rd_kafka_assign(client.rk, list.list), "assign \(partitions)")
+            try client.withHandle { try KafkaError.check(rd_kafka_assign($0, list.list), "assign \(partitions)") }
         }
         eventContinuation.yield(.assigned(offsets))
     }
@@ -208,7 +209,7 @@ public final class KafkaConsumer: Sendable {
         let client = self.client
         return try await runBlocking {
             var list: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>?
-            try KafkaError.check(rd_kafka_assignment(client.rk, &list), "assignment")
+            try client.withHandle { try KafkaError.check(rd_kafka_assignment($0, &list), "assignment") }
             guard let list else { return [] }
             defer { rd_kafka_topic_partition_list_destroy(list) }
             return RDKafkaTopicPartitionList.read(list).map(\.topicPartition)
@@ -253,16 +254,17 @@ public final class KafkaConsumer: Sendable {
     /// Marks a record processed: its offset + 1 is committed by the next (auto) commit.
     public func storeOffset(for message: KafkaMessage) throws {
         try ensureOpen()
-        let rkt = try topicHandle(message.topic)
-        try KafkaError.check(
-            rd_kafka_offset_store(rkt, message.partition, message.offset), "store offset of \(message.topicPartition)")
+        try withTopicHandle(message.topic) { rkt in
+            try KafkaError.check(
+                rd_kafka_offset_store(rkt, message.partition, message.offset), "store offset of \(message.topicPartition)")
+        }
     }
 
     /// Stores offsets to commit (each is the *next* offset to read, i.e. last processed + 1).
     public func storeOffsets(_ offsets: [KafkaTopicPartitionOffset]) throws {
         try ensureOpen()
         let list = RDKafkaTopicPartitionList(offsets)
-        try KafkaError.check(rd_kafka_offsets_store(client.rk, list.list), "store offsets")
+        try client.withHandle { try KafkaError.check(rd_kafka_offsets_store($0, list.list), "store offsets") }
         if let failed = list.elements.first(where: { $0.error != nil }), var e = failed.error {
             e.message = "store offset of \(failed.topicPartition): \(e.message)"
             throw e
@@ -273,7 +275,7 @@ public final class KafkaConsumer: Sendable {
     public func commit() async throws {
         try ensureOpen()
         let client = self.client
-        let err = try await runBlocking { rd_kafka_commit(client.rk, nil, 0) }
+        let err = try await runBlocking { try client.withHandle { rd_kafka_commit($0, nil, 0) } }
         if err == RD_KAFKA_RESP_ERR__NO_OFFSET { return }
         try KafkaError.check(err, "commit")
     }
@@ -284,7 +286,7 @@ public final class KafkaConsumer: Sendable {
         let client = self.client
         let err = try await runBlocking { () -> rd_kafka_resp_err_t in
             let list = RDKafkaTopicPartitionList(offsets)
-            return rd_kafka_commit(client.rk, list.list, 0)
+            return try client.withHandle { rd_kafka_commit($0, list.list, 0) }
         }
         try KafkaError.check(err, "commit \(offsets)")
     }
@@ -292,7 +294,7 @@ public final class KafkaConsumer: Sendable {
     /// Starts a commit of the stored offsets without waiting; failures become ``KafkaConsumerEvent/error(_:)``.
     public func commitInBackground() throws {
         try ensureOpen()
-        let err = rd_kafka_commit(client.rk, nil, 1)
+        let err = try client.withHandle { rd_kafka_commit($0, nil, 1) }
         if err == RD_KAFKA_RESP_ERR__NO_OFFSET { return }
         try KafkaError.check(err, "commit")
     }
@@ -306,7 +308,7 @@ public final class KafkaConsumer: Sendable {
         let ms = Int32(clamping: timeout.milliseconds)
         return try await runBlocking {
             let list = RDKafkaTopicPartitionList(partitions)
-            try KafkaError.check(rd_kafka_committed(client.rk, list.list, ms), "committed offsets")
+            try client.withHandle { try KafkaError.check(rd_kafka_committed($0, list.list, ms), "committed offsets") }
             return list.elements
         }
     }
@@ -315,7 +317,7 @@ public final class KafkaConsumer: Sendable {
     public func position(_ partitions: [KafkaTopicPartition]) throws -> [KafkaTopicPartitionOffset] {
         try ensureOpen()
         let list = RDKafkaTopicPartitionList(partitions)
-        try KafkaError.check(rd_kafka_position(client.rk, list.list), "position")
+        try client.withHandle { try KafkaError.check(rd_kafka_position($0, list.list), "position") }
         let positions = list.elements
         // Records fetched but not handed out yet are not consumed: report the first of them.
         var pending = poller.prefetchedFirstOffsets()
@@ -360,10 +362,11 @@ public final class KafkaConsumer: Sendable {
         _ = poller.invalidate(moved, rewind: false)
         let ms = Int32(clamping: timeout.milliseconds)
         for o in offsets {
-            let rkt = UncheckedSendable(try topicHandle(o.topic))
-            try await runBlocking {
+            try await runBlocking { [self] in
                 // rd_kafka_seek_partitions' timeout is broken in 2.0.2 (1000x too short): seek one by one.
-                try KafkaError.check(rd_kafka_seek(rkt.value, o.partition, o.offset, ms), "seek \(o)")
+                try withTopicHandle(o.topic) { rkt in
+                    try KafkaError.check(rd_kafka_seek(rkt, o.partition, o.offset, ms), "seek \(o)")
+                }
             }
         }
     }
@@ -390,7 +393,9 @@ public final class KafkaConsumer: Sendable {
         let connection = connectionProperties
         let logger = self.logger
         return try await runBlocking {
-            try OffsetResolver.resolve(position, partitions: partitions, rk: client.rk, connection: connection, logger: logger)
+            try client.withHandle { rk in
+                try OffsetResolver.resolve(position, partitions: partitions, rk: rk, connection: connection, logger: logger)
+            }
         }
     }
 
@@ -398,15 +403,16 @@ public final class KafkaConsumer: Sendable {
     public func pause(_ partitions: [KafkaTopicPartition]) throws {
         try ensureOpen()
         let list = RDKafkaTopicPartitionList(partitions)
-        try KafkaError.check(rd_kafka_pause_partitions(client.rk, list.list), "pause")
+        try client.withHandle { try KafkaError.check(rd_kafka_pause_partitions($0, list.list), "pause") }
         let paused = Set(partitions)
         // Hand out nothing more from paused partitions; rewind them so nothing is skipped on resume.
         var firstOffsets = poller.invalidate(paused, rewind: true)
         for (tp, offset) in leftover.remove(partitions: paused) { firstOffsets[tp] = offset }  // leftover records come first
         let rewinds = firstOffsets.map { KafkaTopicPartitionOffset($0.key, offset: $0.value) }
         for r in rewinds {
-            let rkt = try topicHandle(r.topic)
-            try KafkaError.check(rd_kafka_seek(rkt, r.partition, r.offset, 0), "rewind paused \(r)")
+            try withTopicHandle(r.topic) { rkt in
+                try KafkaError.check(rd_kafka_seek(rkt, r.partition, r.offset, 0), "rewind paused \(r)")
+            }
         }
     }
 
@@ -414,7 +420,7 @@ public final class KafkaConsumer: Sendable {
     public func resume(_ partitions: [KafkaTopicPartition]) throws {
         try ensureOpen()
         let list = RDKafkaTopicPartitionList(partitions)
-        try KafkaError.check(rd_kafka_resume_partitions(client.rk, list.list), "resume")
+        try client.withHandle { try KafkaError.check(rd_kafka_resume_partitions($0, list.list), "resume") }
     }
 
     // MARK: - Close
@@ -456,8 +462,11 @@ public final class KafkaConsumer: Sendable {
         eventContinuation.finish()
     }
 
-    private func topicHandle(_ name: String) throws -> OpaquePointer {
-        try topicHandles.handle(name, on: client.rk)
+    /// Runs `body` with the topic's handle inside the client's gate: the polling thread destroys
+    /// topic handles only after the gate has closed and the calls inside have returned.
+    private func withTopicHandle<T>(_ name: String, _ body: (OpaquePointer) throws -> T) throws -> T {
+        let handles = topicHandles
+        return try client.withHandle { rk in try body(try handles.handle(name, on: rk)) }
     }
 }
 
@@ -690,6 +699,10 @@ final class ConsumerPoller: Sendable {
                 if err != RD_KAFKA_RESP_ERR_NO_ERROR {
                     logger.warning("consumer close: \(KafkaError(err))")
                 }
+                // The group is left: from here on calls from other threads throw the closed error, and
+                // the ones in progress (a commit, a seek) return before topic handles and the client go.
+                // Not before rd_kafka_consumer_close: a revoke listener may still commit during it.
+                client.closeGate()
                 closeAction?()
                 // Records still held by the application borrow librdkafka's messages, which must be
                 // destroyed before the rd_kafka_t: with none alive, destroy now; otherwise the client's

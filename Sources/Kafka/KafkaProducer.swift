@@ -101,7 +101,8 @@ public final class KafkaProducer: Sendable {
             delivery: dispatcher
         )
         self.properties = configuration.librdkafkaProperties()
-        self.client = try RDKafkaClient(kind: .producer, properties: properties, context: context)
+        self.client = try RDKafkaClient(
+            kind: .producer, properties: properties, context: context, closedError: KafkaProducer.closedError)
         self.dispatcher = dispatcher
         self.logger = logger
         startEventThread()
@@ -134,8 +135,28 @@ public final class KafkaProducer: Sendable {
                 dispatcher.endOfPoll()
                 if !prompt && drained { dispatcher.sleepUntilWoken() }
             }
-            // Stopped (by shutdown or deinit): serve the last reports, then tear down in order:
-            // the queue, topic handles, then the rd_kafka_t, then the context.
+            // Stopped (by shutdown or deinit). First close the client's gate: calls from other threads
+            // are refused from now on, and the ones already inside (a send, or a flush or transaction
+            // commit racing the shutdown) finish before anything is destroyed; reports are served
+            // meanwhile, since a flush inside waits for them. Then serve the last reports and tear down
+            // in order: the queue, topic handles, then the rd_kafka_t, then the context.
+            client.gate.close()
+            while !client.gate.waitUntilEmpty(timeoutSeconds: 0.005) {
+                server.serve(timeoutMs: 0)
+                dispatcher.endOfPoll()
+            }
+            // What is still queued or in flight (a producer dropped without shutdown, or a send that got
+            // in while shutdown flushed) fails now with a purge report, so that it is counted and no
+            // awaited send waits for a report that would never come. The blocking purge waits for the
+            // broker threads; their reports are served here, bounded.
+            if rd_kafka_outq_len(client.rk) > 0 {
+                rd_kafka_purge(client.rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT)
+                let deadline = ContinuousClock.now + .seconds(5)
+                while rd_kafka_outq_len(client.rk) > 0 && ContinuousClock.now < deadline {
+                    server.serve(timeoutMs: 10)
+                    dispatcher.endOfPoll()
+                }
+            }
             server.serve(timeoutMs: 0)
             dispatcher.endOfPoll()
             if let queue { rd_kafka_queue_destroy(queue) }
@@ -234,9 +255,12 @@ public final class KafkaProducer: Sendable {
         for name in names { _ = try topicHandle(name) }
     }
 
+    /// Creates the handle if needed. Only for ``prepare(topics:)``: the send path looks handles up
+    /// inside the gate it already holds.
     private func topicHandle(_ name: String) throws -> OpaquePointer {
         guard lifecycle.isRunning else { throw Self.closedError }
-        return try topics.handle(name, on: client.rk)
+        let topics = self.topics
+        return try client.withHandle { try topics.handle(name, on: $0) }
     }
 
     static let closedError = KafkaError.client("CLOSED", "the producer has been shut down")
@@ -246,11 +270,16 @@ public final class KafkaProducer: Sendable {
     static let reportCoalescing: Duration = .milliseconds(5)
 
     /// One synchronous attempt to queue a record. Never suspends; returns the error, if any.
+    ///
+    /// Runs inside the client's gate: a shutdown racing this send (its event thread destroys the
+    /// topic handles and the `rd_kafka_t`) waits until the call has returned, and a send that comes
+    /// after the gate closed gets the closed error.
     private func produce(_ message: KafkaProducerMessage, opaque: UnsafeMutableRawPointer?) -> KafkaError? {
         if dispatcher.hasFatalError, let fatal = dispatcher.fatalError { return fatal }
-        guard lifecycle.isRunning else { return Self.closedError }
+        guard lifecycle.isRunning, client.gate.enter() else { return Self.closedError }
+        defer { client.gate.leave() }
         let rkt: OpaquePointer
-        do { rkt = try topicHandle(message.topic) } catch { return error as? KafkaError }
+        do { rkt = try topics.handle(message.topic, on: client.rk) } catch { return error as? KafkaError }
         let partition = message.partition ?? RD_KAFKA_PARTITION_UA
         if message.headers.isEmpty && message.timestamp == nil {
             let rc = withOptionalBytes(message.value) { value, valueLength in
@@ -329,21 +358,23 @@ public final class KafkaProducer: Sendable {
         let client = self.client
         let ms = Int32(clamping: timeout.milliseconds)
         let dispatcher = self.dispatcher
-        let result = try await runBlocking {
-            let r = dispatcher.promptly { rd_kafka_flush(client.rk, ms) }
-            // Reports served inside the flush reach the handler before flush returns.
-            dispatcher.endOfPoll()
-            return r
+        let (result, left) = try await runBlocking {
+            try client.withHandle { rk in
+                let r = dispatcher.promptly { rd_kafka_flush(rk, ms) }
+                // Reports served inside the flush reach the handler before flush returns.
+                dispatcher.endOfPoll()
+                return (r, rd_kafka_outq_len(rk))
+            }
         }
         if result != RD_KAFKA_RESP_ERR_NO_ERROR {
             var e = KafkaError(result)
-            e.message = "flush timed out with \(rd_kafka_outq_len(client.rk)) records outstanding"
+            e.message = "flush timed out with \(left) records outstanding"
             throw e
         }
     }
 
     /// Records queued locally or in flight (`rd_kafka_outq_len`).
-    public var outstanding: Int { client.isDestroyed ? 0 : Int(rd_kafka_outq_len(client.rk)) }
+    public var outstanding: Int { (try? client.withHandle { Int(rd_kafka_outq_len($0)) }) ?? 0 }
 
     /// How many fire-and-forget records were delivered and failed so far, and the last failure.
     public var deliveryCounts: (delivered: Int, failed: Int, lastError: KafkaError?) { dispatcher.counts }
@@ -351,17 +382,28 @@ public final class KafkaProducer: Sendable {
     /// The fatal error this producer is in, if any.
     public var fatalError: KafkaError? { dispatcher.fatalError }
 
-    /// Flushes (up to `timeout`), stops the event thread, which destroys the topic handles and then the
-    /// client. Idempotent. A producer dropped without shutdown stops the same way but flushes nothing.
+    /// Flushes (up to `timeout`), stops the event thread, which waits for calls in progress on other
+    /// threads, purges what they still queued, then destroys the topic handles and the client. Sends
+    /// and other calls made meanwhile or later throw a `CLOSED` error. Idempotent: a second call waits
+    /// for the first to finish. A producer dropped without shutdown stops the same way but flushes nothing.
     public func shutdown(timeout: Duration = .seconds(10)) async {
-        guard lifecycle.beginStopping() else { return }
+        guard lifecycle.beginStopping() else {
+            await waitForEventThread()
+            return
+        }
         do {
             try await flush(timeout: timeout)
         } catch {
             logger.warning("producer shutdown: \(error); purging what is left")
-            rd_kafka_purge(client.rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT | RD_KAFKA_PURGE_F_NON_BLOCKING)
+            _ = try? client.withHandle {
+                rd_kafka_purge($0, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT | RD_KAFKA_PURGE_F_NON_BLOCKING)
+            }
         }
         lifecycle.stop()
+        await waitForEventThread()
+    }
+
+    private func waitForEventThread() async {
         let done = pollThreadDone
         _ = try? await runBlocking {
             done.lock(whenValue: 1)
@@ -375,29 +417,31 @@ public final class KafkaProducer: Sendable {
     public func initTransactions(timeout: Duration = .seconds(30)) async throws {
         let client = self.client
         let ms = Int32(clamping: timeout.milliseconds)
-        let error = try await runBlocking { UncheckedSendable(rd_kafka_init_transactions(client.rk, ms)) }
+        let error = try await runBlocking { try client.withHandle { UncheckedSendable(rd_kafka_init_transactions($0, ms)) } }
         try KafkaError.check(error.value, "init transactions")
     }
 
     /// Starts a transaction.
     public func beginTransaction() throws {
-        try KafkaError.check(rd_kafka_begin_transaction(client.rk), "begin transaction")
+        try client.withHandle { try KafkaError.check(rd_kafka_begin_transaction($0), "begin transaction") }
     }
 
     /// Adds the consumer's input offsets to the current transaction (they commit with it).
     public func sendOffsetsToTransaction(
         _ offsets: [KafkaTopicPartitionOffset], consumer: KafkaConsumer, timeout: Duration = .seconds(30)
     ) async throws {
-        guard let metadata = rd_kafka_consumer_group_metadata(consumer.client.rk) else {
+        guard let metadata = try consumer.client.withHandle({ rd_kafka_consumer_group_metadata($0) }) else {
             throw KafkaError.client("STATE", "the consumer has no group metadata (is group.id set?)")
         }
         let client = self.client
         let ms = Int32(clamping: timeout.milliseconds)
         let md = UncheckedSendable(metadata)
         let error = try await runBlocking { () -> UncheckedSendable<OpaquePointer?> in
-            let list = RDKafkaTopicPartitionList(offsets)
             defer { rd_kafka_consumer_group_metadata_destroy(md.value) }
-            return UncheckedSendable(rd_kafka_send_offsets_to_transaction(client.rk, list.list, md.value, ms))
+            return try client.withHandle { rk in
+                let list = RDKafkaTopicPartitionList(offsets)
+                return UncheckedSendable(rd_kafka_send_offsets_to_transaction(rk, list.list, md.value, ms))
+            }
         }
         try KafkaError.check(error.value, "send offsets to transaction")
     }
@@ -407,7 +451,9 @@ public final class KafkaProducer: Sendable {
         let client = self.client
         let ms = Int32(clamping: timeout.milliseconds)
         let dispatcher = self.dispatcher
-        let error = try await runBlocking { dispatcher.promptly { UncheckedSendable(rd_kafka_commit_transaction(client.rk, ms)) } }
+        let error = try await runBlocking {
+            try client.withHandle { rk in dispatcher.promptly { UncheckedSendable(rd_kafka_commit_transaction(rk, ms)) } }
+        }
         try KafkaError.check(error.value, "commit transaction")
     }
 
@@ -416,13 +462,15 @@ public final class KafkaProducer: Sendable {
         let client = self.client
         let ms = Int32(clamping: timeout.milliseconds)
         let dispatcher = self.dispatcher
-        let error = try await runBlocking { dispatcher.promptly { UncheckedSendable(rd_kafka_abort_transaction(client.rk, ms)) } }
+        let error = try await runBlocking {
+            try client.withHandle { rk in dispatcher.promptly { UncheckedSendable(rd_kafka_abort_transaction(rk, ms)) } }
+        }
         try KafkaError.check(error.value, "abort transaction")
     }
 
     /// Test hook: raises a fatal error in the client the way librdkafka would (`rd_kafka_test_fatal_error`).
     func triggerFatalErrorForTesting(_ reason: String) {
-        _ = rd_kafka_test_fatal_error(client.rk, RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER, reason)
+        _ = try? client.withHandle { rd_kafka_test_fatal_error($0, RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER, reason) }
     }
 }
 

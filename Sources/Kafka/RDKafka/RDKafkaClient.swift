@@ -38,23 +38,40 @@ final class RDKafkaContext: Sendable {
 
 /// The one owner of an `rd_kafka_t`.
 ///
-/// Destroy order (see docs/ARCHITECTURE.md): the owning producer/consumer first releases what
-/// hangs off the handle (topic handles, queues, messages; for a consumer, `rd_kafka_consumer_close`),
-/// then calls ``destroy()``, which runs `rd_kafka_destroy` and finally releases the context.
+/// **Who may use `rk`**: the owner's own thread (the producer's event thread, the consumer's
+/// polling thread), which is also the thread that destroys it, uses ``rk`` directly. Every other
+/// caller (application tasks, NIO's blocking pool) goes through ``withHandle(_:)`` or the ``gate``,
+/// so that the handle is never destroyed under a call in progress and a call that comes after the
+/// close throws ``closedError`` instead of using a freed pointer.
+///
+/// Destroy order (see docs/ARCHITECTURE.md): the owner closes the gate and waits for the calls
+/// inside to return (``closeGate()``), releases what hangs off the handle (topic handles, queues,
+/// messages; for a consumer, `rd_kafka_consumer_close` comes before the gate closes), then calls
+/// ``destroy()``, which runs `rd_kafka_destroy` and finally releases the context.
 /// If the owner never called ``destroy()``, `deinit` hands the handle to a background thread
 /// to destroy it there: `rd_kafka_destroy` blocks, and a deinit may run on the cooperative pool.
 final class RDKafkaClient: @unchecked Sendable {
-    // `@unchecked`: `rk` is immutable and librdkafka's handle is thread-safe; `destroyed` is locked.
+    // `@unchecked`: `rk` is immutable and librdkafka's handle is thread-safe; its lifetime is guarded
+    // by `gate`; `destruction` is locked.
     let rk: OpaquePointer
     let context: RDKafkaContext
+    /// Calls from outside the owner's thread enter it; see ``withHandle(_:)``.
+    let gate = HandleGate()
+    /// What a call after the close throws.
+    let closedError: KafkaError
     private let contextPointer: UnsafeMutableRawPointer
-    private let destroyed = NIOLockedValueBox(false)
+    /// Whether ``destroy()`` has begun (it runs once) and whether `rd_kafka_destroy` has returned.
+    private let destruction = NIOLockedValueBox((begun: false, done: false))
 
     enum Kind {
         case producer, consumer
     }
 
-    init(kind: Kind, properties: [String: String], context: RDKafkaContext) throws {
+    init(
+        kind: Kind, properties: [String: String], context: RDKafkaContext,
+        closedError: KafkaError = KafkaError.client("CLOSED", "the client has been shut down")
+    ) throws {
+        self.closedError = closedError
         guard let conf = rd_kafka_conf_new() else {
             throw KafkaError.client("ALLOC", "rd_kafka_conf_new returned NULL")
         }
@@ -126,21 +143,41 @@ final class RDKafkaClient: @unchecked Sendable {
         return key.isEmpty ? nil : key
     }
 
-    /// `rd_kafka_destroy` (blocking) then release of the context. Idempotent. Call it off the cooperative pool.
+    /// Runs `body` with the handle; throws ``closedError`` once the gate is closed (the client is
+    /// being or has been destroyed). The destroy waits until `body` has returned.
+    @inline(__always)
+    func withHandle<T>(_ body: (OpaquePointer) throws -> T) throws -> T {
+        guard gate.enter() else { throw closedError }
+        defer { gate.leave() }
+        return try body(rk)
+    }
+
+    /// Refuses new calls through the gate and waits until the calls inside have returned. Idempotent.
+    /// Blocks: call it on the owner's thread or the blocking pool, never on the cooperative pool.
+    func closeGate() {
+        gate.close()
+        _ = gate.waitUntilEmpty()
+    }
+
+    /// Closes the gate (waiting for calls inside), then `rd_kafka_destroy` (blocking), then releases
+    /// the context. Idempotent. Call it off the cooperative pool.
     func destroy() {
-        let already = destroyed.withLockedValue { d -> Bool in
-            defer { d = true }
-            return d
+        let already = destruction.withLockedValue { d -> Bool in
+            defer { d.begun = true }
+            return d.begun
         }
         if already { return }
+        closeGate()
         rd_kafka_destroy(rk)
+        destruction.withLockedValue { $0.done = true }
         Unmanaged<RDKafkaContext>.fromOpaque(contextPointer).release()
     }
 
-    var isDestroyed: Bool { destroyed.withLockedValue { $0 } }
+    /// True once `rd_kafka_destroy` has returned.
+    var isDestroyed: Bool { destruction.withLockedValue { $0.done } }
 
     deinit {
-        let already = destroyed.withLockedValue { $0 }
+        let already = destruction.withLockedValue { $0.begun }
         if !already {
             let handle = UncheckedHandle(rk: rk, context: contextPointer)
             Thread.detachNewThread {
@@ -264,7 +301,7 @@ extension KafkaTimestamp {
 extension RDKafkaClient {
     /// Low and high watermarks of a partition, asked from the broker (blocking: call off the cooperative pool).
     func queryWatermarks(topic: String, partition: Int32, timeoutMs: Int32) throws -> (low: Int64, high: Int64) {
-        try Kafka.queryWatermarks(rk, topic: topic, partition: partition, timeoutMs: timeoutMs)
+        try withHandle { try Kafka.queryWatermarks($0, topic: topic, partition: partition, timeoutMs: timeoutMs) }
     }
 
     /// Lag per partition from committed offsets, asking the broker for each partition's watermarks.
