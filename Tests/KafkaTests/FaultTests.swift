@@ -168,10 +168,7 @@ struct FaultTests {
     // records in flight past the flush timeout.
     @Test("shutdown with records in flight past its flush timeout completes every awaited send with an error")
     func shutdownWithRecordsInFlight() async throws {
-        let topic = uniqueName("inflight")
-        let broker = try await launchBroker(topics: [topic: 1])
-        let producer = try KafkaProducer(configuration: producerConfig(broker.bootstrapServers))
-        _ = try await producer.send(KafkaProducerMessage(topic: topic, partition: 0, value: bytes("warm-up")))
+        let (broker, producer, topic) = try await brokerWithWarmProducer("inflight")
         try await broker.control.setRTT(broker: 1, milliseconds: 5000)
         let pending = Task { () async throws in
             await producer.send((0..<50).map { KafkaProducerMessage(topic: topic, partition: 0, value: bytes("p\($0)")) })

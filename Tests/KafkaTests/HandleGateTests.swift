@@ -68,10 +68,7 @@ struct HandleGateTests {
 
     @Test("a producer's handle outlives a call in progress across shutdown; later calls throw CLOSED")
     func producerShutdownWaitsForCallsInside() async throws {
-        let topic = uniqueName("gate-p")
-        let broker = try await launchBroker(topics: [topic: 1])
-        let producer = try KafkaProducer(configuration: producerConfig(broker.bootstrapServers))
-        _ = try await producer.send(KafkaProducerMessage(topic: topic, partition: 0, value: bytes("before")))
+        let (broker, producer, topic) = try await brokerWithWarmProducer("gate-p")
         // The test stands for a call in progress on another thread, e.g. a send preempted between its
         // "still running" check and rd_kafka_produce.
         #expect(producer.client.gate.enter())

@@ -14,6 +14,18 @@ func launchBroker(topics: [String: Int] = [:], brokers: Int = 1) async throws ->
     return try await EmbeddedBrokerProcess.launch(arguments: args)
 }
 
+/// A broker with one new topic (`prefix` plus a unique suffix) and a producer whose first record,
+/// to partition 0, was acknowledged: the cluster and the partition's leader are known.
+func brokerWithWarmProducer(_ prefix: String, partitions: Int = 1) async throws -> (
+    broker: EmbeddedBrokerProcess, producer: KafkaProducer, topic: String
+) {
+    let topic = uniqueName(prefix)
+    let broker = try await launchBroker(topics: [topic: partitions])
+    let producer = try KafkaProducer(configuration: producerConfig(broker.bootstrapServers))
+    _ = try await producer.send(KafkaProducerMessage(topic: topic, partition: 0, value: bytes("warm-up")))
+    return (broker, producer, topic)
+}
+
 func uniqueName(_ prefix: String) -> String {
     "\(prefix)-\(UUID().uuidString.prefix(8).lowercased())"
 }
