@@ -217,6 +217,11 @@ public final class KafkaProducer: Sendable {
     ///
     /// Suspends only while the local queue is full. Its delivery report goes to the
     /// `deliveryReports` handler and is counted in ``deliveryCounts``; ``flush(timeout:)`` waits for all.
+    ///
+    /// While the queue has space, a loop of `enqueue` calls never suspends: like any synchronous loop
+    /// it keeps its thread of the cooperative pool. Several such loops at once can hold every thread
+    /// of the pool, so that other tasks wait; call `await Task.yield()` every few hundred records
+    /// where other tasks must run meanwhile.
     @inlinable
     public func enqueue(_ message: KafkaProducerMessage) async throws {
         // Inlined into the caller: the common case (space in the queue) is one synchronous call,
