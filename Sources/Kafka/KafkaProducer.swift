@@ -122,6 +122,11 @@ public final class KafkaProducer: Sendable {
             let reports = UnsafeMutablePointer<UnsafePointer<rd_kafka_message_t>?>.allocate(capacity: EventServer.arraySize)
             defer { reports.deallocate() }
             let server = EventServer(client: client, dispatcher: dispatcher, queue: queue, reports: reports)
+            /// One pass over the queue, then the handler and space waiters get what it served.
+            func servePass(timeoutMs: Int32) {
+                server.serve(timeoutMs: timeoutMs)
+                dispatcher.endOfPoll()
+            }
             while !lifecycle.isStopped {
                 // Prompt: block on the queue, so the first event wakes this thread. When only
                 // fire-and-forget records are outstanding and nobody waits, coalesce instead: serve what
@@ -141,10 +146,7 @@ public final class KafkaProducer: Sendable {
             // meanwhile, since a flush inside waits for them. Then serve the last reports and tear down
             // in order: the queue, topic handles, then the rd_kafka_t, then the context.
             client.gate.close()
-            while !client.gate.waitUntilEmpty(timeoutSeconds: 0.005) {
-                server.serve(timeoutMs: 0)
-                dispatcher.endOfPoll()
-            }
+            while !client.gate.waitUntilEmpty(timeoutSeconds: 0.005) { servePass(timeoutMs: 0) }
             // What is still queued or in flight (a producer dropped without shutdown, or a send that got
             // in while shutdown flushed) fails now with a purge report, so that it is counted and no
             // awaited send waits for a report that would never come. The blocking purge waits for the
@@ -152,13 +154,9 @@ public final class KafkaProducer: Sendable {
             if rd_kafka_outq_len(client.rk) > 0 {
                 rd_kafka_purge(client.rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT)
                 let deadline = ContinuousClock.now + .seconds(5)
-                while rd_kafka_outq_len(client.rk) > 0 && ContinuousClock.now < deadline {
-                    server.serve(timeoutMs: 10)
-                    dispatcher.endOfPoll()
-                }
+                while rd_kafka_outq_len(client.rk) > 0 && ContinuousClock.now < deadline { servePass(timeoutMs: 10) }
             }
-            server.serve(timeoutMs: 0)
-            dispatcher.endOfPoll()
+            servePass(timeoutMs: 0)
             if let queue { rd_kafka_queue_destroy(queue) }
             topics.destroyAll()
             client.destroy()
@@ -399,10 +397,8 @@ public final class KafkaProducer: Sendable {
         do {
             try await flush(timeout: timeout)
         } catch {
+            // The event thread's teardown purges what is left and serves those reports.
             logger.warning("producer shutdown: \(error); purging what is left")
-            _ = try? client.withHandle {
-                rd_kafka_purge($0, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT | RD_KAFKA_PURGE_F_NON_BLOCKING)
-            }
         }
         lifecycle.stop()
         await waitForEventThread()
