@@ -174,8 +174,7 @@ struct FaultTests {
             await producer.send((0..<50).map { KafkaProducerMessage(topic: topic, partition: 0, value: bytes("p\($0)")) })
         }
         // No event says "queued": poll the queue length, bounded (the records are queued at once).
-        let deadline = ContinuousClock.now + .seconds(10)
-        while producer.outstanding < 50 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        try await waitUntil(producer.outstanding >= 50)
         #expect(producer.outstanding >= 50, "the sends were queued before the shutdown")
         await producer.shutdown(timeout: .milliseconds(500))
         let reports = try #require(try await value(of: pending, within: .seconds(30)), "every send completed")

@@ -184,15 +184,17 @@ struct HandleGateTests {
                 }
             }
         }
-        let awaited = Task { () async throws -> (reports: Int, failedWith: [String], end: KafkaError?) in
-            var reports = 0
+        let awaited = Task { () async throws -> (batches: Int, reports: Int, failedWith: [String], end: KafkaError) in
+            var (batches, reports) = (0, 0)
             var failed: [String] = []
             while true {
                 let batch = await producer.send((0..<10).map { KafkaProducerMessage(topic: topic, value: bytes("a\($0)")) })
+                batches += 1
                 reports += batch.count
                 failed += batch.compactMap { $0.error?.codeName }
-                if batch.count != 10 { return (reports, failed, nil) }
-                if let closed = batch.first(where: { $0.error?.codeName == "CLOSED" })?.error { return (reports, failed, closed) }
+                if let closed = batch.first(where: { $0.error?.codeName == "CLOSED" })?.error {
+                    return (batches, reports, failed, closed)
+                }
             }
         }
         let flusher = Task { () async throws -> KafkaError? in
@@ -217,24 +219,12 @@ struct HandleGateTests {
         let flushEnd = try await value(of: flusher, within: .seconds(30))
         #expect(flushEnd??.codeName == "CLOSED", "the flusher ended with \(String(describing: flushEnd))")
         let awaitedEnd = try #require(try await value(of: awaited, within: .seconds(30)))
-        #expect(awaitedEnd.end?.codeName == "CLOSED")
-        #expect(awaitedEnd.reports % 10 == 0, "one report per awaited record")
+        #expect(awaitedEnd.end.codeName == "CLOSED")
+        #expect(awaitedEnd.reports == awaitedEnd.batches * 10, "one report per awaited record")
         #expect(Set(awaitedEnd.failedWith).isSubset(of: ["CLOSED", "_PURGE_QUEUE", "_PURGE_INFLIGHT"]), "\(Set(awaitedEnd.failedWith))")
         let counts = producer.deliveryCounts
         #expect(counts.delivered + counts.failed == count.accepted.load(ordering: .relaxed), "accepted records not reported")
         _ = try await broker.terminate()
-    }
-}
-
-/// Waits until `condition` holds, bounded: for a state that no event announces.
-private func waitUntil(_ condition: @autoclosure () -> Bool, within limit: Duration = .seconds(10)) async throws {
-    let deadline = ContinuousClock.now + limit
-    while !condition() {
-        guard ContinuousClock.now < deadline else {
-            Issue.record("the condition did not hold within \(limit)")
-            return
-        }
-        try await Task.sleep(for: .milliseconds(1))
     }
 }
 

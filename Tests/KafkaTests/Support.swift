@@ -26,6 +26,21 @@ func brokerWithWarmProducer(_ prefix: String, partitions: Int = 1) async throws 
     return (broker, producer, topic)
 }
 
+/// Waits until `condition` holds, bounded: for a state that no event announces. Records an issue
+/// when the bound passes.
+func waitUntil(
+    _ condition: @autoclosure () -> Bool, within limit: Duration = .seconds(10), sourceLocation: SourceLocation = #_sourceLocation
+) async throws {
+    let deadline = ContinuousClock.now + limit
+    while !condition() {
+        guard ContinuousClock.now < deadline else {
+            Issue.record("the condition did not hold within \(limit)", sourceLocation: sourceLocation)
+            return
+        }
+        try await Task.sleep(for: .milliseconds(1))
+    }
+}
+
 func uniqueName(_ prefix: String) -> String {
     "\(prefix)-\(UUID().uuidString.prefix(8).lowercased())"
 }
