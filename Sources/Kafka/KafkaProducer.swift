@@ -26,7 +26,10 @@ import Synchronization
 /// outstanding. While only fire-and-forget records are in flight and nobody waits, the event thread
 /// serves every 5 ms instead of on every produce response, so the `deliveryReports` handler and
 /// ``deliveryCounts`` can lag by up to that much. Error-free reports nobody waits for (no handler, no
-/// awaited record among them) are counted without being read.
+/// awaited record among them) are counted without being read, and their records are then freed by
+/// the next send (on the thread that allocated them, as a C loop serving its own reports does) or,
+/// if no send comes within the same 5 ms, or a flush or transaction commit waits, by the event thread.
+/// Until then they still count in ``outstanding``.
 ///
 /// **Fatal errors** (for example an idempotence sequence desynchronisation): the producer fails
 /// loudly: every queued record is purged and its send completes with the fatal error, further sends
@@ -75,11 +78,13 @@ public final class KafkaProducer: Sendable {
     ) throws {
         try self.init(
             configuration: configuration, logger: logger, deliveryReports: deliveryReports, statistics: statistics,
-            errors: errors, reportCoalescing: KafkaProducer.reportCoalescing, onCoalescingSleep: nil)
+            errors: errors, reportCoalescing: KafkaProducer.reportCoalescing, onCoalescingSleep: nil,
+            deferredDestroyBound: KafkaProducer.reportCoalescing)
     }
 
     /// Tests set a long `reportCoalescing` and watch the event thread fall asleep (`onCoalescingSleep`)
-    /// to check that everyone who waits for a report wakes it.
+    /// to check that everyone who waits for a report wakes it, and a long `deferredDestroyBound` to
+    /// check that counted reports left for the sender are freed by whoever needs them freed.
     init(
         configuration: KafkaProducerConfiguration,
         logger: Logger,
@@ -87,10 +92,12 @@ public final class KafkaProducer: Sendable {
         statistics: (@Sendable (KafkaStatistics) -> Void)?,
         errors: (@Sendable (KafkaError) -> Void)?,
         reportCoalescing: Duration,
-        onCoalescingSleep: (@Sendable () -> Void)?
+        onCoalescingSleep: (@Sendable () -> Void)?,
+        deferredDestroyBound: Duration
     ) throws {
         let dispatcher = DeliveryDispatcher(
-            handler: deliveryReports, logger: logger, coalescing: reportCoalescing, onCoalescingSleep: onCoalescingSleep)
+            handler: deliveryReports, logger: logger, coalescing: reportCoalescing, onCoalescingSleep: onCoalescingSleep,
+            deferredDestroyBound: deferredDestroyBound)
         let context = RDKafkaContext(
             logger: logger,
             onStatistics: statistics,
@@ -124,15 +131,20 @@ public final class KafkaProducer: Sendable {
             let server = EventServer(client: client, dispatcher: dispatcher, queue: queue, reports: reports)
             /// One pass over the queue, then the handler and space waiters get what it served.
             func servePass(timeoutMs: Int32) {
-                server.serve(timeoutMs: timeoutMs)
+                dispatcher.destroyDeferred()
+                server.serve(timeoutMs: timeoutMs, mayDefer: false)
                 dispatcher.endOfPoll()
             }
             while !lifecycle.isStopped {
+                // Counted reports left for the sending task (see DeliveryDispatcher.deferDestroy) are
+                // destroyed here once somebody waits for them all, or when no send took them in time.
+                let mayDefer = dispatcher.mayDeferDestroy
+                if !mayDefer || dispatcher.deferredAreStale { dispatcher.destroyDeferred() }
                 // Prompt: block on the queue, so the first event wakes this thread. When only
                 // fire-and-forget records are outstanding and nobody waits, coalesce instead: serve what
                 // is there, then sleep until woken or `reportCoalescing` has passed (see DeliveryDispatcher).
                 let prompt = dispatcher.wantsPromptReports || rd_kafka_outq_len(client.rk) == 0
-                let drained = server.serve(timeoutMs: prompt ? 100 : 0)
+                let drained = server.serve(timeoutMs: prompt ? 100 : 0, mayDefer: mayDefer)
                 if dispatcher.takeFatalPurgeRequest() {
                     // Fail everything still queued so that no send waits forever.
                     rd_kafka_purge(client.rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT | RD_KAFKA_PURGE_F_NON_BLOCKING)
@@ -157,6 +169,7 @@ public final class KafkaProducer: Sendable {
                 while rd_kafka_outq_len(client.rk) > 0 && ContinuousClock.now < deadline { servePass(timeoutMs: 10) }
             }
             servePass(timeoutMs: 0)
+            dispatcher.destroyDeferred()
             if let queue { rd_kafka_queue_destroy(queue) }
             topics.destroyAll()
             client.destroy()
@@ -281,6 +294,7 @@ public final class KafkaProducer: Sendable {
         if dispatcher.hasFatalError, let fatal = dispatcher.fatalError { return fatal }
         guard lifecycle.isRunning, client.gate.enter() else { return Self.closedError }
         defer { client.gate.leave() }
+        dispatcher.destroyDeferredIfAny()
         let rkt: OpaquePointer
         do { rkt = try topics.handle(message.topic, on: client.rk) } catch { return error as? KafkaError }
         let partition = message.partition ?? RD_KAFKA_PARTITION_UA
@@ -376,7 +390,8 @@ public final class KafkaProducer: Sendable {
         }
     }
 
-    /// Records queued locally or in flight (`rd_kafka_outq_len`).
+    /// Records queued locally or in flight (`rd_kafka_outq_len`), and delivered records whose counted
+    /// reports wait (at most one coalescing interval, 5 ms) to be freed by the next send.
     public var outstanding: Int { (try? client.withHandle { Int(rd_kafka_outq_len($0)) }) ?? 0 }
 
     /// How many fire-and-forget records were delivered and failed so far, and the last failure.
@@ -486,8 +501,10 @@ private struct EventServer {
     let reports: UnsafeMutablePointer<UnsafePointer<rd_kafka_message_t>?>
 
     /// Returns true when the queue was found empty, false when the pass stopped at its bound.
+    /// `mayDefer`: a DR event counted in bulk is left for the sending task to destroy
+    /// (``DeliveryDispatcher/deferDestroy(_:)``) instead of being destroyed here.
     @discardableResult
-    func serve(timeoutMs: Int32) -> Bool {
+    func serve(timeoutMs: Int32, mayDefer: Bool) -> Bool {
         guard let queue else {
             rd_kafka_poll(client.rk, timeoutMs)
             return true
@@ -496,13 +513,17 @@ private struct EventServer {
         for _ in 0..<Self.eventsPerPass {
             guard let event = rd_kafka_queue_poll(queue, wait) else { return true }
             wait = 0
-            handle(event)
-            rd_kafka_event_destroy(event)  // frees the reported messages
+            if handle(event) && mayDefer {
+                dispatcher.deferDestroy(event)
+            } else {
+                rd_kafka_event_destroy(event)  // frees the reported messages
+            }
         }
         return false
     }
 
-    private func handle(_ event: OpaquePointer) {
+    /// Returns true for a DR event counted in bulk (none of its messages was read).
+    private func handle(_ event: OpaquePointer) -> Bool {
         switch rd_kafka_event_type(event) {
         case RD_KAFKA_EVENT_DR:
             // In librdkafka 2.0.2 every report of one DR event carries the event's error: a DR event is
@@ -512,7 +533,7 @@ private struct EventServer {
             // is a cache miss, and the free in rd_kafka_event_destroy pays a second one.
             if dispatcher.countsInBulk && rd_kafka_event_error(event) == RD_KAFKA_RESP_ERR_NO_ERROR {
                 dispatcher.delivered(rd_kafka_event_message_count(event))
-                return
+                return true
             }
             while true {
                 let n = rd_kafka_event_message_array(event, reports, Self.arraySize)
@@ -529,6 +550,7 @@ private struct EventServer {
         default:
             break
         }
+        return false
     }
 }
 
@@ -630,15 +652,19 @@ final class DeliveryDispatcher: Sendable {
 
     private let coalescingSeconds: Double
     private let onCoalescingSleep: (@Sendable () -> Void)?
+    /// How long a deferred DR event may wait for a send before the event thread destroys it.
+    private let deferredDestroyNanoseconds: UInt64
 
     init(
         handler: (@Sendable ([KafkaDeliveryReport]) -> Void)?, logger: Logger, coalescing: Duration,
-        onCoalescingSleep: (@Sendable () -> Void)?
+        onCoalescingSleep: (@Sendable () -> Void)?, deferredDestroyBound: Duration
     ) {
         self.handler = handler
         self.logger = logger
         self.coalescingSeconds = Double(coalescing.components.seconds) + Double(coalescing.components.attoseconds) / 1e18
         self.onCoalescingSleep = onCoalescingSleep
+        self.deferredDestroyNanoseconds = UInt64(clamping: deferredDestroyBound.components.seconds * 1_000_000_000
+            + deferredDestroyBound.components.attoseconds / 1_000_000_000)
     }
 
     var generation: Int { generationCounter.load(ordering: .acquiring) }
@@ -686,6 +712,61 @@ final class DeliveryDispatcher: Sendable {
         wakeEventThread()
         defer { promptCallers.wrappingSubtract(1, ordering: .releasing) }
         return body()
+    }
+
+    /// DR events counted in bulk whose destroy is left to the sending task (as bit patterns), and
+    /// when the oldest of them was left (`DispatchTime` nanoseconds; 0 when there is none).
+    ///
+    /// Destroying a DR event frees its records and subtracts them from librdkafka's count of queued
+    /// messages (which is what a full queue waits on). The records were allocated by the sending task;
+    /// freed on the event thread, they would go back to the other thread's malloc arena (taking its
+    /// lock, and leaving the sender's malloc cache empty), and both threads would contend on
+    /// librdkafka's count lock. A C loop that serves its own reports has neither cost. So while only
+    /// fire-and-forget records are in flight and nobody but a sender waiting for space waits, the
+    /// event thread counts a DR event, then hands it to the next send, which destroys it inside the
+    /// client's gate before it queues its record. What no send took within one coalescing interval,
+    /// or when a flush, transaction commit or awaited send starts waiting, the event thread destroys.
+    private let deferred = NIOLockedValueBox<(events: [UInt], since: UInt64)>(([], 0))
+    private let hasDeferred = Atomic<Bool>(false)
+
+    /// True while the event thread may leave counted DR events to the sending task: reports are
+    /// counted in bulk and nobody waits for all of them (a flush or transaction commit/abort).
+    var mayDeferDestroy: Bool { countsInBulk && promptCallers.load(ordering: .acquiring) == 0 }
+
+    /// On the event thread: leaves a counted DR event for the sending task to destroy.
+    func deferDestroy(_ event: OpaquePointer) {
+        deferred.withLockedValue { d in
+            if d.events.isEmpty { d.since = DispatchTime.now().uptimeNanoseconds }
+            d.events.append(UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(event))))
+        }
+        hasDeferred.store(true, ordering: .releasing)
+    }
+
+    /// True when deferred events have waited longer than their bound (one coalescing interval).
+    var deferredAreStale: Bool {
+        guard hasDeferred.load(ordering: .acquiring) else { return false }
+        let since = deferred.withLockedValue { $0.since }
+        return since != 0 && DispatchTime.now().uptimeNanoseconds &- since >= deferredDestroyNanoseconds
+    }
+
+    /// On the send path, inside the client's gate: destroys the deferred events, if any (one load otherwise).
+    @inline(__always)
+    func destroyDeferredIfAny() {
+        if hasDeferred.load(ordering: .relaxed) { destroyDeferred() }
+    }
+
+    /// Destroys every deferred event: on the send path (inside the gate) or on the event thread.
+    func destroyDeferred() {
+        guard hasDeferred.load(ordering: .acquiring) else { return }
+        var taken: [UInt] = []
+        deferred.withLockedValue { d in
+            hasDeferred.store(false, ordering: .relaxed)
+            swap(&taken, &d.events)
+            d.since = 0
+        }
+        for bits in taken {
+            if let event = OpaquePointer(bitPattern: bits) { rd_kafka_event_destroy(event) }
+        }
     }
 
     /// `count` fire-and-forget records delivered (an error-free DR event, counted in bulk).

@@ -126,7 +126,7 @@ struct FaultTests {
         config.queueMaxMessages = 2
         let producer = try KafkaProducer(
             configuration: config, logger: Logger(label: "test"), deliveryReports: nil, statistics: nil, errors: nil,
-            reportCoalescing: .seconds(60), onCoalescingSleep: { sleeps.add() })
+            reportCoalescing: .seconds(60), onCoalescingSleep: { sleeps.add() }, deferredDestroyBound: .seconds(60))
         _ = try await producer.send(KafkaProducerMessage(topic: topic, partition: 0, value: bytes("warm-up")))
         // Each record now stays in flight ~2 s, long enough for the event thread to fall asleep.
         try await broker.control.setRTT(broker: 1, milliseconds: 2000)
@@ -158,6 +158,53 @@ struct FaultTests {
         #expect(producer.deliveryCounts.delivered == 5)
 
         try await broker.control.setRTT(broker: 1, milliseconds: 0)
+        await producer.shutdown()
+        _ = try await broker.terminate()
+    }
+
+    // While only fire-and-forget records are in flight, the event thread counts a DR event and leaves
+    // it for the next send to destroy (the records are freed by the thread that allocated them, and
+    // only then is their queue place free). Here a left event is never freed for being old, so each
+    // step below finishes only if the one who needs the places freed frees them.
+    @Test("counted reports left for the sender are freed by a sender waiting for space and by a flush")
+    func deferredReportsFreedBySenderAndFlush() async throws {
+        let topic = uniqueName("deferred")
+        let broker = try await launchBroker(topics: [topic: 3])
+        var config = producerConfig(broker.bootstrapServers)
+        config.queueMaxMessages = 10
+        let producer = try KafkaProducer(
+            configuration: config, logger: Logger(label: "test"), deliveryReports: nil, statistics: nil, errors: nil,
+            reportCoalescing: .milliseconds(5), onCoalescingSleep: nil, deferredDestroyBound: .seconds(3600))
+        // 500 records through 10 places: the sender gets space only by destroying what was left to it.
+        let sender = Task {
+            for i in 0..<500 {
+                try await producer.enqueue(KafkaProducerMessage(topic: topic, partition: Int32(i % 3), value: bytes("r\(i)")))
+            }
+        }
+        #expect(try await value(of: sender, within: .seconds(30)) != nil, "the sender freed queue places itself")
+        // Every record is counted once its report is served; the report of the last one is served after
+        // the last send, so it is still left for a send, and its record still counts as outstanding.
+        try await waitUntil(producer.deliveryCounts.delivered == 500)
+        #expect(producer.outstanding > 0, "the last reports wait for a send")
+        // A flush waits for the queue to drain: the event thread destroys the left reports for it.
+        let flush = Task { try await producer.flush(timeout: .seconds(20)) }
+        #expect(try await value(of: flush, within: .seconds(30)) != nil, "the flush returned")
+        #expect(producer.outstanding == 0)
+        #expect(producer.deliveryCounts.delivered == 500)
+        #expect(producer.deliveryCounts.failed == 0)
+        await producer.shutdown()
+        _ = try await broker.terminate()
+    }
+
+    @Test("counted reports no send takes are freed within the coalescing interval, without a flush")
+    func deferredReportsFreedWhenNoSendComes() async throws {
+        let (broker, producer, topic) = try await brokerWithWarmProducer("deferred-idle", partitions: 3)
+        for i in 0..<300 {
+            try await producer.enqueue(KafkaProducerMessage(topic: topic, partition: Int32(i % 3), value: bytes("r\(i)")))
+        }
+        // No event announces it; bounded by waitUntil (the default bound is one coalescing interval, 5 ms).
+        try await waitUntil(producer.deliveryCounts.delivered == 300 && producer.outstanding == 0)
+        #expect(producer.outstanding == 0, "the records of reports no send took were freed")
         await producer.shutdown()
         _ = try await broker.terminate()
     }
