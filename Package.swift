@@ -60,6 +60,7 @@ let package = Package(
             name: "EmbeddedBroker",
             dependencies: [
                 "Kafka",
+                "Config",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

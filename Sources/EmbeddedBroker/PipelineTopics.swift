@@ -1,3 +1,4 @@
+import Config
 import Foundation
 import Yams
 
@@ -110,41 +111,14 @@ public enum PipelineTopics {
         return specs
     }
 
-    /// Expands `${VAR}` (an error if VAR is unset) and `${VAR:-default}` (default if VAR is unset
-    /// or empty). Other `$` characters are kept as they are.
+    /// Expands `${VAR}` (an error if VAR is unset), `${VAR:-default}` (default if VAR is unset or
+    /// empty) and `$$` (a literal `$`) exactly as the workers read the same pipeline file
+    /// (`Config.Interpolation`). Other `$` characters are kept as they are.
     public static func interpolate(_ text: String, environment: [String: String]) throws(EmbeddedBrokerError) -> String {
-        var result = ""
-        var rest = Substring(text)
-        while let dollar = rest.range(of: "${") {
-            result += rest[..<dollar.lowerBound]
-            guard let close = rest[dollar.upperBound...].firstIndex(of: "}") else {
-                throw .invalidArgument("unterminated '${' in '\(text)'")
-            }
-            let body = rest[dollar.upperBound..<close]
-            let variable: Substring
-            let fallback: Substring?
-            if let sep = body.range(of: ":-") {
-                variable = body[..<sep.lowerBound]
-                fallback = body[sep.upperBound...]
-            } else {
-                variable = body
-                fallback = nil
-            }
-            let validName = !variable.isEmpty && variable.first.map { !$0.isNumber } == true
-                && variable.allSatisfy { $0 == "_" || ($0.isASCII && ($0.isLetter || $0.isNumber)) }
-            guard validName else {
-                throw .invalidArgument("bad variable reference '${\(body)}' in '\(text)': expected ${VAR} or ${VAR:-default}")
-            }
-            if let value = environment[String(variable)], !(fallback != nil && value.isEmpty) {
-                result += value
-            } else if let fallback {
-                result += fallback
-            } else {
-                throw .invalidArgument("environment variable \(variable) is not set (write ${\(variable):-default} for a default)")
-            }
-            rest = rest[rest.index(after: close)...]
+        do {
+            return try Interpolation.expand(text, environment: environment)
+        } catch {
+            throw .invalidArgument(error.message)
         }
-        result += rest
-        return result
     }
 }

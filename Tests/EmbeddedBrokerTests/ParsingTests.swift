@@ -30,6 +30,7 @@ struct ParsingTests {
         #expect(try PipelineTopics.interpolate("${EMPTY:-d}", environment: env) == "d")
         #expect(try PipelineTopics.interpolate("${A:-d}-${A}", environment: env) == "x-x")
         #expect(try PipelineTopics.interpolate("cost$5", environment: env) == "cost$5")
+        #expect(try PipelineTopics.interpolate("a$${A}", environment: env) == "a${A}", "$$ is a literal $, as in the workers")
         #expect(throws: EmbeddedBrokerError.self) { try PipelineTopics.interpolate("${B}", environment: env) }
         #expect(throws: EmbeddedBrokerError.self) { try PipelineTopics.interpolate("${A", environment: env) }
     }
