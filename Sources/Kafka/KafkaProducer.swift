@@ -157,6 +157,9 @@ public final class KafkaProducer: Sendable {
             // commit racing the shutdown) finish before anything is destroyed; reports are served
             // meanwhile, since a flush inside waits for them. Then serve the last reports and tear down
             // in order: the queue, topic handles, then the rd_kafka_t, then the context.
+            // Counted reports left for a send are freed first (servePass below serves without leaving
+            // any), so that the queue length checked below counts only records not yet delivered.
+            dispatcher.destroyDeferred()
             client.gate.close()
             while !client.gate.waitUntilEmpty(timeoutSeconds: 0.005) { servePass(timeoutMs: 0) }
             // What is still queued or in flight (a producer dropped without shutdown, or a send that got
@@ -169,7 +172,6 @@ public final class KafkaProducer: Sendable {
                 while rd_kafka_outq_len(client.rk) > 0 && ContinuousClock.now < deadline { servePass(timeoutMs: 10) }
             }
             servePass(timeoutMs: 0)
-            dispatcher.destroyDeferred()
             if let queue { rd_kafka_queue_destroy(queue) }
             topics.destroyAll()
             client.destroy()
@@ -653,7 +655,7 @@ final class DeliveryDispatcher: Sendable {
     private let coalescingSeconds: Double
     private let onCoalescingSleep: (@Sendable () -> Void)?
     /// How long a deferred DR event may wait for a send before the event thread destroys it.
-    private let deferredDestroyNanoseconds: UInt64
+    private let deferredDestroyBound: Duration
 
     init(
         handler: (@Sendable ([KafkaDeliveryReport]) -> Void)?, logger: Logger, coalescing: Duration,
@@ -663,8 +665,7 @@ final class DeliveryDispatcher: Sendable {
         self.logger = logger
         self.coalescingSeconds = Double(coalescing.components.seconds) + Double(coalescing.components.attoseconds) / 1e18
         self.onCoalescingSleep = onCoalescingSleep
-        self.deferredDestroyNanoseconds = UInt64(clamping: deferredDestroyBound.components.seconds * 1_000_000_000
-            + deferredDestroyBound.components.attoseconds / 1_000_000_000)
+        self.deferredDestroyBound = deferredDestroyBound
     }
 
     var generation: Int { generationCounter.load(ordering: .acquiring) }
@@ -715,7 +716,7 @@ final class DeliveryDispatcher: Sendable {
     }
 
     /// DR events counted in bulk whose destroy is left to the sending task (as bit patterns), and
-    /// when the oldest of them was left (`DispatchTime` nanoseconds; 0 when there is none).
+    /// when the oldest of them was left (nil when there is none).
     ///
     /// Destroying a DR event frees its records and subtracts them from librdkafka's count of queued
     /// messages (which is what a full queue waits on). The records were allocated by the sending task;
@@ -726,7 +727,7 @@ final class DeliveryDispatcher: Sendable {
     /// event thread counts a DR event, then hands it to the next send, which destroys it inside the
     /// client's gate before it queues its record. What no send took within one coalescing interval,
     /// or when a flush, transaction commit or awaited send starts waiting, the event thread destroys.
-    private let deferred = NIOLockedValueBox<(events: [UInt], since: UInt64)>(([], 0))
+    private let deferred = NIOLockedValueBox<(events: [UInt], since: ContinuousClock.Instant?)>(([], nil))
     private let hasDeferred = Atomic<Bool>(false)
 
     /// True while the event thread may leave counted DR events to the sending task: reports are
@@ -736,7 +737,7 @@ final class DeliveryDispatcher: Sendable {
     /// On the event thread: leaves a counted DR event for the sending task to destroy.
     func deferDestroy(_ event: OpaquePointer) {
         deferred.withLockedValue { d in
-            if d.events.isEmpty { d.since = DispatchTime.now().uptimeNanoseconds }
+            if d.since == nil { d.since = .now }
             d.events.append(UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(event))))
         }
         hasDeferred.store(true, ordering: .releasing)
@@ -745,8 +746,8 @@ final class DeliveryDispatcher: Sendable {
     /// True when deferred events have waited longer than their bound (one coalescing interval).
     var deferredAreStale: Bool {
         guard hasDeferred.load(ordering: .acquiring) else { return false }
-        let since = deferred.withLockedValue { $0.since }
-        return since != 0 && DispatchTime.now().uptimeNanoseconds &- since >= deferredDestroyNanoseconds
+        guard let since = deferred.withLockedValue({ $0.since }) else { return false }
+        return ContinuousClock.now - since >= deferredDestroyBound
     }
 
     /// On the send path, inside the client's gate: destroys the deferred events, if any (one load otherwise).
@@ -762,7 +763,7 @@ final class DeliveryDispatcher: Sendable {
         deferred.withLockedValue { d in
             hasDeferred.store(false, ordering: .relaxed)
             swap(&taken, &d.events)
-            d.since = 0
+            d.since = nil
         }
         for bits in taken {
             if let event = OpaquePointer(bitPattern: bits) { rd_kafka_event_destroy(event) }
