@@ -12,11 +12,11 @@ APT_PACKAGES := librdkafka-dev kcat pkg-config python3-venv libjs-chart.js
 # clients for the MQTT source's tests, openssl for their throw-away TLS CA.
 TEST_APT_PACKAGES := chromium chromium-driver mosquitto mosquitto-clients openssl
 
-.PHONY: test-deps deps-test-system demo test test-asan test-tsan bench bench-alloc fuzz fuzz-build deps deps-system deps-python deps-postgres build build-release clean
+.PHONY: format lint json-schema-suite test-deps deps-test-system demo test test-asan test-tsan bench bench-alloc fuzz fuzz-build deps deps-system deps-python deps-postgres build build-release clean
 
 deps: deps-system deps-python
 
-test-deps: deps-test-system deps-python
+test-deps: deps-test-system deps-python json-schema-suite
 
 # Installs the Debian packages of $(1) that are missing (apt-get update first, once).
 define apt_install
@@ -40,6 +40,11 @@ deps-python:
 	  python3 -m venv $(VENV) && $(VENV)/bin/pip install -q 'confluent-kafka>=2.3' 'kubernetes-validate>=1.31'; \
 	fi
 
+# The official JSON-Schema-Test-Suite, from PyPI (python-jsonschema's sdist, pinned by version and
+# hash) into .build/json-schema-test-suite, where the tests and `streamfirst conformance` look.
+json-schema-suite: deps-python
+	@bash scripts/fetch-json-schema-suite.sh .build/json-schema-test-suite $(VENV)/bin/python
+
 build: deps-system
 	$(SWIFT) build
 
@@ -54,9 +59,22 @@ demo: build
 deps-postgres:
 	@bash scripts/ensure-postgres.sh >/dev/null
 
+# Formatting: .swift-format (swift-format ships with the toolchain as `swift format`). `make format`
+# rewrites the sources in place; `make lint` (the first step of `make test`) fails on any file that
+# `make format` would change, on any swift-format rule finding, and on any line over 140 columns
+# (swift-format cannot break a long string literal or comment, so that check is ours).
+FORMAT_PATHS := Package.swift Sources Tests
+format:
+	$(SWIFT) format format --in-place --recursive --parallel $(FORMAT_PATHS)
+
+lint:
+	$(SWIFT) format lint --strict --recursive --parallel $(FORMAT_PATHS)
+	@long=$$(find Sources Tests -name '*.swift' -print0 | xargs -0 awk 'length > 140 { print FILENAME ":" FNR ": " length " columns" }'); \
+	if [ -n "$$long" ]; then echo "$$long"; echo "lines over 140 columns: break them (make lint)"; exit 1; fi
+
 # The test run is watched (scripts/test-watchdog.sh): a hang fails after STREAMFIRST_TEST_TIMEOUT
 # seconds (default 2400) naming the tests that never finished, with every thread's stack on file.
-test: test-deps deps-postgres
+test: lint test-deps deps-postgres
 	$(SWIFT) build --build-tests
 	STREAMFIRST_PYTHON=$(CURDIR)/$(VENV)/bin/python \
 	STREAMFIRST_POSTGRES_URL=$$(bash scripts/ensure-postgres.sh) \

@@ -5,20 +5,31 @@ import Validation
 struct ConformanceCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "conformance",
-        abstract: "Run the official JSON-Schema-Test-Suite (draft 2020-12) against the validator and print the pass rate.",
-        discussion: "Required tests run with format as an annotation; --formats also runs the optional format tests with format assertion on.")
+        abstract:
+            "Run the official JSON-Schema-Test-Suite (draft 2020-12) against the validator and print the pass rate.",
+        discussion: """
+            Required tests run with format as an annotation; --formats also runs the optional format tests with \
+            format assertion on. The suite is looked for in --suite, then STREAMFIRST_JSON_SCHEMA_SUITE, then \
+            .build/json-schema-test-suite; in a repository checkout a missing suite is fetched there from PyPI \
+            (python-jsonschema's source distribution, pinned) by scripts/fetch-json-schema-suite.sh.
+            """)
 
-    @Option(help: "The suite's root directory (holding tests/ and remotes/).")
-    var suite = "../shared/json-schema-test-suite"
+    @Option(help: "The suite's root directory (holding tests/draft2020-12 and remotes/).")
+    var suite: String?
     @Flag(help: "Also run the optional format tests (format assertion on).") var formats = false
     @Flag(help: "Print every failing test.") var verbose = false
 
     func run() throws {
-        let runner = try JSONSchemaTestSuite(directory: suite)
+        let directory = try suite ?? Self.locateOrFetch()
+        let runner = try JSONSchemaTestSuite(directory: directory)
         guard !runner.requiredFiles.isEmpty else {
-            throw ValidationError("no tests under \(suite)/tests/draft2020-12 (pass --suite DIR)")
+            throw ValidationError(
+                "no tests under \(directory)/tests/draft2020-12: \(JSONSchemaTestSuite.howToFetch), or pass --suite DIR")
         }
-        var passed = 0, failed = 0, skipped = 0
+        print("suite: \(directory) (\(runner.origin ?? "origin unknown: no ORIGIN.txt"))")
+        var passed = 0
+        var failed = 0
+        var skipped = 0
         for file in runner.requiredFiles {
             let o = try runner.run(file: file, formatAssertion: false)
             passed += o.passed
@@ -28,7 +39,10 @@ struct ConformanceCommand: ParsableCommand {
             o.skipped.forEach { print("  gap  \($0)") }
         }
         let total = passed + failed + skipped
-        print(String(format: "required: %d of %d tests pass (%.2f %%); %d failed, %d in known gaps", passed, total, 100 * Double(passed) / Double(max(total, 1)), failed, skipped))
+        print(
+            String(
+                format: "required: %d of %d tests pass (%.2f %%); %d failed, %d in known gaps", passed, total,
+                100 * Double(passed) / Double(max(total, 1)), failed, skipped))
         if formats {
             for file in runner.formatFiles {
                 let o = try runner.run(file: file, formatAssertion: true)
@@ -37,5 +51,26 @@ struct ConformanceCommand: ParsableCommand {
                 if verbose { o.failed.forEach { print("    FAIL \($0)") } }
             }
         }
+    }
+
+    /// The default suite directory; when it is missing and the working directory is a repository
+    /// checkout, runs the fetch script there first.
+    static func locateOrFetch() throws -> String {
+        let cwd = FileManager.default.currentDirectoryPath
+        let directory = JSONSchemaTestSuite.defaultDirectory(root: cwd)
+        let script = URL(fileURLWithPath: cwd).appendingPathComponent("scripts/fetch-json-schema-suite.sh").path
+        let present = FileManager.default.fileExists(atPath: directory + "/tests/draft2020-12")
+        guard !present, ProcessInfo.processInfo.environment["STREAMFIRST_JSON_SCHEMA_SUITE"] == nil,
+            FileManager.default.fileExists(atPath: script)
+        else { return directory }
+        let fetch = Process()
+        fetch.executableURL = URL(fileURLWithPath: "/bin/bash")
+        fetch.arguments = [script, directory]
+        try fetch.run()
+        fetch.waitUntilExit()
+        guard fetch.terminationStatus == 0 else {
+            throw ValidationError("\(script) failed (exit \(fetch.terminationStatus)): \(JSONSchemaTestSuite.howToFetch)")
+        }
+        return directory
     }
 }

@@ -47,6 +47,29 @@ public struct JSONSchemaTestSuite: Sendable {
         self.remotes = remotes
     }
 
+    /// Where the suite came from: the first line of `ORIGIN.txt` in ``directory`` (written by
+    /// `scripts/fetch-json-schema-suite.sh`: package, version and hash), or `nil` if there is none.
+    public var origin: String? {
+        let path = URL(fileURLWithPath: directory).appendingPathComponent("ORIGIN.txt").path
+        guard let data = FileManager.default.contents(atPath: path),
+            let line = String(decoding: data, as: UTF8.self).split(separator: "\n").first
+        else { return nil }
+        return String(line)
+    }
+
+    /// The suite's directory when nothing else is said: `STREAMFIRST_JSON_SCHEMA_SUITE` if set,
+    /// otherwise `.build/json-schema-test-suite` under `root` (a repository checkout), where
+    /// `scripts/fetch-json-schema-suite.sh` puts it.
+    public static func defaultDirectory(root: String) -> String {
+        if let dir = ProcessInfo.processInfo.environment["STREAMFIRST_JSON_SCHEMA_SUITE"], !dir.isEmpty { return dir }
+        return URL(fileURLWithPath: root).appendingPathComponent(".build/json-schema-test-suite").standardizedFileURL.path
+    }
+
+    /// How to get the suite, for messages that say it is missing.
+    public static let howToFetch =
+        "fetch it from PyPI with `scripts/fetch-json-schema-suite.sh` in the repository (`make test` runs it), "
+        + "or set STREAMFIRST_JSON_SCHEMA_SUITE to a directory holding tests/draft2020-12 and remotes/"
+
     /// The required test files (`tests/draft2020-12/*.json`), sorted.
     public var requiredFiles: [String] { files(in: "tests/draft2020-12") }
 

@@ -200,6 +200,28 @@ struct CLITests {
         _ = try await broker.terminate()
     }
 
+    @Test("conformance: prints the pass rate with the suite's origin; a missing suite says how to get it")
+    func conformance() async throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let suite =
+            ProcessInfo.processInfo.environment["STREAMFIRST_JSON_SCHEMA_SUITE"]
+            ?? root.appendingPathComponent(".build/json-schema-test-suite").path
+        let run = try await runProcess(exe, ["conformance", "--suite", suite])
+        #expect(run.status == 0, "\(run.stderr)")
+        let text = output(run)
+        #expect(text.contains("suite: \(suite) (PyPI jsonschema=="), "no origin in:\n\(text)")
+        #expect(text.contains("; 0 failed,"), "\(text)")
+
+        let empty = FileManager.default.temporaryDirectory.appendingPathComponent("sf-conformance-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: empty, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: empty) }
+        let missing = try await runProcess(
+            exe, ["conformance"], environment: ["STREAMFIRST_JSON_SCHEMA_SUITE": empty.path], directory: empty.path)
+        #expect(missing.status != 0)
+        #expect(missing.stderr.contains("scripts/fetch-json-schema-suite.sh"), "\(missing.stderr)")
+    }
+
     @Test("shell completion: streamfirst completion bash|zsh|fish is argument-parser's script and names every subcommand")
     func completion() async throws {
         let bash = try await runProcess(exe, ["completion", "bash"])

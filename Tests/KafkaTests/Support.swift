@@ -137,9 +137,12 @@ final class CapturingLogHandler: LogHandler, @unchecked Sendable {
 /// returning its exit status and standard output lines. A child still running after `timeout` is
 /// SIGKILLed, so that a hung command fails its test instead of holding the run.
 func runProcess(
-    _ executable: String, _ arguments: [String], environment: [String: String] = [:], timeout: Duration = .seconds(300)
+    _ executable: String, _ arguments: [String], environment: [String: String] = [:], directory: String? = nil,
+    timeout: Duration = .seconds(300)
 ) async throws -> (status: Int32, stdout: [String], stderr: String) {
-    let r = try await ChildProcess.run(executable: URL(fileURLWithPath: executable), arguments: arguments, environment: environment, timeout: timeout)
+    let r = try await ChildProcess.run(
+        executable: URL(fileURLWithPath: executable), arguments: arguments, environment: environment, directory: directory,
+        timeout: timeout)
     let note = r.timedOut ? "\n[runProcess] killed: still running after \(timeout)\n" : ""
     return (r.status.code, r.standardOutput.filter { !$0.isEmpty }, r.standardError + note)
 }
