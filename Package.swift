@@ -214,7 +214,7 @@ let package = Package(
             dependencies: [
                 "Pipeline", "LocalRun", "StreamCore", "Config", "Kafka", "EmbeddedBroker", "Connectors", "Stateful",
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
-                .product(name: "Hummingbird", package: "hummingbird"),  // the OTLP/HTTP receiver of the tracing test
+                .product(name: "Hummingbird", package: "hummingbird"), // the OTLP/HTTP receiver of the tracing test
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "W3CTraceContext", package: "swift-w3c-trace-context"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -244,7 +244,6 @@ if Context.environment["STREAMFIRST_FUZZ"] == "1" {
             name: "Fuzz", dependencies: ["CFuzzDriver", "StreamCore", "Config", "Processing", "Validation"],
             swiftSettings: [.unsafeFlags(["-parse-as-library"])]))
 }
-
 
 // `streamfirst-bench alloc` (malloc calls per record): only when STREAMFIRST_BENCH=1, so CI's build does
 // not fetch and compile the malloc interposer. Build it in its own folder: `make bench-alloc`.

@@ -6,7 +6,7 @@ import StreamCore
 import Validation
 
 #if STREAMFIRST_BENCH_ALLOC
-    import MallocInterposerSwift
+import MallocInterposerSwift
 #endif
 
 /// `streamfirst-bench alloc`: heap allocations (malloc calls) and time per record of what a stage does
@@ -33,63 +33,65 @@ struct AllocBench: AsyncParsableCommand {
 
     func run() async throws {
         #if STREAMFIRST_BENCH_ALLOC
-            try reexecWithInterposer()
-            let cases = try AllocCases(pipeline: pipeline)
-            print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; load: \(loadAverage()); build: release, STREAMFIRST_BENCH=1")
-            print("record: the 10-field sensor record (\(benchRecord.count) B); schema: the stage benchmark's 10-field schema; "
+        try reexecWithInterposer()
+        let cases = try AllocCases(pipeline: pipeline)
+        print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; load: \(loadAverage()); build: release, STREAMFIRST_BENCH=1")
+        print(
+            "record: the 10-field sensor record (\(benchRecord.count) B); schema: the stage benchmark's 10-field schema; "
                 + "steps: \(pipeline) process section; \(iterations) counted calls, median of \(rounds) timed rounds\n")
-            print("  case                                   mallocs/record  bytes/record  ns/record")
-            let wanted = only.map { Set($0.split(separator: ",").map(String.init)) }
-            for (name, body) in cases.all where wanted?.contains(name) ?? true {
-                for _ in 0..<warmup { body() }
-                MallocInterposerSwift.reset()
-                MallocInterposerSwift.hook()
+        print("  case                                   mallocs/record  bytes/record  ns/record")
+        let wanted = only.map { Set($0.split(separator: ",").map(String.init)) }
+        for (name, body) in cases.all where wanted?.contains(name) ?? true {
+            for _ in 0..<warmup { body() }
+            MallocInterposerSwift.reset()
+            MallocInterposerSwift.hook()
+            for _ in 0..<iterations { body() }
+            MallocInterposerSwift.unhook()
+            let stats = MallocInterposerSwift.getStatistics()
+            var times: [Double] = []
+            for _ in 0..<rounds {
+                let start = ContinuousClock.now
                 for _ in 0..<iterations { body() }
-                MallocInterposerSwift.unhook()
-                let stats = MallocInterposerSwift.getStatistics()
-                var times: [Double] = []
-                for _ in 0..<rounds {
-                    let start = ContinuousClock.now
-                    for _ in 0..<iterations { body() }
-                    times.append((ContinuousClock.now - start).seconds * 1e9 / Double(iterations))
-                }
-                let mallocs = Double(stats.mallocCount) / Double(iterations)
-                let bytes = Double(stats.mallocBytesCount) / Double(iterations)
-                print("  \(name.padding(toLength: 39, withPad: " ", startingAt: 0))  \(String(format: "%14.1f", mallocs))  "
-                    + "\(String(format: "%12.0f", bytes))  \(String(format: "%9.0f", median(times)))")
+                times.append((ContinuousClock.now - start).seconds * 1e9 / Double(iterations))
             }
-            print("\n  (load now: \(loadAverage()); sink \(cases.sink.value % 10))")
+            let mallocs = Double(stats.mallocCount) / Double(iterations)
+            let bytes = Double(stats.mallocBytesCount) / Double(iterations)
+            print(
+                "  \(name.padding(toLength: 39, withPad: " ", startingAt: 0))  \(String(format: "%14.1f", mallocs))  "
+                    + "\(String(format: "%12.0f", bytes))  \(String(format: "%9.0f", median(times)))")
+        }
+        print("\n  (load now: \(loadAverage()); sink \(cases.sink.value % 10))")
         #else
-            throw ValidationError(
-                "streamfirst-bench alloc needs the malloc interposer: build with STREAMFIRST_BENCH=1 (`make bench-alloc`)")
+        throw ValidationError(
+            "streamfirst-bench alloc needs the malloc interposer: build with STREAMFIRST_BENCH=1 (`make bench-alloc`)")
         #endif
     }
 
     #if STREAMFIRST_BENCH_ALLOC
-        /// The interposer counts only when its library is preloaded: re-executes this process with
-        /// LD_PRELOAD naming the copy built next to this executable, and checks that counting works.
-        func reexecWithInterposer() throws {
-            let env = ProcessInfo.processInfo.environment
-            guard let exe = Bundle.main.executableURL else { throw ValidationError("cannot find this executable") }
-            let lib = exe.deletingLastPathComponent().appendingPathComponent("libMallocInterposerSwift.so").path
-            if !(env["LD_PRELOAD"] ?? "").contains("libMallocInterposerSwift") {
-                guard FileManager.default.fileExists(atPath: lib) else { throw ValidationError("\(lib) not found") }
-                let args = CommandLine.arguments
-                var newEnv = env
-                newEnv["LD_PRELOAD"] = lib
-                let cArgs = args.map { strdup($0) } + [nil]
-                let cEnv = newEnv.map { strdup("\($0.key)=\($0.value)") } + [nil]
-                execve(exe.path, cArgs, cEnv)
-                throw ValidationError("execve \(exe.path) failed: errno \(errno)")
-            }
-            MallocInterposerSwift.reset()
-            MallocInterposerSwift.hook()
-            let probe = [Int](repeating: 1, count: Int.random(in: 100...200))
-            MallocInterposerSwift.unhook()
-            guard MallocInterposerSwift.getStatistics().mallocCount > 0, probe.count > 0 else {
-                throw ValidationError("the malloc interposer counts nothing (LD_PRELOAD=\(env["LD_PRELOAD"] ?? ""))")
-            }
+    /// The interposer counts only when its library is preloaded: re-executes this process with
+    /// LD_PRELOAD naming the copy built next to this executable, and checks that counting works.
+    func reexecWithInterposer() throws {
+        let env = ProcessInfo.processInfo.environment
+        guard let exe = Bundle.main.executableURL else { throw ValidationError("cannot find this executable") }
+        let lib = exe.deletingLastPathComponent().appendingPathComponent("libMallocInterposerSwift.so").path
+        if !(env["LD_PRELOAD"] ?? "").contains("libMallocInterposerSwift") {
+            guard FileManager.default.fileExists(atPath: lib) else { throw ValidationError("\(lib) not found") }
+            let args = CommandLine.arguments
+            var newEnv = env
+            newEnv["LD_PRELOAD"] = lib
+            let cArgs = args.map { strdup($0) } + [nil]
+            let cEnv = newEnv.map { strdup("\($0.key)=\($0.value)") } + [nil]
+            execve(exe.path, cArgs, cEnv)
+            throw ValidationError("execve \(exe.path) failed: errno \(errno)")
         }
+        MallocInterposerSwift.reset()
+        MallocInterposerSwift.hook()
+        let probe = [Int](repeating: 1, count: Int.random(in: 100...200))
+        MallocInterposerSwift.unhook()
+        guard MallocInterposerSwift.getStatistics().mallocCount > 0, probe.count > 0 else {
+            throw ValidationError("the malloc interposer counts nothing (LD_PRELOAD=\(env["LD_PRELOAD"] ?? ""))")
+        }
+    }
     #endif
 }
 
@@ -129,10 +131,12 @@ final class AllocCases {
             message: "1 violation of schema bench; first at '/temperature_c': 180 is more than the maximum 150")
         let tracedValidate = TracedHandler(
             handler: validate, deadLetters: deadLetters,
-            tracer: RecordTracer(stage: "validate", pipeline: spec.name, topic: "iot.readings.raw", group: "bench", tracer: PropagatingTracer()))
+            tracer: RecordTracer(
+                stage: "validate", pipeline: spec.name, topic: "iot.readings.raw", group: "bench", tracer: PropagatingTracer()))
         let tracedProcess = TracedHandler(
             handler: process, deadLetters: DeadLetterWriter(pipeline: spec.name, stage: "process", topic: "iot.dead-letter"),
-            tracer: RecordTracer(stage: "process", pipeline: spec.name, topic: "iot.readings.valid", group: "bench", tracer: PropagatingTracer()))
+            tracer: RecordTracer(
+                stage: "process", pipeline: spec.name, topic: "iot.readings.valid", group: "bench", tracer: PropagatingTracer()))
         let sink = self.sink
         var out: [KafkaProducerMessage] = []
         out.reserveCapacity(16)
@@ -145,23 +149,35 @@ final class AllocCases {
             ("json-read (parse the record)", { if (try? JSONValue.parse(benchRecord)) != nil { sink.value &+= 1 } }),
             ("json-write (serialise the record)", { sink.value &+= value.serialized().count }),
             ("schema (validate a parsed record)", { sink.value &+= schema.validate(value).count }),
-            ("validate handler (parse + schema)", {
-                if case .forward(let o) = validate.handle(message) { sink.value &+= o.count }
-            }),
-            ("process handler (parse, steps, write)", {
-                if case .forward(let o) = process.handle(processMessage) { sink.value &+= o.count }
-            }),
+            (
+                "validate handler (parse + schema)",
+                {
+                    if case .forward(let o) = validate.handle(message) { sink.value &+= o.count }
+                }
+            ),
+            (
+                "process handler (parse, steps, write)",
+                {
+                    if case .forward(let o) = process.handle(processMessage) { sink.value &+= o.count }
+                }
+            ),
             ("dead-letter message build", { sink.value &+= deadLetters.message(for: message, reason: reason, nowMs: 0).headers.count }),
-            ("traced validate (TracedHandler.handle)", {
-                out.removeAll(keepingCapacity: true)
-                _ = tracedValidate.handle(message, nowMs: 0, into: &out)
-                sink.value &+= out.count
-            }),
-            ("traced process (TracedHandler.handle)", {
-                out.removeAll(keepingCapacity: true)
-                _ = tracedProcess.handle(processMessage, nowMs: 0, into: &out)
-                sink.value &+= out.count
-            }),
+            (
+                "traced validate (TracedHandler.handle)",
+                {
+                    out.removeAll(keepingCapacity: true)
+                    _ = tracedValidate.handle(message, nowMs: 0, into: &out)
+                    sink.value &+= out.count
+                }
+            ),
+            (
+                "traced process (TracedHandler.handle)",
+                {
+                    out.removeAll(keepingCapacity: true)
+                    _ = tracedProcess.handle(processMessage, nowMs: 0, into: &out)
+                    sink.value &+= out.count
+                }
+            ),
         ]
     }
 }

@@ -1,12 +1,12 @@
-import StreamCore
-import Stateful
-import Config
 import ArgumentParser
 import CBaseline
+import Config
 import EmbeddedBroker
 import Foundation
 import Kafka
 import Logging
+import Stateful
+import StreamCore
 
 /// `streamfirst-bench client`: the Swift client against plain C librdkafka loops, same process,
 /// same embedded broker, same settings, same run.
@@ -14,8 +14,12 @@ import Logging
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "streamfirst-bench",
-        abstract: "Benchmarks: the Swift Kafka client against C librdkafka (client); windowed aggregation state (window); tracing per record (trace); one stage against a C relay (stage); four stages against a C relay chain (e2e).",
-        subcommands: [ClientBench.self, WindowBench.self, TraceBench.self, StageBench.self, EndToEndBench.self, ScaleBench.self, MemoryBench.self, AllocBench.self, CRelayCommand.self, CSourceCommand.self],
+        abstract:
+            "Benchmarks: the Swift Kafka client against C librdkafka (client); windowed aggregation state (window); tracing per record (trace); one stage against a C relay (stage); four stages against a C relay chain (e2e).",
+        subcommands: [
+            ClientBench.self, WindowBench.self, TraceBench.self, StageBench.self, EndToEndBench.self, ScaleBench.self, MemoryBench.self,
+            AllocBench.self, CRelayCommand.self, CSourceCommand.self,
+        ],
         defaultSubcommand: ClientBench.self
     )
 }
@@ -79,8 +83,10 @@ struct ClientBench: AsyncParsableCommand {
         }
         print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; librdkafka \(KafkaClientInfo.librdkafkaVersion)")
         print("broker: embedded (librdkafka mock cluster, separate process) at \(bootstrapServers)")
-        print("workload: \(messages) records x \(size) B, \(partitions) partitions, linger.ms=\(linger), idempotent, acks=all; "
-            + "consumers: assign from beginning, queued.min.messages=\(queuedMinMessages > 0 ? String(queuedMinMessages) : "default"); \(rounds) rounds\n")
+        print(
+            "workload: \(messages) records x \(size) B, \(partitions) partitions, linger.ms=\(linger), idempotent, acks=all; "
+                + "consumers: assign from beginning, queued.min.messages=\(queuedMinMessages > 0 ? String(queuedMinMessages) : "default"); \(rounds) rounds\n"
+        )
 
         if let only {
             try await profileOnly(only, servers: bootstrapServers, control: controlChannel)
@@ -155,8 +161,10 @@ struct ClientBench: AsyncParsableCommand {
     func cProduceRun(_ brokers: String, _ topic: String) throws -> Sample {
         var r = cb_result()
         var err = [CChar](repeating: 0, count: 256)
-        guard cb_produce(brokers, topic, Int32(partitions), Int64(messages), Int32(size), Int32(linger), &r, &err, Int32(err.count)) == 0 else {
-            throw ValidationError("C producer failed: \(String(decoding: err.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))")
+        guard cb_produce(brokers, topic, Int32(partitions), Int64(messages), Int32(size), Int32(linger), &r, &err, Int32(err.count)) == 0
+        else {
+            throw ValidationError(
+                "C producer failed: \(String(decoding: err.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))")
         }
         return Sample(wall: r.wall_seconds, cpu: r.cpu_seconds, messages: r.messages, bytes: r.bytes)
     }
@@ -164,8 +172,10 @@ struct ClientBench: AsyncParsableCommand {
     func cConsumeRun(_ brokers: String, _ topic: String) throws -> Sample {
         var r = cb_result()
         var err = [CChar](repeating: 0, count: 256)
-        guard cb_consume(brokers, topic, Int32(partitions), Int64(messages), Int32(queuedMinMessages), &r, &err, Int32(err.count)) == 0 else {
-            throw ValidationError("C consumer failed: \(String(decoding: err.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))")
+        guard cb_consume(brokers, topic, Int32(partitions), Int64(messages), Int32(queuedMinMessages), &r, &err, Int32(err.count)) == 0
+        else {
+            throw ValidationError(
+                "C consumer failed: \(String(decoding: err.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))")
         }
         return Sample(wall: r.wall_seconds, cpu: r.cpu_seconds, messages: r.messages, bytes: r.bytes)
     }
@@ -212,7 +222,7 @@ struct ClientBench: AsyncParsableCommand {
         if let swiftBatchSize { records.batchSize = swiftBatchSize }
         for try await m in records {
             count += 1
-            bytes += m.valueCount ?? 0  // the length, like the C loop (m->len): no copy of the payload
+            bytes += m.valueCount ?? 0 // the length, like the C loop (m->len): no copy of the payload
             if count == expected { break }
         }
         let wall = (ContinuousClock.now - t0).seconds
@@ -227,9 +237,15 @@ struct ClientBench: AsyncParsableCommand {
         let cCPU = median(c.map(\.cpuPerMillion))
         let sCPU = median(swift.map(\.cpuPerMillion))
         print("\(what) (median of \(c.count))")
-        print("  C     : \(fmt(cRate)) msg/s  \(String(format: "%.1f", median(c.map(\.mbps)))) MB/s  \(String(format: "%.3f", median(c.map(\.cpu)))) CPU s (\(String(format: "%.2f", cCPU)) CPU s per M records)")
-        print("  Swift : \(fmt(sRate)) msg/s  \(String(format: "%.1f", median(swift.map(\.mbps)))) MB/s  \(String(format: "%.3f", median(swift.map(\.cpu)))) CPU s (\(String(format: "%.2f", sCPU)) CPU s per M records)")
-        print("  Swift/C throughput ratio: \(String(format: "%.2f", sRate / cRate))   CPU efficiency ratio (C CPU / Swift CPU): \(String(format: "%.2f", cCPU / sCPU))")
+        print(
+            "  C     : \(fmt(cRate)) msg/s  \(String(format: "%.1f", median(c.map(\.mbps)))) MB/s  \(String(format: "%.3f", median(c.map(\.cpu)))) CPU s (\(String(format: "%.2f", cCPU)) CPU s per M records)"
+        )
+        print(
+            "  Swift : \(fmt(sRate)) msg/s  \(String(format: "%.1f", median(swift.map(\.mbps)))) MB/s  \(String(format: "%.3f", median(swift.map(\.cpu)))) CPU s (\(String(format: "%.2f", sCPU)) CPU s per M records)"
+        )
+        print(
+            "  Swift/C throughput ratio: \(String(format: "%.2f", sRate / cRate))   CPU efficiency ratio (C CPU / Swift CPU): \(String(format: "%.2f", cCPU / sCPU))"
+        )
         // The same ratios taken round by round (C and Swift of one round ran back to back), so that
         // a machine that drifts between rounds moves both sides of each ratio together.
         let rates = zip(c, swift).map { $0.1.rate / $0.0.rate }.sorted()
@@ -237,7 +253,8 @@ struct ClientBench: AsyncParsableCommand {
         if let lo = rates.first, let hi = rates.last, let elo = efficiencies.first, let ehi = efficiencies.last {
             print(
                 "  per round: throughput ratio median \(String(format: "%.2f", median(rates))) (\(String(format: "%.2f", lo))–\(String(format: "%.2f", hi))), "
-                    + "CPU efficiency median \(String(format: "%.2f", median(efficiencies))) (\(String(format: "%.2f", elo))–\(String(format: "%.2f", ehi)))")
+                    + "CPU efficiency median \(String(format: "%.2f", median(efficiencies))) (\(String(format: "%.2f", elo))–\(String(format: "%.2f", ehi)))"
+            )
         }
     }
 }
@@ -265,7 +282,6 @@ extension Duration {
         return Double(s) + Double(a) / 1e18
     }
 }
-
 
 /// `streamfirst-bench window`: a windowed aggregation over many keys in the engine the process stage
 /// runs (no broker: this measures the state, not Kafka) — throughput, state size, evictions and peak
@@ -300,7 +316,9 @@ struct WindowBench: AsyncParsableCommand {
         inputs.reserveCapacity(records)
         for i in 0..<records {
             let k = Int(rng.below(keys))
-            let value: JSONValue = ["ts": .integer(Int64(i) * Int64(intervalMs)), "v": .integer(Int64(rng.below(1000))), "sensor": .string("key-\(k)")]
+            let value: JSONValue = [
+                "ts": .integer(Int64(i) * Int64(intervalMs)), "v": .integer(Int64(rng.below(1000))), "sensor": .string("key-\(k)"),
+            ]
             inputs.append(("key-\(k)", Int32(k % partitions), value.serialized()))
         }
         let rssBefore = Self.peakRSSKiB()
@@ -343,13 +361,21 @@ struct WindowBench: AsyncParsableCommand {
         func rate(_ d: Duration) -> Double { Double(records) / (Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18) }
         let withState = rate(elapsed)
         let without = rate(baseline)
-        print("window benchmark: \(records) records, \(keys) keys, \(partitions) partitions, tumbling \(windowMinutes)m windows (event time \(intervalMs) ms apart), budget \(budgetMiB) MiB")
-        print(String(format: "  stateful engine : %9.0f records/s  (%.2f s)", withState, Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18))
+        print(
+            "window benchmark: \(records) records, \(keys) keys, \(partitions) partitions, tumbling \(windowMinutes)m windows (event time \(intervalMs) ms apart), budget \(budgetMiB) MiB"
+        )
+        print(
+            String(
+                format: "  stateful engine : %9.0f records/s  (%.2f s)", withState,
+                Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18))
         print(String(format: "  baseline (parse only, same run): %9.0f records/s  → ratio %.2f", without, withState / without))
         print("  window results: \(results); evictions: \(engine.counters.evictions); late: \(engine.counters.late)")
-        print("  state: peak \(peakState / 1024) KiB of \(budgetMiB << 10) KiB budget; changelog written: \(changelogBytes / (1 << 20)) MiB")
-        print("  RSS: \(rssBefore / 1024) MiB after generating the input, peak \(rssPeak / 1024) MiB (input held in memory: ~\(records * 80 / (1 << 20)) MiB)")
-        if checksum == 42 { print("") }  // keeps the baseline loop from being optimised away
+        print(
+            "  state: peak \(peakState / 1024) KiB of \(budgetMiB << 10) KiB budget; changelog written: \(changelogBytes / (1 << 20)) MiB")
+        print(
+            "  RSS: \(rssBefore / 1024) MiB after generating the input, peak \(rssPeak / 1024) MiB (input held in memory: ~\(records * 80 / (1 << 20)) MiB)"
+        )
+        if checksum == 42 { print("") } // keeps the baseline loop from being optimised away
     }
 
     static func peakRSSKiB() -> Int {

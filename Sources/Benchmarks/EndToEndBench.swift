@@ -57,8 +57,10 @@ struct EndToEndBench: AsyncParsableCommand {
         let brokers = broker.bootstrapServers
         print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; librdkafka \(KafkaClientInfo.librdkafkaVersion)")
         print("broker: embedded (librdkafka mock cluster, separate process) at \(brokers)")
-        print("workload: \(rate) records/s for \(seconds) s (first \(warmupSeconds) s left out), \(partitions) partitions, "
-            + "fetch.wait.max.ms=\(fetchWaitMs), linger.ms=\(linger)\(nagleDisable ? ", socket.nagle.disable=true" : ""); \(rounds) rounds\n")
+        print(
+            "workload: \(rate) records/s for \(seconds) s (first \(warmupSeconds) s left out), \(partitions) partitions, "
+                + "fetch.wait.max.ms=\(fetchWaitMs), linger.ms=\(linger)\(nagleDisable ? ", socket.nagle.disable=true" : ""); \(rounds) rounds\n"
+        )
         var cRuns: [Run] = []
         var sRuns: [Run] = []
         for round in 0..<rounds {
@@ -72,16 +74,27 @@ struct EndToEndBench: AsyncParsableCommand {
             }
             let c = cRuns.last!
             let s = sRuns.last!
-            print(String(format: "round %d: C p50 %.2f p99 %.2f p99.9 %.2f ms (%d rec, %.1f CPU s); Swift p50 %.2f p99 %.2f p99.9 %.2f ms (%d rec, %.1f CPU s); p99 ratio %.2f",
-                round + 1, c.p50, c.p99, c.p999, c.count, c.cpu, s.p50, s.p99, s.p999, s.count, s.cpu, s.p99 / c.p99))
+            print(
+                String(
+                    format:
+                        "round %d: C p50 %.2f p99 %.2f p99.9 %.2f ms (%d rec, %.1f CPU s); Swift p50 %.2f p99 %.2f p99.9 %.2f ms (%d rec, %.1f CPU s); p99 ratio %.2f",
+                    round + 1, c.p50, c.p99, c.p999, c.count, c.cpu, s.p50, s.p99, s.p999, s.count, s.cpu, s.p99 / c.p99))
         }
         func med(_ runs: [Run], _ f: (Run) -> Double) -> Double { median(runs.map(f)) }
         print("\nend-to-end latency, ms (median of \(rounds) rounds)")
-        print(String(format: "  C chain : p50 %.2f  p99 %.2f  p99.9 %.2f  max %.2f  CPU %.2f s per run", med(cRuns, \.p50), med(cRuns, \.p99), med(cRuns, \.p999), med(cRuns, \.max), med(cRuns, \.cpu)))
-        print(String(format: "  Swift   : p50 %.2f  p99 %.2f  p99.9 %.2f  max %.2f  CPU %.2f s per run", med(sRuns, \.p50), med(sRuns, \.p99), med(sRuns, \.p999), med(sRuns, \.max), med(sRuns, \.cpu)))
+        print(
+            String(
+                format: "  C chain : p50 %.2f  p99 %.2f  p99.9 %.2f  max %.2f  CPU %.2f s per run", med(cRuns, \.p50), med(cRuns, \.p99),
+                med(cRuns, \.p999), med(cRuns, \.max), med(cRuns, \.cpu)))
+        print(
+            String(
+                format: "  Swift   : p50 %.2f  p99 %.2f  p99.9 %.2f  max %.2f  CPU %.2f s per run", med(sRuns, \.p50), med(sRuns, \.p99),
+                med(sRuns, \.p999), med(sRuns, \.max), med(sRuns, \.cpu)))
         let p99Ratio = med(sRuns, \.p99) / med(cRuns, \.p99)
-        print(String(format: "  Swift/C: p50 %.2f  p99 %.2f%@  p99.9 %.2f", med(sRuns, \.p50) / med(cRuns, \.p50), p99Ratio,
-            p99Ratio <= 1.5 ? " (target ≤ 1.5: met)" : " (target ≤ 1.5: missed)", med(sRuns, \.p999) / med(cRuns, \.p999)))
+        print(
+            String(
+                format: "  Swift/C: p50 %.2f  p99 %.2f%@  p99.9 %.2f", med(sRuns, \.p50) / med(cRuns, \.p50), p99Ratio,
+                p99Ratio <= 1.5 ? " (target ≤ 1.5: met)" : " (target ≤ 1.5: missed)", med(sRuns, \.p999) / med(cRuns, \.p999)))
         _ = try? await broker.terminate()
     }
 
@@ -96,10 +109,15 @@ struct EndToEndBench: AsyncParsableCommand {
                     var latencies = [Int64](repeating: 0, count: total)
                     var err = [CChar](repeating: 0, count: 256)
                     let got = latencies.withUnsafeMutableBufferPointer { buf in
-                        cb_latency_consume(brokers, topic, Int32(partitions), Int64(total), Int32(fetchWaitMs), 60, buf.baseAddress, &err, Int32(err.count))
+                        cb_latency_consume(
+                            brokers, topic, Int32(partitions), Int64(total), Int32(fetchWaitMs), 60, buf.baseAddress, &err, Int32(err.count)
+                        )
                     }
-                    if got < 0 { c.resume(throwing: ValidationError("measuring consumer: \(cString(err))")) }
-                    else { c.resume(returning: Array(latencies.prefix(Int(got)))) }
+                    if got < 0 {
+                        c.resume(throwing: ValidationError("measuring consumer: \(cString(err))"))
+                    } else {
+                        c.resume(returning: Array(latencies.prefix(Int(got))))
+                    }
                 }
                 thread.start()
             }
@@ -121,17 +139,22 @@ struct EndToEndBench: AsyncParsableCommand {
         for t in topics { try await broker.control.createTopic(t, partitions: partitions) }
         var relays: [BenchProcess] = []
         for hop in 0..<3 {
-            relays.append(try BenchProcess(
-                executable: selfExe,
-                arguments: ["c-relay", "--brokers", brokers, "--group", "e2e-c\(hop)-\(id)", "--from", topics[hop], "--to", topics[hop + 1],
-                    "--fetch-wait-ms", String(fetchWaitMs), "--linger", String(linger)] + (nagleDisable ? ["--nagle-disable"] : [])))
+            relays.append(
+                try BenchProcess(
+                    executable: selfExe,
+                    arguments: [
+                        "c-relay", "--brokers", brokers, "--group", "e2e-c\(hop)-\(id)", "--from", topics[hop], "--to", topics[hop + 1],
+                        "--fetch-wait-ms", String(fetchWaitMs), "--linger", String(linger),
+                    ] + (nagleDisable ? ["--nagle-disable"] : [])))
         }
         for r in relays { try await r.waitForLine(containing: "assigned") }
         let measuring = startMeasuring(brokers, topic: topics[3])
         let source = try BenchProcess(
             executable: selfExe,
-            arguments: ["c-source", "--brokers", brokers, "--topic", topics[0], "--count", String(total), "--rate", String(rate),
-                "--linger", String(linger)] + (nagleDisable ? ["--nagle-disable"] : []))
+            arguments: [
+                "c-source", "--brokers", brokers, "--topic", topics[0], "--count", String(total), "--rate", String(rate),
+                "--linger", String(linger),
+            ] + (nagleDisable ? ["--nagle-disable"] : []))
         let processes = relays + [source]
         let cpu0 = processes.map { processCPUSeconds($0.child.processIdentifier) ?? 0 }.reduce(0, +)
         let latencies = try await measuring.value
@@ -187,7 +210,8 @@ struct EndToEndBench: AsyncParsableCommand {
         ]
         var workers: [BenchProcess] = []
         for stage in ["validate", "process", "persist"] {
-            workers.append(try BenchProcess(executable: try ChildProcess.locate(stage), arguments: ["--pipeline", file.path], environment: env))
+            workers.append(
+                try BenchProcess(executable: try ChildProcess.locate(stage), arguments: ["--pipeline", file.path], environment: env))
         }
         defer {
             for (w, name) in zip(workers, ["validate", "process", "persist", "ingest"]) {
@@ -197,7 +221,8 @@ struct EndToEndBench: AsyncParsableCommand {
         // Every consumer has its partitions before the first record is sent.
         for w in workers { try await waitReady(w) }
         let measuring = startMeasuring(brokers, topic: names[3])
-        workers.append(try BenchProcess(executable: try ChildProcess.locate("ingest"), arguments: ["--pipeline", file.path], environment: env))
+        workers.append(
+            try BenchProcess(executable: try ChildProcess.locate("ingest"), arguments: ["--pipeline", file.path], environment: env))
         let cpu0 = workers.map { processCPUSeconds($0.child.processIdentifier) ?? 0 }.reduce(0, +)
         let latencies = try await measuring.value
         let cpu1 = workers.map { processCPUSeconds($0.child.processIdentifier) ?? 0 }.reduce(0, +)
@@ -225,7 +250,9 @@ struct EndToEndBench: AsyncParsableCommand {
         var counts: [String] = []
         for t in topics { counts.append("\(t): \((try? await topicCount(admin, t, partitions: partitions)) ?? -1)") }
         await admin.shutdown()
-        let logs = processes.map { "\($0.child.executable) \($0.child.exited.map { "\($0)" } ?? "running"): \($0.child.standardError.suffix(2000))" }
+        let logs = processes.map {
+            "\($0.child.executable) \($0.child.exited.map { "\($0)" } ?? "running"): \($0.child.standardError.suffix(2000))"
+        }
         throw ValidationError(
             "the measuring consumer saw \(latencies.count) of \(total) records; records per topic: \(counts.joined(separator: ", "))\n"
                 + logs.joined(separator: "\n"))
@@ -236,7 +263,9 @@ struct EndToEndBench: AsyncParsableCommand {
         let deadline = ContinuousClock.now + .seconds(60)
         while ContinuousClock.now < deadline {
             if let r = try? await HTTPGet.get(host: "127.0.0.1", port: port, path: "/readyz"), r.status == 200 { return }
-            if let status = worker.child.exited { throw ValidationError("\(worker.child.executable) exited (\(status)):\n\(worker.child.standardError)") }
+            if let status = worker.child.exited {
+                throw ValidationError("\(worker.child.executable) exited (\(status)):\n\(worker.child.standardError)")
+            }
             try await Task.sleep(for: .milliseconds(50))
         }
         throw ValidationError("\(worker.child.executable) not ready within a minute")

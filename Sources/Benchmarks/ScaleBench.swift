@@ -56,11 +56,14 @@ struct ScaleBench: AsyncParsableCommand {
         let broker = try await EmbeddedBrokerProcess.launch()
         let brokers = broker.bootstrapServers
         let admin = try KafkaAdmin(configuration: KafkaConfiguration(bootstrapServers: brokers, clientID: "streamfirst-bench"))
-        print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; librdkafka \(KafkaClientInfo.librdkafkaVersion); load: \(loadAverage())")
+        print(
+            "machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; librdkafka \(KafkaClientInfo.librdkafkaVersion); load: \(loadAverage())"
+        )
         print("broker: embedded (librdkafka mock cluster, separate process) at \(brokers)")
-        print("workload: \(records) records x \(benchRecord.count) B (10-field JSON), \(partitions) partitions, "
-            + "process worker pass-through (steps: []), fetch.wait.max.ms=\(fetchWaitMs), linger.ms=\(linger); "
-            + "instances \(counts.map(String.init).joined(separator: ", ")); \(rounds) rounds\n")
+        print(
+            "workload: \(records) records x \(benchRecord.count) B (10-field JSON), \(partitions) partitions, "
+                + "process worker pass-through (steps: []), fetch.wait.max.ms=\(fetchWaitMs), linger.ms=\(linger); "
+                + "instances \(counts.map(String.init).joined(separator: ", ")); \(rounds) rounds\n")
 
         var samples: [Int: [Sample]] = [:]
         for round in 0..<rounds {
@@ -68,11 +71,12 @@ struct ScaleBench: AsyncParsableCommand {
             for n in order {
                 let sample = try await runOnce(n: n, round: round, broker: broker, admin: admin)
                 samples[n, default: []].append(sample)
-                print("round \(round + 1) x\(n): \(fmt(sample.stage.rate)) rec/s, "
-                    + "\(String(format: "%.2f", sample.stage.cpuPerMillion)) worker CPU s/M, "
-                    + "\(String(format: "%.2f", sample.brokerCPU / Double(sample.stage.records) * 1e6)) broker CPU s/M, "
-                    + "records per instance in the span \(sample.perInstance.map(String.init).joined(separator: "/")), "
-                    + "wall \(String(format: "%.2f", sample.stage.wall)) s")
+                print(
+                    "round \(round + 1) x\(n): \(fmt(sample.stage.rate)) rec/s, "
+                        + "\(String(format: "%.2f", sample.stage.cpuPerMillion)) worker CPU s/M, "
+                        + "\(String(format: "%.2f", sample.brokerCPU / Double(sample.stage.records) * 1e6)) broker CPU s/M, "
+                        + "records per instance in the span \(sample.perInstance.map(String.init).joined(separator: "/")), "
+                        + "wall \(String(format: "%.2f", sample.stage.wall)) s")
             }
         }
         print("\nmedians of \(rounds) rounds (load now: \(loadAverage()))")
@@ -85,12 +89,15 @@ struct ScaleBench: AsyncParsableCommand {
             let rate = median(s.map(\.stage.rate))
             let cpu = median(s.map(\.stage.cpuPerMillion))
             let brokerCPU = median(s.map { $0.brokerCPU / Double($0.stage.records) * 1e6 })
-            print("  \(String(n).padding(toLength: 9, withPad: " ", startingAt: 0))  \(fmt(rate).padding(toLength: 9, withPad: " ", startingAt: 0))  "
-                + "\(ratioText(rate / baseRate).padding(toLength: 10, withPad: " ", startingAt: 0))  "
-                + "\(String(format: "%.2f", cpu).padding(toLength: 24, withPad: " ", startingAt: 0))  "
-                + "\(ratioText(cpu / baseCPU).padding(toLength: 10, withPad: " ", startingAt: 0))  \(String(format: "%.2f", brokerCPU))")
+            print(
+                "  \(String(n).padding(toLength: 9, withPad: " ", startingAt: 0))  \(fmt(rate).padding(toLength: 9, withPad: " ", startingAt: 0))  "
+                    + "\(ratioText(rate / baseRate).padding(toLength: 10, withPad: " ", startingAt: 0))  "
+                    + "\(String(format: "%.2f", cpu).padding(toLength: 24, withPad: " ", startingAt: 0))  "
+                    + "\(ratioText(cpu / baseCPU).padding(toLength: 10, withPad: " ", startingAt: 0))  \(String(format: "%.2f", brokerCPU))"
+            )
         }
-        print("""
+        print(
+            """
 
             reading: \(ProcessInfo.processInfo.activeProcessorCount) cores are shared by the broker, the instances and \
             this process; a throughput ratio near 1 with CPU per record flat means the instances split the same \

@@ -25,7 +25,10 @@ struct StageBench: AsyncParsableCommand {
     @Option(help: "Records per run.") var records = 144_000
     @Option(help: "Partitions of every topic.") var partitions = 12
     @Option(help: "Rounds (each runs the relay and the worker per stage, alternating which goes first).") var rounds = 3
-    @Option(help: "Comma-separated: pass, validate, sqlite, postgres; pass-1 and validate-1 are the same workers with in_flight_batches: 1 (stop-and-wait).")
+    @Option(
+        help:
+            "Comma-separated: pass, validate, sqlite, postgres; pass-1 and validate-1 are the same workers with in_flight_batches: 1 (stop-and-wait)."
+    )
     var stages = "pass,validate,sqlite,postgres"
     @Option(help: "fetch.wait.max.ms of both consumers (the stage runtime's default is 10).") var fetchWaitMs = 10
     @Option(help: "PostgreSQL URL for the postgres stage (default: $STREAMFIRST_POSTGRES_URL; without one it is skipped).")
@@ -39,7 +42,8 @@ struct StageBench: AsyncParsableCommand {
 
     func validate() throws {
         try checkStageRetention(records: records, partitions: partitions)
-        for s in stages.split(separator: ",") where !["pass", "validate", "sqlite", "postgres", "pass-1", "validate-1"].contains(String(s)) {
+        for s in stages.split(separator: ",") where !["pass", "validate", "sqlite", "postgres", "pass-1", "validate-1"].contains(String(s))
+        {
             throw ValidationError("--stages: unknown stage '\(s)' (expected pass, validate, sqlite, postgres, pass-1, validate-1)")
         }
     }
@@ -62,8 +66,10 @@ struct StageBench: AsyncParsableCommand {
         let admin = try KafkaAdmin(configuration: KafkaConfiguration(bootstrapServers: brokers, clientID: "streamfirst-bench"))
         print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; librdkafka \(KafkaClientInfo.librdkafkaVersion)")
         print("broker: embedded (librdkafka mock cluster, separate process) at \(brokers)")
-        print("workload: \(records) records x \(benchRecord.count) B (10-field JSON, key k0..k999, headers sf.id, sf.ingest_time), "
-            + "\(partitions) partitions, fetch.wait.max.ms=\(fetchWaitMs), linger.ms=\(linger)\(nagleDisable ? ", socket.nagle.disable=true" : ""); \(rounds) rounds\n")
+        print(
+            "workload: \(records) records x \(benchRecord.count) B (10-field JSON, key k0..k999, headers sf.id, sf.ingest_time), "
+                + "\(partitions) partitions, fetch.wait.max.ms=\(fetchWaitMs), linger.ms=\(linger)\(nagleDisable ? ", socket.nagle.disable=true" : ""); \(rounds) rounds\n"
+        )
 
         var cSamples: [String: [StageSample]] = [:]
         var sSamples: [String: [StageSample]] = [:]
@@ -82,8 +88,10 @@ struct StageBench: AsyncParsableCommand {
                     if which == "c" {
                         let relay = try BenchProcess(
                             executable: selfExe,
-                            arguments: ["c-relay", "--brokers", brokers, "--group", "c-\(id)", "--from", input, "--to", cOut,
-                                                "--fetch-wait-ms", String(fetchWaitMs), "--linger", String(linger)]
+                            arguments: [
+                                "c-relay", "--brokers", brokers, "--group", "c-\(id)", "--from", input, "--to", cOut,
+                                "--fetch-wait-ms", String(fetchWaitMs), "--linger", String(linger),
+                            ]
                                 + (nagleDisable ? ["--nagle-disable"] : []))
                         let sample = try await measureUntilDone(relay, expected: expected) {
                             try await topicCount(admin, cOut, partitions: partitions)
@@ -98,8 +106,10 @@ struct StageBench: AsyncParsableCommand {
                 }
                 let c = cSamples[kind]!.last!
                 let s = sSamples[kind]!.last!
-                print("round \(round + 1) \(kind): C relay \(fmt(c.rate)) rec/s \(String(format: "%.2f", c.cpuPerMillion)) CPU s/M; "
-                    + "Swift \(fmt(s.rate)) rec/s \(String(format: "%.2f", s.cpuPerMillion)) CPU s/M; ratio \(ratioText(s.rate / c.rate))")
+                print(
+                    "round \(round + 1) \(kind): C relay \(fmt(c.rate)) rec/s \(String(format: "%.2f", c.cpuPerMillion)) CPU s/M; "
+                        + "Swift \(fmt(s.rate)) rec/s \(String(format: "%.2f", s.cpuPerMillion)) CPU s/M; ratio \(ratioText(s.rate / c.rate))"
+                )
             }
         }
         print("")
@@ -115,7 +125,9 @@ struct StageBench: AsyncParsableCommand {
             print("  C relay : \(fmt(cRate)) rec/s  \(String(format: "%.2f", cCPU)) CPU s per M records")
             print("  Swift   : \(fmt(sRate)) rec/s  \(String(format: "%.2f", sCPU)) CPU s per M records")
             let verdict = target.map { sRate / cRate >= $0 ? "  (target ≥ \($0): met)" : "  (target ≥ \($0): missed)" } ?? ""
-            print("  Swift/C throughput ratio: \(ratioText(sRate / cRate))\(verdict)   CPU efficiency (C CPU / Swift CPU): \(ratioText(cCPU / sCPU))")
+            print(
+                "  Swift/C throughput ratio: \(ratioText(sRate / cRate))\(verdict)   CPU efficiency (C CPU / Swift CPU): \(ratioText(cCPU / sCPU))"
+            )
         }
         await admin.shutdown()
         _ = try? await broker.terminate()
@@ -173,10 +185,12 @@ struct StageBench: AsyncParsableCommand {
             section = "validate:\n  input: in\n  output: out\n  schema: bench\n\(batch)"
         case "sqlite":
             executable = "persist"
-            section = "persist:\n  input: in\n  sink:\n    type: sqlite\n    path: \"\(dir.path)/bench.sqlite\"\n    table: \(table)\n\(columns)\n\(batch)"
+            section =
+                "persist:\n  input: in\n  sink:\n    type: sqlite\n    path: \"\(dir.path)/bench.sqlite\"\n    table: \(table)\n\(columns)\n\(batch)"
         default:
             executable = "persist"
-            section = "persist:\n  input: in\n  sink:\n    type: postgres\n    url: \"\(postgresURL ?? "")\"\n    table: \(table)\n\(columns)\n\(batch)"
+            section =
+                "persist:\n  input: in\n  sink:\n    type: postgres\n    url: \"\(postgresURL ?? "")\"\n    table: \(table)\n\(columns)\n\(batch)"
         }
         let pipeline = """
             name: bench

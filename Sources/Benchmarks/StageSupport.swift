@@ -3,8 +3,8 @@ import CBaseline
 import EmbeddedBroker
 import Foundation
 import Kafka
-import Synchronization
 import Pipeline
+import Synchronization
 
 // What the stage and end-to-end benchmarks share: the C relay and source as child processes of this
 // executable (hidden subcommands), the worker executables as child processes, their CPU from /proc,
@@ -61,7 +61,9 @@ struct CSourceCommand: ParsableCommand {
         let payload = benchRecord
         var r = cb_result()
         var err = [CChar](repeating: 0, count: 256)
-        let rc = cb_source(brokers, topic, Int64(count), payload, Int32(payload.count), Int32(linger), Int32(rate), nagleDisable ? 1 : 0, &r, &err, Int32(err.count))
+        let rc = cb_source(
+            brokers, topic, Int64(count), payload, Int32(payload.count), Int32(linger), Int32(rate), nagleDisable ? 1 : 0, &r, &err,
+            Int32(err.count))
         if rc != 0 { throw ValidationError("source failed: \(cString(err))") }
         print("sent \(r.messages)")
     }
@@ -180,7 +182,8 @@ func measureUntilDone(
             return StageSample(records: expected - first.done, wall: (now - first.at).seconds, cpu: cpu)
         }
         if let status = process.child.exited {
-            throw ValidationError("\(process.child.executable) exited (\(status)) after \(done) of \(expected):\n\(process.child.standardError)")
+            throw ValidationError(
+                "\(process.child.executable) exited (\(status)) after \(done) of \(expected):\n\(process.child.standardError)")
         }
         try await Task.sleep(for: .milliseconds(5))
     }

@@ -119,7 +119,7 @@ struct TraceBench: AsyncParsableCommand {
                     let start = ContinuousClock.now
                     for (i, m) in messages.enumerated() {
                         _ = traced.handle(m, nowMs: 0, into: &out)
-                        if i % 500 == 499 {  // the stage's batch: produced, then the buffer is reused
+                        if i % 500 == 499 { // the stage's batch: produced, then the buffer is reused
                             sink &+= out.count
                             out.removeAll(keepingCapacity: true)
                         }
@@ -153,6 +153,6 @@ struct TraceBench: AsyncParsableCommand {
                             (cpu - baseCPU) / 1000))
             }
         }
-        if sink == 42 { print("") }  // keeps the loops from being optimised away
+        if sink == 42 { print("") } // keeps the loops from being optimised away
     }
 }

@@ -3,6 +3,7 @@ import Yams
 
 // Yams' `Node` is an immutable value (an enum of strings, marks and arrays of nodes) that is not
 // declared Sendable; parsed configuration is handed to stage services on other tasks, so say so here.
+// swift-format-ignore: AvoidRetroactiveConformances
 extension Node: @retroactive @unchecked Sendable {}
 
 /// A configuration error: names the file, the line, the key path, and what to do about it.
@@ -265,7 +266,9 @@ public final class ConfigMapping {
     public func int(_ key: String, default value: Int, in range: ClosedRange<Int>? = nil) throws(ConfigError) -> Int {
         try optional(key)?.int(in: range) ?? value
     }
-    public func double(_ key: String, default value: Double, in range: ClosedRange<Double>? = nil) throws(ConfigError)
+    public func double(
+        _ key: String, default value: Double, in range: ClosedRange<Double>? = nil
+    ) throws(ConfigError)
         -> Double
     {
         try optional(key)?.double(in: range) ?? value
@@ -300,7 +303,8 @@ public final class ConfigMapping {
 
 /// Levenshtein distance, for "did you mean" suggestions.
 func editDistance(_ a: String, _ b: String) -> Int {
-    let a = Array(a), b = Array(b)
+    let a = Array(a)
+    let b = Array(b)
     if a.isEmpty { return b.count }
     if b.isEmpty { return a.count }
     var previous = Array(0...b.count)
@@ -366,7 +370,8 @@ public enum Interpolation {
                 variable = body
                 fallback = nil
             }
-            let validName = !variable.isEmpty && variable.first.map { !$0.isNumber } == true
+            let validName =
+                !variable.isEmpty && variable.first.map { !$0.isNumber } == true
                 && variable.allSatisfy { $0 == "_" || ($0.isASCII && ($0.isLetter || $0.isNumber)) }
             guard validName else {
                 throw Failure(message: "bad variable reference '${\(body)}': expected ${VAR} or ${VAR:-default}")

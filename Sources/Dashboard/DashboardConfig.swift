@@ -67,7 +67,9 @@ public struct DashboardConfig: Sendable {
         guard let metrics = spec.metrics else {
             throw ConfigError(
                 file: spec.file, line: node.line, path: "dashboard",
-                message: "the dashboard reads the workers' counters from the metrics topic: add a top-level 'metrics: { topic: <logical topic>, interval: 1s }' section")
+                message:
+                    "the dashboard reads the workers' counters from the metrics topic: add a top-level 'metrics: { topic: <logical topic>, interval: 1s }' section"
+            )
         }
         func topic(_ n: ConfigNode) throws(ConfigError) -> String {
             let logical = try n.string()
@@ -101,7 +103,8 @@ public struct DashboardConfig: Sendable {
         let chartJS = try chartNode?.string() ?? defaultChartJSPath
         try m.finish()
         if checkFiles && !FileManager.default.isReadableFile(atPath: chartJS) {
-            let message = "Chart.js is not at \(chartJS): install Debian's libjs-chart.js (apt-get install libjs-chart.js; `make test` and the container image do) or point chart_js at the file"
+            let message =
+                "Chart.js is not at \(chartJS): install Debian's libjs-chart.js (apt-get install libjs-chart.js; `make test` and the container image do) or point chart_js at the file"
             throw chartNode?.error(message) ?? ConfigError(file: spec.file, line: node.line, path: "dashboard.chart_js", message: message)
         }
         return DashboardConfig(

@@ -20,7 +20,8 @@ public enum DashboardHTTP {
         let router = Router()
         let page = ByteBuffer(string: DashboardPage.html(config: service.config))
         router.get("/") { _, _ -> Response in
-            Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"], body: .init(byteBuffer: page))
+            Response(
+                status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"], body: .init(byteBuffer: page))
         }
         router.get("chart.js") { _, _ -> Response in
             Response(

@@ -27,7 +27,8 @@ public enum DashboardPage {
         let json = (try? JSONEncoder().encode(pageConfig)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
         // Inside <script>: "</" must not close the element.
         let safeJSON = json.replacingOccurrences(of: "</", with: "<\\/")
-        return template
+        return
+            template
             .replacingOccurrences(of: "{{TITLE}}", with: escapeHTML(config.title))
             .replacingOccurrences(of: "{{CONFIG}}", with: safeJSON)
     }

@@ -82,8 +82,10 @@ public final class ChildProcess: Sendable {
     /// What ``wait()`` is still waiting for ("its exit", "end of file on its stdout", …), for errors
     /// about a child that did not finish; empty once it has.
     public var pending: [String] {
-        [(exitStatus.value == nil, "its exit"), (stdoutDone.value == nil, "end of file on its stdout"),
-         (stderrDone.value == nil, "end of file on its stderr")].filter(\.0).map(\.1)
+        [
+            (exitStatus.value == nil, "its exit"), (stdoutDone.value == nil, "end of file on its stdout"),
+            (stderrDone.value == nil, "end of file on its stderr"),
+        ].filter(\.0).map(\.1)
     }
 
     /// Sends a signal (SIGTERM, SIGKILL, SIGSTOP, …).
@@ -171,12 +173,15 @@ public final class ChildProcess: Sendable {
             timedOut = true
             status = await child.kill()
         }
-        return Completion(status: status, standardOutput: lines.withLockedValue { $0 }, standardError: child.standardError, timedOut: timedOut)
+        return Completion(
+            status: status, standardOutput: lines.withLockedValue { $0 }, standardError: child.standardError, timedOut: timedOut)
     }
 
     /// Finds an executable built with this package: `$STREAMFIRST_BIN_DIR`, else the directory of the
     /// running binary (tests run from `.build/<triple>/debug/`), else `.build/debug`.
-    public static func locate(_ name: String, environment: [String: String] = ProcessInfo.processInfo.environment)
+    public static func locate(
+        _ name: String, environment: [String: String] = ProcessInfo.processInfo.environment
+    )
         throws(EmbeddedBrokerError) -> URL
     {
         var directories: [String] = []
@@ -194,7 +199,9 @@ public final class ChildProcess: Sendable {
             let path = URL(fileURLWithPath: dir).appendingPathComponent(name).path
             if FileManager.default.isExecutableFile(atPath: path) { return URL(fileURLWithPath: path) }
         }
-        throw .process("cannot find the '\(name)' executable in \(directories.joined(separator: ", ")); run `swift build` first or set STREAMFIRST_BIN_DIR")
+        throw .process(
+            "cannot find the '\(name)' executable in \(directories.joined(separator: ", ")); run `swift build` first or set STREAMFIRST_BIN_DIR"
+        )
     }
 }
 

@@ -55,7 +55,8 @@ public enum ControlCommand: Sendable, Hashable {
         let args = Array(words.dropFirst())
         func arity(_ counts: ClosedRange<Int>) throws(EmbeddedBrokerError) {
             guard counts.contains(args.count) else {
-                let wanted = counts.lowerBound == counts.upperBound
+                let wanted =
+                    counts.lowerBound == counts.upperBound
                     ? "\(counts.lowerBound)" : "\(counts.lowerBound) to \(counts.upperBound)"
                 throw .invalidArgument(
                     "\(name) takes \(wanted) argument\(counts.upperBound == 1 ? "" : "s"), got \(args.count); usage: \(usage)")
@@ -141,7 +142,7 @@ public enum ControlCommand: Sendable, Hashable {
         case "help":
             try arity(0...0)
             return .help
-        default:  // "shutdown"; `syntax` has no other names
+        default: // "shutdown"; `syntax` has no other names
             try arity(0...0)
             return .shutdown
         }

@@ -30,7 +30,7 @@ final class ControlHandler: ChannelInboundHandler {
                 written.whenComplete { _ in core.requestShutdown() }
             }
             return written
-        }.recover { _ in }  // the client went away; later replies are dropped the same way
+        }.recover { _ in } // the client went away; later replies are dropped the same way
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {

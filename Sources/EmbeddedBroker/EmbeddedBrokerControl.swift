@@ -65,7 +65,7 @@ public struct EmbeddedBrokerControl: Sendable {
                 }
                 return reply
             }
-        } catch where timedOut.withLockedValue({ $0 }) {
+        } catch  where timedOut.withLockedValue({ $0 }) {
             throw EmbeddedBrokerError.connection("\(host):\(port) sent no reply to '\(command)' within \(timeout)")
         }
     }

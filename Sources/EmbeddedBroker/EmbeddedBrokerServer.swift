@@ -230,7 +230,7 @@ final class BrokerCore: Sendable {
         guard first else { return }
         let cluster = self.cluster
         _ = try? await pool.runIfActive { cluster.shutdown() }
-        cluster.shutdown()  // no-op if the pool ran it
+        cluster.shutdown() // no-op if the pool ran it
         try? await pool.shutdownGracefully()
     }
 
@@ -255,7 +255,9 @@ final class BrokerCore: Sendable {
         do {
             switch command {
             case .createTopic(let spec):
-                try await mock { try cluster.createTopic(spec.name, partitions: spec.partitions, replicationFactor: spec.replicationFactor) }
+                try await mock {
+                    try cluster.createTopic(spec.name, partitions: spec.partitions, replicationFactor: spec.replicationFactor)
+                }
                 state.withLockedValue { $0.topics.append(spec) }
                 return .ok("created \(spec)")
             case .brokerDown(let id):

@@ -32,7 +32,7 @@ struct LineDecoder: ByteToMessageDecoder {
         let length = newline - view.startIndex
         if length > maximumLength { throw LineTooLongError(maximumLength: maximumLength) }
         var line = buffer.readString(length: length) ?? ""
-        buffer.moveReaderIndex(forwardBy: 1)  // the newline
+        buffer.moveReaderIndex(forwardBy: 1) // the newline
         if line.hasSuffix("\r") { line.removeLast() }
         context.fireChannelRead(wrapInboundOut(line))
         return .continue

@@ -48,18 +48,18 @@ public enum PipelineTopics {
         } catch {
             throw .pipeline("\(file): invalid YAML: \(error)")
         }
-        guard let root else { return [] }  // an empty document declares nothing
+        guard let root else { return [] } // an empty document declares nothing
         guard case .mapping(let top) = root else {
             throw fail(root, "(top level)", "expected a mapping with a 'topics:' section")
         }
         guard let topicsNode = top["topics"] else { return [] }
-        if case .scalar = topicsNode, topicsNode.null != nil { return [] }  // `topics:` with nothing under it
+        if case .scalar = topicsNode, topicsNode.null != nil { return [] } // `topics:` with nothing under it
         guard case .mapping(let topics) = topicsNode else {
             throw fail(topicsNode, "topics", "expected a mapping of logical name to { name, partitions, replication_factor }")
         }
 
         var specs: [TopicSpec] = []
-        var declared: [String: String] = [:]  // topic name -> logical name
+        var declared: [String: String] = [:] // topic name -> logical name
         for (keyNode, value) in topics {
             guard let logical = keyNode.string else {
                 throw fail(keyNode, "topics", "a logical topic name must be a string")
@@ -91,14 +91,16 @@ public enum PipelineTopics {
                 return n
             }
             guard let partitions = positive(partitionsNode) else {
-                throw fail(partitionsNode, "\(path).partitions",
-                           "expected a positive integer, got '\(partitionsNode.string ?? "?")'")
+                throw fail(
+                    partitionsNode, "\(path).partitions",
+                    "expected a positive integer, got '\(partitionsNode.string ?? "?")'")
             }
             var replication = 1
             if let rfNode = entry["replication_factor"] {
                 guard let rf = positive(rfNode) else {
-                    throw fail(rfNode, "\(path).replication_factor",
-                               "expected a positive integer, got '\(rfNode.string ?? "?")'")
+                    throw fail(
+                        rfNode, "\(path).replication_factor",
+                        "expected a positive integer, got '\(rfNode.string ?? "?")'")
                 }
                 replication = rf
             }

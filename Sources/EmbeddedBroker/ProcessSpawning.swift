@@ -36,7 +36,9 @@ public enum ProcessSpawning {
     /// Gives `process` three pipes as its standard streams and runs it, one spawn at a time.
     public static func start(_ process: Process) throws -> Streams {
         try serialized {
-            let input = Pipe(), output = Pipe(), error = Pipe()
+            let input = Pipe()
+            let output = Pipe()
+            let error = Pipe()
             process.standardInput = input
             process.standardOutput = output
             process.standardError = error

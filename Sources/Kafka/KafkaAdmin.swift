@@ -79,7 +79,9 @@ public final class KafkaAdmin: Sendable {
     // MARK: - Metadata
 
     /// The cluster's brokers and topics (internal topics such as `__consumer_offsets` included).
-    public func metadata(timeout: Duration = .seconds(10)) async throws -> (
+    public func metadata(
+        timeout: Duration = .seconds(10)
+    ) async throws -> (
         brokers: [KafkaBrokerDescription], topics: [KafkaTopicDescription]
     ) {
         try await fetchMetadata(topic: nil, timeout: timeout)
@@ -101,7 +103,9 @@ public final class KafkaAdmin: Sendable {
         return t
     }
 
-    private func fetchMetadata(topic: String?, timeout: Duration) async throws -> (
+    private func fetchMetadata(
+        topic: String?, timeout: Duration
+    ) async throws -> (
         brokers: [KafkaBrokerDescription], topics: [KafkaTopicDescription]
     ) {
         let client = self.client
@@ -145,7 +149,9 @@ public final class KafkaAdmin: Sendable {
     }
 
     /// Low and high watermarks of a partition.
-    public func watermarks(topic: String, partition: Int32, timeout: Duration = .seconds(10)) async throws -> (
+    public func watermarks(
+        topic: String, partition: Int32, timeout: Duration = .seconds(10)
+    ) async throws -> (
         low: Int64, high: Int64
     ) {
         let client = self.client
@@ -227,7 +233,9 @@ public final class KafkaAdmin: Sendable {
 
     /// A group's committed offsets in these topics' partitions (``KafkaOffset/invalid`` where none).
     /// Reads them without joining the group.
-    public func groupOffsets(group: String, topics: [String], timeout: Duration = .seconds(10)) async throws
+    public func groupOffsets(
+        group: String, topics: [String], timeout: Duration = .seconds(10)
+    ) async throws
         -> [KafkaTopicPartitionOffset]
     {
         var partitions: [KafkaTopicPartition] = []

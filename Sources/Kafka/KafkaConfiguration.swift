@@ -204,11 +204,14 @@ public struct KafkaConsumerConfiguration: Sendable, Hashable {
     /// `partition.assignment.strategy`. librdkafka 2.0.2's cooperative-sticky assignor loses
     /// assignments and duplicates messages on rebalance; the eager ones are the default here.
     public enum Assignor: String, Sendable, Hashable {
-        case range, roundRobin = "roundrobin", cooperativeSticky = "cooperative-sticky"
+        case range
+        case roundRobin = "roundrobin"
+        case cooperativeSticky = "cooperative-sticky"
     }
     /// `isolation.level`.
     public enum Isolation: String, Sendable, Hashable {
-        case readCommitted = "read_committed", readUncommitted = "read_uncommitted"
+        case readCommitted = "read_committed"
+        case readUncommitted = "read_uncommitted"
     }
 
     public var kafka: KafkaConfiguration

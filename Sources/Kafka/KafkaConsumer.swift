@@ -300,7 +300,9 @@ public final class KafkaConsumer: Sendable {
     }
 
     /// The group's committed offsets for these partitions (``KafkaOffset/invalid`` where none).
-    public func committed(_ partitions: [KafkaTopicPartition], timeout: Duration = .seconds(10)) async throws
+    public func committed(
+        _ partitions: [KafkaTopicPartition], timeout: Duration = .seconds(10)
+    ) async throws
         -> [KafkaTopicPartitionOffset]
     {
         try ensureOpen()
@@ -321,7 +323,7 @@ public final class KafkaConsumer: Sendable {
         let positions = list.elements
         // Records fetched but not handed out yet are not consumed: report the first of them.
         var pending = poller.prefetchedFirstOffsets()
-        for (tp, offset) in leftover.firstOffsets() { pending[tp] = offset }  // leftover records come first
+        for (tp, offset) in leftover.firstOffsets() { pending[tp] = offset } // leftover records come first
         return positions.map { p in
             var p = p
             if let o = pending[p.topicPartition] { p.offset = o }
@@ -330,7 +332,9 @@ public final class KafkaConsumer: Sendable {
     }
 
     /// Low and high watermarks of a partition, asked from the broker.
-    public func watermarks(topic: String, partition: Int32, timeout: Duration = .seconds(10)) async throws -> (
+    public func watermarks(
+        topic: String, partition: Int32, timeout: Duration = .seconds(10)
+    ) async throws -> (
         low: Int64, high: Int64
     ) {
         try ensureOpen()
@@ -340,7 +344,9 @@ public final class KafkaConsumer: Sendable {
     }
 
     /// Lag of the group in the assigned partitions (or the given ones): committed offsets against high watermarks.
-    public func lag(_ partitions: [KafkaTopicPartition]? = nil, timeout: Duration = .seconds(10)) async throws
+    public func lag(
+        _ partitions: [KafkaTopicPartition]? = nil, timeout: Duration = .seconds(10)
+    ) async throws
         -> [KafkaPartitionLag]
     {
         let parts: [KafkaTopicPartition]
@@ -385,7 +391,9 @@ public final class KafkaConsumer: Sendable {
     }
 
     /// Offsets for a start position, asked from the broker where needed.
-    public func resolve(_ position: KafkaStartPosition, for partitions: [KafkaTopicPartition]) async throws
+    public func resolve(
+        _ position: KafkaStartPosition, for partitions: [KafkaTopicPartition]
+    ) async throws
         -> [KafkaTopicPartitionOffset]
     {
         try ensureOpen()
@@ -407,7 +415,7 @@ public final class KafkaConsumer: Sendable {
         let paused = Set(partitions)
         // Hand out nothing more from paused partitions; rewind them so nothing is skipped on resume.
         var firstOffsets = poller.invalidate(paused, rewind: true)
-        for (tp, offset) in leftover.remove(partitions: paused) { firstOffsets[tp] = offset }  // leftover records come first
+        for (tp, offset) in leftover.remove(partitions: paused) { firstOffsets[tp] = offset } // leftover records come first
         let rewinds = firstOffsets.map { KafkaTopicPartitionOffset($0.key, offset: $0.value) }
         for r in rewinds {
             try withTopicHandle(r.topic) { rkt in
@@ -519,7 +527,7 @@ final class ConsumerPoller: Sendable {
         /// Partitions revoked while the thread polls (set from the rebalance callback).
         var revokedDuringPoll: Set<KafkaTopicPartition> = []
         /// Partitions paused or sought by the application while the thread polls.
-        var invalidatedDuringPoll: [KafkaTopicPartition: Bool] = [:]  // value: rewind (pause)
+        var invalidatedDuringPoll: [KafkaTopicPartition: Bool] = [:] // value: rewind (pause)
         /// The thread is in a poll pass (serve or read-ahead) whose batch is not settled yet.
         var polling = false
         /// One batch read ahead, and how large the next one may be (0: no read-ahead wanted).
@@ -636,7 +644,14 @@ final class ConsumerPoller: Sendable {
         beginClose(beforeDestroy)
         let finished = self.finished
         let seconds = Double(timeout.milliseconds) / 1000
-        return (try? await runBlocking { finished.lock(whenValue: 1, timeoutSeconds: seconds) ? { finished.unlock(); return true }() : false }) ?? false
+        return
+            (try? await runBlocking {
+                finished.lock(whenValue: 1, timeoutSeconds: seconds)
+                    ? {
+                        finished.unlock()
+                        return true
+                    }() : false
+            }) ?? false
     }
 
     /// Asks the polling thread to close (answering queued requests with nothing); does not wait.
@@ -665,9 +680,10 @@ final class ConsumerPoller: Sendable {
         var topicNames: [UnsafeMutableRawPointer: String] = [:]
         while true {
             var work = Work.close(nil)
-            state.waitAndModify(until: { s in
+            let hasWork: (State) -> Bool = { s in
                 s.closing || !s.queue.isEmpty || (s.readAheadSize > 0 && s.prefetched.isEmpty && s.pendingFailure == nil)
-            }) { s in
+            }
+            state.waitAndModify(until: hasWork) { s in
                 if s.closing {
                     work = .close(s.closeAction)
                 } else if !s.queue.isEmpty {
@@ -675,7 +691,7 @@ final class ConsumerPoller: Sendable {
                     s.polling = s.prefetched.isEmpty
                 } else {
                     work = .readAhead(s.readAheadSize)
-                    s.readAheadSize = 0  // one pass per batch taken
+                    s.readAheadSize = 0 // one pass per batch taken
                     s.polling = true
                 }
             }

@@ -59,7 +59,8 @@ public final class KafkaProducer: Sendable {
         func stop() { value.store(LifecycleFlag.stopped, ordering: .releasing) }
         /// running → stopping; false if it was not running.
         func beginStopping() -> Bool {
-            value.compareExchange(expected: LifecycleFlag.running, desired: LifecycleFlag.stopping, ordering: .acquiringAndReleasing).exchanged
+            value.compareExchange(expected: LifecycleFlag.running, desired: LifecycleFlag.stopping, ordering: .acquiringAndReleasing)
+                .exchanged
         }
     }
 
@@ -338,15 +339,21 @@ public final class KafkaProducer: Sendable {
                 add(RD_KAFKA_VTYPE_RKT) { $0.u.rkt = rkt }
                 add(RD_KAFKA_VTYPE_PARTITION) { $0.u.i32 = partition }
                 add(RD_KAFKA_VTYPE_MSGFLAGS) { $0.u.i = RD_KAFKA_MSG_F_COPY }
-                add(RD_KAFKA_VTYPE_VALUE) { $0.u.mem.ptr = UnsafeMutableRawPointer(mutating: value); $0.u.mem.size = valueLength }
-                add(RD_KAFKA_VTYPE_KEY) { $0.u.mem.ptr = UnsafeMutableRawPointer(mutating: key); $0.u.mem.size = keyLength }
+                add(RD_KAFKA_VTYPE_VALUE) {
+                    $0.u.mem.ptr = UnsafeMutableRawPointer(mutating: value)
+                    $0.u.mem.size = valueLength
+                }
+                add(RD_KAFKA_VTYPE_KEY) {
+                    $0.u.mem.ptr = UnsafeMutableRawPointer(mutating: key)
+                    $0.u.mem.size = keyLength
+                }
                 add(RD_KAFKA_VTYPE_OPAQUE) { $0.u.ptr = opaque }
                 if let ts = message.timestamp { add(RD_KAFKA_VTYPE_TIMESTAMP) { $0.u.i64 = ts } }
                 if let headers { add(RD_KAFKA_VTYPE_HEADERS) { $0.u.headers = headers } }
                 return vus.withUnsafeBufferPointer { rd_kafka_produceva(client.rk, $0.baseAddress, n) }
             }
         }
-        guard let error else { return nil }  // librdkafka now owns the headers.
+        guard let error else { return nil } // librdkafka now owns the headers.
         if let headers { rd_kafka_headers_destroy(headers) }
         let code = rd_kafka_error_code(error)
         rd_kafka_error_destroy(error)
@@ -518,7 +525,7 @@ private struct EventServer {
             if handle(event) && mayDefer {
                 dispatcher.deferDestroy(event)
             } else {
-                rd_kafka_event_destroy(event)  // frees the reported messages
+                rd_kafka_event_destroy(event) // frees the reported messages
             }
         }
         return false
@@ -830,8 +837,9 @@ final class DeliveryDispatcher: Sendable {
     }
 
     private func deliveryError(_ err: rd_kafka_resp_err_t) -> KafkaError {
-        if let fatal = fatalError, err == RD_KAFKA_RESP_ERR__FATAL || err == RD_KAFKA_RESP_ERR__PURGE_QUEUE
-            || err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT
+        if let fatal = fatalError,
+            err == RD_KAFKA_RESP_ERR__FATAL || err == RD_KAFKA_RESP_ERR__PURGE_QUEUE
+                || err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT
         {
             return fatal
         }
@@ -908,5 +916,3 @@ final class DeliveryDispatcher: Sendable {
         for w in waiters { w.resume(throwing: KafkaProducer.closedError) }
     }
 }
-
-

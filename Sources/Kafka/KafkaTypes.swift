@@ -147,7 +147,7 @@ public struct KafkaMessage: Sendable, Hashable {
 
     private mutating func modify(_ body: (inout Owned) -> Void) {
         var o = owned()
-        storage = .owned(Owned(topic: "", key: nil, value: nil, headers: []))  // drop the reference before mutating
+        storage = .owned(Owned(topic: "", key: nil, value: nil, headers: [])) // drop the reference before mutating
         body(&o)
         storage = .owned(o)
     }

@@ -155,7 +155,8 @@ public struct ChaosRun: Sendable {
         var lossLines: String {
             guard !lost.isEmpty else { return "" }
             let hops = lostAtHop.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
-            let retention = lostToRetention > 0 ? "; \(lostToRetention) of them evicted by the broker's retention before the hop read them" : ""
+            let retention =
+                lostToRetention > 0 ? "; \(lostToRetention) of them evicted by the broker's retention before the hop read them" : ""
             return "\n  lost at hop           \(hops.isEmpty ? "unknown" : hops)\(retention) (tap read \(tapped) records)"
                 + lossDiagnosis.map { "\n    " + $0 }.joined()
         }
@@ -190,7 +191,8 @@ public struct ChaosRun: Sendable {
         var report = Report()
         report.records = count
         report.stateful = stateful
-        report.logs = URL(fileURLWithPath: local.logFile(.ingest)).deletingLastPathComponent().path
+        report.logs =
+            URL(fileURLWithPath: local.logFile(.ingest)).deletingLastPathComponent().path
             + "/{\(local.stages.map(\.rawValue).joined(separator: ","))}.log (every instance appends; kept after the run; t+0 = "
             + Date().formatted(.iso8601) + ")"
         // Every data topic and the dead letters, read from outside the pipeline as the run goes on.
@@ -220,7 +222,7 @@ public struct ChaosRun: Sendable {
             try await local.start(local.stages.filter { $0 != .ingest })
             try await local.start(.ingest)
             progress("pipeline running: \(count) generated records, 3 brokers, \(report.partitions) partitions")
-            var dice = SplitMix64(seed: options.seed)  // a seed replays the fault schedule
+            var dice = SplitMix64(seed: options.seed) // a seed replays the fault schedule
             let recoveries = NIOLockedValueBox<[Int]>([])
             var watchers: [Task<Void, Never>] = []
             let stages = local.stages
@@ -237,7 +239,7 @@ public struct ChaosRun: Sendable {
                 }
                 let base = Double(options.interval.components.seconds) + Double(options.interval.components.attoseconds) / 1e18
                 let pause = base * (0.5 + Double(dice.below(1000)) / 1000)
-                try await Task.sleep(for: .milliseconds(Int(pause * 1000)))  // the schedule itself, not a synchronisation
+                try await Task.sleep(for: .milliseconds(Int(pause * 1000))) // the schedule itself, not a synchronisation
                 guard local.process(.ingest)?.exited == nil else { break }
                 let action = options.brokerFaults ? dice.below(4) : 0
                 if action <= 1 {
@@ -248,13 +250,14 @@ public struct ChaosRun: Sendable {
                     try await local.start(stage, waitUntilReady: false)
                     report.kills.append(stage.rawValue)
                     progress("t+\(Self.seconds(since: started)) s killed \(stage.rawValue) (SIGKILL) and restarted it")
-                    watchers.append(Task { [local] in
-                        if await Self.waitReady(local, stage) {
-                            let d = ContinuousClock.now - killedAt
-                            let ms = Int(d.milliseconds)
-                            recoveries.withLockedValue { $0.append(ms) }
-                        }
-                    })
+                    watchers.append(
+                        Task { [local] in
+                            if await Self.waitReady(local, stage) {
+                                let d = ContinuousClock.now - killedAt
+                                let ms = Int(d.milliseconds)
+                                recoveries.withLockedValue { $0.append(ms) }
+                            }
+                        })
                 } else {
                     guard let control = local.broker?.control else { continue }
                     let faultAt = Self.seconds(since: started)
@@ -285,7 +288,8 @@ public struct ChaosRun: Sendable {
 
             // The invariants, checked while the broker still runs so that lost records can be looked for.
             if stateful {
-                try await Self.checkWindows(local, seed: seed, count: count, dead: dead, input: windowTopics.input, output: windowTopics.output, report: &report)
+                try await Self.checkWindows(
+                    local, seed: seed, count: count, dead: dead, input: windowTopics.input, output: windowTopics.output, report: &report)
             } else {
                 // Invariants over exact ids.
                 let sqlite = local.workerEnvironment["SQLITE_PATH"] ?? ""
@@ -333,7 +337,9 @@ public struct ChaosRun: Sendable {
                     }
                     report.implicitlyAcknowledged += count
                     report.implicitAcksWrittenOnce += once.count
-                    report.implicitAcks.append("\(stage.rawValue) \(count) in \(places): \(ids.joined(separator: ","))\(once.isEmpty ? "" : ", written only by the re-send: \(once.joined(separator: ","))")")
+                    report.implicitAcks.append(
+                        "\(stage.rawValue) \(count) in \(places): \(ids.joined(separator: ","))\(once.isEmpty ? "" : ", written only by the re-send: \(once.joined(separator: ","))")"
+                    )
                 }
             }
             report.tapped = tap.recordsRead
@@ -390,7 +396,9 @@ public struct ChaosRun: Sendable {
         var out: [KafkaTopicPartition: Int64] = [:]
         for t in topics {
             for p in 0..<(local.spec.topics.values.first { $0.name == t }?.partitions ?? 0) {
-                if let w = try? await admin.watermarks(topic: t, partition: Int32(p)) { out[KafkaTopicPartition(topic: t, partition: Int32(p))] = w.high }
+                if let w = try? await admin.watermarks(topic: t, partition: Int32(p)) {
+                    out[KafkaTopicPartition(topic: t, partition: Int32(p))] = w.high
+                }
             }
         }
         await admin.shutdown()
@@ -400,7 +408,8 @@ public struct ChaosRun: Sendable {
     static func waitReady(_ local: LocalPipeline, _ stage: PipelineSpec.StageName) async -> Bool {
         let deadline = ContinuousClock.now + .seconds(90)
         while ContinuousClock.now < deadline {
-            if let port = local.port(stage), let r = try? await HTTPGet.get(host: "127.0.0.1", port: port, path: "/readyz"), r.status == 200 {
+            if let port = local.port(stage), let r = try? await HTTPGet.get(host: "127.0.0.1", port: port, path: "/readyz"), r.status == 200
+            {
                 return true
             }
             try? await Task.sleep(for: .milliseconds(50))
@@ -424,7 +433,8 @@ public struct ChaosRun: Sendable {
             try await control.setRTT(broker: id, milliseconds: 0)
             return "broker \(id) RTT 300 ms for 2 s"
         case 2:
-            try await control.pushRequestErrors(api: "Produce", errors: ["NOT_LEADER_FOR_PARTITION", "REQUEST_TIMED_OUT", "NOT_ENOUGH_REPLICAS"])
+            try await control.pushRequestErrors(
+                api: "Produce", errors: ["NOT_LEADER_FOR_PARTITION", "REQUEST_TIMED_OUT", "NOT_ENOUGH_REPLICAS"])
             return "3 Produce request errors"
         default:
             let topics = spec.topics.values.sorted { $0.name < $1.name }
@@ -464,7 +474,9 @@ public struct ChaosRun: Sendable {
     static func generator(_ spec: PipelineSpec) throws -> (seed: UInt64, count: Int) {
         let m = try spec.stage(.ingest).mapping()
         let source = try m.required("source").mapping()
-        guard try source.required("type").string() == "generator" else { throw LocalRunError("chaos needs an ingest source of type generator") }
+        guard try source.required("type").string() == "generator" else {
+            throw LocalRunError("chaos needs an ingest source of type generator")
+        }
         let count = try source.int("count", default: 0, in: 0...Int.max)
         guard count > 0 else { throw LocalRunError("chaos needs a generator with a count (the records it must find again)") }
         return (UInt64(try source.int("seed", default: 1, in: 0...Int.max)), count)
@@ -472,7 +484,7 @@ public struct ChaosRun: Sendable {
 
     static func column(_ name: String, table: String, path: String) async throws -> [String] {
         let connection = try await SQLiteConnection.open(storage: .file(path: path))
-        let out = NIOLockedValueBox<[String]>([])  // sqlite-nio calls back on its own thread
+        let out = NIOLockedValueBox<[String]>([]) // sqlite-nio calls back on its own thread
         try await connection.query("SELECT \(name) FROM \(table)", []) { row in
             if let v = row.columns.first?.data.string { out.withLockedValue { $0.append(v) } }
         }

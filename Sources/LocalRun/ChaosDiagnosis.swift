@@ -160,7 +160,12 @@ final class RecordTap: Sendable {
 final class ProblemLog: Sendable {
     private let lines = NIOLockedValueBox<[String]>([])
     func add(_ line: String) { lines.withLockedValue { if $0.count < 100 { $0.append(line) } } }
-    func take() -> [String] { lines.withLockedValue { l in defer { l = [] }; return l } }
+    func take() -> [String] {
+        lines.withLockedValue { l in
+            defer { l = [] }
+            return l
+        }
+    }
 }
 
 struct CapturingLogHandler: LogHandler {
@@ -210,7 +215,10 @@ extension ChaosRun {
 
     /// For each lost record: the topics it reached (from the tap) and the hop that lost it — the first
     /// stage that had it in its input topic and wrote it to neither its output nor the dead letters.
-    static func locate(_ lost: [String], seed: UInt64, tap: RecordTap, chain: [(stage: PipelineSpec.StageName, input: String?, output: String?)], partitionOf: (Int) -> Int32) -> [LostRecord] {
+    static func locate(
+        _ lost: [String], seed: UInt64, tap: RecordTap, chain: [(stage: PipelineSpec.StageName, input: String?, output: String?)],
+        partitionOf: (Int) -> Int32
+    ) -> [LostRecord] {
         let prefix = "gen:\(seed):"
         var out: [LostRecord] = []
         for id in lost {
@@ -313,7 +321,8 @@ extension ChaosRun {
                 if gone > 0 {
                     evidence.evicted += gone
                     evidence.lines.append(
-                        "  \(gone) of them are below \(input.topic)[\(partition)]'s low watermark \(w.low): evicted by the broker's retention before \(first.hop) read them (see offset resets)")
+                        "  \(gone) of them are below \(input.topic)[\(partition)]'s low watermark \(w.low): evicted by the broker's retention before \(first.hop) read them (see offset resets)"
+                    )
                 }
             }
             var commits: [String] = []
@@ -346,19 +355,22 @@ extension ChaosRun {
             if let when {
                 let near = events.filter { abs($0.atMs - when) <= 20_000 }
                 evidence.lines.append(
-                    "  faults within 20 s of \(t(when)): " + (near.isEmpty ? "none" : near.map { "\(t($0.atMs)) \($0.what)" }.joined(separator: ", ")))
+                    "  faults within 20 s of \(t(when)): "
+                        + (near.isEmpty ? "none" : near.map { "\(t($0.atMs)) \($0.what)" }.joined(separator: ", ")))
             }
         }
         let problems = tap.problems
         if !problems.isEmpty {
-            evidence.lines.append("the tap itself could not read everything (its sightings are incomplete): \(problems.prefix(3).joined(separator: " | "))")
+            evidence.lines.append(
+                "the tap itself could not read everything (its sightings are incomplete): \(problems.prefix(3).joined(separator: " | "))")
         }
         return evidence
     }
 
     static func generatorSource(_ spec: PipelineSpec) throws -> GeneratorSource? {
         let ingest = try spec.stage(.ingest).mapping()
-        return try SourceFactory.make(try ingest.required("source").mapping(), baseDirectory: spec.baseDirectory, logger: Logger(label: "chaos"))
+        return try SourceFactory.make(
+            try ingest.required("source").mapping(), baseDirectory: spec.baseDirectory, logger: Logger(label: "chaos"))
             as? GeneratorSource
     }
 
@@ -375,7 +387,8 @@ extension ChaosRun {
         let out = NIOLockedValueBox<[Int32: Int64]>([:])
         do {
             try await connection.query(
-                "SELECT partition, next_offset FROM streamfirst_offsets WHERE consumer_group = ? AND topic = ?", [.text(group), .text(topic)]
+                "SELECT partition, next_offset FROM streamfirst_offsets WHERE consumer_group = ? AND topic = ?",
+                [.text(group), .text(topic)]
             ) { row in
                 if let p = row.column("partition")?.integer, let o = row.column("next_offset")?.integer {
                     out.withLockedValue { $0[Int32(p)] = Int64(o) }

@@ -111,10 +111,13 @@ public final class LocalPipeline: Sendable {
     ///
     /// With `waitUntilReady` (the default) it also waits for `/readyz`: a consuming stage is ready
     /// once its group has assigned it partitions, so records produced afterwards flow at once.
-    public func start(_ stage: PipelineSpec.StageName, extraEnvironment: [String: String] = [:], waitUntilReady: Bool = true)
+    public func start(
+        _ stage: PipelineSpec.StageName, extraEnvironment: [String: String] = [:], waitUntilReady: Bool = true
+    )
         async throws
     {
-        let (process, p) = try await launch(stage.rawValue, what: "the \(stage.rawValue) worker", logFile: logFile(stage), extraEnvironment: extraEnvironment)
+        let (process, p) = try await launch(
+            stage.rawValue, what: "the \(stage.rawValue) worker", logFile: logFile(stage), extraEnvironment: extraEnvironment)
         workers.withLockedValue { $0[stage] = Running(process: process, port: p) }
         if waitUntilReady { try await self.waitUntilReady(stage, process: process, port: p) }
     }
@@ -134,7 +137,10 @@ public final class LocalPipeline: Sendable {
                 if let r = line.range(of: "http_port="), let p = Int(line[r.upperBound...]) { port.set(p) }
             })
         // The port line, the process's end or the timeout — whichever comes first.
-        let exitWatch = Task { let s = await process.wait(); port.finish(.exited(s)) }
+        let exitWatch = Task {
+            let s = await process.wait()
+            port.finish(.exited(s))
+        }
         defer { exitWatch.cancel() }
         DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(Int(timeout.milliseconds))) { port.finish(.timedOut) }
         switch await port.wait() {
@@ -145,7 +151,8 @@ public final class LocalPipeline: Sendable {
         case .timedOut:
             process.signal(SIGKILL)
             throw LocalRunError(
-                "\(what) (pid \(process.processIdentifier)) printed no http_port line within \(timeout); killed it. Its stderr:\n\(process.standardError.suffix(3000))")
+                "\(what) (pid \(process.processIdentifier)) printed no http_port line within \(timeout); killed it. Its stderr:\n\(process.standardError.suffix(3000))"
+            )
         }
     }
 
@@ -197,11 +204,14 @@ public final class LocalPipeline: Sendable {
         p.signal(SIGKILL)
         if let status = await p.wait(timeout: timeout) { return status }
         throw LocalRunError(
-            "the \(stage.rawValue) worker (pid \(p.processIdentifier)) was SIGKILLed, but \(timeout) later this process still waits for \(p.pending.joined(separator: " and "))")
+            "the \(stage.rawValue) worker (pid \(p.processIdentifier)) was SIGKILLed, but \(timeout) later this process still waits for \(p.pending.joined(separator: " and "))"
+        )
     }
 
     /// SIGTERM: the graceful shutdown path. Returns the exit status and whether it took longer than `timeout`.
-    public func terminate(_ stage: PipelineSpec.StageName, timeout: Duration = .seconds(30)) async -> (status: ChildProcess.ExitStatus, timedOut: Bool)? {
+    public func terminate(
+        _ stage: PipelineSpec.StageName, timeout: Duration = .seconds(30)
+    ) async -> (status: ChildProcess.ExitStatus, timedOut: Bool)? {
         guard let p = process(stage) else { return nil }
         return await p.terminate(timeout: timeout)
     }
@@ -273,7 +283,9 @@ public final class LocalPipeline: Sendable {
 
     /// Waits until every consuming stage's group has committed everything in its input topic and the
     /// counts stayed so for two checks in a row. `ingestDone` is awaited first (ingest's end).
-    public func waitUntilDrained(timeout: Duration, onTick: @Sendable ([PipelineSpec.StageName: Int64]) async -> Void = { _ in })
+    public func waitUntilDrained(
+        timeout: Duration, onTick: @Sendable ([PipelineSpec.StageName: Int64]) async -> Void = { _ in }
+    )
         async throws
     {
         let deadline = ContinuousClock.now + timeout
@@ -344,7 +356,8 @@ public final class LocalPipeline: Sendable {
     /// is assigned). Returns its port.
     @discardableResult
     public func startDashboard(extraEnvironment: [String: String] = [:]) async throws -> Int {
-        let (process, p) = try await launch("dashboard", what: "the dashboard", logFile: dashboardLogFile, extraEnvironment: extraEnvironment)
+        let (process, p) = try await launch(
+            "dashboard", what: "the dashboard", logFile: dashboardLogFile, extraEnvironment: extraEnvironment)
         dashboardWorker.withLockedValue { $0 = Running(process: process, port: p) }
         try await waitUntilReady(what: "the dashboard", process: process, port: p)
         return p

@@ -19,7 +19,8 @@ struct WindowOracle {
 
     init(spec: PipelineSpec) throws {
         let ingest = try spec.stage(.ingest).mapping()
-        let source = try SourceFactory.make(try ingest.required("source").mapping(), baseDirectory: spec.baseDirectory, logger: Logger(label: "chaos"))
+        let source = try SourceFactory.make(
+            try ingest.required("source").mapping(), baseDirectory: spec.baseDirectory, logger: Logger(label: "chaos"))
         guard let generator = source as? GeneratorSource else { throw LocalRunError("chaos needs an ingest source of type generator") }
         let raw = try ingest.required("output").string()
         guard let rawTopic = spec.topics[raw] else { throw LocalRunError("ingest writes to \(raw), which is not in topics:") }
@@ -98,7 +99,8 @@ extension ChaosRun {
         }
         if deadIDs != oracle.deadLettered {
             report.windowMismatches.append(
-                "dead letters: \(deadIDs.subtracting(oracle.deadLettered).count) not in the oracle's, \(oracle.deadLettered.subtracting(deadIDs).count) of the oracle's missing")
+                "dead letters: \(deadIDs.subtracting(oracle.deadLettered).count) not in the oracle's, \(oracle.deadLettered.subtracting(deadIDs).count) of the oracle's missing"
+            )
         }
 
         // The output topic: one value per window id, the oracle's.
@@ -132,7 +134,9 @@ extension ChaosRun {
             expectedRows["\(k)@\(ms)"] = n
         }
         if rows != expectedRows {
-            let differing = Set(rows.keys).symmetricDifference(expectedRows.keys).count + rows.filter { expectedRows[$0.key] != nil && expectedRows[$0.key] != $0.value }.count
+            let differing =
+                Set(rows.keys).symmetricDifference(expectedRows.keys).count
+                + rows.filter { expectedRows[$0.key] != nil && expectedRows[$0.key] != $0.value }.count
             report.windowMismatches.append("sink: \(rows.count) rows, \(expectedRows.count) expected, \(differing) differ")
         }
     }
@@ -159,7 +163,7 @@ extension ChaosRun {
     /// `<key>@<window start ms>` → the count column of each row.
     static func sinkRows(path: String, table: String, key: String, count: String) async throws -> [String: Int64] {
         let connection = try await SQLiteConnection.open(storage: .file(path: path))
-        let out = NIOLockedValueBox<[String: Int64]>([:])  // sqlite-nio calls back on its own thread
+        let out = NIOLockedValueBox<[String: Int64]>([:]) // sqlite-nio calls back on its own thread
         try await connection.query("SELECT \(key), window_start, \(count) FROM \(table)", []) { row in
             let c = row.columns
             guard c.count == 3, let k = c[0].data.string else { return }

@@ -32,12 +32,17 @@ extension KafkaProducer {
         var unconfirmed = reports.indices.filter { reports[$0].error == nil && reports[$0].offset < 0 }
         var attempt = 1
         while !unconfirmed.isEmpty {
-            let ids = unconfirmed.prefix(20).map { messages[$0].header(RecordHeader.id)?.value.map { String(decoding: $0, as: UTF8.self) } ?? "?" }
+            let ids = unconfirmed.prefix(20).map {
+                messages[$0].header(RecordHeader.id)?.value.map { String(decoding: $0, as: UTF8.self) } ?? "?"
+            }
             let places = Set(unconfirmed.map { "\(reports[$0].topic)[\(reports[$0].partition)]" }).sorted()
             guard attempt < Self.confirmationAttempts else {
                 logger.error(
                     "records still acknowledged without an offset after \(attempt) sends; failing them",
-                    metadata: ["count": "\(unconfirmed.count)", "partitions": "\(places.joined(separator: ","))", "ids": "\(ids.joined(separator: ","))"])
+                    metadata: [
+                        "count": "\(unconfirmed.count)", "partitions": "\(places.joined(separator: ","))",
+                        "ids": "\(ids.joined(separator: ","))",
+                    ])
                 for i in unconfirmed {
                     reports[i].error = KafkaError(
                         code: 0, codeName: "UNCONFIRMED", message: "the broker acknowledged the record only implicitly, \(attempt) times",
@@ -47,7 +52,10 @@ extension KafkaProducer {
             }
             logger.warning(
                 "implicitly acknowledged records (a failed request, then a later one succeeded): sending them again",
-                metadata: ["count": "\(unconfirmed.count)", "partitions": "\(places.joined(separator: ","))", "ids": "\(ids.joined(separator: ","))"])
+                metadata: [
+                    "count": "\(unconfirmed.count)", "partitions": "\(places.joined(separator: ","))",
+                    "ids": "\(ids.joined(separator: ","))",
+                ])
             let again = await send(unconfirmed.map { messages[$0] })
             for (k, i) in unconfirmed.enumerated() { reports[i] = again[k] }
             unconfirmed = unconfirmed.filter { reports[$0].error == nil && reports[$0].offset < 0 }

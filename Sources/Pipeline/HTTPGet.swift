@@ -23,7 +23,9 @@ public enum HTTPGet {
 
     /// GETs `path` from `host:port` (IPv4 dotted address or `localhost`), waiting at most `timeoutMs`
     /// for each socket operation.
-    public static func get(host: String, port: Int, path: String, headers: [String: String] = [:], timeoutMs: Int = 2000) async throws -> Response {
+    public static func get(
+        host: String, port: Int, path: String, headers: [String: String] = [:], timeoutMs: Int = 2000
+    ) async throws -> Response {
         try await NIOThreadPool.singleton.runIfActive {
             try blockingGet(host: host, port: port, path: path, headers: headers, timeoutMs: timeoutMs)
         }
@@ -76,7 +78,8 @@ public enum HTTPGet {
         guard connected == 0 else { throw Failure(description: "connect \(host):\(port): errno \(errno)") }
         let extra = headers.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)\r\n" }.joined()
         let length = body.map { "Content-Length: \($0.count)\r\n" } ?? ""
-        let request = Array("\(method) \(path) HTTP/\(version)\r\nHost: \(host)\r\n\(extra)\(length)Connection: close\r\n\r\n".utf8) + (body ?? [])
+        let request =
+            Array("\(method) \(path) HTTP/\(version)\r\nHost: \(host)\r\n\(extra)\(length)Connection: close\r\n\r\n".utf8) + (body ?? [])
         var sent = 0
         while sent < request.count {
             let n = request[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }

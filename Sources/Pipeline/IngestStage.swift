@@ -44,7 +44,9 @@ public final class IngestStage: Service, RecordEmitter, Sendable {
         var lastWriteMs: Int64 = 0
     }
 
-    public init(spec: PipelineSpec, common: PipelineSpec.StageCommon, metrics: StageMetrics, health: StageHealth, logger: Logger)
+    public init(
+        spec: PipelineSpec, common: PipelineSpec.StageCommon, metrics: StageMetrics, health: StageHealth, logger: Logger
+    )
         throws(ConfigError)
     {
         let m = try common.mapping()
@@ -148,7 +150,8 @@ public final class IngestStage: Service, RecordEmitter, Sendable {
             let span = tracer.startIngesting(id: id, source: source.name, parent: parent)
             func deadLetter(_ reason: DeadLetterReason) {
                 var message = deadLetters.message(
-                    forSourceBytes: record.bytes, id: id, source: source.name, reason: reason, receivedAtMs: record.receivedAtMs, nowMs: now)
+                    forSourceBytes: record.bytes, id: id, source: source.name, reason: reason, receivedAtMs: record.receivedAtMs, nowMs: now
+                )
                 span.stamp(&message)
                 messages.append(message)
                 dead.append(reason.errorClass)
@@ -180,13 +183,14 @@ public final class IngestStage: Service, RecordEmitter, Sendable {
             {
                 eventTime = ms
             }
-            let headers = [
-                KafkaHeader(key: RecordHeader.id, value: id),
-                KafkaHeader(key: RecordHeader.eventTime, value: String(eventTime)),
-                KafkaHeader(key: RecordHeader.ingestTime, value: String(record.receivedAtMs)),
-                KafkaHeader(key: RecordHeader.source, value: source.name),
-                KafkaHeader(key: RecordHeader.contentType, value: "application/json"),
-            ] + record.headers.map { KafkaHeader(key: $0.0, value: $0.1) }
+            let headers =
+                [
+                    KafkaHeader(key: RecordHeader.id, value: id),
+                    KafkaHeader(key: RecordHeader.eventTime, value: String(eventTime)),
+                    KafkaHeader(key: RecordHeader.ingestTime, value: String(record.receivedAtMs)),
+                    KafkaHeader(key: RecordHeader.source, value: source.name),
+                    KafkaHeader(key: RecordHeader.contentType, value: "application/json"),
+                ] + record.headers.map { KafkaHeader(key: $0.0, value: $0.1) }
             var message = KafkaProducerMessage(topic: output, key: key, value: record.bytes, headers: headers, timestamp: eventTime)
             span.stamp(&message)
             messages.append(message)

@@ -153,7 +153,8 @@ public final class LiveTable: LookupTable {
             if high > low { pending[tp] = high }
         }
         logger.info(
-            "loading table", metadata: ["topic": "\(topic)", "partitions": "\(partitions.count)", "records": "\(pending.values.reduce(0, +))"])
+            "loading table",
+            metadata: ["topic": "\(topic)", "partitions": "\(partitions.count)", "records": "\(pending.values.reduce(0, +))"])
         try await consumer.assign(partitions, startingAt: .beginning)
 
         while !pending.isEmpty {
@@ -175,7 +176,10 @@ public final class LiveTable: LookupTable {
         let elapsed = ContinuousClock.now - began
         logger.info(
             "table loaded",
-            metadata: ["topic": "\(topic)", "rows": "\(count)", "refused": "\(refusedCount)", "skipped": "\(skippedCount)", "duration": "\(elapsed)"])
+            metadata: [
+                "topic": "\(topic)", "rows": "\(count)", "refused": "\(refusedCount)", "skipped": "\(skippedCount)",
+                "duration": "\(elapsed)",
+            ])
 
         let follower = Task.detached { [self] in
             while !Task.isCancelled {
@@ -283,7 +287,9 @@ public final class LiveTable: LookupTable {
                 logger.log(level: level, "table record skipped", metadata: metadata)
             case .refused:
                 metadata["max_rows"] = "\(maxRows)"
-                logger.log(level: level, "table full: record for a new key refused (enrich misses are dead-lettered from now on)", metadata: metadata)
+                logger.log(
+                    level: level, "table full: record for a new key refused (enrich misses are dead-lettered from now on)",
+                    metadata: metadata)
             }
             if n == Self.loggedProblems {
                 logger.warning("further skipped or refused table records are only counted", metadata: ["topic": "\(m.topic)"])

@@ -49,7 +49,9 @@ public struct WorkerMetricsSnapshot: Sendable, Codable, Equatable {
     public static func instanceID(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
         if let id = environment["INSTANCE_ID"], !id.isEmpty { return id }
         var name = [CChar](repeating: 0, count: 256)
-        let host = gethostname(&name, name.count) == 0 ? String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : "host"
+        let host =
+            gethostname(&name, name.count) == 0
+            ? String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : "host"
         return "\(host)-\(getpid())"
     }
 }

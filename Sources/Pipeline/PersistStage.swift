@@ -36,7 +36,9 @@ public final class PersistStage: Service, Sendable {
     /// Orders sink writes against the rebalance listener's reads of the sink's offsets.
     let gate = SinkGate()
 
-    public init(spec: PipelineSpec, common: PipelineSpec.StageCommon, metrics: StageMetrics, health: StageHealth, logger: Logger)
+    public init(
+        spec: PipelineSpec, common: PipelineSpec.StageCommon, metrics: StageMetrics, health: StageHealth, logger: Logger
+    )
         throws(ConfigError)
     {
         let m = try common.mapping()
@@ -162,7 +164,7 @@ public final class PersistStage: Service, Sendable {
         let now = currentTimeMs()
         var records: [SinkRecord] = []
         records.reserveCapacity(batch.count)
-        var originals: [String: KafkaMessage] = [:]  // "topic:partition:offset" → message, for rejections
+        var originals: [String: KafkaMessage] = [:] // "topic:partition:offset" → message, for rejections
         var dead: [(KafkaMessage, DeadLetterReason)] = []
         var next: [Int32: Int64] = [:]
         // A span per record, open until the sink has it (or it is dead-lettered): the end of its trace.
@@ -171,7 +173,12 @@ public final class PersistStage: Service, Sendable {
             let span = spans.start(m, tracer: tracer)
             next[m.partition] = max(next[m.partition] ?? 0, m.offset + 1)
             guard let bytes = m.value else {
-                dead.append((m, DeadLetterReason(component: "json-parse", errorClass: "MalformedJSON", message: "the record has no value (tombstone)")))
+                dead.append(
+                    (
+                        m,
+                        DeadLetterReason(
+                            component: "json-parse", errorClass: "MalformedJSON", message: "the record has no value (tombstone)")
+                    ))
                 continue
             }
             let value: JSONValue

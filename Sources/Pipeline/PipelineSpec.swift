@@ -43,9 +43,10 @@ public struct PipelineSpec: Sendable {
             let existing = Set(try await admin.listTopics())
             let missing = topicsToCreate.filter { !existing.contains($0.name) }
             if !missing.isEmpty {
-                try await admin.createTopics(missing.map {
-                    KafkaNewTopic(name: $0.name, partitions: $0.partitions, replicationFactor: $0.replicationFactor, config: $0.config)
-                })
+                try await admin.createTopics(
+                    missing.map {
+                        KafkaNewTopic(name: $0.name, partitions: $0.partitions, replicationFactor: $0.replicationFactor, config: $0.config)
+                    })
             }
             await admin.shutdown()
             return missing
@@ -125,7 +126,9 @@ public struct PipelineSpec: Sendable {
 
     /// Reads a pipeline file. `KAFKA_BROKERS` in `environment`, when set, overrides `kafka.bootstrap`
     /// (so the same file runs against any cluster).
-    public static func load(file: String, environment: [String: String] = ProcessInfo.processInfo.environment)
+    public static func load(
+        file: String, environment: [String: String] = ProcessInfo.processInfo.environment
+    )
         throws(ConfigError) -> PipelineSpec
     {
         let root = try ConfigNode.load(file: file, environment: environment)
@@ -133,22 +136,26 @@ public struct PipelineSpec: Sendable {
     }
 
     /// Parses pipeline YAML text (`file` names it in errors and anchors relative paths).
-    public static func parse(yaml: String, file: String, environment: [String: String]) throws(ConfigError)
+    public static func parse(
+        yaml: String, file: String, environment: [String: String]
+    ) throws(ConfigError)
         -> PipelineSpec
     {
         let root = try ConfigNode.parse(yaml: yaml, source: ConfigSource(file: file, environment: environment))
         return try parse(root: root, file: file, environment: environment)
     }
 
-    static func parse(root: ConfigNode, file: String, environment: [String: String]) throws(ConfigError)
+    static func parse(
+        root: ConfigNode, file: String, environment: [String: String]
+    ) throws(ConfigError)
         -> PipelineSpec
     {
         let top = try root.mapping()
         let name = try top.required("name", hint: "a short name such as iot-sensors").string()
         try checkIdentifier(name, at: try top.required("name"))
         _ = top.optional("description")
-        let testsNode = top.optional("tests")  // inline pipeline tests: run by `streamfirst test`
-        let dashboardNode = top.optional("dashboard")  // read by the dashboard worker
+        let testsNode = top.optional("tests") // inline pipeline tests: run by `streamfirst test`
+        let dashboardNode = top.optional("dashboard") // read by the dashboard worker
         let tracing = try TracingSpec.parse(top.optional("tracing"), file: file)
 
         // Kafka connection.

@@ -99,7 +99,8 @@ public struct PipelineTestRunner: Sendable {
                 let listNode = try m.required(logical)
                 guard tables[logical] != nil else {
                     throw listNode.error(
-                        "'\(logical)' is not a table topic of an enrich step (table topics: \(tables.keys.sorted().joined(separator: ", ")))")
+                        "'\(logical)' is not a table topic of an enrich step (table topics: \(tables.keys.sorted().joined(separator: ", ")))"
+                    )
                 }
                 var rows: [String: [String: JSONValue]] = [:]
                 for item in try listNode.sequence() {
@@ -108,7 +109,7 @@ public struct PipelineTestRunner: Sendable {
                     guard r.contains("value") else {
                         throw item.error("missing required key value (a JSON object, or null to delete the key)")
                     }
-                    let valueNode = r.optional("value")  // nil: explicitly null, a tombstone
+                    let valueNode = r.optional("value") // nil: explicitly null, a tombstone
                     try r.finish()
                     switch valueNode.map({ Self.json($0.node) }) ?? .null {
                     case .object(let row): rows[key] = row
@@ -140,7 +141,7 @@ public struct PipelineTestRunner: Sendable {
         for h in handlers { (h.handler as? StatefulTestHandler)?.reset() }
         var driven = Driven()
         var queue = inputs
-        var next = 0  // an index, not removeFirst: chaos drives tens of thousands of records
+        var next = 0 // an index, not removeFirst: chaos drives tens of thousands of records
         var offsets: [String: Int64] = [:]
         while next < queue.count {
             let message = queue[next]
@@ -156,7 +157,8 @@ public struct PipelineTestRunner: Sendable {
                     let key = "\(out.topic)/\(p)"
                     let offset = offsets[key, default: 0]
                     offsets[key] = offset + 1
-                    let m = KafkaMessage(topic: out.topic, partition: p, offset: offset, key: out.key, value: out.value, headers: out.headers)
+                    let m = KafkaMessage(
+                        topic: out.topic, partition: p, offset: offset, key: out.key, value: out.value, headers: out.headers)
                     driven.outputs[out.topic, default: []].append(m)
                     queue.append(m)
                 }
@@ -209,7 +211,9 @@ public struct PipelineTestRunner: Sendable {
                     continue
                 }
                 guard let topic = spec.topics[logical] else {
-                    throw try expect.required(logical).error("'\(logical)' is not a topic of this pipeline (topics: \(spec.topics.keys.sorted().joined(separator: ", ")), dead_letter)")
+                    throw try expect.required(logical).error(
+                        "'\(logical)' is not a topic of this pipeline (topics: \(spec.topics.keys.sorted().joined(separator: ", ")), dead_letter)"
+                    )
                 }
                 let actual = outputs[topic.name] ?? []
                 if actual.count != list.count {
@@ -224,7 +228,9 @@ public struct PipelineTestRunner: Sendable {
                 }
             }
             if !checkedDeadLetters && !deadLetters.isEmpty {
-                failures.append("unexpected dead letters: " + deadLetters.map { "\($0.stage) \($0.reason.errorClass): \($0.reason.message)" }.joined(separator: "; "))
+                failures.append(
+                    "unexpected dead letters: "
+                        + deadLetters.map { "\($0.stage) \($0.reason.errorClass): \($0.reason.message)" }.joined(separator: "; "))
             }
             results.append(Result(name: name, line: testNode.line, failures: failures))
         }
@@ -233,7 +239,9 @@ public struct PipelineTestRunner: Sendable {
 
     /// An input item: `raw: "text"`, `value: {…}` (with optional `key`, `headers`, and `topic` — a
     /// logical topic, e.g. the second input of a join; default: the first stage's input), or the value itself.
-    static func message(_ item: ConfigNode, topic defaultTopic: String, offset: Int64, id: String, spec: PipelineSpec) throws(ConfigError) -> KafkaMessage {
+    static func message(
+        _ item: ConfigNode, topic defaultTopic: String, offset: Int64, id: String, spec: PipelineSpec
+    ) throws(ConfigError) -> KafkaMessage {
         var topic = defaultTopic
         var headers = [KafkaHeader(key: RecordHeader.id, value: id)]
         var key: [UInt8]?
@@ -263,13 +271,17 @@ public struct PipelineTestRunner: Sendable {
 
     static func compareDeadLetters(_ list: [ConfigNode], _ actual: [DeadLetter]) throws(ConfigError) -> [String] {
         guard list.count == actual.count else {
-            return ["dead_letter: expected \(list.count), got \(actual.count)"
-                + (actual.isEmpty ? "" : ": " + actual.map { "\($0.stage) \($0.reason.errorClass)" }.joined(separator: ", "))]
+            return [
+                "dead_letter: expected \(list.count), got \(actual.count)"
+                    + (actual.isEmpty ? "" : ": " + actual.map { "\($0.stage) \($0.reason.errorClass)" }.joined(separator: ", "))
+            ]
         }
         var failures: [String] = []
         for (i, (want, got)) in zip(list, actual).enumerated() {
             let m = try want.mapping()
-            if let stage = try m.string("stage"), stage != got.stage { failures.append("dead_letter[\(i)]: stage \(got.stage), expected \(stage)") }
+            if let stage = try m.string("stage"), stage != got.stage {
+                failures.append("dead_letter[\(i)]: stage \(got.stage), expected \(stage)")
+            }
             if let reason = try m.string("reason"), reason != got.reason.errorClass {
                 failures.append("dead_letter[\(i)]: reason \(got.reason.errorClass) (\(got.reason.message)), expected \(reason)")
             }
@@ -289,14 +301,17 @@ public struct PipelineTestRunner: Sendable {
     /// values: equal), or nil.
     static func mismatch(expected: JSONValue, actual: JSONValue, path: String) -> String? {
         if case .object(let e) = expected {
-            guard case .object(let a) = actual else { return "\(path.isEmpty ? "the record" : path) is \(actual.typeName), expected an object" }
+            guard case .object(let a) = actual else {
+                return "\(path.isEmpty ? "the record" : path) is \(actual.typeName), expected an object"
+            }
             for (k, v) in e.sorted(by: { $0.key < $1.key }) {
                 guard let got = a[k] else { return "\(path)/\(k) is missing" }
                 if let why = mismatch(expected: v, actual: got, path: "\(path)/\(k)") { return why }
             }
             return nil
         }
-        return expected.jsonEquals(actual) ? nil : "\(path.isEmpty ? "the record" : path) is \(actual.jsonString), expected \(expected.jsonString)"
+        return expected.jsonEquals(actual)
+            ? nil : "\(path.isEmpty ? "the record" : path) is \(actual.jsonString), expected \(expected.jsonString)"
     }
 
     /// YAML → JSON with YAML 1.2 core types for plain scalars (quoted scalars stay strings).

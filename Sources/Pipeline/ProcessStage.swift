@@ -48,7 +48,8 @@ public struct ProcessHandler: StageHandler {
         tables: ((_ logicalTopic: String) -> any LookupTable)? = nil
     ) throws(ConfigError) -> ProcessHandler {
         let m = try common.mapping()
-        let stepsNode = custom == nil
+        let stepsNode =
+            custom == nil
             ? try m.required("steps", hint: "a list of steps: filter, set, rename, drop, keep, enrich, route")
             : m.optional("steps")
         try m.finish()
@@ -61,12 +62,14 @@ public struct ProcessHandler: StageHandler {
                 request throws(ConfigError) -> any LookupTable in
                 guard let topic = spec.topics[request.topic] else {
                     throw request.node.error(
-                        "enrich reads the table topic '\(request.topic)', which is not declared under topics: (declared: \(spec.topics.keys.sorted().joined(separator: ", ")))")
+                        "enrich reads the table topic '\(request.topic)', which is not declared under topics: (declared: \(spec.topics.keys.sorted().joined(separator: ", ")))"
+                    )
                 }
                 if let earlier = provided[request.topic] {
                     guard earlier.maxRows == request.maxRows else {
                         throw request.node.error(
-                            "max_rows \(request.maxRows) differs from \(earlier.maxRows) of an earlier enrich step on topic '\(request.topic)' (they share one table)")
+                            "max_rows \(request.maxRows) differs from \(earlier.maxRows) of an earlier enrich step on topic '\(request.topic)' (they share one table)"
+                        )
                     }
                     return earlier.table
                 }
@@ -119,7 +122,8 @@ public struct ProcessHandler: StageHandler {
 
     public func handle(_ message: KafkaMessage) -> StageOutcome {
         guard let bytes = message.value else {
-            return .deadLetter(DeadLetterReason(component: "json-parse", errorClass: "MalformedJSON", message: "the record has no value (tombstone)"))
+            return .deadLetter(
+                DeadLetterReason(component: "json-parse", errorClass: "MalformedJSON", message: "the record has no value (tombstone)"))
         }
         let value: JSONValue
         do {
@@ -148,7 +152,10 @@ public struct ProcessHandler: StageHandler {
             var topic = output
             if let route = out.route {
                 guard let routed = routes[route] else {
-                    return .deadLetter(DeadLetterReason(component: "route", errorClass: "UnknownRoute", message: "the processor routed the record to '\(route)', which is not a declared topic"))
+                    return .deadLetter(
+                        DeadLetterReason(
+                            component: "route", errorClass: "UnknownRoute",
+                            message: "the processor routed the record to '\(route)', which is not a declared topic"))
                 }
                 topic = routed
             }

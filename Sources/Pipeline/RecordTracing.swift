@@ -71,7 +71,9 @@ public struct KafkaHeadersInjector: Injector {
 
 /// How a stage finished with one record, as the span's `streamfirst.outcome` attribute says it.
 public enum RecordOutcome: String, Sendable {
-    case forwarded, filtered, deadLetter = "dead_letter", persisted, late
+    case forwarded, filtered
+    case deadLetter = "dead_letter"
+    case persisted, late
     /// Taken into a window's or a join's state (the stateful process stage).
     case aggregated
 }

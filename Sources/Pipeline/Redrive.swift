@@ -169,7 +169,8 @@ public struct Redrive: Sendable {
 
     /// A crashed run's pending slices: which of their records reached the target topics (found by
     /// `sf.redrive.of`). Those are recorded as done; the pending entries are deleted.
-    func recover(_ pending: [String: (coordinates: Set<String>, targets: [String])], kafka: KafkaConfiguration) async throws -> Set<String> {
+    func recover(_ pending: [String: (coordinates: Set<String>, targets: [String])], kafka: KafkaConfiguration) async throws -> Set<String>
+    {
         var wanted = Set<String>()
         var targets = Set<String>()
         for (_, p) in pending {
@@ -185,7 +186,9 @@ public struct Redrive: Sendable {
         logger.notice("recovered \(pending.count) pending redrive slice(s): \(arrived.count) of \(wanted.count) records had arrived")
         let producer = try makeProducer()
         do {
-            try await send(producer, arrived.sorted().map { ledgerEntry($0, Array("redriven".utf8)) } + pending.keys.sorted().map { ledgerEntry($0, nil) })
+            try await send(
+                producer,
+                arrived.sorted().map { ledgerEntry($0, Array("redriven".utf8)) } + pending.keys.sorted().map { ledgerEntry($0, nil) })
         } catch {
             await producer.shutdown()
             throw error
@@ -205,7 +208,9 @@ public struct Redrive: Sendable {
     /// An absent ledger topic is an empty ledger (the first write creates it where the cluster
     /// auto-creates topics; `streamfirst topics create --pipeline` and `streamfirst run` create it
     /// compacted on real clusters).
-    func ledger(kafka: KafkaConfiguration) async throws -> (done: Set<String>, pending: [String: (coordinates: Set<String>, targets: [String])]) {
+    func ledger(
+        kafka: KafkaConfiguration
+    ) async throws -> (done: Set<String>, pending: [String: (coordinates: Set<String>, targets: [String])]) {
         let admin = try KafkaAdmin(configuration: kafka)
         let exists = (try? await admin.listTopics().contains(ledgerTopic)) ?? false
         await admin.shutdown()
@@ -219,7 +224,7 @@ public struct Redrive: Sendable {
         var pending: [String: (coordinates: Set<String>, targets: [String])] = [:]
         for (key, value) in latest {
             if key.hasPrefix("pending/") {
-                guard let value, let doc = try? JSONValue.parse(value) else { continue }  // tombstone: finished
+                guard let value, let doc = try? JSONValue.parse(value) else { continue } // tombstone: finished
                 pending[key] = (
                     Set(doc["coordinates"]?.arrayValue?.compactMap(\.stringValue) ?? []),
                     doc["targets"]?.arrayValue?.compactMap(\.stringValue) ?? []

@@ -131,12 +131,17 @@ public struct ReferenceComponent: Sendable {
         fields.filter { $0.defaultValue == nil }.map { f in
             let t = f.type.lowercased()
             let value =
-                t.contains("list") ? "[example]"
-                : t.contains("mapping") ? "{ id: text }"
-                : t.contains("integer") || t.contains("number") ? "1"
-                : t.contains("bool") ? "true"
-                : t.contains("duration") ? "1s"
-                : "example"
+                t.contains("list")
+                ? "[example]"
+                : t.contains("mapping")
+                    ? "{ id: text }"
+                    : t.contains("integer") || t.contains("number")
+                        ? "1"
+                        : t.contains("bool")
+                            ? "true"
+                            : t.contains("duration")
+                                ? "1s"
+                                : "example"
             return "\(f.name): \(value)"
         }.joined(separator: "\n")
     }
@@ -167,8 +172,10 @@ public struct ReferenceComponent: Sendable {
         switch (kind, placement) {
         case (.source, _): out += "The `ingest.source:` section of a pipeline file, with `type: \(name)`.\n"
         case (.sink, _): out += "The `persist.sink:` section of a pipeline file, with `type: \(name)`.\n"
-        case (.processor, .step): out += "An item of a `process:` section's `steps:` list: `- \(name): …`, whose value is \(form ?? "a mapping").\n"
-        case (.processor, .stage): out += "The `\(name):` key of a `process:` section (the stage becomes stateful): \(form ?? "a mapping").\n"
+        case (.processor, .step):
+            out += "An item of a `process:` section's `steps:` list: `- \(name): …`, whose value is \(form ?? "a mapping").\n"
+        case (.processor, .stage):
+            out += "The `\(name):` key of a `process:` section (the stage becomes stateful): \(form ?? "a mapping").\n"
         }
         if !fields.isEmpty {
             out += "\n## Settings\n\n| key | type | default | meaning |\n|---|---|---|---|\n"
@@ -176,7 +183,8 @@ public struct ReferenceComponent: Sendable {
                 out += "| `\(f.name)` | \(cell(f.type)) | \(f.defaultValue.map { cell($0) } ?? "required") | \(cell(f.description)) |\n"
             }
             if kind != .processor {
-                out += "\nUnknown keys are refused at start with their line and the nearest known key; values may use `${VAR}` / `${VAR:-default}`.\n"
+                out +=
+                    "\nUnknown keys are refused at start with their line and the nearest known key; values may use `${VAR}` / `${VAR:-default}`.\n"
             }
         }
         out += "\n## Example\(examples.count > 1 ? "s" : "")\n"

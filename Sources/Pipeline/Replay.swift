@@ -68,7 +68,8 @@ public struct Replay: Sendable {
             guard resetState else {
                 throw PipelineError.setup(
                     "the process stage keeps state (window/join): its state is valid only at its own checkpoint, so rewinding it "
-                        + "needs --reset-state (state starts empty at the replay point; windows that straddle it see only part of their records)")
+                        + "needs --reset-state (state starts empty at the replay point; windows that straddle it see only part of their records)"
+                )
             }
         }
         var config = KafkaConsumerConfiguration(kafka: spec.kafka, groupID: common.group)
@@ -127,7 +128,8 @@ public struct Replay: Sendable {
                     let records = Changelog.resetRecords(partition: p, after: Changelog.highestSequence(log), offsets: start)
                     let reports = await producer.send(
                         records.map {
-                            KafkaProducerMessage(topic: stateful.changelog.name, partition: $0.partition, key: Array($0.key.utf8), value: $0.value)
+                            KafkaProducerMessage(
+                                topic: stateful.changelog.name, partition: $0.partition, key: Array($0.key.utf8), value: $0.value)
                         })
                     if let failed = reports.first(where: { $0.error != nil }), let error = failed.error {
                         throw PipelineError.delivery("changelog \(stateful.changelog.name)[\(p)]: \(error)")
@@ -142,7 +144,10 @@ public struct Replay: Sendable {
             }
             await producer.shutdown()
         }
-        return Report(offsets: offsets.sorted { ($0.topicPartition.topic, $0.topicPartition.partition) < ($1.topicPartition.topic, $1.topicPartition.partition) }, resetPartitions: reset)
+        return Report(
+            offsets: offsets.sorted {
+                ($0.topicPartition.topic, $0.topicPartition.partition) < ($1.topicPartition.topic, $1.topicPartition.partition)
+            }, resetPartitions: reset)
     }
 
     /// Joins the stage's group (whose workers are stopped), waits for the assignment of every
@@ -165,7 +170,8 @@ public struct Replay: Sendable {
     /// One line per record id of a topic: `<id> <digest>`, the digest being FNV-1a 64 of the value
     /// bytes of the id's last record (a window re-emitted after a restart counts once, as a sink's
     /// upsert does). Sorted by id, so two runs can be compared line by line.
-    public static func digests(topic: String, kafka: KafkaConfiguration, progress: ProgressHandler? = nil) async throws -> [String: String] {
+    public static func digests(topic: String, kafka: KafkaConfiguration, progress: ProgressHandler? = nil) async throws -> [String: String]
+    {
         var out: [String: String] = [:]
         for m in try await TopicReader.readToEnd(topic: topic, kafka: kafka, progress: progress) {
             let id = m.header(RecordHeader.id)?.value.map { String(decoding: $0, as: UTF8.self) } ?? "\(m.topic):\(m.partition):\(m.offset)"
@@ -175,7 +181,9 @@ public struct Replay: Sendable {
     }
 
     /// Compares two digest sets: ids with equal digests, different digests, and ids only in one.
-    public static func compare(_ before: [String: String], _ after: [String: String]) -> (same: Int, different: [String], onlyBefore: [String], onlyAfter: [String]) {
+    public static func compare(
+        _ before: [String: String], _ after: [String: String]
+    ) -> (same: Int, different: [String], onlyBefore: [String], onlyAfter: [String]) {
         var same = 0
         var different: [String] = []
         for (id, d) in before {

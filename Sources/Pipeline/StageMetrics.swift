@@ -26,7 +26,8 @@ public final class StageMetrics: Sendable {
     private let lagValue = Synchronization.Atomic<Int>(-1)
     private let state = NIOLockedValueBox<StageStats.State?>(nil)
     private let deadReasons = NIOLockedValueBox<[String: Int]>([:])
-    private let processing = NIOLockedValueBox(Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .two))
+    private let processing = NIOLockedValueBox(
+        Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .two))
     private let endToEnd = NIOLockedValueBox(Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .two))
 
     private let inCounter: Counter

@@ -287,7 +287,10 @@ final class DeliveryPipeline: @unchecked Sendable {
             open.append(Delivery(id: id, summary: summary, task: nil, done: DoneFlag()))
         } else {
             let done = DoneFlag()
-            open.append(Delivery(id: id, summary: summary, task: Self.start(messages, producer: clients.producer, logger: logger, done: done), done: done))
+            open.append(
+                Delivery(
+                    id: id, summary: summary, task: Self.start(messages, producer: clients.producer, logger: logger, done: done), done: done
+                ))
         }
         try await harvest()
         // At most `limit` batches await acknowledgement; with `limit` open, wait for the oldest
@@ -298,7 +301,9 @@ final class DeliveryPipeline: @unchecked Sendable {
     }
 
     /// Starts delivering `messages`; returns once all of them are queued in the producer.
-    static func start(_ messages: [KafkaProducerMessage], producer: KafkaProducer, logger: Logger, done flag: DoneFlag) -> Task<Outcome, Never> {
+    static func start(
+        _ messages: [KafkaProducerMessage], producer: KafkaProducer, logger: Logger, done flag: DoneFlag
+    ) -> Task<Outcome, Never> {
         let body: @Sendable () async -> Outcome = {
             // Re-sends what the broker acknowledged only implicitly (see ConfirmedSend.swift).
             let reports = await producer.sendConfirmed(messages, logger: logger)
@@ -470,7 +475,7 @@ final class StageClients: Sendable {
     ) throws {
         var consumerConfig = KafkaConsumerConfiguration(kafka: spec.kafka, groupID: common.group)
         consumerConfig.autoOffsetReset = .earliest
-        consumerConfig.autoCommit = true  // commits what we store; stored only after delivery
+        consumerConfig.autoCommit = true // commits what we store; stored only after delivery
         consumerConfig.autoCommitInterval = .seconds(1)
         consumerConfig.autoOffsetStore = false
         consumerConfig.fetchWaitMax = .milliseconds(10)

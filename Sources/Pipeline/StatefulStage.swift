@@ -67,7 +67,8 @@ public struct StatefulProcessConfig: Sendable {
         } else if let joinNode {
             let j = try JoinSpec(joinNode)
             guard let r = spec.topics[j.right] else {
-                throw joinNode.error("join.with: no topic '\(j.right)' under topics: (declared: \(spec.topics.keys.sorted().joined(separator: ", ")))")
+                throw joinNode.error(
+                    "join.with: no topic '\(j.right)' under topics: (declared: \(spec.topics.keys.sorted().joined(separator: ", ")))")
             }
             guard r.partitions == input.partitions else {
                 throw joinNode.error(
@@ -100,7 +101,8 @@ public struct StatefulProcessConfig: Sendable {
         }
         let stateNode = try m.required("state", hint: "state: { changelog: <topic>, memory_budget: 64MiB }")
         let sm = try stateNode.mapping()
-        let changelogNode = try sm.required("changelog", hint: "a declared topic with as many partitions as the input, e.g. stats-changelog")
+        let changelogNode = try sm.required(
+            "changelog", hint: "a declared topic with as many partitions as the input, e.g. stats-changelog")
         let changelog = try topic(changelogNode)
         guard changelog.partitions == input.partitions else {
             throw changelogNode.error(
@@ -184,7 +186,10 @@ public final class StatefulStage: Service, Sendable {
     /// of a commit that failed during the rebalance, though its checkpoint is at the end.
     let positionsToStore = NIOLockedValueBox<[KafkaTopicPartitionOffset]>([])
 
-    public init(spec: PipelineSpec, common: PipelineSpec.StageCommon, config: StatefulProcessConfig, metrics: StageMetrics, health: StageHealth, logger: Logger) {
+    public init(
+        spec: PipelineSpec, common: PipelineSpec.StageCommon, config: StatefulProcessConfig, metrics: StageMetrics, health: StageHealth,
+        logger: Logger
+    ) {
         self.spec = spec
         self.common = common
         self.config = config
@@ -200,7 +205,8 @@ public final class StatefulStage: Service, Sendable {
             self.resultSpanName = "window \(config.output.name)"
         }
         self.engine = NIOLockedValueBox(
-            StatefulEngine(op: config.op, inputTopics: config.inputTopics, budgetBytes: config.budgetBytes, snapshotBytes: config.snapshotBytes))
+            StatefulEngine(
+                op: config.op, inputTopics: config.inputTopics, budgetBytes: config.budgetBytes, snapshotBytes: config.snapshotBytes))
         let dims = [("pipeline", spec.name), ("stage", "process")]
         stateBytesGauge = Gauge(label: "streamfirst_state_bytes", dimensions: dims)
         stateEntriesGauge = Gauge(label: "streamfirst_state_entries", dimensions: dims)
@@ -290,7 +296,8 @@ public final class StatefulStage: Service, Sendable {
                 logger.info(
                     "state restored",
                     metadata: [
-                        "partition": "\(p)", "changelog_records": "\(read.messages.count)", "resume": "\(offsets.sorted { $0.key < $1.key })",
+                        "partition": "\(p)", "changelog_records": "\(read.messages.count)",
+                        "resume": "\(offsets.sorted { $0.key < $1.key })",
                         "took": "\(elapsed)",
                     ])
                 for tp in partitions where tp.partition == p {
@@ -319,7 +326,9 @@ public final class StatefulStage: Service, Sendable {
 
     /// Reads one changelog partition to its end, waiting on a semaphore (this runs on the consumer's
     /// polling thread inside the rebalance callback, not on the cooperative pool).
-    static func blockingRead(topic: String, partition: Int32, kafka: KafkaConfiguration, logger: Logger) -> (messages: [ChangelogMessage], complete: Bool) {
+    static func blockingRead(
+        topic: String, partition: Int32, kafka: KafkaConfiguration, logger: Logger
+    ) -> (messages: [ChangelogMessage], complete: Bool) {
         let box = NIOLockedValueBox<([ChangelogMessage], Bool)?>(nil)
         let done = DispatchSemaphore(value: 0)
         Task.detached {
@@ -328,7 +337,8 @@ public final class StatefulStage: Service, Sendable {
                 let r = try await readChangelog(topic: topic, partition: partition, kafka: kafka)
                 box.withLockedValue { $0 = r }
             } catch {
-                logger.error("reading the changelog failed", metadata: ["topic": "\(topic)", "partition": "\(partition)", "error": "\(error)"])
+                logger.error(
+                    "reading the changelog failed", metadata: ["topic": "\(topic)", "partition": "\(partition)", "error": "\(error)"])
             }
             done.signal()
         }
@@ -347,13 +357,17 @@ public final class StatefulStage: Service, Sendable {
                 await consumer.close()
                 return ([], low == 0)
             }
-            try await consumer.assign([KafkaTopicPartition(topic: topic, partition: partition)], startingAt: .offsets([KafkaTopicPartition(topic: topic, partition: partition): low]))
+            try await consumer.assign(
+                [KafkaTopicPartition(topic: topic, partition: partition)],
+                startingAt: .offsets([KafkaTopicPartition(topic: topic, partition: partition): low]))
             var out: [ChangelogMessage] = []
             var first: Int64?
             let deadline = ContinuousClock.now + .seconds(120)
             var last = low - 1
             while last + 1 < high {
-                guard ContinuousClock.now < deadline else { throw PipelineError.setup("reading changelog \(topic)[\(partition)] did not reach offset \(high) within 120 s") }
+                guard ContinuousClock.now < deadline else {
+                    throw PipelineError.setup("reading changelog \(topic)[\(partition)] did not reach offset \(high) within 120 s")
+                }
                 for m in try await consumer.poll(maxMessages: 5000, timeout: .milliseconds(200)) where m.offset < high {
                     if first == nil { first = m.offset }
                     out.append(ChangelogMessage(key: m.key.map { String(decoding: $0, as: UTF8.self) }, value: m.value))
@@ -390,7 +404,7 @@ public final class StatefulStage: Service, Sendable {
         let changelogTopic = config.changelog.name
         let plan: (changes: [ChangelogRecord], checkpoints: [ChangelogRecord]) = engine.withLockedValue { engine in
             for message in batch {
-                guard engine.isAssigned(message.partition) else { continue }  // revoked while polled
+                guard engine.isAssigned(message.partition) else { continue } // revoked while polled
                 // The record's span: parent of everything it produces, including the results of the
                 // windows it closes (docs/ARCHITECTURE.md, "Tracing").
                 let span = tracer.startConsuming(message)
@@ -398,7 +412,8 @@ public final class StatefulStage: Service, Sendable {
                 var failedClass: String?
                 defer { span.end(outcome, errorClass: failedClass) }
                 func dead(_ component: String, _ errorClass: String, _ text: String) {
-                    var m = deadLetters.message(for: message, reason: DeadLetterReason(component: component, errorClass: errorClass, message: text), nowMs: now)
+                    var m = deadLetters.message(
+                        for: message, reason: DeadLetterReason(component: component, errorClass: errorClass, message: text), nowMs: now)
                     span.stamp(&m)
                     messages.append(m)
                     deadClasses.append(errorClass)
@@ -422,7 +437,8 @@ public final class StatefulStage: Service, Sendable {
                         values = []
                         for o in outs {
                             if let route = o.route, let topic = config.routes[route] {
-                                var m = KafkaProducerMessage(topic: topic, key: message.key, value: o.value.serialized(), headers: message.headers)
+                                var m = KafkaProducerMessage(
+                                    topic: topic, key: message.key, value: o.value.serialized(), headers: message.headers)
                                 span.stamp(&m)
                                 messages.append(m)
                                 outCount += 1
@@ -455,7 +471,9 @@ public final class StatefulStage: Service, Sendable {
                             lateCount += 1
                             var m = lateWriter.message(
                                 for: message,
-                                reason: DeadLetterReason(component: "window", errorClass: "LateRecord", message: "arrived after its window closed (event time − grace passed it)"),
+                                reason: DeadLetterReason(
+                                    component: "window", errorClass: "LateRecord",
+                                    message: "arrived after its window closed (event time − grace passed it)"),
                                 nowMs: now)
                             span.stamp(&m)
                             messages.append(m)
@@ -478,11 +496,14 @@ public final class StatefulStage: Service, Sendable {
             return engine.commit()
         }
         for c in plan.changes {
-            messages.append(KafkaProducerMessage(topic: changelogTopic, partition: c.partition, key: Array(c.key.utf8), value: c.value, headers: []))
+            messages.append(
+                KafkaProducerMessage(topic: changelogTopic, partition: c.partition, key: Array(c.key.utf8), value: c.value, headers: []))
         }
         try await deliver(messages, clients: clients, what: "outputs and state changes")
         try await deliver(
-            plan.checkpoints.map { KafkaProducerMessage(topic: changelogTopic, partition: $0.partition, key: Array($0.key.utf8), value: $0.value, headers: []) },
+            plan.checkpoints.map {
+                KafkaProducerMessage(topic: changelogTopic, partition: $0.partition, key: Array($0.key.utf8), value: $0.value, headers: [])
+            },
             clients: clients, what: "checkpoints")
         releaseBatchGate()
         released = true
@@ -560,7 +581,8 @@ public final class StatefulTestHandler: StageHandler {
     }
 
     static func fresh(_ config: StatefulProcessConfig) -> StatefulEngine {
-        var e = StatefulEngine(op: config.op, inputTopics: config.inputTopics, budgetBytes: config.budgetBytes, snapshotBytes: config.snapshotBytes)
+        var e = StatefulEngine(
+            op: config.op, inputTopics: config.inputTopics, budgetBytes: config.budgetBytes, snapshotBytes: config.snapshotBytes)
         for p in 0..<Int32(max(1, config.input.partitions)) {
             _ = try? e.assign(partition: p, changelog: [], complete: true, nowWallMs: 0)
         }

@@ -125,7 +125,8 @@ public struct TracingSettings: Sendable, Equatable {
         }
         if let e = endpoint, !isEndpoint(e.url) {
             let message = "'\(e.url)' is not an OTLP/HTTP endpoint: write a URL such as http://otel-collector:4318"
-            throw e.key.hasPrefix("OTEL_") ? fail(e.key, message) : ConfigError(file: spec.file, line: spec.line, path: e.key, message: message)
+            throw e.key.hasPrefix("OTEL_")
+                ? fail(e.key, message) : ConfigError(file: spec.file, line: spec.line, path: e.key, message: message)
         }
         var proto = spec.protocol ?? "http/protobuf"
         for key in ["OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] {

@@ -39,7 +39,8 @@ public struct ValidateHandler: StageHandler {
     /// versioned subject also checks its versions' compatibility and refuses to start on a break).
     public static func make(spec: PipelineSpec, common: PipelineSpec.StageCommon) throws(ConfigError) -> ValidateHandler {
         let m = try common.mapping()
-        let schemaNode = try m.required("schema", hint: "the schema's file name in the schemas directory, without .json, or a subject directory")
+        let schemaNode = try m.required(
+            "schema", hint: "the schema's file name in the schemas directory, without .json, or a subject directory")
         let name = try schemaNode.string()
         let dirNode = m.optional("schemas_dir")
         let dir = spec.resolve(path: try dirNode?.string() ?? "schemas")
@@ -47,11 +48,13 @@ public struct ValidateHandler: StageHandler {
         try m.finish()
         guard let output = common.output else { throw schemaNode.error("validate needs an output topic") }
         if SchemaSubject.exists(name: name, in: dir) {
-            let subject = try SchemaSubject.load(name: name, schemasDirectory: dir, formatAssertion: formatAssertion, environment: spec.environment)
+            let subject = try SchemaSubject.load(
+                name: name, schemasDirectory: dir, formatAssertion: formatAssertion, environment: spec.environment)
             let problems = subject.compatibilityProblems()
             if !problems.isEmpty {
                 throw schemaNode.error(
-                    "subject \(name) breaks its compatibility mode \(subject.compatibility.rawValue):\n  " + problems.joined(separator: "\n  "))
+                    "subject \(name) breaks its compatibility mode \(subject.compatibility.rawValue):\n  "
+                        + problems.joined(separator: "\n  "))
             }
             return try ValidateHandler(subject: subject, output: output.name)
         }
@@ -72,7 +75,8 @@ public struct ValidateHandler: StageHandler {
 
     public func handle(_ message: KafkaMessage) -> StageOutcome {
         guard let bytes = message.value else {
-            return .deadLetter(DeadLetterReason(component: "json-parse", errorClass: "MalformedJSON", message: "the record has no value (tombstone)"))
+            return .deadLetter(
+                DeadLetterReason(component: "json-parse", errorClass: "MalformedJSON", message: "the record has no value (tombstone)"))
         }
         var value: JSONValue
         do {
@@ -85,14 +89,20 @@ public struct ValidateHandler: StageHandler {
         if let subject {
             let declared = message.headerString(SchemaSubject.versionHeader)
             guard let version = subject.version(of: value, header: declared) else {
-                return .deadLetter(DeadLetterReason(
-                    component: "schema:\(schemaName)", errorClass: "UnknownSchemaVersion",
-                    message: "the record's schema version is not a positive integer (\(declared ?? subject.versionField.map { "field \($0)" } ?? "?"))"))
+                return .deadLetter(
+                    DeadLetterReason(
+                        component: "schema:\(schemaName)", errorClass: "UnknownSchemaVersion",
+                        message:
+                            "the record's schema version is not a positive integer (\(declared ?? subject.versionField.map { "field \($0)" } ?? "?"))"
+                    ))
             }
             guard version <= subject.latest else {
-                return .deadLetter(DeadLetterReason(
-                    component: "schema:\(schemaName)", errorClass: "UnknownSchemaVersion",
-                    message: "schema version \(version) of \(schemaName) is not known here (latest: v\(subject.latest)); deploy it, then redrive"))
+                return .deadLetter(
+                    DeadLetterReason(
+                        component: "schema:\(schemaName)", errorClass: "UnknownSchemaVersion",
+                        message:
+                            "schema version \(version) of \(schemaName) is not known here (latest: v\(subject.latest)); deploy it, then redrive"
+                    ))
             }
             if version < subject.latest {
                 // First against the version the record claims (a v1 producer must keep the v1
@@ -104,8 +114,10 @@ public struct ValidateHandler: StageHandler {
                 do {
                     value = try subject.upcast(value, from: version, context: message.recordContext)
                 } catch {
-                    return .deadLetter(DeadLetterReason(
-                        component: "schema:\(schemaName):v\(version)", errorClass: "UpcastFailed", message: "\(error.step): \(error.message)"))
+                    return .deadLetter(
+                        DeadLetterReason(
+                            component: "schema:\(schemaName):v\(version)", errorClass: "UpcastFailed",
+                            message: "\(error.step): \(error.message)"))
                 }
                 upcastFrom = version
             }
@@ -129,7 +141,8 @@ public struct ValidateHandler: StageHandler {
                 ["path": .string(v.instancePath), "keyword": .string(v.keywordLocation), "message": .string(v.message)]
             })
         let first = violations[0]
-        let summary = "\(violations.count) violation\(violations.count == 1 ? "" : "s") of schema \(schema); first at '\(first.instancePath)': \(first.message)"
+        let summary =
+            "\(violations.count) violation\(violations.count == 1 ? "" : "s") of schema \(schema); first at '\(first.instancePath)': \(first.message)"
         let component = "schema:" + (schema.split(separator: " ").first.map(String.init) ?? schema)
         return .deadLetter(DeadLetterReason(component: component, errorClass: "SchemaViolation", message: summary, violations: list))
     }

@@ -3,8 +3,8 @@ import Config
 import Foundation
 import Logging
 import Metrics
-import Prometheus
 import Processing
+import Prometheus
 import ServiceLifecycle
 import Tracing
 
@@ -15,7 +15,9 @@ public struct WorkerOptions: ParsableArguments {
     @Option(name: .long, help: "The pipeline file (env PIPELINE).")
     public var pipeline: String?
 
-    @Option(name: .long, help: "Port of /healthz, /readyz, /metrics and /stats; 0 picks a free one (env HTTP_PORT; default per stage: 9101–9104).")
+    @Option(
+        name: .long,
+        help: "Port of /healthz, /readyz, /metrics and /stats; 0 picks a free one (env HTTP_PORT; default per stage: 9101–9104).")
     public var httpPort: Int?
 
     @Option(name: .long, help: "Address the HTTP endpoints listen on (env HTTP_HOST).")
@@ -70,7 +72,9 @@ public enum Worker {
         await main(stage: .process, processor: processor, tracing: tracing)
     }
 
-    static func main(stage: PipelineSpec.StageName, processor custom: (any RecordProcessor)?, tracing backend: TracingBackend?) async -> Never {
+    static func main(
+        stage: PipelineSpec.StageName, processor custom: (any RecordProcessor)?, tracing backend: TracingBackend?
+    ) async -> Never {
         let options: WorkerOptions
         do {
             options = try WorkerOptions.parse(Array(CommandLine.arguments.dropFirst()))
@@ -122,11 +126,15 @@ public enum Worker {
             })
         // With a `metrics:` section, a snapshot of the counters goes to its topic every interval. It is
         // ahead of the stage in the group so that it is shut down after it: its final snapshot has the last counts.
-        let publisher: [ServiceGroupConfiguration.ServiceConfiguration] = spec.metrics.map { settings in
-            [.init(service: MetricsPublisher(
-                spec: spec, settings: settings, metrics: built.metrics,
-                instance: WorkerMetricsSnapshot.instanceID(environment: env), logger: logger))]
-        } ?? []
+        let publisher: [ServiceGroupConfiguration.ServiceConfiguration] =
+            spec.metrics.map { settings in
+                [
+                    .init(
+                        service: MetricsPublisher(
+                            spec: spec, settings: settings, metrics: built.metrics,
+                            instance: WorkerMetricsSnapshot.instanceID(environment: env), logger: logger))
+                ]
+            } ?? []
         // Services shut down in reverse order: the span exporter (first) flushes after everything else ended.
         let tracing: [ServiceGroupConfiguration.ServiceConfiguration] =
             tracingService.map { [.init(service: $0, successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore)] } ?? []
@@ -165,7 +173,8 @@ public enum Worker {
         guard let backend else {
             throw PipelineError.setup(
                 "tracing: an OTLP endpoint is configured (\(export.endpoint)) but this worker has no exporter built in: "
-                    + "pass `tracing: OTLPTracing.backend` (module TracingBackend) to Worker.main, or unset tracing.endpoint / OTEL_EXPORTER_OTLP_ENDPOINT")
+                    + "pass `tracing: OTLPTracing.backend` (module TracingBackend) to Worker.main, or unset tracing.endpoint / OTEL_EXPORTER_OTLP_ENDPOINT"
+            )
         }
         let service = try backend(settings, logger)
         logger.info(

@@ -1,5 +1,5 @@
-import Foundation
 import Connectors
+import Foundation
 import Hummingbird
 import Logging
 import NIOCore
@@ -62,4 +62,3 @@ public enum WorkerHTTP {
         Response(status: status, headers: [.contentType: "text/plain"], body: .init(byteBuffer: ByteBuffer(string: body)))
     }
 }
-

@@ -8,7 +8,10 @@ import StreamCore
 /// NDJSON — read once at start, looked up by its `on` column) or a topic of the pipeline (`topic:` —
 /// the latest JSON object per Kafka key, supplied by a ``LookupTable``, looked up by the key).
 struct Enrichment: Sendable {
-    enum Missing: String, Sendable { case keep, filter, deadLetter = "dead-letter" }
+    enum Missing: String, Sendable {
+        case keep, filter
+        case deadLetter = "dead-letter"
+    }
 
     /// Where rows come from.
     enum Source: Sendable {
@@ -151,7 +154,9 @@ enum TableFile {
         guard let data = FileManager.default.contents(atPath: path) else { throw Failure(description: "no such file") }
         let bytes = [UInt8](data)
         if path.hasSuffix(".json") {
-            guard case .array(let items) = try JSONValue.parse(bytes) else { throw Failure(description: "expected a JSON array of objects") }
+            guard case .array(let items) = try JSONValue.parse(bytes) else {
+                throw Failure(description: "expected a JSON array of objects")
+            }
             return try items.map { item in
                 guard case .object(let o) = item else { throw Failure(description: "expected a JSON array of objects") }
                 return o
@@ -212,7 +217,12 @@ public enum CSV {
             if inQuotes {
                 if c == "\"" {
                     if let n = nextChar() {
-                        if n == "\"" { field.append("\"") } else { inQuotes = false; pending = n }
+                        if n == "\"" {
+                            field.append("\"")
+                        } else {
+                            inQuotes = false
+                            pending = n
+                        }
                     } else {
                         inQuotes = false
                     }

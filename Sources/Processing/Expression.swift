@@ -91,8 +91,8 @@ public enum PathSegment: Sendable, Equatable {
 
 indirect enum ExprNode: Sendable {
     case literal(JSONValue)
-    case path([PathSegment])  // a plain field path from the record's root
-    case meta(String)  // $id, $key, …
+    case path([PathSegment]) // a plain field path from the record's root
+    case meta(String) // $id, $key, …
     case member(ExprNode, String)
     case subscriptExpr(ExprNode, ExprNode)
     case array([ExprNode])
@@ -135,14 +135,23 @@ struct Lexer {
                 isFloat = true
                 s.append(".")
                 index += 1
-                while index < chars.count, chars[index].isNumber { s.append(chars[index]); index += 1 }
+                while index < chars.count, chars[index].isNumber {
+                    s.append(chars[index])
+                    index += 1
+                }
             }
             if index < chars.count, chars[index] == "e" || chars[index] == "E" {
                 var j = index + 1
                 var exp = "e"
-                if j < chars.count, chars[j] == "+" || chars[j] == "-" { exp.append(chars[j]); j += 1 }
+                if j < chars.count, chars[j] == "+" || chars[j] == "-" {
+                    exp.append(chars[j])
+                    j += 1
+                }
                 if j < chars.count, chars[j].isNumber {
-                    while j < chars.count, chars[j].isNumber { exp.append(chars[j]); j += 1 }
+                    while j < chars.count, chars[j].isNumber {
+                        exp.append(chars[j])
+                        j += 1
+                    }
                     isFloat = true
                     s += exp
                     index = j
@@ -374,7 +383,9 @@ struct ExprParser {
                 }
                 try expect(")")
                 guard arity.contains(args.count) else {
-                    throw err("\(name)() takes \(arity.lowerBound == arity.upperBound ? "\(arity.lowerBound)" : "\(arity.lowerBound) to \(arity.upperBound == Int.max ? "any number of" : "\(arity.upperBound)")") argument(s), got \(args.count)")
+                    throw err(
+                        "\(name)() takes \(arity.lowerBound == arity.upperBound ? "\(arity.lowerBound)" : "\(arity.lowerBound) to \(arity.upperBound == Int.max ? "any number of" : "\(arity.upperBound)")") argument(s), got \(args.count)"
+                    )
                 }
                 return .call(name, args)
             }

@@ -76,7 +76,7 @@ struct ExprEnv {
         case "topic": return .string(context.topic)
         case "partition": return .integer(Int64(context.partition))
         case "offset": return .integer(context.offset)
-        default: return record  // $value
+        default: return record // $value
         }
     }
 
@@ -343,8 +343,13 @@ enum Functions {
             let values = v.count == 1 ? (v[0].arrayValue ?? [v[0]]) : v
             var best: JSONValue = .null
             for x in values where x != .null {
-                if best == .null { best = x; continue }
-                guard let c = ExprEnv.compare(x, best) else { throw Failure("\(name)() cannot compare \(x.typeName) with \(best.typeName)") }
+                if best == .null {
+                    best = x
+                    continue
+                }
+                guard let c = ExprEnv.compare(x, best) else {
+                    throw Failure("\(name)() cannot compare \(x.typeName) with \(best.typeName)")
+                }
                 if (name == "min" && c < 0) || (name == "max" && c > 0) { best = x }
             }
             return best
@@ -439,6 +444,7 @@ public enum TimeFormat {
             let s = String(n)
             return s.count >= width ? s : String(repeating: "0", count: width - s.count) + s
         }
-        return "\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2))T\(pad(t / 3_600_000, 2)):\(pad(t / 60_000 % 60, 2)):\(pad(t / 1000 % 60, 2)).\(pad(t % 1000, 3))Z"
+        return
+            "\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2))T\(pad(t / 3_600_000, 2)):\(pad(t / 60_000 % 60, 2)):\(pad(t / 1000 % 60, 2)).\(pad(t % 1000, 3))Z"
     }
 }

@@ -66,16 +66,23 @@ extension StepProcessor {
             examples: ["[sensor_id, ts, temperature_c]"]),
         StepSpec(
             name: "enrich",
-            summary: "Adds the columns of a table row to records whose `match` finds one: a static file (CSV, JSON, NDJSON) or the latest rows of a topic.",
+            summary:
+                "Adds the columns of a table row to records whose `match` finds one: a static file (CSV, JSON, NDJSON) or the latest rows of a topic.",
             form: "a mapping with the keys below; exactly one of `table` and `topic`",
             fields: [
-                .init("table", "path", default: "none", "a CSV (with a header), JSON array or NDJSON file, relative to the pipeline file; read once at start"),
+                .init(
+                    "table", "path", default: "none",
+                    "a CSV (with a header), JSON array or NDJSON file, relative to the pipeline file; read once at start"),
                 .init("topic", "logical topic", default: "none", "instead of `table`: the latest JSON object per Kafka key of this topic"),
                 .init("match", "expression", "the record's lookup value, e.g. `sensor_id`"),
-                .init("on", "column", default: "required with `table`", "the table column `match` must equal (not with `topic`: the Kafka key is compared)"),
+                .init(
+                    "on", "column", default: "required with `table`",
+                    "the table column `match` must equal (not with `topic`: the Kafka key is compared)"),
                 .init("fields", "list of columns", default: "every column but `on`", "the columns to add"),
                 .init("into", "field path", default: "the top level", "put the added columns under this field"),
-                .init("missing", "keep | filter | dead-letter", default: "keep", "what happens when no row matches (dead-letter: class EnrichmentMissing)"),
+                .init(
+                    "missing", "keep | filter | dead-letter", default: "keep",
+                    "what happens when no row matches (dead-letter: class EnrichmentMissing)"),
                 .init("max_rows", "integer", default: "1000000", "with `topic`: at most this many keys are held"),
             ],
             examples: [
@@ -98,6 +105,7 @@ extension StepProcessor {
                 "- when: \"hot\"\n  to: alerts\n  copy: true",
                 "rules:\n  - when: \"temperature_c < 0\"\n    to: alerts\ndefault: drop",
             ],
-            notes: "One input record can become several outputs; their ids are `<id>#1`, `<id>#2`, … so downstream upserts stay idempotent."),
+            notes: "One input record can become several outputs; their ids are `<id>#1`, `<id>#2`, … so downstream upserts stay idempotent."
+        ),
     ]
 }

@@ -183,7 +183,7 @@ enum FieldPaths {
             return .object(o)
         case .index(let i):
             var a = root.arrayValue ?? []
-            guard i < 100_000 else { return root }  // no giant arrays from a typo'd index
+            guard i < 100_000 else { return root } // no giant arrays from a typo'd index
             while a.count <= i { a.append(.null) }
             a[i] = setting(a[i], rest, to: value)
             return .array(a)
@@ -265,7 +265,9 @@ struct RouteRules: Sendable {
         self.dropUnmatched = dropUnmatched
     }
 
-    func apply(_ item: ProcessorOutput, context: RecordContext, step: String, into out: inout [ProcessorOutput])
+    func apply(
+        _ item: ProcessorOutput, context: RecordContext, step: String, into out: inout [ProcessorOutput]
+    )
         throws(ProcessingError)
     {
         for (i, rule) in rules.enumerated() {

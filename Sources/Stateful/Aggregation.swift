@@ -125,17 +125,18 @@ public struct Aggregation: Sendable {
     }
 
     public func empty() -> AggregateState {
-        AggregateState(cells: fields.map { f in
-            switch f.function {
-            case .count: return .count(0)
-            case .sum: return .sum(0, integral: true, seen: false)
-            case .min: return .min(nil)
-            case .max: return .max(nil)
-            case .avg: return .avg(0, 0)
-            case .distinct: return .distinct([])
-            case .percentile: return .sketch(QuantileSketch())
-            }
-        })
+        AggregateState(
+            cells: fields.map { f in
+                switch f.function {
+                case .count: return .count(0)
+                case .sum: return .sum(0, integral: true, seen: false)
+                case .min: return .min(nil)
+                case .max: return .max(nil)
+                case .avg: return .avg(0, 0)
+                case .distinct: return .distinct([])
+                case .percentile: return .sketch(QuantileSketch())
+                }
+            })
     }
 
     /// Adds one record's evaluated arguments. Nulls are skipped by every function but `count`;
@@ -276,16 +277,17 @@ public struct AggregateState: Sendable, Equatable {
 
     /// The changelog form: an array with one entry per cell.
     public var json: JSONValue {
-        .array(cells.map { c in
-            switch c {
-            case .count(let n): return .integer(n)
-            case .sum(let s, let integral, let seen): return .array([.number(s), .bool(integral), .bool(seen)])
-            case .min(let m), .max(let m): return m.map { .number($0) } ?? .null
-            case .avg(let s, let n): return .array([.number(s), .integer(n)])
-            case .distinct(let set): return .array(set.sorted().map { .string(String($0, radix: 16)) })
-            case .sketch(let k): return k.json
-            }
-        })
+        .array(
+            cells.map { c in
+                switch c {
+                case .count(let n): return .integer(n)
+                case .sum(let s, let integral, let seen): return .array([.number(s), .bool(integral), .bool(seen)])
+                case .min(let m), .max(let m): return m.map { .number($0) } ?? .null
+                case .avg(let s, let n): return .array([.number(s), .integer(n)])
+                case .distinct(let set): return .array(set.sorted().map { .string(String($0, radix: 16)) })
+                case .sketch(let k): return k.json
+                }
+            })
     }
 
     /// Reads the changelog form for `aggregation`; nil when it does not fit (the aggregation changed

@@ -6,7 +6,8 @@ import Processing
 extension WindowSpec {
     public static let spec = StepSpec(
         name: "window",
-        summary: "Event-time windows per key — tumbling, hopping, sliding or session — with aggregates (count, sum, min, max, avg, distinct, percentile).",
+        summary:
+            "Event-time windows per key — tumbling, hopping, sliding or session — with aggregates (count, sum, min, max, avg, distinct, percentile).",
         form: "a mapping with the keys below, beside `state:` (and `late:`)",
         placement: .stage,
         fields: [
@@ -15,12 +16,16 @@ extension WindowSpec {
             .init("advance", "duration", default: "required for hopping", "how far hopping windows start apart (at most size)"),
             .init("gap", "duration", default: "required for session", "the inactivity that closes a session"),
             .init("grace", "duration", default: "0s", "records up to this much out of order still count; later ones go to `late:`"),
-            .init("time", "expression | $timestamp | $event_time", default: "$event_time", "the event time: a field (epoch ms or ISO-8601), the Kafka timestamp, or ingest's sf.event_time"),
+            .init(
+                "time", "expression | $timestamp | $event_time", default: "$event_time",
+                "the event time: a field (epoch ms or ISO-8601), the Kafka timestamp, or ingest's sf.event_time"),
             .init("key", "expression", default: "the record key", "the group key (must not move records across partitions)"),
             .init("key_field", "string", default: "key", "the key's name in the result"),
             .init("emit", "final | update", default: "final", "one result when a window closes, or one on every change"),
             .init("aggregate", "mapping", "output field → count() | sum(x) | min(x) | max(x) | avg(x) | distinct(x) | percentile(x, p)"),
-            .init("idle_timeout", "duration", default: "30s", "a partition without records this long moves its clock with the wall clock; 0s: never"),
+            .init(
+                "idle_timeout", "duration", default: "30s",
+                "a partition without records this long moves its clock with the wall clock; 0s: never"),
         ],
         examples: [
             "type: tumbling\nsize: 1m\ngrace: 10s\ntime: ts\nkey: sensor_id\nkey_field: sensor_id\naggregate:\n  readings: count()\n  p95_c: percentile(temperature_c, 95)",
@@ -51,10 +56,12 @@ extension JoinSpec {
             .init("right_time", "expression", default: "time", "the second input's event time"),
             .init("as", "{ left, right }", default: "{ left: left, right: right }", "the names of the two sides in the result"),
             .init("key_field", "string", default: "key", "the key's name in the result"),
-            .init("idle_timeout", "duration", default: "30s", "a partition without records this long moves its clock with the wall clock; 0s: never"),
+            .init(
+                "idle_timeout", "duration", default: "30s",
+                "a partition without records this long moves its clock with the wall clock; 0s: never"),
         ],
         examples: [
-            "with: payments\ntype: left\nwindow: 5m\ngrace: 30s\ntime: ts\nas: { left: order, right: payment }",
+            "with: payments\ntype: left\nwindow: 5m\ngrace: 30s\ntime: ts\nas: { left: order, right: payment }"
         ],
         notes: """
             A result is `{<key_field>, <left>: {…}, <right>: {…}}` with id `<left id>+<right id>`. \

@@ -129,9 +129,10 @@ public enum Changelog {
         var parsed: [(String, JSONValue)] = []
         parsed.reserveCapacity(messages.count)
         for m in messages {
-            guard let key = m.key, let bytes = m.value else { continue }  // tombstones: compaction leftovers
+            guard let key = m.key, let bytes = m.value else { continue } // tombstones: compaction leftovers
             guard let v = try? JSONValue.parse(bytes) else {
-                throw StateRestoreError(partition: partition, message: "changelog record '\(key)' is not JSON: the topic holds something else")
+                throw StateRestoreError(
+                    partition: partition, message: "changelog record '\(key)' is not JSON: the topic holds something else")
             }
             parsed.append((key, v))
         }

@@ -99,7 +99,9 @@ public struct StatefulEngine: Sendable {
     public var stateEntries: Int { partitions.values.reduce(0) { $0 + $1.entries } }
 
     func emptyPartition(nowWallMs: Int64) -> Partition {
-        var p = Partition(maxTime: Array(repeating: nil, count: inputTopics.count), lastArrivalWallMs: Array(repeating: nowWallMs, count: inputTopics.count))
+        var p = Partition(
+            maxTime: Array(repeating: nil, count: inputTopics.count),
+            lastArrivalWallMs: Array(repeating: nowWallMs, count: inputTopics.count))
         switch op {
         case .window(let w): p.window = WindowPartition(spec: w)
         case .join(let j): p.join = JoinPartition(spec: j)
@@ -153,7 +155,9 @@ public struct StatefulEngine: Sendable {
     /// Processes one record of an assigned partition (records of other partitions are skipped).
     /// `continuing`: another record derived from the same input record (the steps before the
     /// operator emitted several) — not skipped as a redelivery of the first.
-    public mutating func process(_ record: StreamRecord, nowWallMs: Int64, continuing: Bool = false) throws(ProcessingError)
+    public mutating func process(
+        _ record: StreamRecord, nowWallMs: Int64, continuing: Bool = false
+    ) throws(ProcessingError)
         -> RecordOutcome
     {
         var outcome = RecordOutcome()
@@ -179,11 +183,14 @@ public struct StatefulEngine: Sendable {
                 do { v = try k.evaluate(record.value, context: record.context) } catch {
                     throw ProcessingError(step: "window.key", errorClass: "ExpressionError", message: error.message)
                 }
-                guard v != .null else { throw ProcessingError(step: "window.key", errorClass: "MissingKey", message: "key: \(k.text) is null") }
+                guard v != .null else {
+                    throw ProcessingError(step: "window.key", errorClass: "MissingKey", message: "key: \(k.text) is null")
+                }
                 key = v.stringValue ?? v.jsonString
             } else {
                 guard let k = record.key else {
-                    throw ProcessingError(step: "window", errorClass: "MissingKey", message: "the record has no key to group by (set window.key)")
+                    throw ProcessingError(
+                        step: "window", errorClass: "MissingKey", message: "the record has no key to group by (set window.key)")
                 }
                 key = k
             }
@@ -195,7 +202,8 @@ public struct StatefulEngine: Sendable {
             p.lastArrivalWallMs[side] = nowWallMs
             let mark = closeMark(p, nowWallMs: nowWallMs)
             do {
-                if let r = try p.window?.add(key: key, t: t, args: args, idHash: Self.hash(record.id), closeMark: mark, tracker: &p.tracker) {
+                if let r = try p.window?.add(key: key, t: t, args: args, idHash: Self.hash(record.id), closeMark: mark, tracker: &p.tracker)
+                {
                     outcome.results = r.results
                     outcome.late = r.late
                     outcome.duplicate = r.duplicate
@@ -272,7 +280,10 @@ public struct StatefulEngine: Sendable {
             partitions[pid] = p
         }
         while stateBytes > budgetBytes {
-            guard let (pid, _) = partitions.max(by: { $0.value.bytes < $1.value.bytes || ($0.value.bytes == $1.value.bytes && $0.key > $1.key) }),
+            guard
+                let (pid, _) = partitions.max(by: {
+                    $0.value.bytes < $1.value.bytes || ($0.value.bytes == $1.value.bytes && $0.key > $1.key)
+                }),
                 var p = partitions.removeValue(forKey: pid)
             else { break }
             guard let deadline = p.window?.earliestDeadline() ?? p.join?.earliestDeadline() else {

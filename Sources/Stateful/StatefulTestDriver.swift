@@ -30,7 +30,9 @@ public struct StatefulTestDriver: Sendable {
     var nextOffset: [String: [Int32: Int64]] = [:]
     var pendingCheckpoints: [ChangelogRecord] = []
 
-    public init(op: StatefulOperator, inputTopics: [String], partitions: Int32 = 1, budgetBytes: Int = 256 << 20, snapshotBytes: Int = 1 << 20) {
+    public init(
+        op: StatefulOperator, inputTopics: [String], partitions: Int32 = 1, budgetBytes: Int = 256 << 20, snapshotBytes: Int = 1 << 20
+    ) {
         self.engine = StatefulEngine(op: op, inputTopics: inputTopics, budgetBytes: budgetBytes, snapshotBytes: snapshotBytes)
         self.partitions = partitions
         for p in 0..<partitions {
@@ -91,7 +93,8 @@ public struct StatefulTestDriver: Sendable {
     /// this continue from those offsets (what the stage's seek does).
     @discardableResult
     public mutating func restart() throws(StateRestoreError) -> [Int32: [String: Int64]] {
-        var fresh = StatefulEngine(op: engine.op, inputTopics: engine.inputTopics, budgetBytes: engine.budgetBytes, snapshotBytes: engine.snapshotBytes)
+        var fresh = StatefulEngine(
+            op: engine.op, inputTopics: engine.inputTopics, budgetBytes: engine.budgetBytes, snapshotBytes: engine.snapshotBytes)
         var resume: [Int32: [String: Int64]] = [:]
         for p in 0..<partitions {
             let offsets = try fresh.assign(
@@ -103,4 +106,3 @@ public struct StatefulTestDriver: Sendable {
         return resume
     }
 }
-

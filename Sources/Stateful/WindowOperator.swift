@@ -49,10 +49,12 @@ public struct WindowSpec: Sendable {
             sizeMs = try Self.positive(m, "size", hint: "the window length, e.g. 1m")
             advanceMs = try Self.positive(m, "advance", hint: "how far windows start apart, e.g. 15s")
             guard advanceMs <= sizeMs else {
-                throw (m.optional("advance") ?? node).error("advance (\(advanceMs) ms) must not exceed size (\(sizeMs) ms); a gap between windows would drop records")
+                throw (m.optional("advance") ?? node).error(
+                    "advance (\(advanceMs) ms) must not exceed size (\(sizeMs) ms); a gap between windows would drop records")
             }
             guard sizeMs / advanceMs <= 1000 else {
-                throw (m.optional("advance") ?? node).error("size / advance is \(sizeMs / advanceMs): each record would update more than 1000 windows")
+                throw (m.optional("advance") ?? node).error(
+                    "size / advance is \(sizeMs / advanceMs): each record would update more than 1000 windows")
             }
         case .session:
             gapMs = try Self.positive(m, "gap", hint: "the inactivity that closes a session, e.g. 30s")
@@ -73,7 +75,8 @@ public struct WindowSpec: Sendable {
         aggregation = try Aggregation(try m.required("aggregate", hint: "output field → function, e.g. readings: count()"))
         idleTimeoutMs = try m.duration("idle_timeout", defaultMilliseconds: 30_000)
         try m.finish()
-        for reserved in [keyField, "window_start", "window_end", "retracted"] where aggregation.fields.contains(where: { $0.name == reserved }) {
+        for reserved in [keyField, "window_start", "window_end", "retracted"]
+        where aggregation.fields.contains(where: { $0.name == reserved }) {
             throw node.error("aggregate: '\(reserved)' is a field the window result sets itself; pick another name")
         }
     }
@@ -159,7 +162,7 @@ struct WindowPartition: Sendable {
     func deadline(_ w: OpenWindow) -> Int64 {
         switch spec.kind {
         case .tumbling, .hopping: return w.end
-        case .sliding: return w.end + 1  // [t − size, t] includes t: complete once the mark passes t
+        case .sliding: return w.end + 1 // [t − size, t] includes t: complete once the mark passes t
         case .session: return w.end + spec.gapMs
         }
     }
@@ -291,8 +294,9 @@ struct WindowPartition: Sendable {
     /// Drops stale heap entries on the way.
     mutating func earliestDeadline() -> Int64? {
         while let top = deadlines.peek {
-            if let kw = keys[top.key], kw.windows.contains(where: { deadline($0) == top.deadline })
-                || (spec.kind == .sliding && !kw.buffer.isEmpty)
+            if let kw = keys[top.key],
+                kw.windows.contains(where: { deadline($0) == top.deadline })
+                    || (spec.kind == .sliding && !kw.buffer.isEmpty)
             {
                 return top.deadline
             }

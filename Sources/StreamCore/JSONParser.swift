@@ -72,9 +72,15 @@ private struct JSONParser {
         case UInt8(ascii: "{"): return try parseObject(depth: depth + 1)
         case UInt8(ascii: "["): return try parseArray(depth: depth + 1)
         case UInt8(ascii: "\""): return .string(try parseString())
-        case UInt8(ascii: "t"): try literal("true"); return .bool(true)
-        case UInt8(ascii: "f"): try literal("false"); return .bool(false)
-        case UInt8(ascii: "n"): try literal("null"); return .null
+        case UInt8(ascii: "t"):
+            try literal("true")
+            return .bool(true)
+        case UInt8(ascii: "f"):
+            try literal("false")
+            return .bool(false)
+        case UInt8(ascii: "n"):
+            try literal("null")
+            return .null
         case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return try parseNumber()
         default: throw error("unexpected character '\(Character(Unicode.Scalar(bytes[index])))'")
         }
@@ -98,7 +104,7 @@ private struct JSONParser {
             index += 1
             return .object([:])
         }
-        if pending.capacity == 0 { pending.reserveCapacity(16) }  // one allocation for a typical record
+        if pending.capacity == 0 { pending.reserveCapacity(16) } // one allocation for a typical record
         let first = pending.count
         while true {
             skipWhitespace()
@@ -163,7 +169,7 @@ private struct JSONParser {
     }
 
     mutating func parseString() throws(JSONParseError) -> String {
-        index += 1  // opening quote
+        index += 1 // opening quote
         let start = index
         // Fast path: no escapes.
         var high: UInt8 = 0

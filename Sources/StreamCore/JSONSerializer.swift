@@ -25,7 +25,7 @@ extension JSONValue {
                     out.append(contentsOf: "\(d)".utf8)
                 }
             } else {
-                out.append(contentsOf: "null".utf8)  // JSON has no NaN or infinity
+                out.append(contentsOf: "null".utf8) // JSON has no NaN or infinity
             }
         case .string(let s): JSONValue.writeString(s, to: &out)
         case .array(let items):

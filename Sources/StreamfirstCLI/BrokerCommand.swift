@@ -69,7 +69,9 @@ struct BrokerCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Print the ready information as one JSON object instead of key=value lines.")
     var json = false
 
-    @Flag(name: .customLong("exit-on-stdin-eof"), help: "Shut down when stdin reaches end of file (for supervisors: the broker stops if its parent dies).")
+    @Flag(
+        name: .customLong("exit-on-stdin-eof"),
+        help: "Shut down when stdin reaches end of file (for supervisors: the broker stops if its parent dies).")
     var exitOnStdinEOF = false
 
     func validate() throws {

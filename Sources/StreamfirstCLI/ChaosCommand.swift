@@ -5,7 +5,8 @@ import LocalRun
 struct ChaosCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "chaos",
-        abstract: "Run a pipeline under load on a 3-broker embedded cluster while killing workers and injecting broker faults; then check that nothing was lost or duplicated.",
+        abstract:
+            "Run a pipeline under load on a 3-broker embedded cluster while killing workers and injecting broker faults; then check that nothing was lost or duplicated.",
         discussion: """
             Starts the embedded broker with three brokers and the pipeline's workers, then, until ingest's \
             generator has produced every record, pauses --interval (±50 %) and either SIGKILLs a random \
@@ -27,7 +28,10 @@ struct ChaosCommand: AsyncParsableCommand {
     @Option(help: "Mean seconds between faults.") var interval = 2.0
     @Option(help: "Seed of the fault schedule.") var seed: UInt64 = 1
     @Flag(help: "Only kill workers; leave the brokers alone.") var noBrokerFaults = false
-    @Option(help: "Partitions of the data topics (IOT_PARTITIONS; dead letters get a quarter, at least 3). The embedded broker keeps 5 MiB per partition: long runs need many.")
+    @Option(
+        help:
+            "Partitions of the data topics (IOT_PARTITIONS; dead letters get a quarter, at least 3). The embedded broker keeps 5 MiB per partition: long runs need many."
+    )
     var partitions: Int?
     @Option(help: "The workers' session.timeout.ms (KAFKA_SESSION_TIMEOUT_MS); recovery after a kill is about two of these.")
     var sessionTimeoutMs = 6000

@@ -7,7 +7,8 @@ import Logging
 struct ClientDemoCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "client-demo",
-        abstract: "The Kafka client alone: stream readings through the embedded broker with one producer and one consumer group; report order and latency.",
+        abstract:
+            "The Kafka client alone: stream readings through the embedded broker with one producer and one consumer group; report order and latency.",
         discussion: """
             Starts the embedded broker (librdkafka's mock cluster) as a separate process, creates the topic
             `iot.readings` (6 partitions), streams generated sensor readings into it at a steady rate while a
@@ -136,7 +137,7 @@ struct ReadingGenerator {
     var seed: UInt64 = 0x5EED
 
     mutating func random() -> Double {
-        seed = seed &* 6364136223846793005 &+ 1442695040888963407
+        seed = seed &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
         return Double(seed >> 11) / Double(1 << 53)
     }
 

@@ -35,8 +35,8 @@ struct ConformanceCommand: ParsableCommand {
             passed += o.passed
             failed += o.failed.count
             skipped += o.skippedTests
-            if verbose { o.failed.forEach { print("  FAIL \($0)") } }
-            o.skipped.forEach { print("  gap  \($0)") }
+            if verbose { for failure in o.failed { print("  FAIL \(failure)") } }
+            for gap in o.skipped { print("  gap  \(gap)") }
         }
         let total = passed + failed + skipped
         print(
@@ -48,7 +48,7 @@ struct ConformanceCommand: ParsableCommand {
                 let o = try runner.run(file: file, formatAssertion: true)
                 let name = String(file.split(separator: "/").last ?? "")
                 print("  format \(name.padding(toLength: 28, withPad: " ", startingAt: 0)) \(o.passed) / \(o.total)")
-                if verbose { o.failed.forEach { print("    FAIL \($0)") } }
+                if verbose { for failure in o.failed { print("    FAIL \(failure)") } }
             }
         }
     }

@@ -34,7 +34,9 @@ struct RedriveCommand: AsyncParsableCommand {
             throw ValidationError("--stage \(s): expected ingest, validate, process or persist")
         }
         for (name, value) in [("--since", since), ("--until", until)] {
-            if let value, Self.time(value) == nil { throw ValidationError("\(name) \(value): expected ISO-8601 (2026-11-25T09:00:00Z) or milliseconds since the epoch") }
+            if let value, Self.time(value) == nil {
+                throw ValidationError("\(name) \(value): expected ISO-8601 (2026-11-25T09:00:00Z) or milliseconds since the epoch")
+            }
         }
         if maxCount < 1 { throw ValidationError("--max-count must be at least 1") }
     }
@@ -61,17 +63,22 @@ struct RedriveCommand: AsyncParsableCommand {
             throw error
         }
         if output.json {
-            emit(jsonString([
-                "dry_run": dryRun, "dead_letter_topic": spec.deadLetter.name, "read": report.read,
-                "redriven": report.redrivenTotal, "by_route": report.redriven,
-                "skipped": ["already_redriven": report.alreadyRedriven, "not_selected": report.filteredOut, "exhausted": report.exhausted],
-            ]))
+            emit(
+                jsonString([
+                    "dry_run": dryRun, "dead_letter_topic": spec.deadLetter.name, "read": report.read,
+                    "redriven": report.redrivenTotal, "by_route": report.redriven,
+                    "skipped": [
+                        "already_redriven": report.alreadyRedriven, "not_selected": report.filteredOut, "exhausted": report.exhausted,
+                    ],
+                ]))
             return
         }
         print("\(dryRun ? "would redrive" : "redriven") \(report.redrivenTotal) of \(report.read) dead letters in \(spec.deadLetter.name)")
         for (what, n) in report.redriven.sorted(by: { $0.key < $1.key }) {
             print("  \(what.padding(toLength: 60, withPad: " ", startingAt: 0)) \(n)")
         }
-        print("  skipped: \(report.alreadyRedriven) already redriven, \(report.filteredOut) not selected, \(report.exhausted) redriven \(maxCount) times")
+        print(
+            "  skipped: \(report.alreadyRedriven) already redriven, \(report.filteredOut) not selected, \(report.exhausted) redriven \(maxCount) times"
+        )
     }
 }

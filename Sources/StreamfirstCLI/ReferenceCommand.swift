@@ -6,7 +6,9 @@ struct ReferenceCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "reference",
         abstract: "Write the reference page of every source, sink and processor (docs/reference/ is its output).",
-        discussion: "Pages are rendered from the components' own specs; with --check nothing is written and the exit code is 1 when a page is missing, stale or left over.")
+        discussion:
+            "Pages are rendered from the components' own specs; with --check nothing is written and the exit code is 1 when a page is missing, stale or left over."
+    )
 
     @Option(help: "The reference directory.") var output = "docs/reference"
     @Flag(help: "Compare instead of writing: exit 1 when the directory differs from the output.") var check = false
@@ -31,7 +33,7 @@ struct ReferenceCommand: ParsableCommand {
             if !check { try fm.removeItem(atPath: URL(fileURLWithPath: output).appendingPathComponent(path).path) }
         }
         if check {
-            differences.forEach { print($0) }
+            for difference in differences { print(difference) }
             if !differences.isEmpty { throw ExitCode(1) }
             print("\(pages.count) pages up to date in \(output)")
         } else {

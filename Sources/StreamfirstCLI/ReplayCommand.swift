@@ -38,7 +38,9 @@ struct ReplayCommand: AsyncParsableCommand {
         @OptionGroup var output: OutputOptions
 
         func validate() throws {
-            guard PipelineSpec.StageName(rawValue: stage) != nil else { throw ValidationError("--stage \(stage): expected validate or process") }
+            guard PipelineSpec.StageName(rawValue: stage) != nil else {
+                throw ValidationError("--stage \(stage): expected validate or process")
+            }
             let given = [to != nil, toOffset != nil, toBeginning].filter { $0 }.count
             guard given == 1 else { throw ValidationError("give exactly one of --to TIME, --to-offset N, --to-beginning") }
             if let to, RedriveCommand.time(to) == nil {
@@ -69,13 +71,15 @@ struct ReplayCommand: AsyncParsableCommand {
             let group = try spec.stage(stageName).group
             if output.json {
                 // {dry_run, stage, group, offsets: [{topic, partition, offset}], reset_partitions}
-                emit(jsonString([
-                    "dry_run": dryRun, "stage": stage, "group": group,
-                    "offsets": report.offsets.map {
-                        ["topic": $0.topicPartition.topic, "partition": Int($0.topicPartition.partition), "offset": $0.offset] as [String: Any]
-                    },
-                    "reset_partitions": report.resetPartitions.count,
-                ]))
+                emit(
+                    jsonString([
+                        "dry_run": dryRun, "stage": stage, "group": group,
+                        "offsets": report.offsets.map {
+                            ["topic": $0.topicPartition.topic, "partition": Int($0.topicPartition.partition), "offset": $0.offset]
+                                as [String: Any]
+                        },
+                        "reset_partitions": report.resetPartitions.count,
+                    ]))
                 return
             }
             print("\(dryRun ? "would rewind" : "rewound") group \(group) to:")
@@ -103,7 +107,8 @@ struct ReplayCommand: AsyncParsableCommand {
             if let bootstrap { environment["KAFKA_BROKERS"] = bootstrap }
             let spec = try PipelineSpec.load(file: pipeline, environment: environment)
             guard let t = spec.topics[topic] else {
-                throw ValidationError("--topic \(topic): not a topic of \(pipeline) (topics: \(spec.topics.keys.sorted().joined(separator: ", ")))")
+                throw ValidationError(
+                    "--topic \(topic): not a topic of \(pipeline) (topics: \(spec.topics.keys.sorted().joined(separator: ", ")))")
             }
             let bar = output.progressBar()
             let digests: [String: String]
@@ -125,7 +130,9 @@ struct ReplayCommand: AsyncParsableCommand {
                 if let compare {
                     let c = Replay.compare(try Self.load(compare), digests)
                     differs = !c.different.isEmpty
-                    object["comparison"] = ["identical": c.same, "different": c.different, "only_before": c.onlyBefore, "only_now": c.onlyAfter]
+                    object["comparison"] = [
+                        "identical": c.same, "different": c.different, "only_before": c.onlyBefore, "only_now": c.onlyAfter,
+                    ]
                 }
                 emit(jsonString(object))
                 if differs { throw ExitCode(1) }
@@ -134,7 +141,9 @@ struct ReplayCommand: AsyncParsableCommand {
             if let save { print("\(digests.count) ids of \(t.name) → \(save)") }
             if let compare {
                 let c = Replay.compare(try Self.load(compare), digests)
-                print("\(c.same) ids identical, \(c.different.count) different, \(c.onlyBefore.count) only before, \(c.onlyAfter.count) only now")
+                print(
+                    "\(c.same) ids identical, \(c.different.count) different, \(c.onlyBefore.count) only before, \(c.onlyAfter.count) only now"
+                )
                 for id in c.different.prefix(20) { print("  differs: \(id)") }
                 for id in c.onlyBefore.prefix(10) { print("  missing now: \(id)") }
                 if !c.different.isEmpty { throw ExitCode(1) }

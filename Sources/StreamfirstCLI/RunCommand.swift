@@ -13,7 +13,8 @@ import StreamCore
 struct RunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
-        abstract: "Run a pipeline locally: the embedded broker (or --bootstrap) and one process per worker, with live progress and a summary.",
+        abstract:
+            "Run a pipeline locally: the embedded broker (or --bootstrap) and one process per worker, with live progress and a summary.",
         discussion: """
             Starts `streamfirst broker --pipeline FILE` (unless --bootstrap names a cluster), then the \
             validate, process and persist workers and finally ingest, each as its own process with its \
@@ -37,7 +38,8 @@ struct RunCommand: AsyncParsableCommand {
 struct DemoCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "demo",
-        abstract: "The main job: run pipelines/iot-sensors.yaml (generated IoT readings, some malformed or schema-invalid) through four worker processes on the embedded broker.",
+        abstract:
+            "The main job: run pipelines/iot-sensors.yaml (generated IoT readings, some malformed or schema-invalid) through four worker processes on the embedded broker.",
         discussion: "The same as `streamfirst run pipelines/iot-sensors.yaml`, starting from a fresh work directory."
     )
 
@@ -48,7 +50,7 @@ struct DemoCommand: AsyncParsableCommand {
         var options = run
         if options.workDirectory == nil {
             options.workDirectory = ".streamfirst/demo"
-            try? FileManager.default.removeItem(atPath: ".streamfirst/demo")  // a fresh demo every time
+            try? FileManager.default.removeItem(atPath: ".streamfirst/demo") // a fresh demo every time
         }
         try await PipelineRunner(pipeline: pipeline, options: options, title: "Streamfirst demo").execute()
     }
@@ -63,7 +65,9 @@ struct RunOptions: ParsableArguments {
     var timeout = 300
     @Option(help: "Log level of the workers (their logs go to files).")
     var logLevel = "info"
-    @Option(name: .customLong("set"), help: ArgumentHelp("Environment for the pipeline file and workers, e.g. --set IOT_COUNT=5000.", valueName: "VAR=VALUE"))
+    @Option(
+        name: .customLong("set"),
+        help: ArgumentHelp("Environment for the pipeline file and workers, e.g. --set IOT_COUNT=5000.", valueName: "VAR=VALUE"))
     var variables: [String] = []
     @Option(help: "Port of the dashboard (pipelines with a dashboard: section; default: its port, 9100; 0 = any free port).")
     var dashboardPort: Int?
@@ -97,14 +101,17 @@ struct PipelineRunner {
         let local: LocalPipeline
         do {
             local = try await LocalPipeline.launch(
-                .init(pipelineFile: pipeline, workDirectory: work, environment: env, bootstrapServers: options.bootstrap,
-                      logLevel: options.logLevel))
+                .init(
+                    pipelineFile: pipeline, workDirectory: work, environment: env, bootstrapServers: options.bootstrap,
+                    logLevel: options.logLevel))
         } catch let error as ConfigError {
             throw ValidationError("\(error)")
         }
         say("\(title): pipeline \(local.spec.name) (\(pipeline))")
         if let broker = local.broker {
-            say("  broker   librdkafka \(KafkaClientInfo.librdkafkaVersion) mock cluster, own process (pid \(broker.processIdentifier)), \(broker.bootstrapServers)")
+            say(
+                "  broker   librdkafka \(KafkaClientInfo.librdkafkaVersion) mock cluster, own process (pid \(broker.processIdentifier)), \(broker.bootstrapServers)"
+            )
         } else {
             say("  broker   \(local.bootstrapServers)")
         }
@@ -115,7 +122,9 @@ struct PipelineRunner {
         if local.hasDashboard && !options.noDashboard { try await startDashboard(local) }
         if local.stages.contains(.ingest) { try await local.start(.ingest) }
         for stage in consumers + (local.stages.contains(.ingest) ? [.ingest] : []) {
-            say("  \(stage.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0)) pid \(local.process(stage)?.processIdentifier ?? 0), http://127.0.0.1:\(local.port(stage) ?? 0)/metrics, log \(local.logFile(stage))")
+            say(
+                "  \(stage.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0)) pid \(local.process(stage)?.processIdentifier ?? 0), http://127.0.0.1:\(local.port(stage) ?? 0)/metrics, log \(local.logFile(stage))"
+            )
         }
         if let port = local.dashboardPort {
             say("  dashboard http://127.0.0.1:\(port)/ (live charts; log \(local.dashboardLogFile))")
@@ -153,8 +162,9 @@ struct PipelineRunner {
         let dashboardStatus = await local.stopDashboard()
         let exits = await local.stop()
         let rows = try? await local.sinkRowCount()
-        summary(local: local, stats: stats, counts: counts, deadLetters: deadLetters, rows: rows,
-                ingestStatus: ingestStatus, exits: exits, dashboard: dashboardStatus, elapsed: ContinuousClock.now - started)
+        summary(
+            local: local, stats: stats, counts: counts, deadLetters: deadLetters, rows: rows,
+            ingestStatus: ingestStatus, exits: exits, dashboard: dashboardStatus, elapsed: ContinuousClock.now - started)
         say(samples.summary(stages: local.stages))
     }
 
@@ -169,7 +179,7 @@ struct PipelineRunner {
         }
         do {
             try await local.startDashboard(extraEnvironment: env)
-        } catch where env["HTTP_PORT"] != "0" && options.dashboardPort == nil {
+        } catch  where env["HTTP_PORT"] != "0" && options.dashboardPort == nil {
             say("  dashboard: port \(env["HTTP_PORT"] ?? "?") unavailable (\(String(describing: error).prefix(200))); using a free port")
             try await local.startDashboard()
         }
@@ -199,7 +209,9 @@ struct PipelineRunner {
         let spec = local.spec
         say("")
         say("Summary (\(String(format: "%.1f", Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)) s)")
-        say("  topics: " + spec.topics.values.sorted { $0.name < $1.name }.map { "\($0.name) \(counts[$0.logical] ?? 0)" }.joined(separator: ", "))
+        say(
+            "  topics: "
+                + spec.topics.values.sorted { $0.name < $1.name }.map { "\($0.name) \(counts[$0.logical] ?? 0)" }.joined(separator: ", "))
 
         // Dead letters by stage and class, distinct by record id.
         var byReason: [String: (ids: Set<String>, example: String)] = [:]
@@ -216,20 +228,27 @@ struct PipelineRunner {
         let deadTotal = byReason.values.reduce(0) { $0 + $1.ids.count }
         let ingested: Int
         if let raw = spec.stages[.ingest]?.output {
-            ingested = Int(counts[raw.logical] ?? 0) + (byReason.filter { $0.key.hasPrefix("ingest ") }.values.reduce(0) { $0 + $1.ids.count })
+            ingested =
+                Int(counts[raw.logical] ?? 0) + (byReason.filter { $0.key.hasPrefix("ingest ") }.values.reduce(0) { $0 + $1.ids.count })
         } else {
             ingested = 0
         }
         say("  stage      records in   out   dead-lettered   filtered")
-        say("  ingest     \(String(ingested).leftPad(10))   \(String(counts[spec.stages[.ingest]?.output?.logical ?? ""] ?? 0).leftPad(5))   \(String(byReason.filter { $0.key.hasPrefix("ingest ") }.values.reduce(0) { $0 + $1.ids.count }).leftPad(13))   \("0".leftPad(8))")
+        say(
+            "  ingest     \(String(ingested).leftPad(10))   \(String(counts[spec.stages[.ingest]?.output?.logical ?? ""] ?? 0).leftPad(5))   \(String(byReason.filter { $0.key.hasPrefix("ingest ") }.values.reduce(0) { $0 + $1.ids.count }).leftPad(13))   \("0".leftPad(8))"
+        )
         for stage in [PipelineSpec.StageName.validate, .process, .persist] {
             guard let s = stats[stage] else { continue }
-            say("  \(stage.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0))  \(String(s.recordsIn).leftPad(10))   \(String(s.recordsOut).leftPad(5))   \(String(s.deadLettered).leftPad(13))   \(String(s.filtered).leftPad(8))")
+            say(
+                "  \(stage.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0))  \(String(s.recordsIn).leftPad(10))   \(String(s.recordsOut).leftPad(5))   \(String(s.deadLettered).leftPad(13))   \(String(s.filtered).leftPad(8))"
+            )
         }
         if !byReason.isEmpty {
             say("  dead letters (\(spec.deadLetter.name)), by stage and reason:")
             for (k, v) in byReason.sorted(by: { $0.key < $1.key }) {
-                say("    \(k.padding(toLength: max(28, k.count), withPad: " ", startingAt: 0)) \(String(v.ids.count).leftPad(6))   e.g. \(v.example.prefix(110))")
+                say(
+                    "    \(k.padding(toLength: max(28, k.count), withPad: " ", startingAt: 0)) \(String(v.ids.count).leftPad(6))   e.g. \(v.example.prefix(110))"
+                )
             }
         }
         let filtered = stats.values.reduce(0) { $0 + $1.filtered }
@@ -249,11 +268,17 @@ struct PipelineRunner {
                 .reduce(0) { $0 + $1.ids.count }
             let filteredBefore = stats[.validate]?.filtered ?? 0
             ok = process.recordsIn + deadBefore + filteredBefore == ingested
-            say("  reconciliation: ingested \(ingested) = into the stateful process stage \(process.recordsIn) + dead-lettered before it \(deadBefore) + filtered \(filteredBefore)  \(ok ? "✓" : "✗ MISMATCH")")
-            say("  state: \(process.recordsOut) results emitted, \(state.late) late records, \(state.evictions) evictions; \(state.entries) windows still open (\(state.bytes / 1024) KiB; they close when event time moves on or after idle_timeout)")
+            say(
+                "  reconciliation: ingested \(ingested) = into the stateful process stage \(process.recordsIn) + dead-lettered before it \(deadBefore) + filtered \(filteredBefore)  \(ok ? "✓" : "✗ MISMATCH")"
+            )
+            say(
+                "  state: \(process.recordsOut) results emitted, \(state.late) late records, \(state.evictions) evictions; \(state.entries) windows still open (\(state.bytes / 1024) KiB; they close when event time moves on or after idle_timeout)"
+            )
         } else {
             ok = persisted + deadTotal + filtered == ingested
-            say("  reconciliation: ingested \(ingested) = persisted \(persisted) + dead-lettered \(deadTotal) + filtered \(filtered)  \(ok ? "✓" : "✗ MISMATCH")")
+            say(
+                "  reconciliation: ingested \(ingested) = persisted \(persisted) + dead-lettered \(deadTotal) + filtered \(filtered)  \(ok ? "✓" : "✗ MISMATCH")"
+            )
         }
         if let e = stats[.persist]?.endToEndMicros, e.count > 0 {
             say("  end-to-end latency, ingest → persisted: p50 \(ms(e.p50)), p99 \(ms(e.p99)), max \(ms(e.max)) (n=\(e.count))")
@@ -287,7 +312,8 @@ extension String {
 struct CheckCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check",
-        abstract: "Check a pipeline file: syntax, topics, every stage's settings, schemas, expressions, tables and connectors. Runs nothing.",
+        abstract:
+            "Check a pipeline file: syntax, topics, every stage's settings, schemas, expressions, tables and connectors. Runs nothing.",
         discussion: "Exit code 0 when the file is valid; otherwise 2 with a message naming the file, line and key."
     )
 
@@ -310,7 +336,9 @@ struct CheckCommand: AsyncParsableCommand {
                     stages.append("dashboard")
                 }
                 results.append(["file": file, "ok": true, "pipeline": spec.name, "topics": spec.topics.count, "stages": stages])
-                if !json { emit("\(file): ok — pipeline \(spec.name), \(spec.topics.count) topics, stages: \(stages.joined(separator: ", "))") }
+                if !json {
+                    emit("\(file): ok — pipeline \(spec.name), \(spec.topics.count) topics, stages: \(stages.joined(separator: ", "))")
+                }
             } catch {
                 results.append(["file": file, "ok": false, "error": "\(error)"])
                 if !json { FileHandle.standardError.write(Data("\(error)\n".utf8)) }
@@ -335,7 +363,9 @@ struct ProbeCommand: AsyncParsableCommand {
         guard let target = HTTPGet.parse(url: url) else { throw ValidationError("expected http://HOST:PORT/PATH, got \(url)") }
         do {
             let response = try await HTTPGet.get(host: target.host, port: target.port, path: target.path, timeoutMs: timeout)
-            emit("\(response.status) \(String(decoding: response.body.prefix(200), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))")
+            emit(
+                "\(response.status) \(String(decoding: response.body.prefix(200), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))"
+            )
             if response.status != 200 { throw ExitCode(1) }
         } catch let error as HTTPGet.Failure {
             emit("unreachable: \(error)")
@@ -358,9 +388,11 @@ final class ResourceSamples: @unchecked Sendable {
             var parts: [String] = []
             for stage in stages {
                 guard let all = samples[stage], let last = all.last else { continue }
-                let first = all[min(all.count - 1, 3)]  // after a few seconds of warm-up
+                let first = all[min(all.count - 1, 3)] // after a few seconds of warm-up
                 let peak = all.map(\.rssKiB).max() ?? last.rssKiB
-                parts.append("\(stage.rawValue) RSS \(first.rssKiB / 1024)→\(last.rssKiB / 1024) MiB (peak \(peak / 1024)), fds \(first.fds)→\(last.fds)")
+                parts.append(
+                    "\(stage.rawValue) RSS \(first.rssKiB / 1024)→\(last.rssKiB / 1024) MiB (peak \(peak / 1024)), fds \(first.fds)→\(last.fds)"
+                )
             }
             return parts.isEmpty ? "" : "  resources (after warm-up → last sample): " + parts.joined(separator: "; ")
         }

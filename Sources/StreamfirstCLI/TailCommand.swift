@@ -24,7 +24,10 @@ struct TailCommand: AsyncParsableCommand {
     @OptionGroup var connection: ConnectionOptions
     @Argument(help: "Topics to read.") var topics: [String]
     @Option(help: "Consumer group to join (default: none, manual assignment of every partition).") var group: String?
-    @Option(help: "Where to start: beginning, end, committed, offset:N (in every partition read), time:MILLIS or time:ISO-8601 (default: committed with --group, else beginning).")
+    @Option(
+        help:
+            "Where to start: beginning, end, committed, offset:N (in every partition read), time:MILLIS or time:ISO-8601 (default: committed with --group, else beginning)."
+    )
     var from: String?
     @Option(name: .customLong("partition"), help: "Read only this partition (repeatable; without --group).") var partitions: [Int32] = []
     @Option(help: "Stop after this many records.") var max: Int?
@@ -70,7 +73,9 @@ struct TailCommand: AsyncParsableCommand {
                     for p in partitions where !ids.contains(p) {
                         throw ValidationError("--partition \(p): \(t) has partitions \(ids.map(String.init).joined(separator: ", "))")
                     }
-                    selected += ids.filter { partitions.isEmpty || partitions.contains($0) }.map { KafkaTopicPartition(topic: t, partition: $0) }
+                    selected += ids.filter { partitions.isEmpty || partitions.contains($0) }.map {
+                        KafkaTopicPartition(topic: t, partition: $0)
+                    }
                 }
             } catch {
                 await admin.shutdown()
@@ -97,12 +102,18 @@ struct TailCommand: AsyncParsableCommand {
                 case .assigned(let p):
                     ends.expect(p.map(\.topicPartition))
                     let list = p.map { ["topic": $0.topic, "partition": Int($0.partition)] as [String: Any] }
-                    if json { emit(jsonString(["event": "assigned", "partitions": list])) }
-                    else { FileHandle.standardError.write(Data("assigned \(p.map(\.description))\n".utf8)) }
+                    if json {
+                        emit(jsonString(["event": "assigned", "partitions": list]))
+                    } else {
+                        FileHandle.standardError.write(Data("assigned \(p.map(\.description))\n".utf8))
+                    }
                 case .revoked(let p):
                     let list = p.map { ["topic": $0.topic, "partition": Int($0.partition)] as [String: Any] }
-                    if json { emit(jsonString(["event": "revoked", "partitions": list])) }
-                    else { FileHandle.standardError.write(Data("revoked \(p.map(\.description))\n".utf8)) }
+                    if json {
+                        emit(jsonString(["event": "revoked", "partitions": list]))
+                    } else {
+                        FileHandle.standardError.write(Data("revoked \(p.map(\.description))\n".utf8))
+                    }
                 case .partitionEOF(let at):
                     ends.reached(at.topicPartition)
                 case .error(let e):
@@ -160,7 +171,8 @@ struct TailCommand: AsyncParsableCommand {
             let pretty = try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .fragmentsAllowed])
         {
             let text = String(decoding: pretty, as: UTF8.self)
-            return out + "\n" + text.split(separator: "\n", omittingEmptySubsequences: false).map { "  " + $0 }.joined(separator: "\n") + "\n"
+            return out + "\n" + text.split(separator: "\n", omittingEmptySubsequences: false).map { "  " + $0 }.joined(separator: "\n")
+                + "\n"
         }
         return out + "\n  " + String(decoding: value, as: UTF8.self) + "\n"
     }

@@ -5,13 +5,16 @@ import Pipeline
 struct TestCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "test",
-        abstract: "Run the inline `tests:` of pipeline files without a broker: input records through validate and process, outputs and dead letters compared with `expect`.",
+        abstract:
+            "Run the inline `tests:` of pipeline files without a broker: input records through validate and process, outputs and dead letters compared with `expect`.",
         discussion: "Exit code 0 when every test passes, 1 when one fails, 2 when a file is invalid. See docs/PIPELINES.md#tests.")
 
     @Argument(help: "Pipeline files.") var files: [String]
 
     func run() throws {
-        var failed = 0, passed = 0, invalid = false
+        var failed = 0
+        var passed = 0
+        var invalid = false
         for file in files {
             do {
                 let spec = try PipelineSpec.load(file: file)
@@ -24,7 +27,7 @@ struct TestCommand: ParsableCommand {
                     } else {
                         failed += 1
                         print("FAIL \(file)\(r.line.map { ":\($0)" } ?? ""): \(r.name)")
-                        r.failures.forEach { print("     \($0)") }
+                        for failure in r.failures { print("     \(failure)") }
                     }
                 }
             } catch {

@@ -1,8 +1,8 @@
 import ArgumentParser
-import Pipeline
 import EmbeddedBroker
 import Foundation
 import Kafka
+import Pipeline
 
 struct TopicsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -80,18 +80,23 @@ struct TopicsCommand: AsyncParsableCommand {
                 }
                 if json {
                     let created = Set(missing.map(\.name))
-                    emit(jsonString([
-                        "created": created.sorted(), "existing": spec.topicsToCreate.map(\.name).filter { !created.contains($0) }.sorted(),
-                    ]))
+                    emit(
+                        jsonString([
+                            "created": created.sorted(),
+                            "existing": spec.topicsToCreate.map(\.name).filter { !created.contains($0) }.sorted(),
+                        ]))
                     return
                 }
-                emit("created \(missing.count) of \(spec.topicsToCreate.count) topics of \(pipeline)\(missing.isEmpty ? "" : ": " + missing.map(\.name).sorted().joined(separator: ", "))")
+                emit(
+                    "created \(missing.count) of \(spec.topicsToCreate.count) topics of \(pipeline)\(missing.isEmpty ? "" : ": " + missing.map(\.name).sorted().joined(separator: ", "))"
+                )
                 return
             }
             guard let topic else { throw ValidationError("name a topic, or pass --pipeline FILE") }
             if let control {
-                try await EmbeddedBrokerControl(address: control).createTopic(topic, partitions: partitions,
-                                                                             replicationFactor: max(1, replicationFactor))
+                try await EmbeddedBrokerControl(address: control).createTopic(
+                    topic, partitions: partitions,
+                    replicationFactor: max(1, replicationFactor))
             } else {
                 var config: [String: String] = [:]
                 for c in configs {
@@ -161,7 +166,8 @@ struct TopicsCommand: AsyncParsableCommand {
 struct LagCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lag",
-        abstract: "Consumer lag per partition: of a group (--group G TOPIC…), of every consuming stage of a pipeline (--pipeline FILE), or list the groups.",
+        abstract:
+            "Consumer lag per partition: of a group (--group G TOPIC…), of every consuming stage of a pipeline (--pipeline FILE), or list the groups.",
         discussion: """
             With --pipeline, each consuming stage's group (<pipeline>.<stage> unless the file sets group:) \
             is shown with its input topics (a join's both inputs). --json prints \
@@ -184,7 +190,9 @@ struct LagCommand: AsyncParsableCommand {
     }
 
     static func rows(_ lags: [KafkaPartitionLag]) -> [[String: Any]] {
-        lags.map { ["topic": $0.topic, "partition": Int($0.partition), "committed": $0.committed, "high": $0.high, "lag": $0.lag] as [String: Any] }
+        lags.map {
+            ["topic": $0.topic, "partition": Int($0.partition), "committed": $0.committed, "high": $0.high, "lag": $0.lag] as [String: Any]
+        }
     }
 
     static func text(_ l: KafkaPartitionLag) -> String {
@@ -200,9 +208,12 @@ struct LagCommand: AsyncParsableCommand {
             let groups = try await admin.listGroups()
             await admin.shutdown()
             if json {
-                emit(jsonString(["groups": groups.map {
-                    ["group": $0.name, "state": $0.state, "members": $0.memberCount, "protocol": $0.protocolName] as [String: Any]
-                }]))
+                emit(
+                    jsonString([
+                        "groups": groups.map {
+                            ["group": $0.name, "state": $0.state, "members": $0.memberCount, "protocol": $0.protocolName] as [String: Any]
+                        }
+                    ]))
                 return
             }
             for g in groups { emit("\(g.name) state=\(g.state) members=\(g.memberCount) protocol=\(g.protocolName)") }
@@ -246,13 +257,16 @@ struct LagCommand: AsyncParsableCommand {
         await admin.shutdown()
         let total = results.reduce(0) { $0 + $1.lags.reduce(0) { $0 + $1.lag } }
         if json {
-            emit(jsonString([
-                "pipeline": spec.name, "total": total,
-                "stages": results.map { r in
-                    ["stage": r.stage.name.rawValue, "group": r.stage.group, "total": r.lags.reduce(0) { $0 + $1.lag },
-                     "partitions": Self.rows(r.lags)] as [String: Any]
-                },
-            ]))
+            emit(
+                jsonString([
+                    "pipeline": spec.name, "total": total,
+                    "stages": results.map { r in
+                        [
+                            "stage": r.stage.name.rawValue, "group": r.stage.group, "total": r.lags.reduce(0) { $0 + $1.lag },
+                            "partitions": Self.rows(r.lags),
+                        ] as [String: Any]
+                    },
+                ]))
             return
         }
         for r in results {

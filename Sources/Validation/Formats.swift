@@ -18,7 +18,7 @@ enum Formats {
         case "duration": return duration(s)
         case "json-pointer": return jsonPointer(s)
         case "relative-json-pointer": return relativeJSONPointer(s)
-        default: return true  // unknown formats are annotations only
+        default: return true // unknown formats are annotations only
         }
     }
 
@@ -109,8 +109,14 @@ enum Formats {
             // quoted-string: anything printable but an unescaped quote or backslash.
             var escaped = false
             for c in local.dropFirst().dropLast() {
-                if escaped { escaped = false; continue }
-                if c == "\\" { escaped = true; continue }
+                if escaped {
+                    escaped = false
+                    continue
+                }
+                if c == "\\" {
+                    escaped = true
+                    continue
+                }
                 if c == "\"" || c.isNewline { return false }
             }
             if escaped { return false }
@@ -199,7 +205,7 @@ enum Formats {
             let scheme = rest[..<colon]
             guard let f = scheme.first, f.isASCII, f.isLetter,
                 scheme.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "+-.".contains($0)) })
-            else { return false }  // also: a relative reference's first segment may not hold ":"
+            else { return false } // also: a relative reference's first segment may not hold ":"
             rest = rest[rest.index(after: colon)...]
         } else if requireScheme {
             return false

@@ -37,7 +37,9 @@ public final class JSONSchema: Sendable {
 
     /// A schema document. `baseURI` names it for relative `$ref`s; `registry` holds the documents
     /// its `$ref`s may point to (the schema itself is added to it).
-    public init(_ schema: JSONValue, baseURI: String = "urn:streamfirst:schema", registry: SchemaRegistry = SchemaRegistry())
+    public init(
+        _ schema: JSONValue, baseURI: String = "urn:streamfirst:schema", registry: SchemaRegistry = SchemaRegistry()
+    )
         throws(SchemaError)
     {
         let base = (schema["$id"]?.stringValue).map { URIs.resolve($0, against: baseURI) } ?? baseURI
@@ -182,9 +184,15 @@ final class SchemaNode: Sendable {
     init(_ schema: JSONValue, base parentBase: String, idApplied: Bool, registry: SchemaRegistry) {
         let o: [String: JSONValue]
         switch schema {
-        case .bool(false): shape = .nothing; o = [:]
-        case .object(let members): shape = .keywords; o = members
-        default: shape = .anything; o = [:]  // true, and (leniently) any non-schema value
+        case .bool(false):
+            shape = .nothing
+            o = [:]
+        case .object(let members):
+            shape = .keywords
+            o = members
+        default:
+            shape = .anything
+            o = [:] // true, and (leniently) any non-schema value
         }
         var base = parentBase
         var pushes = false
@@ -214,7 +222,7 @@ final class SchemaNode: Sendable {
                 case "string": mask |= Self.stringBit
                 case "array": mask |= Self.arrayBit
                 case "object": mask |= Self.objectBit
-                default: continue  // an unknown type name accepts nothing
+                default: continue // an unknown type name accepts nothing
                 }
             }
             types = Types(mask: mask, names: names)
@@ -258,7 +266,8 @@ final class SchemaNode: Sendable {
             var compiled: [String: Property] = [:]
             compiled.reserveCapacity(props.count)
             for (name, s) in props {
-                compiled[name] = Property(node: node(s), keyword: "/properties/" + Validator.escape(name), isRequired: requiredSet.contains(name))
+                compiled[name] = Property(
+                    node: node(s), keyword: "/properties/" + Validator.escape(name), isRequired: requiredSet.contains(name))
             }
             properties = compiled
             requiredByCount = requiredSet.allSatisfy { props[$0] != nil } ? requiredSet.count : nil
@@ -280,7 +289,8 @@ final class SchemaNode: Sendable {
             deps.map { (name: $0.key, node: node($0.value), keyword: "/dependentSchemas/" + Validator.escape($0.key)) }
         }
         unevaluatedProperties = o["unevaluatedProperties"].map(node)
-        hasObjectKeywords = maxProperties != nil || minProperties != nil || required != nil || dependentRequired != nil
+        hasObjectKeywords =
+            maxProperties != nil || minProperties != nil || required != nil || dependentRequired != nil
             || properties != nil || patternProperties != nil || additionalProperties != nil || propertyNames != nil
             || dependentSchemas != nil
 
@@ -389,7 +399,8 @@ struct Validator {
     }
 
     /// `node` applied to a member / item of the current instance.
-    mutating func child(_ node: SchemaNode, _ instance: JSONValue, _ token: PathToken, _ keyword: String, _ errors: inout [SchemaViolation]) {
+    mutating func child(_ node: SchemaNode, _ instance: JSONValue, _ token: PathToken, _ keyword: String, _ errors: inout [SchemaViolation])
+    {
         instancePath.append(token)
         keywordPath.append(keyword)
         _ = validate(node, instance, collect: false, errors: &errors)
@@ -398,7 +409,9 @@ struct Validator {
     }
 
     /// `node` applied in place (to the current instance).
-    mutating func inPlace(_ node: SchemaNode, _ instance: JSONValue, _ keyword: String, collect: Bool, _ errors: inout [SchemaViolation]) -> Evaluated {
+    mutating func inPlace(
+        _ node: SchemaNode, _ instance: JSONValue, _ keyword: String, collect: Bool, _ errors: inout [SchemaViolation]
+    ) -> Evaluated {
         keywordPath.append(keyword)
         defer { keywordPath.removeLast() }
         return validate(node, instance, collect: collect, errors: &errors)
@@ -434,7 +447,9 @@ struct Validator {
 
     /// Validates `instance` against `node`, appending violations. Returns the annotations when
     /// `collect` (an enclosing schema has `unevaluated…`) or the node needs them itself.
-    mutating func validate(_ node: SchemaNode, _ instance: JSONValue, collect parentCollect: Bool, errors: inout [SchemaViolation]) -> Evaluated {
+    mutating func validate(
+        _ node: SchemaNode, _ instance: JSONValue, collect parentCollect: Bool, errors: inout [SchemaViolation]
+    ) -> Evaluated {
         var evaluated = Evaluated()
         switch node.shape {
         case .anything: return evaluated
@@ -510,7 +525,9 @@ struct Validator {
                 }
             }
             if !matched {
-                fail("anyOf", "matches none of the \(any.count) alternatives" + (firstErrors.first.map { " (first: \($0.message))" } ?? ""), &errors)
+                fail(
+                    "anyOf", "matches none of the \(any.count) alternatives" + (firstErrors.first.map { " (first: \($0.message))" } ?? ""),
+                    &errors)
             }
         }
         if let one = node.oneOf {
@@ -527,7 +544,11 @@ struct Validator {
             if matches.count == 1 {
                 if collect { evaluated.merge(merged) }
             } else {
-                fail("oneOf", matches.isEmpty ? "matches none of the \(one.count) alternatives" : "matches alternatives \(matches.map(String.init).joined(separator: " and ")), exactly one may match", &errors)
+                fail(
+                    "oneOf",
+                    matches.isEmpty
+                        ? "matches none of the \(one.count) alternatives"
+                        : "matches alternatives \(matches.map(String.init).joined(separator: " and ")), exactly one may match", &errors)
             }
         }
         if let not = node.not {
@@ -616,7 +637,9 @@ struct Validator {
         }
     }
 
-    mutating func checkArray(_ node: SchemaNode, _ items: [JSONValue], collect: Bool, _ evaluated: inout Evaluated, _ errors: inout [SchemaViolation]) {
+    mutating func checkArray(
+        _ node: SchemaNode, _ items: [JSONValue], collect: Bool, _ evaluated: inout Evaluated, _ errors: inout [SchemaViolation]
+    ) {
         if let m = node.maxItems, items.count > m { fail("maxItems", "\(items.count) items, more than \(m)", &errors) }
         if let m = node.minItems, items.count < m { fail("minItems", "\(items.count) items, fewer than \(m)", &errors) }
         if node.uniqueItems {
@@ -650,7 +673,9 @@ struct Validator {
             }
             if collect { evaluated.items.formUnion(matched) }
             if Int64(matched.count) < node.minContains {
-                fail(node.hasMinContains ? "minContains" : "contains", "\(matched.count) items match 'contains', at least \(node.minContains) must", &errors)
+                fail(
+                    node.hasMinContains ? "minContains" : "contains",
+                    "\(matched.count) items match 'contains', at least \(node.minContains) must", &errors)
             }
             if let maxContains = node.maxContains, Int64(matched.count) > maxContains {
                 fail("maxContains", "\(matched.count) items match 'contains', at most \(maxContains) may", &errors)

@@ -37,7 +37,7 @@ public enum SchemaCompatibility {
             return
         }
         let ro = r.objectValue ?? [:]
-        let wo = w.objectValue ?? [:]  // `true` as writer: anything may come
+        let wo = w.objectValue ?? [:] // `true` as writer: anything may come
 
         // Keywords this checker does not reason about must be unchanged.
         for (k, v) in ro where !understood.contains(k) {
@@ -71,10 +71,11 @@ public enum SchemaCompatibility {
             out.append("\(here): const \(rc.jsonString) was added or changed")
         }
         // Lower bounds may only go down, upper bounds only up.
-        for (k, lower) in [("minimum", true), ("exclusiveMinimum", true), ("maximum", false), ("exclusiveMaximum", false),
+        for (k, lower) in [
+            ("minimum", true), ("exclusiveMinimum", true), ("maximum", false), ("exclusiveMaximum", false),
             ("minLength", true), ("maxLength", false), ("minItems", true), ("maxItems", false),
-            ("minProperties", true), ("maxProperties", false)]
-        {
+            ("minProperties", true), ("maxProperties", false),
+        ] {
             guard let rv = ro[k]?.doubleValue else { continue }
             guard let wv = wo[k]?.doubleValue else {
                 out.append("\(here): \(k) \(fmt(rv)) was added")

@@ -36,7 +36,7 @@ public final class SchemaRegistry: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         let retrieval = URIs.stripFragment(uri)
-        compiled.removeAll()  // a new document can change what a reference resolves to
+        compiled.removeAll() // a new document can change what a reference resolves to
         generation.add(1, ordering: .releasing)
         index(document, base: retrieval, isRoot: true)
         if let id = document["$id"]?.stringValue {
@@ -66,14 +66,18 @@ public final class SchemaRegistry: @unchecked Sendable {
         }
         for (k, v) in o {
             switch k {
-            case "enum", "const", "examples", "default": continue  // data, not schemas
+            case "enum", "const", "examples", "default": continue // data, not schemas
             case "properties", "patternProperties", "$defs", "definitions", "dependentSchemas":
                 for (_, s) in v.objectValue ?? [:] { index(s, base: base, isRoot: false) }
             case "prefixItems", "allOf", "anyOf", "oneOf":
                 for s in v.arrayValue ?? [] { index(s, base: base, isRoot: false) }
             case "items", "additionalProperties", "contains", "propertyNames", "not", "if", "then", "else",
                 "unevaluatedItems", "unevaluatedProperties":
-                if case .array(let a) = v { a.forEach { index($0, base: base, isRoot: false) } } else { index(v, base: base, isRoot: false) }
+                if case .array(let a) = v {
+                    for item in a { index(item, base: base, isRoot: false) }
+                } else {
+                    index(v, base: base, isRoot: false)
+                }
             default: continue
             }
         }
@@ -192,25 +196,25 @@ public final class SchemaRegistry: @unchecked Sendable {
     /// Checks a schema before use: every `$ref` resolves and every pattern compiles.
     func check(_ schema: JSONValue, base: String) throws(SchemaError) {
         var problems: [String] = []
-        func walk(_ s: JSONValue, _ base: String, _ where_: String) {
+        func walk(_ s: JSONValue, _ base: String, _ pointer: String) {
             guard case .object(let o) = s else { return }
             var base = base
             // `base` already includes the root's own $id.
-            if !where_.isEmpty, let id = o["$id"]?.stringValue { base = URIs.stripFragment(URIs.resolve(id, against: base)) }
+            if !pointer.isEmpty, let id = o["$id"]?.stringValue { base = URIs.stripFragment(URIs.resolve(id, against: base)) }
             if let ref = o["$ref"]?.stringValue, resolve(ref, base: base) == nil {
-                problems.append("\(where_.isEmpty ? "/" : where_): $ref '\(ref)' does not resolve")
+                problems.append("\(pointer.isEmpty ? "/" : pointer): $ref '\(ref)' does not resolve")
             }
             if let p = o["pattern"]?.stringValue, regex(p) == nil {
-                problems.append("\(where_): pattern '\(p)' is not a valid regular expression")
+                problems.append("\(pointer): pattern '\(p)' is not a valid regular expression")
             }
             for (k, v) in o where !["enum", "const", "examples", "default"].contains(k) {
                 switch v {
                 case .object(let m) where ["properties", "patternProperties", "$defs", "definitions", "dependentSchemas"].contains(k):
-                    for (name, sub) in m { walk(sub, base, "\(where_)/\(k)/\(name)") }
+                    for (name, sub) in m { walk(sub, base, "\(pointer)/\(k)/\(name)") }
                 case .array(let a) where ["prefixItems", "allOf", "anyOf", "oneOf"].contains(k):
-                    for (i, sub) in a.enumerated() { walk(sub, base, "\(where_)/\(k)/\(i)") }
+                    for (i, sub) in a.enumerated() { walk(sub, base, "\(pointer)/\(k)/\(i)") }
                 case .object:
-                    walk(v, base, "\(where_)/\(k)")
+                    walk(v, base, "\(pointer)/\(k)")
                 default: continue
                 }
             }
@@ -305,7 +309,7 @@ enum URIs {
         if let colon = ref.firstIndex(of: ":"), ref[..<colon].allSatisfy({ $0.isLetter || $0.isNumber || "+-.".contains($0) }),
             ref.first?.isLetter == true
         {
-            return ref  // absolute
+            return ref // absolute
         }
         let baseNoFragment = stripFragment(base)
         if let b = URL(string: baseNoFragment), b.scheme != nil, b.host != nil || baseNoFragment.hasPrefix("file:"),

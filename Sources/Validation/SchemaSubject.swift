@@ -13,9 +13,12 @@ import StreamCore
 public struct SchemaSubject: Sendable {
     public enum Compatibility: String, Sendable, CaseIterable {
         case none = "NONE"
-        case backward = "BACKWARD", backwardTransitive = "BACKWARD_TRANSITIVE"
-        case forward = "FORWARD", forwardTransitive = "FORWARD_TRANSITIVE"
-        case full = "FULL", fullTransitive = "FULL_TRANSITIVE"
+        case backward = "BACKWARD"
+        case backwardTransitive = "BACKWARD_TRANSITIVE"
+        case forward = "FORWARD"
+        case forwardTransitive = "FORWARD_TRANSITIVE"
+        case full = "FULL"
+        case fullTransitive = "FULL_TRANSITIVE"
 
         var backward: Bool { [.backward, .backwardTransitive, .full, .fullTransitive].contains(self) }
         var forward: Bool { [.forward, .forwardTransitive, .full, .fullTransitive].contains(self) }
@@ -55,7 +58,9 @@ public struct SchemaSubject: Sendable {
 
     /// Loads `<schemasDirectory>/<name>/`: every `v<N>.json`, and `subject.yaml` if present. Flat
     /// `*.json` files of `schemasDirectory` are available to `$ref`s of every version.
-    public static func load(name: String, schemasDirectory: String, formatAssertion: Bool = false, environment: [String: String] = [:])
+    public static func load(
+        name: String, schemasDirectory: String, formatAssertion: Bool = false, environment: [String: String] = [:]
+    )
         throws(ConfigError) -> SchemaSubject
     {
         let dir = URL(fileURLWithPath: schemasDirectory).appendingPathComponent(name).standardizedFileURL
@@ -103,7 +108,8 @@ public struct SchemaSubject: Sendable {
                 for key in mm.keys {
                     let node = try mm.required(key)
                     guard let from = Int(key), (1..<latest).contains(from) else {
-                        throw node.error("migrations are keyed by the version they start from: 1…\(latest - 1) (each goes to the next version)")
+                        throw node.error(
+                            "migrations are keyed by the version they start from: 1…\(latest - 1) (each goes to the next version)")
                     }
                     edits[from] = try Self.edits(node)
                     migrations[from] = try StepProcessor(steps: node, baseDirectory: dir.path)
@@ -167,7 +173,8 @@ public struct SchemaSubject: Sendable {
             if let migration = migrations[at] {
                 let out = try migration.process(v, context: context)
                 guard out.count == 1 else {
-                    throw ProcessingError(step: "migrations.\(at)", errorClass: "UpcastFailed", message: "the migration from v\(at) did not yield one record")
+                    throw ProcessingError(
+                        step: "migrations.\(at)", errorClass: "UpcastFailed", message: "the migration from v\(at) did not yield one record")
                 }
                 v = out[0].value
             }
@@ -197,10 +204,12 @@ public struct SchemaSubject: Sendable {
                     var writer = oldDoc
                     for step in old..<new { writer = Self.apply(migrationEdits[step] ?? [], to: writer) }
                     if let versionField, Self.property(writer, [versionField]) != nil {
-                        writer = Self.apply([.set([versionField])], to: writer)  // upcasting rewrites it
+                        writer = Self.apply([.set([versionField])], to: writer) // upcasting rewrites it
                     }
                     for p in SchemaCompatibility.problems(reader: newDoc, writer: writer) {
-                        out.append("v\(old) → v\(new) (BACKWARD: new readers, old records\(new - old > 1 || migrationEdits[old] != nil ? " after migration" : "")): \(p)")
+                        out.append(
+                            "v\(old) → v\(new) (BACKWARD: new readers, old records\(new - old > 1 || migrationEdits[old] != nil ? " after migration" : "")): \(p)"
+                        )
                     }
                     out += exampleProblems(from: old, to: new)
                 }
@@ -216,7 +225,9 @@ public struct SchemaSubject: Sendable {
 
     /// The `examples` of version `old`, upcast to `new`, must be valid at `new`.
     func exampleProblems(from old: Int, to new: Int) -> [String] {
-        guard let examples = documents[old]?["examples"]?.arrayValue, let oldSchema = schemas[old], let newSchema = schemas[new] else { return [] }
+        guard let examples = documents[old]?["examples"]?.arrayValue, let oldSchema = schemas[old], let newSchema = schemas[new] else {
+            return []
+        }
         var out: [String] = []
         for (i, example) in examples.enumerated() {
             if !oldSchema.isValid(example) {

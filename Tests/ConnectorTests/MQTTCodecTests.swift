@@ -1,8 +1,9 @@
 import Config
-@testable import Connectors
 import Logging
 import NIOCore
 import Testing
+
+@testable import Connectors
 
 /// The hand-written MQTT codec: packets round-trip, and malformed, truncated and oversized input from
 /// the network gives errors (or "need more bytes"), never a trap.
@@ -35,7 +36,8 @@ import Testing
         // 0x10, remaining length, "MQTT", level 4, flags (user, password, clean session off), keepalive 30.
         #expect(Array(connect.prefix(12)) == [0x10, UInt8(connect.count - 2), 0, 4, 0x4D, 0x51, 0x54, 0x54, 4, 0xC0, 0, 30])
         #expect(Array(connect.suffix(10)) == [0, 2, 0x63, 0x31, 0, 1, 0x75, 0, 1, 0x70])
-        let v5 = Array(buffer: MQTTCodec.connect(MQTTConnectOptions(version: .v5, clientID: "c", sessionExpirySeconds: 60, receiveMaximum: 7)))
+        let v5 = Array(
+            buffer: MQTTCodec.connect(MQTTConnectOptions(version: .v5, clientID: "c", sessionExpirySeconds: 60, receiveMaximum: 7)))
         // Level 5, then after keepalive the properties: session expiry 60, receive maximum 7 (no
         // maximum packet size: a broker drops larger messages silently, this client dead-letters them).
         #expect(v5[8] == 5)
@@ -51,31 +53,34 @@ import Testing
         #expect(try Self.decode([0x20, 2, 1, 0]) == .connack(sessionPresent: true, code: 0, reason: nil))
         #expect(try Self.decode([0x20, 2, 0, 4]) == .connack(sessionPresent: false, code: 4, reason: nil))
         // MQTT 5 CONNACK with a reason string property.
-        #expect(try Self.decode([0x20, 8, 0, 0x86, 5, 0x1F, 0, 2, 0x6E, 0x6F], .v5) == .connack(sessionPresent: false, code: 0x86, reason: "no"))
+        #expect(
+            try Self.decode([0x20, 8, 0, 0x86, 5, 0x1F, 0, 2, 0x6E, 0x6F], .v5) == .connack(sessionPresent: false, code: 0x86, reason: "no")
+        )
         #expect(try Self.decode([0x90, 4, 0, 1, 1, 0x80]) == .suback(packetID: 1, codes: [1, 0x80]))
         #expect(try Self.decode([0x90, 4, 0, 1, 0, 1], .v5) == .suback(packetID: 1, codes: [1]))
         #expect(try Self.decode([0xE0, 1, 0x8E], .v5) == .disconnect(code: 0x8E, reason: nil))
         #expect(try Self.decode([0x40, 2, 0, 9]) == .puback(packetID: 9, code: 0))
     }
 
-    @Test(arguments: [
-        ([0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01], "more than 4 bytes"),  // remaining length of 5 bytes
-        ([0x36, 5, 0, 1, 0x61, 0, 1], "QoS 3"),
-        ([0x38, 4, 0, 1, 0x61, 0x62], "DUP"),  // QoS 0 with DUP
-        ([0x32, 5, 0, 1, 0x61, 0, 0], "packet id 0"),
-        ([0x30, 3, 0, 9, 0x61], "length 9"),  // topic longer than the packet
-        ([0x32, 3, 0, 1, 0x61], "packet id"),  // QoS 1 without its id
-        ([0x30, 4, 0, 2, 0xC3, 0x28], "UTF-8"),
-        ([0x30, 2, 0, 0], "empty topic"),
-        ([0x20, 1, 0], "CONNACK shorter"),
-        ([0x20, 2, 0x02, 0], "reserved"),
-        ([0xD0, 1, 0], "PINGRESP with a body"),
-        ([0x90, 2, 0, 1], "without reason codes"),
-        ([0x10, 0], "unexpected packet type 1"),
-        ([0xF0, 0], "unexpected packet type 15"),
-        ([0xE0, 0], "3.1.1"),
-        ([0x42, 2, 0, 1], "flags"),
-    ] as [([UInt8], String)])
+    @Test(
+        arguments: [
+            ([0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01], "more than 4 bytes"), // remaining length of 5 bytes
+            ([0x36, 5, 0, 1, 0x61, 0, 1], "QoS 3"),
+            ([0x38, 4, 0, 1, 0x61, 0x62], "DUP"), // QoS 0 with DUP
+            ([0x32, 5, 0, 1, 0x61, 0, 0], "packet id 0"),
+            ([0x30, 3, 0, 9, 0x61], "length 9"), // topic longer than the packet
+            ([0x32, 3, 0, 1, 0x61], "packet id"), // QoS 1 without its id
+            ([0x30, 4, 0, 2, 0xC3, 0x28], "UTF-8"),
+            ([0x30, 2, 0, 0], "empty topic"),
+            ([0x20, 1, 0], "CONNACK shorter"),
+            ([0x20, 2, 0x02, 0], "reserved"),
+            ([0xD0, 1, 0], "PINGRESP with a body"),
+            ([0x90, 2, 0, 1], "without reason codes"),
+            ([0x10, 0], "unexpected packet type 1"),
+            ([0xF0, 0], "unexpected packet type 15"),
+            ([0xE0, 0], "3.1.1"),
+            ([0x42, 2, 0, 1], "flags"),
+        ] as [([UInt8], String)])
     func malformedPacketsAreErrors(bytes: [UInt8], expected: String) {
         let error = #expect(throws: MQTTProtocolError.self) { _ = try Self.decode(bytes) }
         #expect(error?.description.contains(expected) == true, "\(error?.description ?? "no error")")
@@ -83,10 +88,10 @@ import Testing
 
     @Test func malformedMQTT5PropertiesAreErrors() {
         for bytes: [UInt8] in [
-            [0x20, 4, 0, 0, 9, 0x11],  // properties longer than the packet
-            [0x20, 5, 0, 0, 2, 0x7F, 0],  // unknown property
-            [0x20, 6, 0, 0, 3, 0x1F, 0, 5],  // reason string longer than its block
-            [0x20, 5, 0, 0, 2, 0x11, 0],  // 4-byte property cut short
+            [0x20, 4, 0, 0, 9, 0x11], // properties longer than the packet
+            [0x20, 5, 0, 0, 2, 0x7F, 0], // unknown property
+            [0x20, 6, 0, 0, 3, 0x1F, 0, 5], // reason string longer than its block
+            [0x20, 5, 0, 0, 2, 0x11, 0], // 4-byte property cut short
         ] {
             #expect(throws: MQTTProtocolError.self, "\(bytes)") { _ = try Self.decode(bytes, .v5) }
         }
@@ -140,7 +145,9 @@ import Testing
 
     @Test func configIsCheckedAndTheSpecDocumentsEveryKey() throws {
         let source = try SourceFactory.make(
-            try mapping("type: mqtt\nhost: broker\nport: 1884\nclient_id: ingest-1\ntopics: [\"a/+/b\", { filter: \"c/#\", qos: 0 }]\npassword: s3cret\nusername: u"),
+            try mapping(
+                "type: mqtt\nhost: broker\nport: 1884\nclient_id: ingest-1\ntopics: [\"a/+/b\", { filter: \"c/#\", qos: 0 }]\npassword: s3cret\nusername: u"
+            ),
             baseDirectory: "/", logger: Logger(label: "t"))
         let mqtt = try #require(source as? MQTTSource)
         #expect(mqtt.subscriptions == [MQTTSubscription(filter: "a/+/b", qos: 1), MQTTSubscription(filter: "c/#", qos: 0)])
@@ -164,6 +171,9 @@ import Testing
             #expect(error?.description.contains(key) == true, "\(yaml): \(error?.description ?? "")")
         }
         let documented = Set(MQTTSource.spec.fields.map(\.name))
-        #expect(documented.isSuperset(of: ["host", "port", "topics", "client_id", "username", "password", "keepalive", "max_in_flight", "id_field"]))
+        #expect(
+            documented.isSuperset(of: [
+                "host", "port", "topics", "client_id", "username", "password", "keepalive", "max_in_flight", "id_field",
+            ]))
     }
 }

@@ -1,12 +1,17 @@
 import Config
-@testable import Connectors
+import EmbeddedBroker
 import Foundation
+import Kafka
 import Logging
 import StreamCore
 import Testing
 
+@testable import Connectors
+
 func sinkRecord(_ value: JSONValue, offset: Int64, partition: Int32 = 0, id: String? = nil) -> SinkRecord {
-    SinkRecord(id: id ?? "r-\(partition)-\(offset)", key: nil, value: value, eventTimeMs: 1_767_225_600_000 + offset, topic: "t", partition: partition, offset: offset)
+    SinkRecord(
+        id: id ?? "r-\(partition)-\(offset)", key: nil, value: value, eventTimeMs: 1_767_225_600_000 + offset, topic: "t",
+        partition: partition, offset: offset)
 }
 
 let columnsYAML = """
@@ -26,7 +31,11 @@ let columnsYAML = """
 func exerciseTransactionalSink(_ sink: any RecordSink) async throws {
     try await sink.open()
     let batch = (0..<10).map { i in
-        sinkRecord(["sensor_id": .string("s\(i % 3)"), "seq": .integer(Int64(i)), "reading": ["temp": .number(20 + Double(i) / 2)], "ok": true, "extra": ["n": .integer(Int64(i))]], offset: Int64(i))
+        sinkRecord(
+            [
+                "sensor_id": .string("s\(i % 3)"), "seq": .integer(Int64(i)), "reading": ["temp": .number(20 + Double(i) / 2)], "ok": true,
+                "extra": ["n": .integer(Int64(i))],
+            ], offset: Int64(i))
     }
     let rejected = try await sink.write(batch, offsets: [SinkOffset(topic: "t", partition: 0, nextOffset: 10)], consumerGroup: "g")
     #expect(rejected.isEmpty)
@@ -35,7 +44,8 @@ func exerciseTransactionalSink(_ sink: any RecordSink) async throws {
     #expect(try await sink.storedOffsets(consumerGroup: "other", topic: "t").isEmpty)
 
     // Redelivery (a crash before the commit was seen): same keys, no new rows, offsets move on.
-    let again = try await sink.write(Array(batch[5...]), offsets: [SinkOffset(topic: "t", partition: 0, nextOffset: 10)], consumerGroup: "g")
+    let again = try await sink.write(
+        Array(batch[5...]), offsets: [SinkOffset(topic: "t", partition: 0, nextOffset: 10)], consumerGroup: "g")
     #expect(again.isEmpty)
     #expect(try await sink.count() == 10)
 
@@ -66,11 +76,13 @@ func exerciseTransactionalSink(_ sink: any RecordSink) async throws {
         let dir = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let path = dir.appendingPathComponent("sub/db.sqlite").path
-        let sink = try SinkFactory.make(try mapping("type: sqlite\npath: \(path)\n" + columnsYAML), baseDirectory: dir.path, kafka: nil, logger: Logger(label: "t"))
+        let sink = try SinkFactory.make(
+            try mapping("type: sqlite\npath: \(path)\n" + columnsYAML), baseDirectory: dir.path, kafka: nil, logger: Logger(label: "t"))
         try await exerciseTransactionalSink(sink)
 
         // Reopening finds the rows and offsets (what a restarted persist worker seeks from).
-        let reopened = try SinkFactory.make(try mapping("type: sqlite\npath: \(path)\n" + columnsYAML), baseDirectory: dir.path, kafka: nil, logger: Logger(label: "t"))
+        let reopened = try SinkFactory.make(
+            try mapping("type: sqlite\npath: \(path)\n" + columnsYAML), baseDirectory: dir.path, kafka: nil, logger: Logger(label: "t"))
         try await reopened.open()
         #expect(try await reopened.count() == 12)
         #expect(try await reopened.storedOffsets(consumerGroup: "g", topic: "t") == [0: 14])
@@ -86,7 +98,8 @@ func exerciseTransactionalSink(_ sink: any RecordSink) async throws {
     ])
     func badMappingsFailAtStart(yaml: String, fragment: String) {
         let error = #expect(throws: ConfigError.self) {
-            _ = try SinkFactory.make(try mapping("type: sqlite\npath: /tmp/x.sqlite\n" + yaml), baseDirectory: "/", kafka: nil, logger: Logger(label: "t"))
+            _ = try SinkFactory.make(
+                try mapping("type: sqlite\npath: /tmp/x.sqlite\n" + yaml), baseDirectory: "/", kafka: nil, logger: Logger(label: "t"))
         }
         #expect(error?.description.contains(fragment) == true, "\(error?.description ?? "no error")")
     }
@@ -94,7 +107,9 @@ func exerciseTransactionalSink(_ sink: any RecordSink) async throws {
 
 /// Runs against the PostgreSQL that `make test` starts (scripts/ensure-postgres.sh) and names in
 /// STREAMFIRST_POSTGRES_URL; without it the suite is reported as skipped, never as passed.
-@Suite(.enabled(if: ProcessInfo.processInfo.environment["STREAMFIRST_POSTGRES_URL"] != nil, "needs STREAMFIRST_POSTGRES_URL (make test sets it)"))
+@Suite(
+    .enabled(
+        if: ProcessInfo.processInfo.environment["STREAMFIRST_POSTGRES_URL"] != nil, "needs STREAMFIRST_POSTGRES_URL (make test sets it)"))
 struct PostgresSinkTests {
     @Test func upsertsWithOffsetsInTheSameTransaction() async throws {
         let url = ProcessInfo.processInfo.environment["STREAMFIRST_POSTGRES_URL"] ?? ""
@@ -111,7 +126,8 @@ struct PostgresSinkTests {
 
     @Test func anUnreachableServerFailsAtOpenWithTheReason() async throws {
         let sink = try SinkFactory.make(
-            try mapping("type: postgres\nurl: \"postgres://nobody:x@127.0.0.1:1/none\"\n" + columnsYAML), baseDirectory: "/", kafka: nil, logger: Logger(label: "t"))
+            try mapping("type: postgres\nurl: \"postgres://nobody:x@127.0.0.1:1/none\"\n" + columnsYAML), baseDirectory: "/", kafka: nil,
+            logger: Logger(label: "t"))
         await #expect(throws: (any Error).self) { try await sink.open() }
     }
 }
@@ -123,7 +139,9 @@ struct PostgresSinkTests {
         let path = dir.appendingPathComponent("out.ndjson").path
         let sink = NDJSONSink(path: path)
         try await sink.open()
-        _ = try await sink.write((0..<3).map { sinkRecord(["n": .integer(Int64($0))], offset: Int64($0)) }, offsets: [SinkOffset(topic: "t", partition: 0, nextOffset: 3)], consumerGroup: "g")
+        _ = try await sink.write(
+            (0..<3).map { sinkRecord(["n": .integer(Int64($0))], offset: Int64($0)) },
+            offsets: [SinkOffset(topic: "t", partition: 0, nextOffset: 3)], consumerGroup: "g")
         await sink.close()
         // A crash mid-write leaves bytes the sidecar does not cover.
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
@@ -135,7 +153,8 @@ struct PostgresSinkTests {
         try await reopened.open()
         #expect(try await reopened.storedOffsets(consumerGroup: "g", topic: "t") == [0: 3])
         #expect(try await reopened.count() == 3)
-        _ = try await reopened.write([sinkRecord(["n": 3], offset: 3)], offsets: [SinkOffset(topic: "t", partition: 0, nextOffset: 4)], consumerGroup: "g")
+        _ = try await reopened.write(
+            [sinkRecord(["n": 3], offset: 3)], offsets: [SinkOffset(topic: "t", partition: 0, nextOffset: 4)], consumerGroup: "g")
         await reopened.close()
         let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")
         #expect(lines == ["{\"n\":0}", "{\"n\":1}", "{\"n\":2}", "{\"n\":3}"])
@@ -157,18 +176,17 @@ struct PostgresSinkTests {
         let file = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("docs/CONNECTORS.md")
         let text = try String(contentsOf: file, encoding: .utf8)
-        #expect(text == ConnectorDocs.markdown(), "docs/CONNECTORS.md is stale: run `swift run streamfirst connectors > docs/CONNECTORS.md`")
+        #expect(
+            text == ConnectorDocs.markdown(), "docs/CONNECTORS.md is stale: run `swift run streamfirst connectors > docs/CONNECTORS.md`")
     }
 }
-
-import EmbeddedBroker
-import Kafka
 
 @Suite struct KafkaSinkTests {
     @Test func producesValuesWithKeyFieldAndHeadersToTheEmbeddedBroker() async throws {
         let broker = try await EmbeddedBrokerProcess.launch(arguments: ["--topic", "out:1"])
         let kafka = KafkaConfiguration(bootstrapServers: broker.bootstrapServers, clientID: "sink-test")
-        let sink = KafkaSink(topic: "out", keyField: "sensor_id", configuration: KafkaProducerConfiguration(kafka: kafka), logger: Logger(label: "t"))
+        let sink = KafkaSink(
+            topic: "out", keyField: "sensor_id", configuration: KafkaProducerConfiguration(kafka: kafka), logger: Logger(label: "t"))
         try await sink.open()
         var records = (0..<5).map { sinkRecord(["sensor_id": .string("s\($0)"), "v": .integer(Int64($0))], offset: Int64($0)) }
         records[0].headers = [("sf.id", Array("r-0-0".utf8))]

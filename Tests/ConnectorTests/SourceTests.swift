@@ -1,9 +1,10 @@
 import Config
-@testable import Connectors
 import Foundation
 import Logging
 import StreamCore
 import Testing
+
+@testable import Connectors
 
 #if canImport(FoundationNetworking)
 import FoundationNetworking
@@ -21,7 +22,10 @@ final class CollectingEmitter: RecordEmitter, @unchecked Sendable {
 
     func emit(_ records: [SourceRecord]) async throws(EmitError) {
         if let failWith { throw failWith }
-        let n = lock.withLock { collected += records; return collected.count }
+        let n = lock.withLock {
+            collected += records
+            return collected.count
+        }
         onEmit(n)
     }
 
@@ -43,7 +47,8 @@ func temporaryDirectory() throws -> URL {
 @Suite struct GeneratorSourceTests {
     @Test func theSameSeedGeneratesTheSameRecordsAndResumesExactly() async throws {
         let source = GeneratorSource(count: 1000, seed: 42, malformedRatio: 0.05, invalidRatio: 0.05, batch: 64)
-        let a = CollectingEmitter(), b = CollectingEmitter()
+        let a = CollectingEmitter()
+        let b = CollectingEmitter()
         try await source.run(resumingFrom: nil, emitter: a)
         try await source.run(resumingFrom: nil, emitter: b)
         #expect(a.records.count == 1000)
@@ -70,7 +75,8 @@ func temporaryDirectory() throws -> URL {
 
     @Test func configErrorsNameTheKey() throws {
         let error = #expect(throws: ConfigError.self) {
-            _ = try SourceFactory.make(try mapping("type: generator\ncount: 10\nmalformed_ratio: 2"), baseDirectory: "/", logger: Logger(label: "t"))
+            _ = try SourceFactory.make(
+                try mapping("type: generator\ncount: 10\nmalformed_ratio: 2"), baseDirectory: "/", logger: Logger(label: "t"))
         }
         #expect(error?.description.contains("malformed_ratio") == true)
         let typo = #expect(throws: ConfigError.self) {
@@ -85,7 +91,8 @@ func temporaryDirectory() throws -> URL {
         let dir = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let long = "{\"pad\":\"" + String(repeating: "x", count: 200) + "\"}"
-        try "{\"a\":1}\r\n\n{not json\n\(long)\n{\"a\":4}".write(to: dir.appendingPathComponent("b.ndjson"), atomically: true, encoding: .utf8)
+        try "{\"a\":1}\r\n\n{not json\n\(long)\n{\"a\":4}".write(
+            to: dir.appendingPathComponent("b.ndjson"), atomically: true, encoding: .utf8)
         try "{\"a\":0}\n".write(to: dir.appendingPathComponent("a.ndjson"), atomically: true, encoding: .utf8)
         let source = try SourceFactory.make(
             try mapping("type: file\npaths: [\"*.ndjson\"]\nmax_record_bytes: 100"), baseDirectory: dir.path, logger: Logger(label: "t"))
@@ -112,7 +119,8 @@ func temporaryDirectory() throws -> URL {
     @Test func csvRowsBecomeObjectsAndBadRowsAreRejectedWithTheRow() async throws {
         let dir = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
-        try "id,name,score\n1,\"Smith, J\",9.5\n2,only-two\n3,\"multi\nline\",\n".write(to: dir.appendingPathComponent("s.csv"), atomically: true, encoding: .utf8)
+        try "id,name,score\n1,\"Smith, J\",9.5\n2,only-two\n3,\"multi\nline\",\n".write(
+            to: dir.appendingPathComponent("s.csv"), atomically: true, encoding: .utf8)
         let source = try SourceFactory.make(try mapping("type: file\npaths: [s.csv]"), baseDirectory: dir.path, logger: Logger(label: "t"))
         let e = CollectingEmitter()
         try await source.run(resumingFrom: nil, emitter: e)
@@ -131,7 +139,10 @@ func temporaryDirectory() throws -> URL {
 }
 
 @Suite struct HTTPSourceTests {
-    struct Reply { var status: Int; var body: String }
+    struct Reply {
+        var status: Int
+        var body: String
+    }
 
     static func post(_ port: Int, _ body: String, headers: [String: String] = [:]) async throws -> Reply {
         var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)/ingest")!)
@@ -258,7 +269,7 @@ final class CountWaiter: @unchecked Sendable {
             waiters = rest
             return done.map(\.1)
         }
-        ready.forEach { $0.resume() }
+        for continuation in ready { continuation.resume() }
     }
 
     func wait(for n: Int) async {

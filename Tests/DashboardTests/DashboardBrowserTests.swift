@@ -133,7 +133,7 @@ import Testing
                 guard let v = m.value, let json = try? JSONValue.parse(v), let id = json["sensor_id"]?.stringValue,
                     let t = json["temperature_c"]?.doubleValue
                 else { continue }
-                lastTemperature[id] = t  // a sensor's records share a partition: the last one read is its last
+                lastTemperature[id] = t // a sensor's records share a partition: the last one read is its last
             }
             let dead = try await local.readAll("dead")
             #expect(!lastTemperature.isEmpty)

@@ -50,22 +50,23 @@ import Testing
     }
 
     @Test func readsEverySetting() throws {
-        let s = try spec(Self.base + """
+        let s = try spec(
+            Self.base + """
 
-            metrics: { topic: metrics, interval: 250ms }
-            dashboard:
-              title: Plant
-              port: 0
-              topics: [out, raw]
-              key: device
-              values: [a, b]
-              window: 30s
-              max_devices: 10
-              max_points: 60
-              update_interval: 500ms
-              start: beginning
-              chart_js: /opt/chart.js
-            """)
+                metrics: { topic: metrics, interval: 250ms }
+                dashboard:
+                  title: Plant
+                  port: 0
+                  topics: [out, raw]
+                  key: device
+                  values: [a, b]
+                  window: 30s
+                  max_devices: 10
+                  max_points: 60
+                  update_interval: 500ms
+                  start: beginning
+                  chart_js: /opt/chart.js
+                """)
         #expect(s.metrics?.intervalMs == 250)
         let c = try DashboardConfig.make(spec: s, checkFiles: false)
         #expect(c.title == "Plant" && c.port == 0 && c.dataTopics == ["t.out", "t.raw"] && c.keyField == "device")
@@ -131,8 +132,9 @@ import Testing
         let service = try #require(compose.components(separatedBy: "\n  dashboard:\n").dropFirst().first)
         #expect(service.contains(#"command: ["dashboard"]"#))
         #expect(service.contains(":9100\""), "a host port for the page")
-        let pipeline = try #require(compose.components(separatedBy: "PIPELINE: /etc/streamfirst/pipelines/").dropFirst().first?
-            .split(separator: "\n").first.map(String.init))
+        let pipeline = try #require(
+            compose.components(separatedBy: "PIPELINE: /etc/streamfirst/pipelines/").dropFirst().first?
+                .split(separator: "\n").first.map(String.init))
         let spec = try PipelineSpec.load(
             file: Self.root.appendingPathComponent("pipelines").appendingPathComponent(pipeline).path, environment: [:])
         let config = try DashboardConfig.make(spec: spec, checkFiles: false)

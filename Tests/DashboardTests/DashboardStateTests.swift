@@ -19,10 +19,13 @@ import Testing
             deadLetterClasses: [:], processingMicros: empty, endToEndMicros: empty, state: nil)
     }
 
-    static func snapshot(_ stage: String, _ instance: String, at t: Int64, in n: Int, dead: Int = 0, lag: Int = -1, final: Bool = false)
+    static func snapshot(
+        _ stage: String, _ instance: String, at t: Int64, in n: Int, dead: Int = 0, lag: Int = -1, final: Bool = false
+    )
         -> WorkerMetricsSnapshot
     {
-        WorkerMetricsSnapshot(instance: instance, timeMs: t, intervalMs: 1000, final: final, stats: stats(stage, in: n, dead: dead, lag: lag))
+        WorkerMetricsSnapshot(
+            instance: instance, timeMs: t, intervalMs: 1000, final: final, stats: stats(stage, in: n, dead: dead, lag: lag))
     }
 
     func record(_ json: String) -> [UInt8] { Array(json.utf8) }
@@ -43,7 +46,7 @@ import Testing
         let points = s.stagePoints(nowMs: 12_500)
         #expect(points.map(\.stage) == ["ingest", "validate", "persist"])
         let v = try #require(points.first { $0.stage == "validate" })
-        #expect(v.inRate == 100 + 50)  // 200 records in 2 s + 50 in 1 s
+        #expect(v.inRate == 100 + 50) // 200 records in 2 s + 50 in 1 s
         #expect(v.deadRate == 2)
         #expect(v.recordsIn == 350)
         #expect(v.deadLettered == 5)
@@ -70,10 +73,22 @@ import Testing
 
     @Test func devicesKeepLatestValueRunningAndWindowedAverages() throws {
         var s = DashboardState(limits: Self.limits)
-        do { let ok = feed(&s, record(#"{"sensor_id":"s1","t":10,"h":50}"#), topic: "d", key: nil, nowMs: 1000); #expect(ok) }
-        do { let ok = feed(&s, record(#"{"sensor_id":"s1","t":20}"#), topic: "d", key: nil, nowMs: 5000); #expect(ok) }
-        do { let ok = feed(&s, record(#"{"sensor_id":"s1","t":33.5,"h":"n/a"}"#), topic: "d", key: nil, nowMs: 14_000); #expect(ok) }
-        do { let ok = feed(&s, record(#"{"sensor_id":"s2","t":-1.25}"#), topic: "d", key: nil, nowMs: 14_000); #expect(ok) }
+        do {
+            let ok = feed(&s, record(#"{"sensor_id":"s1","t":10,"h":50}"#), topic: "d", key: nil, nowMs: 1000)
+            #expect(ok)
+        }
+        do {
+            let ok = feed(&s, record(#"{"sensor_id":"s1","t":20}"#), topic: "d", key: nil, nowMs: 5000)
+            #expect(ok)
+        }
+        do {
+            let ok = feed(&s, record(#"{"sensor_id":"s1","t":33.5,"h":"n/a"}"#), topic: "d", key: nil, nowMs: 14_000)
+            #expect(ok)
+        }
+        do {
+            let ok = feed(&s, record(#"{"sensor_id":"s2","t":-1.25}"#), topic: "d", key: nil, nowMs: 14_000)
+            #expect(ok)
+        }
         let f = s.frame(nowMs: 14_000)
         #expect(f.devices.map(\.id) == ["s1", "s2"])
         let s1 = f.devices[0]
@@ -91,7 +106,10 @@ import Testing
         var s = DashboardState(limits: Self.limits)
         for i in 1...5 { s.apply(record: record(#"{"sensor_id":"s\#(i)","t":\#(i)}"#), topic: "d", key: nil, nowMs: 0) }
         // An existing device still updates when the table is full.
-        do { let ok = feed(&s, record(#"{"sensor_id":"s1","t":7}"#), topic: "d", key: nil, nowMs: 0); #expect(ok) }
+        do {
+            let ok = feed(&s, record(#"{"sensor_id":"s1","t":7}"#), topic: "d", key: nil, nowMs: 0)
+            #expect(ok)
+        }
         var f = s.frame(nowMs: 0)
         #expect(s.deviceCount == 3)
         #expect(f.devicesRefused == 2)
@@ -107,15 +125,30 @@ import Testing
 
     @Test func unusableRecordsAreCountedNotFatal() {
         var s = DashboardState(limits: Self.limits)
-        do { let ok = feed(&s, record("{not json"), topic: "d", key: nil, nowMs: 0); #expect(!ok) }
-        do { let ok = feed(&s, record("[1,2]"), topic: "d", key: nil, nowMs: 0); #expect(!ok) }
-        do { let ok = feed(&s, record(#"{"t":1}"#), topic: "d", key: nil, nowMs: 0); #expect(!ok) }
-        do { let ok = feed(&s, nil, topic: "d", key: nil, nowMs: 0); #expect(!ok) }
+        do {
+            let ok = feed(&s, record("{not json"), topic: "d", key: nil, nowMs: 0)
+            #expect(!ok)
+        }
+        do {
+            let ok = feed(&s, record("[1,2]"), topic: "d", key: nil, nowMs: 0)
+            #expect(!ok)
+        }
+        do {
+            let ok = feed(&s, record(#"{"t":1}"#), topic: "d", key: nil, nowMs: 0)
+            #expect(!ok)
+        }
+        do {
+            let ok = feed(&s, nil, topic: "d", key: nil, nowMs: 0)
+            #expect(!ok)
+        }
         let f = s.frame(nowMs: 0)
         #expect(f.unusable == 4 && f.devices.isEmpty && f.records == ["d": 4])
         // Without a key field, the Kafka key names the device.
         var k = DashboardState(limits: .init(keyField: nil, valueFields: ["t"], windowMs: 1000, maxDevices: 5, maxPoints: 10, stages: []))
-        do { let ok = feed(&k, record(#"{"t":3}"#), topic: "d", key: Array("dev-9".utf8), nowMs: 0); #expect(ok) }
+        do {
+            let ok = feed(&k, record(#"{"t":3}"#), topic: "d", key: Array("dev-9".utf8), nowMs: 0)
+            #expect(ok)
+        }
         let kf = k.frame(nowMs: 0)
         #expect(kf.devices.map(\.id) == ["dev-9"])
     }

@@ -26,10 +26,14 @@ struct WebDriver: Sendable {
     /// Starts chromedriver on a free loopback port and opens a headless Chromium session.
     static func start(windowWidth: Int = 1500, windowHeight: Int = 1100) async throws -> WebDriver {
         for path in [chromium, chromedriver] where !FileManager.default.isExecutableFile(atPath: path) {
-            throw Failure(description: "\(path) is missing: install Debian's chromium and chromium-driver (`apt-get install chromium chromium-driver`; `make test` does)")
+            throw Failure(
+                description:
+                    "\(path) is missing: install Debian's chromium and chromium-driver (`apt-get install chromium chromium-driver`; `make test` does)"
+            )
         }
         let port = try freePort()
-        let driver = try ChildProcess(executable: URL(fileURLWithPath: chromedriver), arguments: ["--port=\(port)", "--allowed-ips=127.0.0.1"])
+        let driver = try ChildProcess(
+            executable: URL(fileURLWithPath: chromedriver), arguments: ["--port=\(port)", "--allowed-ips=127.0.0.1"])
         // chromedriver answers /status once it listens.
         let deadline = ContinuousClock.now + .seconds(30)
         var up = false

@@ -44,7 +44,9 @@ struct ChildProcessTests {
         #expect(children.count == 120)
 
         // The pipes behind each child's stdin, stdout and stderr.
-        func link(_ pid: Int32, _ fd: Int) -> String? { try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(fd)") }
+        func link(_ pid: Int32, _ fd: Int) -> String? {
+            try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(fd)")
+        }
         var owner: [String: Int32] = [:]
         for c in children {
             for fd in 0...2 { if let l = link(c.processIdentifier, fd), l.hasPrefix("pipe:") { owner[l] = c.processIdentifier } }
@@ -78,7 +80,8 @@ struct ChildProcessTests {
         #expect(r.standardOutput == [URL(fileURLWithPath: dir).resolvingSymlinksInPath().path, "two"])
         #expect(r.standardError == "oops\n")
         #expect(!r.timedOut)
-        let slow = try await ChildProcess.run(executable: URL(fileURLWithPath: "/bin/sleep"), arguments: ["30"], timeout: .milliseconds(200))
+        let slow = try await ChildProcess.run(
+            executable: URL(fileURLWithPath: "/bin/sleep"), arguments: ["30"], timeout: .milliseconds(200))
         #expect(slow.timedOut && slow.status.signaled && slow.status.code == SIGKILL)
     }
 }

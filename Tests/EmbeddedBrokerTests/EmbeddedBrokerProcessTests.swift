@@ -21,7 +21,8 @@ struct EmbeddedBrokerProcessTests {
         let info = try await broker.control.info()
         #expect(info.brokers == 3)
         #expect(info.bootstrapServers == broker.bootstrapServers)
-        #expect(info.topics == [TopicSpec(name: "orders", partitions: 3), TopicSpec(name: "payments", partitions: 5, replicationFactor: 2)])
+        #expect(
+            info.topics == [TopicSpec(name: "orders", partitions: 3), TopicSpec(name: "payments", partitions: 5, replicationFactor: 2)])
         #expect(try await broker.terminate().code == 0)
     }
 
@@ -116,18 +117,18 @@ struct EmbeddedBrokerProcessTests {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("pipeline-\(UUID()).yaml")
         defer { try? FileManager.default.removeItem(at: file) }
         try """
-            version: 1
-            sources:
-              clicks: { topic: orders }
-            topics:
-              orders:
-                name: ${STREAMFIRST_TEST_UNSET_ENV_7F3A:-dev}.orders
-                partitions: 3
-              payments:
-                name: ${STREAMFIRST_TEST_PREFIX}-payments
-                partitions: 6
-                replication_factor: 2
-            """.write(to: file, atomically: true, encoding: .utf8)
+        version: 1
+        sources:
+          clicks: { topic: orders }
+        topics:
+          orders:
+            name: ${STREAMFIRST_TEST_UNSET_ENV_7F3A:-dev}.orders
+            partitions: 3
+          payments:
+            name: ${STREAMFIRST_TEST_PREFIX}-payments
+            partitions: 6
+            replication_factor: 2
+        """.write(to: file, atomically: true, encoding: .utf8)
         let broker = try await EmbeddedBrokerProcess.launch(
             arguments: ["--brokers", "2", "--pipeline", file.path],
             environment: ["STREAMFIRST_TEST_PREFIX": "acme"])
@@ -135,9 +136,10 @@ struct EmbeddedBrokerProcessTests {
         #expect(metadata.topics["dev.orders"]?.partitions == 3)
         #expect(metadata.topics["acme-payments"]?.partitions == 6)
         let info = try await broker.control.info()
-        #expect(info.topics == [
-            TopicSpec(name: "dev.orders", partitions: 3), TopicSpec(name: "acme-payments", partitions: 6, replicationFactor: 2),
-        ])
+        #expect(
+            info.topics == [
+                TopicSpec(name: "dev.orders", partitions: 3), TopicSpec(name: "acme-payments", partitions: 6, replicationFactor: 2),
+            ])
         #expect(try await broker.terminate().code == 0)
     }
 
@@ -146,11 +148,11 @@ struct EmbeddedBrokerProcessTests {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("pipeline-\(UUID()).yaml")
         defer { try? FileManager.default.removeItem(at: file) }
         try """
-            topics:
-              orders:
-                name: orders
-                partitions: many
-            """.write(to: file, atomically: true, encoding: .utf8)
+        topics:
+          orders:
+            name: orders
+            partitions: many
+        """.write(to: file, atomically: true, encoding: .utf8)
         do {
             _ = try await EmbeddedBrokerProcess.launch(arguments: ["--pipeline", file.path])
             Issue.record("the broker started with a bad pipeline file")

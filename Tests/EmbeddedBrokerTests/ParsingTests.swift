@@ -38,7 +38,10 @@ struct ParsingTests {
     /// `streamfirst chaos --partitions N` sets IOT_PARTITIONS; the broker must create that many.
     @Test func partitionCountsFromTheEnvironment() throws {
         let yaml = "topics:\n  a: { name: t, partitions: \"${P:-6}\", replication_factor: \"${RF:-1}\" }\n"
-        #expect(try PipelineTopics.parse(yaml: yaml, environment: ["P": "64", "RF": "3"]) == [TopicSpec(name: "t", partitions: 64, replicationFactor: 3)])
+        #expect(
+            try PipelineTopics.parse(yaml: yaml, environment: ["P": "64", "RF": "3"]) == [
+                TopicSpec(name: "t", partitions: 64, replicationFactor: 3)
+            ])
         #expect(try PipelineTopics.parse(yaml: yaml) == [TopicSpec(name: "t", partitions: 6)])
         #expect(throws: EmbeddedBrokerError.self) { try PipelineTopics.parse(yaml: yaml, environment: ["P": "many"]) }
         #expect(throws: EmbeddedBrokerError.self) { try PipelineTopics.parse(yaml: yaml, environment: ["P": "0"]) }
@@ -54,13 +57,17 @@ struct ParsingTests {
             }
         }
         #expect(message("topics:\n  a:\n    partitions: 2\n") == "p.yaml:3: topics.a: missing 'name' (the Kafka topic name)")
-        #expect(message("topics:\n  a:\n    name: t\n    partitions: 0\n")
-            == "p.yaml:4: topics.a.partitions: expected a positive integer, got '0'")
-        #expect(message("topics:\n  a:\n    name: ${NOPE}\n    partitions: 1\n").hasPrefix("p.yaml:3: topics.a.name: environment variable NOPE is not set"))
+        #expect(
+            message("topics:\n  a:\n    name: t\n    partitions: 0\n")
+                == "p.yaml:4: topics.a.partitions: expected a positive integer, got '0'")
+        #expect(
+            message("topics:\n  a:\n    name: ${NOPE}\n    partitions: 1\n").hasPrefix(
+                "p.yaml:3: topics.a.name: environment variable NOPE is not set"))
         #expect(message("topics: [a, b]\n").hasPrefix("p.yaml:1: topics: expected a mapping"))
         #expect(message("topics:\n  a: {name: t, partitions: 1\n").hasPrefix("p.yaml: invalid YAML"))
-        #expect(message("topics:\n  a: {name: t, partitions: 1}\n  b: {name: t, partitions: 2}\n")
-            .contains("topic 't' is already declared by topics.a"))
+        #expect(
+            message("topics:\n  a: {name: t, partitions: 1}\n  b: {name: t, partitions: 2}\n")
+                .contains("topic 't' is already declared by topics.a"))
         #expect(try PipelineTopics.parse(yaml: "other: 1\n") == [])
     }
 }

@@ -61,9 +61,10 @@ struct RealClusterTests {
         #expect(try await admin.describeTopic(topic).partitions.count == 3)
         let producer = try KafkaProducer(configuration: producerConfig(servers))
         let t0: Int64 = 1_760_000_000_000
-        let reports = await producer.send((0..<30).map {
-            KafkaProducerMessage(topic: topic, partition: Int32($0 % 3), value: bytes("v\($0)"), timestamp: t0 + Int64($0) * 1000)
-        })
+        let reports = await producer.send(
+            (0..<30).map {
+                KafkaProducerMessage(topic: topic, partition: Int32($0 % 3), value: bytes("v\($0)"), timestamp: t0 + Int64($0) * 1000)
+            })
         #expect(reports.allSatisfy { $0.error == nil })
         await producer.shutdown()
         let consumer = try KafkaConsumer(configuration: consumerConfig(servers, group: nil))

@@ -52,11 +52,13 @@ struct CLITests {
     func tailFromOffset() async throws {
         let topic = uniqueName("tail")
         let broker = try await launchBroker(topics: [topic: 2])
-        try await produce(broker, (0..<20).map {
-            KafkaProducerMessage(
-                topic: topic, partition: Int32($0 % 2), key: bytes("k\($0)"), value: bytes(#"{"n": \#($0), "name": "r\#($0)"}"#),
-                headers: [KafkaHeader(key: "sf.id", value: "id-\($0)")])
-        })
+        try await produce(
+            broker,
+            (0..<20).map {
+                KafkaProducerMessage(
+                    topic: topic, partition: Int32($0 % 2), key: bytes("k\($0)"), value: bytes(#"{"n": \#($0), "name": "r\#($0)"}"#),
+                    headers: [KafkaHeader(key: "sf.id", value: "id-\($0)")])
+            })
         let all = try await runProcess(exe, ["tail", topic, "-b", broker.bootstrapServers, "--from", "offset:7", "--no-follow", "--json"])
         #expect(all.status == 0, "\(all.stderr)")
         let records = try all.stdout.map { try json($0) }.filter { $0["event"] == nil }
@@ -64,7 +66,8 @@ struct CLITests {
         #expect(Set(records.map { "\($0["partition"] ?? "")/\($0["offset"] ?? "")" }) == ["0/7", "0/8", "0/9", "1/7", "1/8", "1/9"])
         #expect(records.count == 6)
 
-        let one = try await runProcess(exe, ["tail", topic, "-b", broker.bootstrapServers, "--partition", "1", "--from", "offset:9", "--no-follow"])
+        let one = try await runProcess(
+            exe, ["tail", topic, "-b", broker.bootstrapServers, "--partition", "1", "--from", "offset:9", "--no-follow"])
         #expect(one.status == 0, "\(one.stderr)")
         // Partition 1 holds the odd records: offset 9 is record 19.
         #expect(one.stdout.first?.hasPrefix("\(topic)[1]@9  ") == true, "\(one.stdout)")
@@ -84,7 +87,8 @@ struct CLITests {
         let prefix = uniqueName("lag")
         let name = "lagp"
         let broker = try await launchBroker(topics: ["\(prefix).raw": 2, "\(prefix).valid": 2, "\(prefix).out": 2, "\(prefix).dead": 1])
-        try await produce(broker, (0..<30).map { KafkaProducerMessage(topic: "\(prefix).raw", partition: Int32($0 % 2), value: bytes("v\($0)")) })
+        try await produce(
+            broker, (0..<30).map { KafkaProducerMessage(topic: "\(prefix).raw", partition: Int32($0 % 2), value: bytes("v\($0)")) })
         // The validate group has processed (committed) 12 of the 30 raw records.
         var config = consumerConfig(broker.bootstrapServers, group: "\(name).validate")
         config.autoCommit = false
@@ -121,9 +125,13 @@ struct CLITests {
     func jsonAndProgress() async throws {
         let prefix = uniqueName("js")
         let broker = try await launchBroker(topics: ["\(prefix).raw": 2, "\(prefix).valid": 2, "\(prefix).out": 2, "\(prefix).dead": 1])
-        try await produce(broker, (0..<40).map {
-            KafkaProducerMessage(topic: "\(prefix).raw", partition: Int32($0 % 2), value: bytes("v\($0)"), headers: [KafkaHeader(key: "sf.id", value: "r\($0)")])
-        } + (0..<3).map { KafkaProducerMessage(topic: "\(prefix).dead", value: bytes("bad\($0)")) })
+        try await produce(
+            broker,
+            (0..<40).map {
+                KafkaProducerMessage(
+                    topic: "\(prefix).raw", partition: Int32($0 % 2), value: bytes("v\($0)"),
+                    headers: [KafkaHeader(key: "sf.id", value: "r\($0)")])
+            } + (0..<3).map { KafkaProducerMessage(topic: "\(prefix).dead", value: bytes("bad\($0)")) })
         let file = try pipelineFile(name: "jsp", prefix: prefix)
 
         let list = try await runProcess(exe, ["topics", "list", "-b", broker.bootstrapServers, "--json"])
@@ -139,7 +147,8 @@ struct CLITests {
         #expect((entry["error"] as? String)?.contains("dead_letter") == true, "\(entry)")
 
         // Dead letters without error headers have no original topic: read, none selected.
-        let redrive = try await runProcess(exe, ["redrive", "--pipeline", file, "--bootstrap", broker.bootstrapServers, "--dry-run", "--json"])
+        let redrive = try await runProcess(
+            exe, ["redrive", "--pipeline", file, "--bootstrap", broker.bootstrapServers, "--dry-run", "--json"])
         #expect(redrive.status == 0, "\(redrive.stderr)")
         let r = try json(output(redrive))
         #expect(r["read"] as? Int == 3)
@@ -147,15 +156,19 @@ struct CLITests {
         #expect((r["skipped"] as? [String: Any])?["not_selected"] as? Int == 3)
         #expect(!redrive.stderr.contains("%"), "no progress bar in --json mode")
 
-        let digest = try await runProcess(exe, ["replay", "digest", "--pipeline", file, "--topic", "raw", "--bootstrap", broker.bootstrapServers, "--json"])
+        let digest = try await runProcess(
+            exe, ["replay", "digest", "--pipeline", file, "--topic", "raw", "--bootstrap", broker.bootstrapServers, "--json"])
         #expect(digest.status == 0, "\(digest.stderr)")
         let d = try json(output(digest))
         #expect(d["ids"] as? Int == 40)
         #expect((d["digests"] as? [String: String])?.count == 40)
 
-        let rewind = try await runProcess(exe, [
-            "replay", "rewind", "--pipeline", file, "--stage", "validate", "--to-offset", "3", "--dry-run", "--bootstrap", broker.bootstrapServers, "--json",
-        ])
+        let rewind = try await runProcess(
+            exe,
+            [
+                "replay", "rewind", "--pipeline", file, "--stage", "validate", "--to-offset", "3", "--dry-run", "--bootstrap",
+                broker.bootstrapServers, "--json",
+            ])
         #expect(rewind.status == 0, "\(rewind.stderr)")
         let w = try json(output(rewind))
         #expect(w["dry_run"] as? Bool == true)
@@ -164,11 +177,14 @@ struct CLITests {
         #expect(offsets.sorted() == ["\(prefix).raw/0/3", "\(prefix).raw/1/3"])
 
         // Not a terminal (a pipe): no bar. A terminal (script(1) gives the command a pty): the bar, to 100 %.
-        let piped = try await runProcess(exe, ["replay", "digest", "--pipeline", file, "--topic", "raw", "--bootstrap", broker.bootstrapServers, "--save", "/dev/null"])
+        let piped = try await runProcess(
+            exe, ["replay", "digest", "--pipeline", file, "--topic", "raw", "--bootstrap", broker.bootstrapServers, "--save", "/dev/null"])
         #expect(piped.status == 0)
         #expect(!piped.stderr.contains("reading \(prefix).raw ["), "\(piped.stderr)")
-        let command = [exe, "replay", "digest", "--pipeline", file, "--topic", "raw", "--bootstrap", broker.bootstrapServers, "--save", "/dev/null"]
-            .map { "'\($0)'" }.joined(separator: " ")
+        let command = [
+            exe, "replay", "digest", "--pipeline", file, "--topic", "raw", "--bootstrap", broker.bootstrapServers, "--save", "/dev/null",
+        ]
+        .map { "'\($0)'" }.joined(separator: " ")
         let tty = try await runProcess("/usr/bin/script", ["-qefc", command, "/dev/null"])
         #expect(tty.status == 0, "\(tty.stdout) \(tty.stderr)")
         #expect(output(tty).contains("reading \(prefix).raw [########################] 100% 40/40"), "\(output(tty))")
@@ -177,7 +193,9 @@ struct CLITests {
         _ = try await broker.terminate()
     }
 
-    @Test("topics create --pipeline --control: every declared topic and the redrive ledger on the embedded broker, once; a progress bar on a pty")
+    @Test(
+        "topics create --pipeline --control: every declared topic and the redrive ledger on the embedded broker, once; a progress bar on a pty"
+    )
     func createPipelineTopics() async throws {
         let prefix = uniqueName("mk")
         let broker = try await launchBroker()
@@ -190,7 +208,8 @@ struct CLITests {
         #expect(output(tty).contains("creating topics [########################] 100% 5/5"), "\(output(tty))")
         #expect(output(tty).contains("created 5 of 5 topics of \(file)"))
 
-        let again = try await runProcess(exe, ["topics", "create", "--pipeline", file, "--control", broker.controlAddress, "-b", broker.bootstrapServers, "--json"])
+        let again = try await runProcess(
+            exe, ["topics", "create", "--pipeline", file, "--control", broker.controlAddress, "-b", broker.bootstrapServers, "--json"])
         #expect(again.status == 0, "\(again.stderr)")
         let doc = try json(output(again))
         #expect(doc["created"] as? [String] == [])

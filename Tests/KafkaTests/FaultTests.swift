@@ -19,7 +19,7 @@ struct FaultTests {
             tasks.append(Task { await producer.send(batch) })
         }
         sendBatch(0..<500)
-        _ = await tasks[0].value  // the cluster is up and known
+        _ = await tasks[0].value // the cluster is up and known
         try await broker.control.brokerDown(1)
         sendBatch(500..<1000)
         sendBatch(1000..<1500)
@@ -140,14 +140,14 @@ struct FaultTests {
             try #require(try await value(of: slept, within: bound) != nil, "the event thread fell asleep with records in flight")
         }
 
-        try await outstandingRecordsPutThreadToSleep("a")  // one of two places: the awaited send below fits
+        try await outstandingRecordsPutThreadToSleep("a") // one of two places: the awaited send below fits
         let awaited = Task { try await producer.send(KafkaProducerMessage(topic: topic, partition: 0, value: bytes("b"))) }
         #expect(try await value(of: awaited, within: bound) != nil, "the awaited send woke the thread")
         // A send returns when its report is read, a moment before librdkafka frees its queue place (when
         // the event is destroyed): flush, so that the next step starts with an empty queue.
         try await producer.flush()
 
-        try await outstandingRecordsPutThreadToSleep("c", "c2")  // the queue is full: this send waits for space
+        try await outstandingRecordsPutThreadToSleep("c", "c2") // the queue is full: this send waits for space
         let full = Task { try await producer.enqueue(KafkaProducerMessage(topic: topic, partition: 0, value: bytes("d"))) }
         #expect(try await value(of: full, within: bound) != nil, "the sender waiting for space woke the thread")
         try await producer.flush()

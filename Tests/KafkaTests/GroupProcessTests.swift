@@ -6,8 +6,8 @@ import Testing
 
 /// Collects the JSON lines of several tail processes: records and assignment events, per process.
 actor TailLog {
-    var records: [String: [String]] = [:]  // process → "partition/offset/value"
-    var assigned: [String: [Int]] = [:]  // process → partition count of each assignment
+    var records: [String: [String]] = [:] // process → "partition/offset/value"
+    var assigned: [String: [Int]] = [:] // process → partition count of each assignment
     private var waiters: [(id: Int, condition: @Sendable (isolated TailLog) -> Bool, continuation: CheckedContinuation<Void, Never>)] = []
     private var nextID = 0
 
@@ -65,7 +65,8 @@ struct GroupProcessTests {
         await log.until { $0.lastAssignment("a") == 2 && $0.lastAssignment("b") == 2 }
 
         let producer = try KafkaProducer(configuration: producerConfig(broker.bootstrapServers))
-        let first = await producer.send((0..<200).map { KafkaProducerMessage(topic: topic, partition: Int32($0 % 4), value: bytes("a\($0)")) })
+        let first = await producer.send(
+            (0..<200).map { KafkaProducerMessage(topic: topic, partition: Int32($0 % 4), value: bytes("a\($0)")) })
         #expect(first.allSatisfy { $0.error == nil })
         await log.until { $0.count("a") + $0.count("b") == 200 }
         let aBefore = await log.count("a")
@@ -74,7 +75,8 @@ struct GroupProcessTests {
 
         // B dies without leaving the group; A must take over its partitions after the session timeout.
         await b.kill()
-        let second = await producer.send((200..<400).map { KafkaProducerMessage(topic: topic, partition: Int32($0 % 4), value: bytes("a\($0)")) })
+        let second = await producer.send(
+            (200..<400).map { KafkaProducerMessage(topic: topic, partition: Int32($0 % 4), value: bytes("a\($0)")) })
         #expect(second.allSatisfy { $0.error == nil })
         await producer.shutdown()
         await log.until { $0.lastAssignment("a") == 4 }

@@ -143,7 +143,7 @@ struct HandleGateTests {
         _ = try await producer?.send(KafkaProducerMessage(topic: topic, partition: 0, value: bytes("warm-up")))
         try await broker.control.setRTT(broker: 1, milliseconds: 5000)
         for i in 0..<records { try await producer?.enqueue(KafkaProducerMessage(topic: topic, partition: 0, value: bytes("r\(i)"))) }
-        producer = nil  // deinit: the event thread tears down without a flush
+        producer = nil // deinit: the event thread tears down without a flush
         let done = Task { () async throws in for await _ in allReported { return } }
         #expect(try await value(of: done, within: .seconds(30)) != nil, "every record was reported")
         let counts = seen.counts.withLock { $0 }
@@ -173,7 +173,7 @@ struct HandleGateTests {
                     do {
                         try await producer.enqueue(KafkaProducerMessage(topic: topic, key: "s\(s)", value: "\(i)"))
                     } catch {
-                        reached.finish()  // so that a sender failing early cannot leave the test waiting
+                        reached.finish() // so that a sender failing early cannot leave the test waiting
                         return error as? KafkaError
                     }
                     i += 1
@@ -202,7 +202,7 @@ struct HandleGateTests {
                 do {
                     try await producer.flush(timeout: .seconds(5))
                 } catch let e as KafkaError where e.codeName == "_TIMED_OUT" {
-                    continue  // the senders kept the queue from emptying; not what is tested
+                    continue // the senders kept the queue from emptying; not what is tested
                 } catch {
                     return error as? KafkaError
                 }

@@ -55,8 +55,10 @@ struct InteropTests {
             (0..<40).map {
                 KafkaProducerMessage(
                     topic: topic, key: bytes("swift-key-\($0)"), value: $0 == 5 ? nil : bytes("swift-value-\($0)"),
-                    headers: [KafkaHeader(key: "origin", value: "swift"), KafkaHeader(key: "index", value: "\($0)"),
-                              KafkaHeader(key: "none", value: nil)],
+                    headers: [
+                        KafkaHeader(key: "origin", value: "swift"), KafkaHeader(key: "index", value: "\($0)"),
+                        KafkaHeader(key: "none", value: nil),
+                    ],
                     timestamp: 1_710_000_000_000 + Int64($0))
             })
         #expect(reports.allSatisfy { $0.error == nil })

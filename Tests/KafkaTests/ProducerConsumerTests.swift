@@ -20,8 +20,10 @@ struct ProducerConsumerTests {
             sent.append(
                 KafkaProducerMessage(
                     topic: topic, key: key, value: value,
-                    headers: [KafkaHeader(key: "seq", value: "\(i)"), KafkaHeader(key: "nil-header", value: nil),
-                              KafkaHeader(key: "seq", value: "dup-\(i)")],
+                    headers: [
+                        KafkaHeader(key: "seq", value: "\(i)"), KafkaHeader(key: "nil-header", value: nil),
+                        KafkaHeader(key: "seq", value: "dup-\(i)"),
+                    ],
                     timestamp: t0 + Int64(i) * 1000))
         }
         let reports = await producer.send(sent)
@@ -80,9 +82,10 @@ struct ProducerConsumerTests {
         var sent: [KafkaProducerMessage] = []
         for i in 0..<30 {
             let value: [UInt8]? = i == 5 ? nil : (i == 6 ? [] : bytes("value-\(i)"))
-            sent.append(KafkaProducerMessage(
-                topic: topic, partition: 0, key: i == 7 ? nil : bytes("k\(i)"), value: value,
-                headers: [KafkaHeader(key: "seq", value: "\(i)")], timestamp: 1_700_000_000_000 + Int64(i)))
+            sent.append(
+                KafkaProducerMessage(
+                    topic: topic, partition: 0, key: i == 7 ? nil : bytes("k\(i)"), value: value,
+                    headers: [KafkaHeader(key: "seq", value: "\(i)")], timestamp: 1_700_000_000_000 + Int64(i)))
         }
         #expect(await producer.send(sent).allSatisfy { $0.error == nil })
         await producer.shutdown()
@@ -249,7 +252,9 @@ struct ProducerConsumerTests {
         try await first.subscribe(topics: [topic])
         let part1 = try await collect(first, count: 40, store: true)
         try await first.commit()
-        let committed = try await first.committed([KafkaTopicPartition(topic: topic, partition: 0), KafkaTopicPartition(topic: topic, partition: 1)])
+        let committed = try await first.committed([
+            KafkaTopicPartition(topic: topic, partition: 0), KafkaTopicPartition(topic: topic, partition: 1),
+        ])
         await first.close()
 
         let second = try KafkaConsumer(configuration: config)
@@ -323,7 +328,10 @@ struct ProducerConsumerTests {
         let topic = uniqueName("held")
         let broker = try await launchBroker(topics: [topic: 1])
         let producer = try KafkaProducer(configuration: producerConfig(broker.bootstrapServers))
-        #expect(await producer.send((0..<5).map { KafkaProducerMessage(topic: topic, partition: 0, value: bytes("h\($0)")) }).allSatisfy { $0.error == nil })
+        #expect(
+            await producer.send((0..<5).map { KafkaProducerMessage(topic: topic, partition: 0, value: bytes("h\($0)")) }).allSatisfy {
+                $0.error == nil
+            })
         await producer.shutdown()
         weak var client: RDKafkaClient?
         var held: [KafkaMessage] = []
@@ -437,8 +445,9 @@ struct ProducerConsumerTests {
 /// The names of this process's threads (`/proc/self/task/*/comm`).
 func threadNames() -> Set<String> {
     let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
-    return Set(tasks.compactMap { try? String(contentsOfFile: "/proc/self/task/\($0)/comm", encoding: .utf8) }
-        .map { $0.trimmingCharacters(in: .whitespacesAndNewlines) })
+    return Set(
+        tasks.compactMap { try? String(contentsOfFile: "/proc/self/task/\($0)/comm", encoding: .utf8) }
+            .map { $0.trimmingCharacters(in: .whitespacesAndNewlines) })
 }
 
 final class ReportBox: @unchecked Sendable {

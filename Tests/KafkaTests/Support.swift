@@ -16,7 +16,9 @@ func launchBroker(topics: [String: Int] = [:], brokers: Int = 1) async throws ->
 
 /// A broker with one new topic (`prefix` plus a unique suffix) and a producer whose first record,
 /// to partition 0, was acknowledged: the cluster and the partition's leader are known.
-func brokerWithWarmProducer(_ prefix: String, partitions: Int = 1) async throws -> (
+func brokerWithWarmProducer(
+    _ prefix: String, partitions: Int = 1
+) async throws -> (
     broker: EmbeddedBrokerProcess, producer: KafkaProducer, topic: String
 ) {
     let topic = uniqueName(prefix)

@@ -2,10 +2,11 @@ import EmbeddedBroker
 import Foundation
 import Kafka
 import Logging
-@testable import LocalRun
 import Pipeline
 import StreamCore
 import Testing
+
+@testable import LocalRun
 
 /// A CI-sized chaos run (`streamfirst chaos`): workers SIGKILLed and restarted, brokers taken down,
 /// slowed, erroring and moving leaders, while 6000 readings flow; every record must end in the sink
@@ -18,7 +19,8 @@ import Testing
     @Test func killsAndBrokerFaultsLoseAndDuplicateNothing() async throws {
         let work = FileManager.default.temporaryDirectory.appendingPathComponent("sf-chaos-\(UUID().uuidString.prefix(8))").path
         defer { try? FileManager.default.removeItem(atPath: work) }
-        let run = ChaosRun(options: .init(pipelineFile: Self.pipelineFile, workDirectory: work, records: 6000, rate: 400, interval: .seconds(2), seed: 11))
+        let run = ChaosRun(
+            options: .init(pipelineFile: Self.pipelineFile, workDirectory: work, records: 6000, rate: 400, interval: .seconds(2), seed: 11))
         let report = try await run.run()
         print(report.text)
         #expect(report.passed, "\(report.text)")
@@ -37,7 +39,8 @@ import Testing
     @Test func statefulWindowsUnderKillsAndBrokerFaultsEqualTheBrokerFreeEngine() async throws {
         let work = FileManager.default.temporaryDirectory.appendingPathComponent("sf-chaosw-\(UUID().uuidString.prefix(8))").path
         defer { try? FileManager.default.removeItem(atPath: work) }
-        let run = ChaosRun(options: .init(pipelineFile: Self.windowsFile, workDirectory: work, records: 6000, rate: 400, interval: .seconds(2), seed: 18))
+        let run = ChaosRun(
+            options: .init(pipelineFile: Self.windowsFile, workDirectory: work, records: 6000, rate: 400, interval: .seconds(2), seed: 18))
         let report = try await run.run()
         print(report.text)
         #expect(report.stateful)
@@ -57,11 +60,13 @@ import Testing
     @Test func theTapBlamesTheHopThatHadALostRecordLast() async throws {
         let work = FileManager.default.temporaryDirectory.appendingPathComponent("sf-chaosd-\(UUID().uuidString.prefix(8))").path
         defer { try? FileManager.default.removeItem(atPath: work) }
-        let local = try await LocalPipeline.launch(.init(pipelineFile: Self.pipelineFile, workDirectory: work, environment: ["IOT_COUNT": "10"]))
+        let local = try await LocalPipeline.launch(
+            .init(pipelineFile: Self.pipelineFile, workDirectory: work, environment: ["IOT_COUNT": "10"]))
         let tap = RecordTap(topics: ChaosRun.tappedTopics(local.spec, stateful: false), seed: 42, count: 10, started: .now)
         do {
             try await tap.start(bootstrapServers: local.bootstrapServers)
-            let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(kafka: KafkaConfiguration(bootstrapServers: local.bootstrapServers)))
+            let producer = try KafkaProducer(
+                configuration: KafkaProducerConfiguration(kafka: KafkaConfiguration(bootstrapServers: local.bootstrapServers)))
             let raw = try #require(local.spec.topics["raw"]).name
             let valid = try #require(local.spec.topics["valid"]).name
             let enriched = try #require(local.spec.topics["enriched"]).name
@@ -69,7 +74,10 @@ import Testing
             var messages: [KafkaProducerMessage] = []
             for (n, topics) in [(1, [raw]), (2, [raw, valid]), (3, [raw, valid, enriched])] {
                 for t in topics {
-                    messages.append(KafkaProducerMessage(topic: t, partition: 2, key: nil, value: Array("{}".utf8), headers: [KafkaHeader(key: RecordHeader.id, value: "gen:42:\(n)")]))
+                    messages.append(
+                        KafkaProducerMessage(
+                            topic: t, partition: 2, key: nil, value: Array("{}".utf8),
+                            headers: [KafkaHeader(key: RecordHeader.id, value: "gen:42:\(n)")]))
                 }
             }
             for r in await producer.send(messages) { #expect(r.error == nil) }
@@ -81,7 +89,8 @@ import Testing
             #expect(located.map(\.hop) == ["ingest", "validate", "process", "persist"])
             #expect(located[1].input?.topic == raw && located[1].input?.sighting.partition == 2 && located[1].input?.sighting.offset == 0)
             #expect(located[3].input?.topic == enriched)
-            let evidence = await ChaosRun.diagnose(local, lost: lost, seed: 42, count: 10, tap: tap, stateful: false, events: [(atMs: 0, what: "killed validate")])
+            let evidence = await ChaosRun.diagnose(
+                local, lost: lost, seed: 42, count: 10, tap: tap, stateful: false, events: [(atMs: 0, what: "killed validate")])
             print(evidence.lines.joined(separator: "\n"))
             #expect(evidence.hops == ["ingest": 1, "validate": 1, "process": 1, "persist": 1])
             #expect(evidence.lines.contains { $0.hasPrefix("lost at hop validate: 1 record(s) of \(raw)[2] offsets 0…0") })
@@ -105,14 +114,20 @@ import Testing
     /// them. The slow broker (400 ms RTT) keeps the first request in flight while the second is sent;
     /// `batch.num.messages=1` puts the two records in two requests.
     @Test func implicitlyAcknowledgedRecordsAreSentAgainUntilTheBrokerHasThem() async throws {
-        let broker = try await EmbeddedBrokerProcess.launch(arguments: ["--topic", "warm:1", "--topic", "plain:1", "--topic", "confirmed:1"])
+        let broker = try await EmbeddedBrokerProcess.launch(arguments: [
+            "--topic", "warm:1", "--topic", "plain:1", "--topic", "confirmed:1",
+        ])
         var config = KafkaProducerConfiguration(kafka: KafkaConfiguration(bootstrapServers: broker.bootstrapServers))
         config.linger = .zero
         config.properties["batch.num.messages"] = "1"
         let producer = try KafkaProducer(configuration: config)
         let admin = try KafkaAdmin(configuration: KafkaConfiguration(bootstrapServers: broker.bootstrapServers))
         func records(_ topic: String) -> [KafkaProducerMessage] {
-            ["a", "b"].map { KafkaProducerMessage(topic: topic, partition: 0, value: Array("{}".utf8), headers: [KafkaHeader(key: RecordHeader.id, value: "\(topic):\($0)")]) }
+            ["a", "b"].map {
+                KafkaProducerMessage(
+                    topic: topic, partition: 0, value: Array("{}".utf8),
+                    headers: [KafkaHeader(key: RecordHeader.id, value: "\(topic):\($0)")])
+            }
         }
         do {
             try producer.prepare(topics: ["warm", "plain", "confirmed"])

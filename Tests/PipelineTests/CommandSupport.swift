@@ -19,7 +19,8 @@ func runProcess(
     timeout: Duration = .seconds(300)
 ) async throws -> CommandResult {
     let r = try await ChildProcess.run(
-        executable: URL(fileURLWithPath: executable), arguments: arguments, environment: environment, directory: directory, timeout: timeout)
+        executable: URL(fileURLWithPath: executable), arguments: arguments, environment: environment, directory: directory, timeout: timeout
+    )
     return CommandResult(
         status: r.status.code, stdout: r.standardOutput.filter { !$0.isEmpty },
         stderr: r.standardError + (r.timedOut ? "\n[runProcess] killed: still running after \(timeout)\n" : ""))

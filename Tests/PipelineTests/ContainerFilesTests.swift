@@ -35,7 +35,9 @@ import Yams
             // The pipeline file the image carries (pipelines/ is copied to /etc/streamfirst/pipelines).
             let pipeline = try #require(env["PIPELINE"] as? String)
             #expect(pipeline.hasPrefix("/etc/streamfirst/pipelines/"))
-            let local = Self.root.appendingPathComponent("pipelines").appendingPathComponent(String(pipeline.dropFirst("/etc/streamfirst/pipelines/".count))).path
+            let local = Self.root.appendingPathComponent("pipelines").appendingPathComponent(
+                String(pipeline.dropFirst("/etc/streamfirst/pipelines/".count))
+            ).path
             var environment: [String: String] = [:]
             for (k, v) in env { environment[k] = "\(v)" }
             let spec = try PipelineSpec.load(file: local, environment: environment)

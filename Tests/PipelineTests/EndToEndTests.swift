@@ -122,7 +122,8 @@ import Testing
         let lost = Set(baseline.rows).subtracting(disturbed.rows).count
         let duplicated = disturbed.rows.count - Set(disturbed.rows).count + Set(disturbed.rows).subtracting(baseline.rows).count
         #expect(lost == 0 && duplicated == 0)
-        let report = "records \(count), lost \(lost), duplicated or changed rows \(duplicated), kills \(kills.all.joined(separator: ", ")), rows \(disturbed.rows.count) (crash-free \(baseline.rows.count)), dead letters \(disturbed.deadLetterIDs.count) distinct / \(disturbed.deadLetterCount) written (crash-free \(baseline.deadLetterIDs.count))"
+        let report =
+            "records \(count), lost \(lost), duplicated or changed rows \(duplicated), kills \(kills.all.joined(separator: ", ")), rows \(disturbed.rows.count) (crash-free \(baseline.rows.count)), dead letters \(disturbed.deadLetterIDs.count) distinct / \(disturbed.deadLetterCount) written (crash-free \(baseline.deadLetterIDs.count))"
         print("crash test: \(report)")
     }
 
@@ -140,7 +141,9 @@ import Testing
         #expect(scraped.all.count == 4)
         for text in scraped.all {
             #expect(text.contains(" 200 "), "\(text.prefix(80))")
-            for name in ["streamfirst_records_in_total", "streamfirst_records_dead_lettered_total", "streamfirst_processing_duration_seconds"] {
+            for name in [
+                "streamfirst_records_in_total", "streamfirst_records_dead_lettered_total", "streamfirst_processing_duration_seconds",
+            ] {
                 #expect(text.contains(name), "\(text.prefix(40)): no \(name)")
             }
             if !text.hasPrefix("ingest") { #expect(text.contains("streamfirst_consumer_lag"), "\(text.prefix(40)): no lag gauge") }

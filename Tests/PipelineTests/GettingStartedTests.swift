@@ -7,7 +7,10 @@ import Testing
 /// PostgreSQL of the test suite (STREAMFIRST_POSTGRES_URL; without it the suite is reported as
 /// skipped), then the rows read back with psql — the five good rows of data/measurements.csv, the
 /// other two dead-lettered.
-@Suite(.serialized, .enabled(if: ProcessInfo.processInfo.environment["STREAMFIRST_POSTGRES_URL"] != nil, "needs STREAMFIRST_POSTGRES_URL (make test sets it)"))
+@Suite(
+    .serialized,
+    .enabled(
+        if: ProcessInfo.processInfo.environment["STREAMFIRST_POSTGRES_URL"] != nil, "needs STREAMFIRST_POSTGRES_URL (make test sets it)"))
 struct GettingStartedTests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent()
@@ -39,19 +42,22 @@ struct GettingStartedTests {
             environment: ["POSTGRES_URL": url, "MEASUREMENTS_TABLE": table], in: Self.root.path)
         #expect(run.status == 0, "streamfirst run: \(run.output.suffix(3000)) \(run.stderr.suffix(2000))")
 
-        let rows = try await psql(url, """
+        let rows = try await psql(
+            url,
+            """
             SELECT station, (extract(epoch from measured_at) * 1000)::bigint, temperature_c, temperature_f, humidity_pct, freezing
             FROM \(table) ORDER BY station, measured_at
             """)
         _ = try? await psql(url, "DROP TABLE IF EXISTS \(table)")
         #expect(rows.status == 0, "\(rows.stderr)")
-        #expect(rows.stdout == [
-            "bergen-2|1772352000000|4|39.2|92|f",
-            "lillehammer-4|1772352000000|-7|19.4|65|t",
-            "oslo-1|1772352000000|-3.5|25.7|81|t",
-            "oslo-1|1772355600000|-1.25|29.8|78|t",
-            "tromso-3|1772352000000|-11.75|10.9|70|t",
-        ])
+        #expect(
+            rows.stdout == [
+                "bergen-2|1772352000000|4|39.2|92|f",
+                "lillehammer-4|1772352000000|-7|19.4|65|t",
+                "oslo-1|1772352000000|-3.5|25.7|81|t",
+                "oslo-1|1772355600000|-1.25|29.8|78|t",
+                "tromso-3|1772352000000|-11.75|10.9|70|t",
+            ])
         // The two bad rows are the run's dead letters, and the counts reconcile.
         #expect(run.output.contains("ingested 7 = persisted 5 + dead-lettered 2 + filtered 0"), "\(run.output)")
     }

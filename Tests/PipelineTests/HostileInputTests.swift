@@ -26,21 +26,43 @@ import Testing
 
     static let valid = #"{"sensor_id":"sensor-001","seq":1,"ts":"2026-01-01T00:00:00Z","temperature_c":20,"humidity_pct":50}"#
 
-    @Test(arguments: [
-        ("empty value", [UInt8](), "MalformedJSON", "end of input"),
-        ("binary garbage", [0x00, 0xFF, 0xFE, 0x80, 0x01], "MalformedJSON", "invalid JSON at byte 0"),
-        ("invalid UTF-8 in a string", Array(#"{"sensor_id":""#.utf8) + [0xC3, 0x28] + Array(#""}"#.utf8), "MalformedJSON", "not valid UTF-8"),
-        ("truncated", Array(valid.utf8.dropLast(5)), "MalformedJSON", "invalid JSON"),
-        ("two documents", Array((valid + valid).utf8), "MalformedJSON", "invalid JSON"),
-        ("nested 10 000 deep", Array((String(repeating: "[", count: 10_000) + String(repeating: "]", count: 10_000)).utf8), "MalformedJSON", "nesting deeper"),
-        ("a number beyond double range", Array(valid.replacingOccurrences(of: "\"seq\":1", with: "\"seq\":1e999").utf8), "MalformedJSON", "out of range"),
-        ("a duplicate key", Array(valid.replacingOccurrences(of: "\"seq\":1", with: "\"seq\":1,\"seq\":2").utf8), "MalformedJSON", "duplicate key 'seq'"),
-        ("a huge number", Array(valid.replacingOccurrences(of: "\"temperature_c\":20", with: "\"temperature_c\":1e300").utf8), "SchemaViolation", "/temperature_c"),
-        ("wrong types", Array(valid.replacingOccurrences(of: "\"temperature_c\":20", with: "\"temperature_c\":\"hot\"").utf8), "SchemaViolation", "/temperature_c"),
-        ("a missing field", Array(valid.replacingOccurrences(of: ",\"humidity_pct\":50", with: "").utf8), "SchemaViolation", "humidity_pct"),
-        ("JSON null", Array("null".utf8), "SchemaViolation", "expected object"),
-        ("a lone surrogate escape", Array(#"{"sensor_id":"\ud800"}"#.utf8), "MalformedJSON", "invalid JSON"),
-    ] as [(String, [UInt8], String, String)])
+    @Test(
+        arguments: [
+            ("empty value", [UInt8](), "MalformedJSON", "end of input"),
+            ("binary garbage", [0x00, 0xFF, 0xFE, 0x80, 0x01], "MalformedJSON", "invalid JSON at byte 0"),
+            (
+                "invalid UTF-8 in a string", Array(#"{"sensor_id":""#.utf8) + [0xC3, 0x28] + Array(#""}"#.utf8), "MalformedJSON",
+                "not valid UTF-8"
+            ),
+            ("truncated", Array(valid.utf8.dropLast(5)), "MalformedJSON", "invalid JSON"),
+            ("two documents", Array((valid + valid).utf8), "MalformedJSON", "invalid JSON"),
+            (
+                "nested 10 000 deep", Array((String(repeating: "[", count: 10_000) + String(repeating: "]", count: 10_000)).utf8),
+                "MalformedJSON", "nesting deeper"
+            ),
+            (
+                "a number beyond double range", Array(valid.replacingOccurrences(of: "\"seq\":1", with: "\"seq\":1e999").utf8),
+                "MalformedJSON", "out of range"
+            ),
+            (
+                "a duplicate key", Array(valid.replacingOccurrences(of: "\"seq\":1", with: "\"seq\":1,\"seq\":2").utf8), "MalformedJSON",
+                "duplicate key 'seq'"
+            ),
+            (
+                "a huge number", Array(valid.replacingOccurrences(of: "\"temperature_c\":20", with: "\"temperature_c\":1e300").utf8),
+                "SchemaViolation", "/temperature_c"
+            ),
+            (
+                "wrong types", Array(valid.replacingOccurrences(of: "\"temperature_c\":20", with: "\"temperature_c\":\"hot\"").utf8),
+                "SchemaViolation", "/temperature_c"
+            ),
+            (
+                "a missing field", Array(valid.replacingOccurrences(of: ",\"humidity_pct\":50", with: "").utf8), "SchemaViolation",
+                "humidity_pct"
+            ),
+            ("JSON null", Array("null".utf8), "SchemaViolation", "expected object"),
+            ("a lone surrogate escape", Array(#"{"sensor_id":"\ud800"}"#.utf8), "MalformedJSON", "invalid JSON"),
+        ] as [(String, [UInt8], String, String)])
     func isDeadLetteredWithAReason(name: String, bytes: [UInt8], errorClass: String, fragment: String) throws {
         let r = try #require(Self.reason(try Self.validate(bytes)), "\(name) was not dead-lettered")
         #expect(r.errorClass == errorClass, "\(name): \(r.errorClass) \(r.message)")
@@ -53,7 +75,8 @@ import Testing
     }
 
     @Test func aTenMegabyteRecordIsHandledAndRefusedByTheSchema() throws {
-        let big = Self.valid.replacingOccurrences(of: "\"humidity_pct\":50", with: "\"humidity_pct\":50,\"blob\":\"" + String(repeating: "x", count: 10 << 20) + "\"")
+        let big = Self.valid.replacingOccurrences(
+            of: "\"humidity_pct\":50", with: "\"humidity_pct\":50,\"blob\":\"" + String(repeating: "x", count: 10 << 20) + "\"")
         let r = try #require(Self.reason(try Self.validate(Array(big.utf8))))
         #expect(r.errorClass == "SchemaViolation")
         #expect(r.message.count < 2000, "the reason stays short: \(r.message.count) characters")

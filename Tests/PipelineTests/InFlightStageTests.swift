@@ -52,7 +52,8 @@ import Testing
 
     /// Produces the input: record i has key `k<i mod keys>`, value `{"n": i}` and id `r<i>`.
     static func fill(_ local: LocalPipeline) async throws {
-        let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(kafka: KafkaConfiguration(bootstrapServers: local.bootstrapServers)))
+        let producer = try KafkaProducer(
+            configuration: KafkaProducerConfiguration(kafka: KafkaConfiguration(bootstrapServers: local.bootstrapServers)))
         var messages: [KafkaProducerMessage] = []
         for i in 0..<records {
             messages.append(
@@ -138,8 +139,9 @@ import Testing
             }
             #expect(byID.count == Self.records, "records lost: \(Self.records - byID.count)")
             #expect((0..<Self.records).allSatisfy { byID["r\($0)"] == Int64($0) })
-            print("in-flight kill: killed at \(killedAt) outputs, \(covered) records committed before the kill, "
-                + "\(output.count) outputs for \(Self.records) records after the restart")
+            print(
+                "in-flight kill: killed at \(killedAt) outputs, \(covered) records committed before the kill, "
+                    + "\(output.count) outputs for \(Self.records) records after the restart")
             _ = await local.stop()
         } catch {
             if let p = local.process(.process) { Issue.record("process stderr:\n\(p.standardError.suffix(3000))") }
@@ -179,7 +181,8 @@ import Testing
             }
             #expect(outOfOrder == 0, "\(outOfOrder) outputs came before an earlier record of their key")
             #expect(lastByKey.count == Self.keys)
-            print("in-flight drain: SIGTERM after \(produced) outputs, all committed; \(output.count) outputs in key order after the restart")
+            print(
+                "in-flight drain: SIGTERM after \(produced) outputs, all committed; \(output.count) outputs in key order after the restart")
             _ = await local.stop()
         } catch {
             if let p = local.process(.process) { Issue.record("process stderr:\n\(p.standardError.suffix(3000))") }

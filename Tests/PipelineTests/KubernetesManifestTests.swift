@@ -28,8 +28,9 @@ import Yams
         for r in k["resources"] as? [String] ?? [] {
             let url = directory.appendingPathComponent(r).standardizedFileURL
             var isDirectory: ObjCBool = false
-            #expect(FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory),
-                    "\(directory.lastPathComponent)/kustomization.yaml lists \(r), which does not exist")
+            #expect(
+                FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory),
+                "\(directory.lastPathComponent)/kustomization.yaml lists \(r), which does not exist")
             if isDirectory.boolValue {
                 out += try resources(of: url)
             } else if FileManager.default.fileExists(atPath: url.path) {
@@ -40,7 +41,8 @@ import Yams
     }
 
     static func named(_ all: [(file: String, object: [String: Any])], _ kind: String, _ name: String) -> [String: Any]? {
-        all.first { $0.object["kind"] as? String == kind && (($0.object["metadata"] as? [String: Any])?["name"] as? String) == name }?.object
+        all.first { $0.object["kind"] as? String == kind && (($0.object["metadata"] as? [String: Any])?["name"] as? String) == name }?
+            .object
     }
 
     static func executables() throws -> Set<String> {
@@ -97,8 +99,9 @@ import Yams
     @Test func manifestsAreValidKubernetesObjects() async throws {
         let env = ProcessInfo.processInfo.environment
         let candidates = [env["STREAMFIRST_PYTHON"], Self.root.appendingPathComponent(".venv/bin/python").path].compactMap { $0 }
-        let python = try #require(candidates.first { FileManager.default.isExecutableFile(atPath: $0) },
-                                  "no Python with kubernetes-validate: run `make test` (it creates .venv) or set STREAMFIRST_PYTHON")
+        let python = try #require(
+            candidates.first { FileManager.default.isExecutableFile(atPath: $0) },
+            "no Python with kubernetes-validate: run `make test` (it creates .venv) or set STREAMFIRST_PYTHON")
         var files: [String] = []
         for dir in ["base", "overlays/example", "keda"] {
             files += try Self.resources(of: Self.deploy.appendingPathComponent(dir)).map(\.file)
@@ -114,18 +117,23 @@ import Yams
         let broken = FileManager.default.temporaryDirectory.appendingPathComponent("sf-k8s-broken-\(UUID().uuidString.prefix(8)).yaml")
         defer { try? FileManager.default.removeItem(at: broken) }
         let text = try String(contentsOf: Self.deploy.appendingPathComponent("base/validate.yaml"), encoding: .utf8)
-        try text.replacingOccurrences(of: "containerPort: 9102", with: "containerPort: http").write(to: broken, atomically: true, encoding: .utf8)
+        try text.replacingOccurrences(of: "containerPort: 9102", with: "containerPort: http").write(
+            to: broken, atomically: true, encoding: .utf8)
         let refused = try await runProcess(python, ["-m", "kubernetes_validate", "--strict", broken.path])
         #expect(refused.status != 0)
     }
 
     /// The ConfigMap's files laid out as the Deployments mount them, in a temporary directory.
-    static func mountedPipeline(_ all: [(file: String, object: [String: Any])], deployment: [String: Any]) throws -> (dir: URL, pipeline: String) {
+    static func mountedPipeline(
+        _ all: [(file: String, object: [String: Any])], deployment: [String: Any]
+    ) throws -> (dir: URL, pipeline: String) {
         let container = try container(deployment)
         let pipelinePath = try #require(env(container)["PIPELINE"] as? String)
-        let mount = try #require((container["volumeMounts"] as? [[String: Any]])?.first { pipelinePath.hasPrefix(($0["mountPath"] as? String ?? "") + "/") })
+        let mount = try #require(
+            (container["volumeMounts"] as? [[String: Any]])?.first { pipelinePath.hasPrefix(($0["mountPath"] as? String ?? "") + "/") })
         let mountPath = try #require(mount["mountPath"] as? String)
-        let volume = try #require((try podSpec(deployment)["volumes"] as? [[String: Any]])?.first { $0["name"] as? String == mount["name"] as? String })
+        let volume = try #require(
+            (try podSpec(deployment)["volumes"] as? [[String: Any]])?.first { $0["name"] as? String == mount["name"] as? String })
         let configMap = try #require(volume["configMap"] as? [String: Any])
         let configMapName = try #require(configMap["name"] as? String)
         let cm = try #require(named(all, "ConfigMap", configMapName))
@@ -146,8 +154,10 @@ import Yams
         let all = try Self.resources(of: Self.deploy.appendingPathComponent("base"))
         let cm = try #require(Self.named(all, "ConfigMap", "streamfirst-pipeline"))
         let data = try #require(cm["data"] as? [String: String])
-        for (key, file) in [("iot-sensors-postgres.yaml", "pipelines/iot-sensors-postgres.yaml"),
-                            ("iot-reading.json", "pipelines/schemas/iot-reading.json"), ("sensors.csv", "pipelines/tables/sensors.csv")] {
+        for (key, file) in [
+            ("iot-sensors-postgres.yaml", "pipelines/iot-sensors-postgres.yaml"),
+            ("iot-reading.json", "pipelines/schemas/iot-reading.json"), ("sensors.csv", "pipelines/tables/sensors.csv"),
+        ] {
             let original = try String(contentsOf: Self.root.appendingPathComponent(file), encoding: .utf8)
             #expect(data[key] == original, "the ConfigMap's \(key) differs from \(file): run deploy/sync-pipeline-configmap.sh")
         }
@@ -158,7 +168,8 @@ import Yams
         let executables = try Self.executables()
         let reference = try PipelineSpec.load(file: Self.pipelineFile, environment: [:])
         for stage in PipelineSpec.StageName.allCases {
-            let deployment = try #require(Self.named(all, "Deployment", "streamfirst-\(stage.rawValue)"), "no Deployment for \(stage.rawValue)")
+            let deployment = try #require(
+                Self.named(all, "Deployment", "streamfirst-\(stage.rawValue)"), "no Deployment for \(stage.rawValue)")
             let c = try Self.container(deployment)
             let command = try #require(c["command"] as? [String])
             #expect(command == [stage.rawValue])
@@ -171,7 +182,8 @@ import Yams
             #expect((c["ports"] as? [[String: Any]])?.first?["containerPort"] as? Int == port)
             #expect(Self.probe(c, "livenessProbe") == ("/healthz", port))
             #expect(Self.probe(c, "readinessProbe") == ("/readyz", port))
-            #expect(((env["KAFKA_BROKERS"] as? [String: Any])?["configMapKeyRef"] as? [String: Any])?["name"] as? String == "streamfirst-kafka")
+            #expect(
+                ((env["KAFKA_BROKERS"] as? [String: Any])?["configMapKeyRef"] as? [String: Any])?["name"] as? String == "streamfirst-kafka")
 
             let resources = try #require(c["resources"] as? [String: Any])
             for kind in ["requests", "limits"] {
@@ -190,7 +202,8 @@ import Yams
             let (dir, pipeline) = try Self.mountedPipeline(all, deployment: deployment)
             defer { try? FileManager.default.removeItem(at: dir) }
             let state = dir.appendingPathComponent("state").path
-            let mounted = try PipelineSpec.load(file: pipeline, environment: ["KAFKA_BROKERS": "kafka:9092", "STREAMFIRST_STATE_DIR": state])
+            let mounted = try PipelineSpec.load(
+                file: pipeline, environment: ["KAFKA_BROKERS": "kafka:9092", "STREAMFIRST_STATE_DIR": state])
             #expect(mounted.name == reference.name)
             #expect(mounted.topics == reference.topics)
             let group = try reference.stage(stage).group
@@ -222,8 +235,10 @@ import Yams
         #expect(((service["spec"] as? [String: Any])?["ports"] as? [[String: Any]])?.first?["port"] as? Int == 9105)
         #expect(executables.contains("dashboard"), "the dashboard Deployment runs an executable Package.swift builds")
         // The pipeline file's dashboard section is what the pod serves (HTTP_PORT overrides its port).
-        let dashboardEnv = Dictionary(uniqueKeysWithValues: ((dc["env"] as? [[String: Any]]) ?? []).compactMap { e in
-            (e["name"] as? String).map { ($0, e["value"] as? String) } })
+        let dashboardEnv = Dictionary(
+            uniqueKeysWithValues: ((dc["env"] as? [[String: Any]]) ?? []).compactMap { e in
+                (e["name"] as? String).map { ($0, e["value"] as? String) }
+            })
         #expect(dashboardEnv["HTTP_PORT"] == "9105")
         #expect(dashboardEnv["HTTP_HOST"] == "0.0.0.0")
     }
@@ -236,7 +251,8 @@ import Yams
             let common = try spec.stage(stage)
             let input = try #require(common.input)
             let deployment = try #require(Self.named(base, "Deployment", "streamfirst-\(stage.rawValue)"))
-            let hpa = try #require(Self.named(base, "HorizontalPodAutoscaler", "streamfirst-\(stage.rawValue)"), "no HPA for \(stage.rawValue)")
+            let hpa = try #require(
+                Self.named(base, "HorizontalPodAutoscaler", "streamfirst-\(stage.rawValue)"), "no HPA for \(stage.rawValue)")
             let hs = try #require(hpa["spec"] as? [String: Any])
             #expect((hs["scaleTargetRef"] as? [String: Any])?["name"] as? String == "streamfirst-\(stage.rawValue)")
             let max = try #require(hs["maxReplicas"] as? Int)
@@ -247,7 +263,8 @@ import Yams
             let container = try Self.container(deployment)
             #expect(((container["resources"] as? [String: Any])?["requests"] as? [String: Any])?["cpu"] != nil)
 
-            let scaled = try #require(keda.first { (($0["metadata"] as? [String: Any])?["name"] as? String) == "streamfirst-\(stage.rawValue)" })
+            let scaled = try #require(
+                keda.first { (($0["metadata"] as? [String: Any])?["name"] as? String) == "streamfirst-\(stage.rawValue)" })
             let ks = try #require(scaled["spec"] as? [String: Any])
             #expect((ks["scaleTargetRef"] as? [String: Any])?["name"] as? String == "streamfirst-\(stage.rawValue)")
             let maxCount = try #require(ks["maxReplicaCount"] as? Int)

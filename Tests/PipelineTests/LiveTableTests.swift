@@ -27,11 +27,11 @@ import Testing
         let partitions = try await produce([
             ("s1", #"{"site":"north","floor":1}"#), ("s2", #"{"site":"south"}"#), ("s3", #"{"site":"west"}"#),
             ("s4", #"{"site":"east"}"#), ("s5", #"{"site":"nowhere"}"#),
-            ("s1", #"{"site":"north","floor":2}"#),  // an update
-            ("s2", nil),  // a tombstone
-            ("s3", "[1,2]"),  // not an object: skipped, the row stays
-            ("s4", "{not json"),  // not JSON: skipped
-            (nil, #"{"site":"keyless"}"#),  // no key: skipped
+            ("s1", #"{"site":"north","floor":2}"#), // an update
+            ("s2", nil), // a tombstone
+            ("s3", "[1,2]"), // not an object: skipped, the row stays
+            ("s4", "{not json"), // not JSON: skipped
+            (nil, #"{"site":"keyless"}"#), // no key: skipped
         ])
         #expect(partitions.count > 1, "the rows are spread over several partitions, all of which the table reads")
 
@@ -40,20 +40,20 @@ import Testing
         defer { try? FileManager.default.removeItem(at: dir) }
         let file = dir.appendingPathComponent("p.yaml").path
         try """
-            name: lt
-            kafka: { bootstrap: "\(broker.bootstrapServers)" }
-            topics:
-              in: { name: in }
-              out: { name: out }
-              sensors: { name: tbl, partitions: 3 }
-              dead: { name: dead }
-            dead_letter: dead
-            process:
-              input: in
-              output: out
-              steps:
-                - enrich: { topic: sensors, match: sensor_id, missing: dead-letter }
-            """.write(toFile: file, atomically: true, encoding: .utf8)
+        name: lt
+        kafka: { bootstrap: "\(broker.bootstrapServers)" }
+        topics:
+          in: { name: in }
+          out: { name: out }
+          sensors: { name: tbl, partitions: 3 }
+          dead: { name: dead }
+        dead_letter: dead
+        process:
+          input: in
+          output: out
+          steps:
+            - enrich: { topic: sensors, match: sensor_id, missing: dead-letter }
+        """.write(toFile: file, atomically: true, encoding: .utf8)
         let spec = try PipelineSpec.load(file: file, environment: [:])
         let handler = try ProcessHandler.make(spec: spec, common: try #require(spec.stages[.process]))
         let table = try #require(handler.liveTables.first)
@@ -100,7 +100,7 @@ import Testing
             throw error
         }
         await handler.stop()
-        await handler.stop()  // idempotent
+        await handler.stop() // idempotent
         #expect(table.row(forKey: "s6") == ["site": "annex"], "rows stay readable after stop")
         await producer.shutdown()
         _ = try await broker.terminate()

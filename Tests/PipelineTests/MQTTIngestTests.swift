@@ -1,5 +1,4 @@
 import Config
-@testable import Connectors
 import EmbeddedBroker
 import Foundation
 import Kafka
@@ -10,6 +9,8 @@ import StreamCore
 import Synchronization
 import Testing
 
+@testable import Connectors
+
 /// The `mqtt` source against Debian's mosquitto: QoS 1 messages published with `mosquitto_pub` reach
 /// the raw topic of the embedded broker through a real `ingest` process, and none is lost when that
 /// process is SIGKILLed mid-stream while devices keep publishing.
@@ -17,25 +18,25 @@ import Testing
     static func pipelineFile(_ work: URL) throws -> String {
         let file = work.appendingPathComponent("mqtt.yaml").path
         try """
-            name: mqtt-test
-            kafka: { bootstrap: "${KAFKA_BROKERS:-127.0.0.1:9092}" }
-            topics:
-              raw: { name: "mqtt.raw", partitions: 3 }
-              dead: { name: "mqtt.dead", partitions: 1 }
-            dead_letter: dead
-            ingest:
-              output: raw
-              source:
-                type: mqtt
-                port: ${MQTT_PORT}
-                protocol: "${MQTT_PROTOCOL:-5}"
-                client_id: streamfirst-test-ingest
-                topics: ["sensors/+/reading", { filter: "control/#", qos: 0 }]
-                max_in_flight: 100
-                max_packet_bytes: 4096
-                max_buffered: ${MQTT_MAX_BUFFERED:-10000}
-                id_field: uid
-            """.write(toFile: file, atomically: true, encoding: .utf8)
+        name: mqtt-test
+        kafka: { bootstrap: "${KAFKA_BROKERS:-127.0.0.1:9092}" }
+        topics:
+          raw: { name: "mqtt.raw", partitions: 3 }
+          dead: { name: "mqtt.dead", partitions: 1 }
+        dead_letter: dead
+        ingest:
+          output: raw
+          source:
+            type: mqtt
+            port: ${MQTT_PORT}
+            protocol: "${MQTT_PROTOCOL:-5}"
+            client_id: streamfirst-test-ingest
+            topics: ["sensors/+/reading", { filter: "control/#", qos: 0 }]
+            max_in_flight: 100
+            max_packet_bytes: 4096
+            max_buffered: ${MQTT_MAX_BUFFERED:-10000}
+            id_field: uid
+        """.write(toFile: file, atomically: true, encoding: .utf8)
         return file
     }
 
@@ -67,7 +68,9 @@ import Testing
     }
 
     /// Waits until `condition` holds for the raw topic's records (bounded; polled).
-    static func waitForRaw(_ local: LocalPipeline, timeout: Duration = .seconds(90), _ what: String, until condition: ([KafkaMessage]) -> Bool)
+    static func waitForRaw(
+        _ local: LocalPipeline, timeout: Duration = .seconds(90), _ what: String, until condition: ([KafkaMessage]) -> Bool
+    )
         async throws -> [KafkaMessage]
     {
         let deadline = ContinuousClock.now + timeout
@@ -77,7 +80,8 @@ import Testing
             if condition(last) { return last }
             try await Task.sleep(for: .milliseconds(250))
         }
-        throw TestFailure("\(what) within \(timeout) (raw has \(last.count)); ingest log:\n\(local.process(.ingest)?.standardError.suffix(3000) ?? "")")
+        throw TestFailure(
+            "\(what) within \(timeout) (raw has \(last.count)); ingest log:\n\(local.process(.ingest)?.standardError.suffix(3000) ?? "")")
     }
 
     @Test(arguments: ["5", "3.1.1"])
@@ -85,8 +89,9 @@ import Testing
         let broker = try await Mosquitto.start()
         let work = try Self.workDirectory()
         let local = try await LocalPipeline.launch(
-            .init(pipelineFile: try Self.pipelineFile(work), workDirectory: work.path,
-                  environment: ["MQTT_PORT": String(broker.port), "MQTT_PROTOCOL": protocolVersion]))
+            .init(
+                pipelineFile: try Self.pipelineFile(work), workDirectory: work.path,
+                environment: ["MQTT_PORT": String(broker.port), "MQTT_PROTOCOL": protocolVersion]))
         do {
             try await local.start(.ingest)
             let warm = try await Self.warmUp(broker, local)
@@ -131,7 +136,9 @@ import Testing
             #expect(Self.string(oversized, DeadLetterHeader.exceptionMessage)?.contains("max_packet_bytes 4096") == true)
             #expect(ingest.contains("MQTT connected"), "\(ingest.suffix(2000))")
         } catch {
-            Issue.record("ingest log:\n\(local.process(.ingest)?.standardError.suffix(3000) ?? "")\nmosquitto:\n\(broker.process.standardError.suffix(2000))")
+            Issue.record(
+                "ingest log:\n\(local.process(.ingest)?.standardError.suffix(3000) ?? "")\nmosquitto:\n\(broker.process.standardError.suffix(2000))"
+            )
             _ = await local.stop()
             await broker.stop()
             throw error
@@ -205,7 +212,9 @@ import Testing
             #expect(restartedLog.contains("session_present") && restartedLog.contains("true"), "the restarted ingest resumed its session")
             #expect(raw.allSatisfy { Self.string($0, "mqtt.topic") != nil })
         } catch {
-            Issue.record("ingest log:\n\(local.process(.ingest)?.standardError.suffix(3000) ?? "")\nmosquitto:\n\(broker.process.standardError.suffix(2000))")
+            Issue.record(
+                "ingest log:\n\(local.process(.ingest)?.standardError.suffix(3000) ?? "")\nmosquitto:\n\(broker.process.standardError.suffix(2000))"
+            )
             _ = await publisher.kill()
             _ = await local.stop()
             await broker.stop()
@@ -222,8 +231,9 @@ import Testing
         let broker = try await Mosquitto.start(debugLog: true)
         let work = try Self.workDirectory()
         let local = try await LocalPipeline.launch(
-            .init(pipelineFile: try Self.pipelineFile(work), workDirectory: work.path,
-                  environment: ["MQTT_PORT": String(broker.port), "MQTT_PROTOCOL": protocolVersion]))
+            .init(
+                pipelineFile: try Self.pipelineFile(work), workDirectory: work.path,
+                environment: ["MQTT_PORT": String(broker.port), "MQTT_PROTOCOL": protocolVersion]))
         do {
             let kafka = try #require(local.broker?.control)
             try await local.start(.ingest)
@@ -258,12 +268,16 @@ import Testing
             _ = await local.stop()
             await broker.stop()
             let redelivered = raw.filter { Self.sequenceNumber($0) != nil }
-            print("mqtt held-while-Kafka-down test (MQTT \(protocolVersion)): \(held) published, \(redelivered.count) in Kafka after the kill and restart, \(redelivered.filter { Self.string($0, "mqtt.dup") == "true" }.count) marked DUP, warm-up \(warm)")
+            print(
+                "mqtt held-while-Kafka-down test (MQTT \(protocolVersion)): \(held) published, \(redelivered.count) in Kafka after the kill and restart, \(redelivered.filter { Self.string($0, "mqtt.dup") == "true" }.count) marked DUP, warm-up \(warm)"
+            )
             #expect(Set(redelivered.compactMap(Self.sequenceNumber)) == Set(0..<held))
             #expect(redelivered.count == held, "the killed ingest delivered none of them")
             #expect(redelivered.allSatisfy { Self.string($0, "mqtt.dup") == "true" }, "each came again from the broker's session")
         } catch {
-            Issue.record("ingest log:\n\(local.process(.ingest)?.standardError.suffix(3000) ?? "")\nmosquitto:\n\(broker.process.standardError.suffix(2000))")
+            Issue.record(
+                "ingest log:\n\(local.process(.ingest)?.standardError.suffix(3000) ?? "")\nmosquitto:\n\(broker.process.standardError.suffix(2000))"
+            )
             _ = await local.stop()
             await broker.stop()
             throw error
@@ -278,8 +292,9 @@ import Testing
         let broker = try await Mosquitto.start()
         let work = try Self.workDirectory()
         let local = try await LocalPipeline.launch(
-            .init(pipelineFile: try Self.pipelineFile(work), workDirectory: work.path,
-                  environment: ["MQTT_PORT": String(broker.port), "MQTT_MAX_BUFFERED": "200"]))
+            .init(
+                pipelineFile: try Self.pipelineFile(work), workDirectory: work.path,
+                environment: ["MQTT_PORT": String(broker.port), "MQTT_MAX_BUFFERED": "200"]))
         do {
             let kafka = try #require(local.broker?.control)
             try await local.start(.ingest)
@@ -428,7 +443,8 @@ import Testing
             try await source.run(resumingFrom: nil, emitter: Collector())
         }
         let text = error?.description ?? ""
-        #expect(text.contains("127.0.0.1:\(port)") && text.contains("ingest.source.host / port") && text.contains("connect_timeout"), "\(text)")
+        #expect(
+            text.contains("127.0.0.1:\(port)") && text.contains("ingest.source.host / port") && text.contains("connect_timeout"), "\(text)")
     }
 }
 

@@ -25,10 +25,16 @@ final class Mosquitto: Sendable {
         let d = directory.path
         try "subjectAltName=DNS:localhost\n".write(toFile: "\(d)/san.ext", atomically: true, encoding: .utf8)
         for args in [
-            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(d)/ca.key", "-out", "\(d)/ca.crt", "-days", "2", "-subj", "/CN=streamfirst-test-ca"],
+            [
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(d)/ca.key", "-out", "\(d)/ca.crt", "-days", "2", "-subj",
+                "/CN=streamfirst-test-ca",
+            ],
             ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "\(d)/server.key", "-out", "\(d)/server.csr", "-subj", "/CN=localhost"],
-            ["x509", "-req", "-in", "\(d)/server.csr", "-CA", "\(d)/ca.crt", "-CAkey", "\(d)/ca.key", "-CAcreateserial", "-out", "\(d)/server.crt",
-             "-days", "2", "-extfile", "\(d)/san.ext"],
+            [
+                "x509", "-req", "-in", "\(d)/server.csr", "-CA", "\(d)/ca.crt", "-CAkey", "\(d)/ca.key", "-CAcreateserial", "-out",
+                "\(d)/server.crt",
+                "-days", "2", "-extfile", "\(d)/san.ext",
+            ],
         ] {
             let tool = try ChildProcess(executable: try binary("openssl"), arguments: args)
             let status = await finished(tool, "openssl")

@@ -53,7 +53,8 @@ import Testing
     }
 
     @Test func kafkaBrokersOverridesTheFile() throws {
-        let spec = try parse(Self.minimal.replacingOccurrences(of: "${KAFKA_BROKERS:-127.0.0.1:9092}", with: "a:1"), env: ["KAFKA_BROKERS": "b:2"])
+        let spec = try parse(
+            Self.minimal.replacingOccurrences(of: "${KAFKA_BROKERS:-127.0.0.1:9092}", with: "a:1"), env: ["KAFKA_BROKERS": "b:2"])
         #expect(spec.kafka.bootstrapServers == "b:2")
         #expect(try parse(Self.minimal).kafka.bootstrapServers == "127.0.0.1:9092")
     }
@@ -63,13 +64,19 @@ import Testing
     }
 
     @Test func undeclaredTopicIsNamed() {
-        expectError(Self.minimal.replacingOccurrences(of: "input: in", with: "input: nowhere"), "/p/t.yaml:11: validate.input: no topic 'nowhere'")
+        expectError(
+            Self.minimal.replacingOccurrences(of: "input: in", with: "input: nowhere"), "/p/t.yaml:11: validate.input: no topic 'nowhere'")
     }
 
     @Test func badValuesNameKeyAndLine() {
-        expectError(Self.minimal.replacingOccurrences(of: "partitions: 3", with: "partitions: many"), "/p/t.yaml:6: topics.in.partitions: expected an integer")
-        expectError(Self.minimal.replacingOccurrences(of: "batch_size: 100", with: "batch_size: 0"), "validate.batch_size: 0 is out of range")
-        expectError(Self.minimal.replacingOccurrences(of: "name: t.out", with: "name: \"bad topic\""), "topics.out.name: 'bad topic' is not a valid Kafka topic name")
+        expectError(
+            Self.minimal.replacingOccurrences(of: "partitions: 3", with: "partitions: many"),
+            "/p/t.yaml:6: topics.in.partitions: expected an integer")
+        expectError(
+            Self.minimal.replacingOccurrences(of: "batch_size: 100", with: "batch_size: 0"), "validate.batch_size: 0 is out of range")
+        expectError(
+            Self.minimal.replacingOccurrences(of: "name: t.out", with: "name: \"bad topic\""),
+            "topics.out.name: 'bad topic' is not a valid Kafka topic name")
         expectError(Self.minimal.replacingOccurrences(of: "dead_letter: dead", with: ""), "dead_letter: missing required key")
         expectError("name: x\ntopics: {}\ndead_letter: ${UNSET_VAR}\n", "dead_letter: environment variable UNSET_VAR is not set")
     }
@@ -109,8 +116,10 @@ import Testing
         let subject = dir.appendingPathComponent("schemas/s")
         try FileManager.default.createDirectory(at: subject, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
-        try #"{"properties":{"n":{"type":"number"}}}"#.write(to: subject.appendingPathComponent("v1.json"), atomically: true, encoding: .utf8)
-        try #"{"properties":{"n":{"type":"integer"}}}"#.write(to: subject.appendingPathComponent("v2.json"), atomically: true, encoding: .utf8)
+        try #"{"properties":{"n":{"type":"number"}}}"#.write(
+            to: subject.appendingPathComponent("v1.json"), atomically: true, encoding: .utf8)
+        try #"{"properties":{"n":{"type":"integer"}}}"#.write(
+            to: subject.appendingPathComponent("v2.json"), atomically: true, encoding: .utf8)
         let spec = try PipelineSpec.parse(yaml: Self.minimal, file: dir.appendingPathComponent("p.yaml").path, environment: [:])
         let error = #expect(throws: ConfigError.self) { try ValidateHandler.make(spec: spec, common: try spec.stage(.validate)) }
         let text = error?.description ?? ""

@@ -59,7 +59,8 @@ import Testing
     }
 
     @Test func passingAndFailingExpectations() throws {
-        let results = try Self.run("""
+        let results = try Self.run(
+            """
               - name: routes and computes
                 input: [ { n: 1 }, { n: 0 }, { n: 20 }, { raw: "x" }, { value: { n: "a" }, key: k } ]
                 expect:
@@ -81,7 +82,8 @@ import Testing
 
     @Test func anUnknownTopicInExpectIsAConfigError() {
         let error = #expect(throws: ConfigError.self) {
-            _ = try Self.run("""
+            _ = try Self.run(
+                """
                   - name: typo
                     input: [ { n: 1 } ]
                     expect: { ouput: [] }

@@ -23,30 +23,30 @@ import Testing
         try Self.schema(maximum: 10).write(to: schemaFile, atomically: true, encoding: .utf8)
         let file = work.appendingPathComponent("redrive.yaml").path
         try """
-            name: redrive-test
-            kafka:
-              bootstrap: "${KAFKA_BROKERS:-127.0.0.1:9092}"
-              # The embedded broker takes about this long per group membership change.
-              consumer: { session.timeout.ms: 6000, heartbeat.interval.ms: 500 }
-            topics:
-              raw: { name: "${TOPIC_PREFIX:-}rd.raw", partitions: 2 }
-              valid: { name: "${TOPIC_PREFIX:-}rd.valid", partitions: 2 }
-              dead: { name: "${TOPIC_PREFIX:-}rd.dead", partitions: 1 }
-            dead_letter: dead
-            ingest:
-              output: raw
-              source: { type: stdin }
-              key: "to_string(n)"
-            validate: { input: raw, output: valid, schema: reading }
-            persist:
-              input: valid
-              sink:
-                type: sqlite
-                path: \(work.path)/out.sqlite
-                table: readings
-                key: [n]
-                columns: { n: integer, v: integer }
-            """.write(toFile: file, atomically: true, encoding: .utf8)
+        name: redrive-test
+        kafka:
+          bootstrap: "${KAFKA_BROKERS:-127.0.0.1:9092}"
+          # The embedded broker takes about this long per group membership change.
+          consumer: { session.timeout.ms: 6000, heartbeat.interval.ms: 500 }
+        topics:
+          raw: { name: "${TOPIC_PREFIX:-}rd.raw", partitions: 2 }
+          valid: { name: "${TOPIC_PREFIX:-}rd.valid", partitions: 2 }
+          dead: { name: "${TOPIC_PREFIX:-}rd.dead", partitions: 1 }
+        dead_letter: dead
+        ingest:
+          output: raw
+          source: { type: stdin }
+          key: "to_string(n)"
+        validate: { input: raw, output: valid, schema: reading }
+        persist:
+          input: valid
+          sink:
+            type: sqlite
+            path: \(work.path)/out.sqlite
+            table: readings
+            key: [n]
+            columns: { n: integer, v: integer }
+        """.write(toFile: file, atomically: true, encoding: .utf8)
         let local = try await LocalPipeline.launch(.init(pipelineFile: file, workDirectory: work.path, environment: [:]))
         do {
             try await local.start([.validate, .persist])
@@ -106,32 +106,37 @@ import Testing
         defer { try? FileManager.default.removeItem(at: work) }
         let file = work.appendingPathComponent("p.yaml").path
         try """
-            name: crash
-            kafka: { bootstrap: "${KAFKA_BROKERS:-127.0.0.1:9092}" }
-            topics:
-              raw: { name: c.raw, partitions: 1 }
-              dead: { name: c.dead, partitions: 1 }
-            dead_letter: dead
-            """.write(toFile: file, atomically: true, encoding: .utf8)
+        name: crash
+        kafka: { bootstrap: "${KAFKA_BROKERS:-127.0.0.1:9092}" }
+        topics:
+          raw: { name: c.raw, partitions: 1 }
+          dead: { name: c.dead, partitions: 1 }
+        dead_letter: dead
+        """.write(toFile: file, atomically: true, encoding: .utf8)
         let local = try await LocalPipeline.launch(.init(pipelineFile: file, workDirectory: work.path, environment: [:]))
         let spec = try PipelineSpec.load(file: file, environment: ["KAFKA_BROKERS": local.bootstrapServers])
         let producer = try KafkaProducer(configuration: KafkaProducerConfiguration(kafka: spec.kafka))
         // Three dead letters from validate.
         for n in 0..<3 {
-            _ = try await producer.send(KafkaProducerMessage(
-                topic: "c.dead", key: Array("k\(n)".utf8), value: Array("{\"n\":\(n)}".utf8),
-                headers: [
-                    KafkaHeader(key: DeadLetterHeader.topic, value: "c.raw"), KafkaHeader(key: DeadLetterHeader.stage, value: "validate"),
-                    KafkaHeader(key: DeadLetterHeader.exceptionClass, value: "SchemaViolation"), KafkaHeader(key: RecordHeader.id, value: "id-\(n)"),
-                ]))
+            _ = try await producer.send(
+                KafkaProducerMessage(
+                    topic: "c.dead", key: Array("k\(n)".utf8), value: Array("{\"n\":\(n)}".utf8),
+                    headers: [
+                        KafkaHeader(key: DeadLetterHeader.topic, value: "c.raw"),
+                        KafkaHeader(key: DeadLetterHeader.stage, value: "validate"),
+                        KafkaHeader(key: DeadLetterHeader.exceptionClass, value: "SchemaViolation"),
+                        KafkaHeader(key: RecordHeader.id, value: "id-\(n)"),
+                    ]))
         }
         // A run that crashed: it announced a slice of letters 0 and 1, letter 0 reached c.raw, then it died.
-        _ = try await producer.send(KafkaProducerMessage(
-            topic: "c.dead.redrive-ledger", key: Array("pending/dead0000/0".utf8),
-            value: Array(#"{"coordinates":["c.dead/0/0","c.dead/0/1"],"targets":["c.raw"]}"#.utf8)))
-        _ = try await producer.send(KafkaProducerMessage(
-            topic: "c.raw", key: Array("k0".utf8), value: Array("{\"n\":0}".utf8),
-            headers: [KafkaHeader(key: Redrive.ofHeader, value: "c.dead/0/0"), KafkaHeader(key: RecordHeader.id, value: "id-0")]))
+        _ = try await producer.send(
+            KafkaProducerMessage(
+                topic: "c.dead.redrive-ledger", key: Array("pending/dead0000/0".utf8),
+                value: Array(#"{"coordinates":["c.dead/0/0","c.dead/0/1"],"targets":["c.raw"]}"#.utf8)))
+        _ = try await producer.send(
+            KafkaProducerMessage(
+                topic: "c.raw", key: Array("k0".utf8), value: Array("{\"n\":0}".utf8),
+                headers: [KafkaHeader(key: Redrive.ofHeader, value: "c.dead/0/0"), KafkaHeader(key: RecordHeader.id, value: "id-0")]))
         await producer.shutdown()
 
         let report = try await Redrive(spec: spec, logger: Logger(label: "t")).run()

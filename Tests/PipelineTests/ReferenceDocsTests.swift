@@ -18,15 +18,20 @@ import Testing
         #expect(pages.count == ReferenceDocs.components.count + 1)
         for (path, text) in pages {
             let current = try? String(contentsOf: Self.reference.appendingPathComponent(path), encoding: .utf8)
-            #expect(current == text, "docs/reference/\(path) is \(current == nil ? "missing" : "stale"): run `swift run streamfirst reference`")
+            #expect(
+                current == text, "docs/reference/\(path) is \(current == nil ? "missing" : "stale"): run `swift run streamfirst reference`")
         }
-        let files = (FileManager.default.enumerator(atPath: Self.reference.path)?.allObjects as? [String] ?? []).filter { $0.hasSuffix(".md") }
+        let files = (FileManager.default.enumerator(atPath: Self.reference.path)?.allObjects as? [String] ?? []).filter {
+            $0.hasSuffix(".md")
+        }
         for f in files { #expect(pages[f] != nil, "docs/reference/\(f) documents no component: run `swift run streamfirst reference`") }
         // Every kind has pages, and the processors include the steps and both stateful operators.
         let names = Set(ReferenceDocs.components.map { "\($0.kind.rawValue)/\($0.name)" })
-        for n in ["source/file", "source/generator", "sink/postgres", "sink/sqlite", "processor/filter", "processor/set",
-                  "processor/rename", "processor/drop", "processor/keep", "processor/enrich", "processor/route",
-                  "processor/window", "processor/join"] {
+        for n in [
+            "source/file", "source/generator", "sink/postgres", "sink/sqlite", "processor/filter", "processor/set",
+            "processor/rename", "processor/drop", "processor/keep", "processor/enrich", "processor/route",
+            "processor/window", "processor/join",
+        ] {
             #expect(names.contains(n), "no reference page for \(n)")
         }
     }
@@ -93,7 +98,7 @@ import Testing
                 let documented = Set(c.fields.map(\.name)).union(c.kind == .processor ? [] : ["type"])
                 let undocumented = seen.subtracting(documented)
                 #expect(undocumented.isEmpty, "\(c.pagePath): the reader accepts keys its spec does not list: \(undocumented.sorted())")
-            }  // value-shaped processors (filter, set, …): their mapping keys are the user's field names
+            } // value-shaped processors (filter, set, …): their mapping keys are the user's field names
         }
     }
 

@@ -31,44 +31,50 @@ import Testing
         try FileManager.default.createDirectory(at: subjectDir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: work) }
         // Phase 1: only v1 is deployed.
-        try FileManager.default.copyItem(at: Self.shipped.appendingPathComponent("v1.json"), to: subjectDir.appendingPathComponent("v1.json"))
-        try "version_field: schema_version\ndefault_version: 1\n".write(to: subjectDir.appendingPathComponent("subject.yaml"), atomically: true, encoding: .utf8)
+        try FileManager.default.copyItem(
+            at: Self.shipped.appendingPathComponent("v1.json"), to: subjectDir.appendingPathComponent("v1.json"))
+        try "version_field: schema_version\ndefault_version: 1\n".write(
+            to: subjectDir.appendingPathComponent("subject.yaml"), atomically: true, encoding: .utf8)
         let file = work.appendingPathComponent("orders.yaml").path
         let db = work.appendingPathComponent("orders.sqlite").path
         try """
-            name: evolve
-            kafka:
-              bootstrap: "${KAFKA_BROKERS:-127.0.0.1:9092}"
-              consumer: { session.timeout.ms: 6000, heartbeat.interval.ms: 500 }
-            topics:
-              raw: { name: ev.raw, partitions: 2 }
-              valid: { name: ev.valid, partitions: 2 }
-              out: { name: ev.out, partitions: 2 }
-              dead: { name: ev.dead, partitions: 1 }
-            dead_letter: dead
-            ingest: { output: raw, source: { type: stdin }, key: order_id }
-            validate: { input: raw, output: valid, schema: orders }
-            process:
-              input: valid
-              output: out
-              steps: [ { set: { amount_cents: "to_int(round(amount * 100))" } } ]
-            persist:
-              input: out
-              sink:
-                type: sqlite
-                path: \(db)
-                table: orders
-                key: [order_id]
-                columns: { order_id: text, customer_id: text, channel: text, schema_version: integer, amount_cents: integer }
-            """.write(toFile: file, atomically: true, encoding: .utf8)
+        name: evolve
+        kafka:
+          bootstrap: "${KAFKA_BROKERS:-127.0.0.1:9092}"
+          consumer: { session.timeout.ms: 6000, heartbeat.interval.ms: 500 }
+        topics:
+          raw: { name: ev.raw, partitions: 2 }
+          valid: { name: ev.valid, partitions: 2 }
+          out: { name: ev.out, partitions: 2 }
+          dead: { name: ev.dead, partitions: 1 }
+        dead_letter: dead
+        ingest: { output: raw, source: { type: stdin }, key: order_id }
+        validate: { input: raw, output: valid, schema: orders }
+        process:
+          input: valid
+          output: out
+          steps: [ { set: { amount_cents: "to_int(round(amount * 100))" } } ]
+        persist:
+          input: out
+          sink:
+            type: sqlite
+            path: \(db)
+            table: orders
+            key: [order_id]
+            columns: { order_id: text, customer_id: text, channel: text, schema_version: integer, amount_cents: integer }
+        """.write(toFile: file, atomically: true, encoding: .utf8)
 
         let local = try await LocalPipeline.launch(.init(pipelineFile: file, workDirectory: work.path, environment: [:]))
         do {
             try await local.start([.validate, .process, .persist])
             try await local.start(.ingest)
             let ingest = try #require(local.process(.ingest))
-            try ingest.writeToStandardInput(Data([Self.order(1, version: 1), Self.order(2, version: nil), Self.order(3, version: 2),
-                Self.order(4, version: 1), Self.order(5, version: 2)].joined().utf8))
+            try ingest.writeToStandardInput(
+                Data(
+                    [
+                        Self.order(1, version: 1), Self.order(2, version: nil), Self.order(3, version: 2),
+                        Self.order(4, version: 1), Self.order(5, version: 2),
+                    ].joined().utf8))
             try await Self.waitForRows(local, 3)
             try await local.waitUntilDrained(timeout: .seconds(60))
             let early = try await local.readAll("dead")
@@ -76,20 +82,27 @@ import Testing
             #expect(early.allSatisfy { $0.header(DeadLetterHeader.exceptionClass)?.value == Array("UnknownSchemaVersion".utf8) })
 
             // Phase 2: v2 and the migration are deployed; validate restarts; the stream goes on.
-            try FileManager.default.copyItem(at: Self.shipped.appendingPathComponent("v2.json"), to: subjectDir.appendingPathComponent("v2.json"))
+            try FileManager.default.copyItem(
+                at: Self.shipped.appendingPathComponent("v2.json"), to: subjectDir.appendingPathComponent("v2.json"))
             try FileManager.default.removeItem(at: subjectDir.appendingPathComponent("subject.yaml"))
-            try FileManager.default.copyItem(at: Self.shipped.appendingPathComponent("subject.yaml"), to: subjectDir.appendingPathComponent("subject.yaml"))
+            try FileManager.default.copyItem(
+                at: Self.shipped.appendingPathComponent("subject.yaml"), to: subjectDir.appendingPathComponent("subject.yaml"))
             #expect(await local.terminate(.validate)?.status == .init(code: 0, signaled: false))
             try await local.start(.validate)
-            try ingest.writeToStandardInput(Data([Self.order(6, version: 1), Self.order(7, version: 2), Self.order(8, version: nil),
-                Self.order(9, version: 2)].joined().utf8))
+            try ingest.writeToStandardInput(
+                Data(
+                    [
+                        Self.order(6, version: 1), Self.order(7, version: 2), Self.order(8, version: nil),
+                        Self.order(9, version: 2),
+                    ].joined().utf8))
             try ingest.closeStandardInput()
             #expect(await finished(ingest, "ingest") == .init(code: 0, signaled: false))
             try await Self.waitForRows(local, 7)
 
             // The early v2 orders come back through redrive.
             let spec = try PipelineSpec.load(file: file, environment: ["KAFKA_BROKERS": local.bootstrapServers])
-            let report = try await Redrive(spec: spec, filter: .init(errorClasses: ["UnknownSchemaVersion"]), logger: Logger(label: "t")).run()
+            let report = try await Redrive(spec: spec, filter: .init(errorClasses: ["UnknownSchemaVersion"]), logger: Logger(label: "t"))
+                .run()
             #expect(report.redrivenTotal == 2)
             try await Self.waitForRows(local, 9)
             try await local.waitUntilDrained(timeout: .seconds(60))

@@ -15,21 +15,21 @@ import Testing
     static func pipeline(_ work: URL) throws -> String {
         let file = work.appendingPathComponent("offsets.yaml").path
         try """
-            name: sink-offsets
-            kafka: { bootstrap: "${KAFKA_BROKERS:-127.0.0.1:9092}" }
-            topics:
-              in: { name: "offsets.in", partitions: 1 }
-              dead: { name: "offsets.dead", partitions: 1 }
-            dead_letter: dead
-            persist:
-              input: in
-              sink:
-                type: sqlite
-                path: \(work.path)/out.sqlite
-                table: readings
-                key: [n]
-                columns: { n: integer }
-            """.write(toFile: file, atomically: true, encoding: .utf8)
+        name: sink-offsets
+        kafka: { bootstrap: "${KAFKA_BROKERS:-127.0.0.1:9092}" }
+        topics:
+          in: { name: "offsets.in", partitions: 1 }
+          dead: { name: "offsets.dead", partitions: 1 }
+        dead_letter: dead
+        persist:
+          input: in
+          sink:
+            type: sqlite
+            path: \(work.path)/out.sqlite
+            table: readings
+            key: [n]
+            columns: { n: integer }
+        """.write(toFile: file, atomically: true, encoding: .utf8)
         return file
     }
 

@@ -104,7 +104,8 @@ import Testing
             file = work + "/window.yaml"
             try StatefulEndToEndTests.pipelineYAML().write(toFile: file, atomically: true, encoding: .utf8)
             broker = try await EmbeddedBrokerProcess.launch(arguments: ["--pipeline", file])
-            producer = try KafkaProducer(configuration: KafkaProducerConfiguration(kafka: KafkaConfiguration(bootstrapServers: broker.bootstrapServers)))
+            producer = try KafkaProducer(
+                configuration: KafkaProducerConfiguration(kafka: KafkaConfiguration(bootstrapServers: broker.bootstrapServers)))
         }
 
         func produce(_ inputs: [Input]) async throws {
@@ -163,10 +164,13 @@ import Testing
 
         /// The output topic, last record per `sf.id`.
         func results() async throws -> (byID: [String: JSONValue], written: Int) {
-            let messages = try await TopicReader.readToEnd(topic: "w.out", kafka: KafkaConfiguration(bootstrapServers: broker.bootstrapServers))
+            let messages = try await TopicReader.readToEnd(
+                topic: "w.out", kafka: KafkaConfiguration(bootstrapServers: broker.bootstrapServers))
             var out: [String: JSONValue] = [:]
             for m in messages {
-                guard let id = m.header(RecordHeader.id)?.value.map({ String(decoding: $0, as: UTF8.self) }), let v = m.value else { continue }
+                guard let id = m.header(RecordHeader.id)?.value.map({ String(decoding: $0, as: UTF8.self) }), let v = m.value else {
+                    continue
+                }
                 out[id] = try JSONValue.parse(v)
             }
             return (out, messages.count)
@@ -244,7 +248,9 @@ import Testing
             #expect(actual == expected, "results differ from the crash-free run")
             let missing = Set(expected.keys).subtracting(actual.keys).count
             let wrong = expected.filter { actual[$0.key] != nil && actual[$0.key] != $0.value }.count
-            print("stateful crash test: \(all.count) records, \(kills) SIGKILLs, \(expected.count) windows, missing \(missing), wrong \(wrong), \(written) result records written (re-emitted identical: \(written - actual.count))")
+            print(
+                "stateful crash test: \(all.count) records, \(kills) SIGKILLs, \(expected.count) windows, missing \(missing), wrong \(wrong), \(written) result records written (re-emitted identical: \(written - actual.count))"
+            )
         } catch {
             Issue.record("\(error)\n\(h.logs())")
         }
@@ -279,7 +285,9 @@ extension StatefulEndToEndTests {
             let c = Replay.compare(before, after)
             #expect(c.same == before.count && c.different.isEmpty && c.onlyBefore.isEmpty && c.onlyAfter.isEmpty, "\(c)")
             #expect(written >= 2 * before.count, "the replay wrote every result again (\(written) records for \(before.count) windows)")
-            print("replay: \(before.count) windows, \(c.same) identical after a rewind to the beginning, \(written) result records in the topic")
+            print(
+                "replay: \(before.count) windows, \(c.same) identical after a rewind to the beginning, \(written) result records in the topic"
+            )
         } catch {
             Issue.record("\(error)\n\(h.logs())")
         }

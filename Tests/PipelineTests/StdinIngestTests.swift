@@ -1,10 +1,11 @@
 import EmbeddedBroker
 import Foundation
 import Kafka
-@testable import LocalRun
 import Pipeline
 import StreamCore
 import Testing
+
+@testable import LocalRun
 
 /// The `stdin` source through a real `ingest` process: lines piped in reach the output topic,
 /// a malformed one the dead-letter topic, and end of input ends the worker with exit 0.
@@ -15,25 +16,27 @@ import Testing
         defer { try? FileManager.default.removeItem(at: work) }
         let file = work.appendingPathComponent("stdin.yaml").path
         try """
-            name: stdin-test
-            kafka: { bootstrap: "${KAFKA_BROKERS:-127.0.0.1:9092}" }
-            topics:
-              raw: { name: "${TOPIC_PREFIX:-}stdin.raw", partitions: 2 }
-              dead: { name: "${TOPIC_PREFIX:-}stdin.dead", partitions: 1 }
-            dead_letter: dead
-            ingest:
-              output: raw
-              source: { type: stdin }
-              key: user
-              event_time: at
-            """.write(toFile: file, atomically: true, encoding: .utf8)
+        name: stdin-test
+        kafka: { bootstrap: "${KAFKA_BROKERS:-127.0.0.1:9092}" }
+        topics:
+          raw: { name: "${TOPIC_PREFIX:-}stdin.raw", partitions: 2 }
+          dead: { name: "${TOPIC_PREFIX:-}stdin.dead", partitions: 1 }
+        dead_letter: dead
+        ingest:
+          output: raw
+          source: { type: stdin }
+          key: user
+          event_time: at
+        """.write(toFile: file, atomically: true, encoding: .utf8)
         let local = try await LocalPipeline.launch(.init(pipelineFile: file, workDirectory: work.path, environment: [:]))
         try await local.start(.ingest, extraEnvironment: ["HTTP_TOKEN": "t0ken"])
         let ingest = try #require(local.process(.ingest))
         // HTTP_TOKEN guards the metrics, not the health checks.
         let port = try #require(local.port(.ingest))
         #expect(try await HTTPGet.get(host: "127.0.0.1", port: port, path: "/metrics").status == 401)
-        #expect(try await HTTPGet.get(host: "127.0.0.1", port: port, path: "/metrics", headers: ["Authorization": "Bearer t0ken"]).status == 200)
+        #expect(
+            try await HTTPGet.get(host: "127.0.0.1", port: port, path: "/metrics", headers: ["Authorization": "Bearer t0ken"]).status == 200
+        )
         #expect(try await HTTPGet.get(host: "127.0.0.1", port: port, path: "/healthz").status == 200)
         try ingest.writeToStandardInput(Data("{\"user\":\"ann\",\"at\":\"2026-11-25T09:00:00Z\"}\n{broken\n{\"user\":\"bob\"}\n".utf8))
         try ingest.closeStandardInput()
@@ -61,16 +64,16 @@ import Testing
         defer { try? FileManager.default.removeItem(at: work) }
         let file = work.appendingPathComponent("stdin.yaml").path
         try """
-            name: fast-ingest
-            kafka: { bootstrap: "${KAFKA_BROKERS:-127.0.0.1:9092}" }
-            topics:
-              raw: { name: "fast.raw", partitions: 1 }
-              dead: { name: "fast.dead", partitions: 1 }
-            dead_letter: dead
-            ingest:
-              output: raw
-              source: { type: stdin }
-            """.write(toFile: file, atomically: true, encoding: .utf8)
+        name: fast-ingest
+        kafka: { bootstrap: "${KAFKA_BROKERS:-127.0.0.1:9092}" }
+        topics:
+          raw: { name: "fast.raw", partitions: 1 }
+          dead: { name: "fast.dead", partitions: 1 }
+        dead_letter: dead
+        ingest:
+          output: raw
+          source: { type: stdin }
+        """.write(toFile: file, atomically: true, encoding: .utf8)
         let local = try await LocalPipeline.launch(.init(pipelineFile: file, workDirectory: work.path, environment: [:]))
         try await local.start(.ingest, waitUntilReady: false)
         let ingest = try #require(local.process(.ingest))

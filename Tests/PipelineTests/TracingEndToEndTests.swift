@@ -28,7 +28,9 @@ import Testing
     }
 
     /// Runs the demo pipeline over `count` generated readings to the end; returns every topic.
-    static func run(name: String, environment: [String: String] = [:], stageEnvironment: [PipelineSpec.StageName: [String: String]] = [:])
+    static func run(
+        name: String, environment: [String: String] = [:], stageEnvironment: [PipelineSpec.StageName: [String: String]] = [:]
+    )
         async throws -> Topics
     {
         let work = EndToEndTests.workDirectory(name)
@@ -85,12 +87,16 @@ import Testing
 
     /// Checks the headers of every topic; returns the raw, valid and enriched contexts by id.
     @discardableResult
-    static func checkHeaders(_ t: Topics) -> (raw: [String: TracingTests.Parsed], valid: [String: TracingTests.Parsed], enriched: [String: TracingTests.Parsed]) {
+    static func checkHeaders(
+        _ t: Topics
+    ) -> (raw: [String: TracingTests.Parsed], valid: [String: TracingTests.Parsed], enriched: [String: TracingTests.Parsed]) {
         for (name, messages) in [("raw", t.raw), ("valid", t.valid), ("enriched", t.enriched), ("alerts", t.alerts), ("dead", t.dead)] {
             #expect(!messages.isEmpty, "\(name) is empty")
             let missing = messages.filter { traceparent($0) == nil }
             #expect(missing.isEmpty, "\(missing.count) of \(messages.count) records in \(name) have no valid traceparent")
-            #expect(messages.allSatisfy { $0.headers.filter { $0.key == RecordHeader.traceParent }.count == 1 }, "\(name): one traceparent each")
+            #expect(
+                messages.allSatisfy { $0.headers.filter { $0.key == RecordHeader.traceParent }.count == 1 }, "\(name): one traceparent each"
+            )
         }
         let raw = byID(t.raw)
         let valid = byID(t.valid)
@@ -136,7 +142,7 @@ import Testing
     @Test func anUnreachableCollectorCostsSpansNotRecords() async throws {
         // Nothing listens on the discard port of loopback: every export is refused.
         let topics = try await Self.run(name: "trace-down", environment: ["OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"])
-        Self.checkHeaders(topics)  // run() also expected every worker to exit 0 on SIGTERM
+        Self.checkHeaders(topics) // run() also expected every worker to exit 0 on SIGTERM
     }
 
     @Test(arguments: [("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"), ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")])
@@ -214,18 +220,24 @@ import Testing
         let doc = try JSONValue.parse(body)
         var out: [ExportedSpan] = []
         for rs in doc["resourceSpans"]?.arrayValue ?? [] {
-            let service = rs["resource"]?["attributes"]?.arrayValue?.first { $0["key"]?.stringValue == "service.name" }?["value"]?["stringValue"]?.stringValue ?? ""
+            let service =
+                rs["resource"]?["attributes"]?.arrayValue?.first { $0["key"]?.stringValue == "service.name" }?["value"]?["stringValue"]?
+                .stringValue ?? ""
             for ss in rs["scopeSpans"]?.arrayValue ?? [] {
                 for s in ss["spans"]?.arrayValue ?? [] {
                     var attributes: [String: String] = [:]
                     for a in s["attributes"]?.arrayValue ?? [] {
                         guard let key = a["key"]?.stringValue, let value = a["value"] else { continue }
-                        attributes[key] = value["stringValue"]?.stringValue ?? value["intValue"]?.stringValue ?? value["intValue"]?.int64Value.map { String($0) } ?? ""
+                        attributes[key] =
+                            value["stringValue"]?.stringValue ?? value["intValue"]?.stringValue ?? value["intValue"]?.int64Value.map {
+                                String($0)
+                            } ?? ""
                     }
                     out.append(
                         ExportedSpan(
                             service: service, name: s["name"]?.stringValue ?? "", kind: s["kind"]?.int64Value ?? -1,
-                            traceID: hexID(s["traceId"]?.stringValue ?? "", bytes: 16), spanID: hexID(s["spanId"]?.stringValue ?? "", bytes: 8),
+                            traceID: hexID(s["traceId"]?.stringValue ?? "", bytes: 16),
+                            spanID: hexID(s["spanId"]?.stringValue ?? "", bytes: 8),
                             parentSpanID: hexID(s["parentSpanId"]?.stringValue ?? "", bytes: 8), attributes: attributes))
                 }
             }
@@ -291,7 +303,9 @@ import Testing
             let traceBytes = Self.bytes(hex: r.traceID)
             let spanBytes = Self.bytes(hex: r.spanID)
             #expect(
-                ingestBodies.contains { $0.containsBytes(traceBytes) && $0.containsBytes(spanBytes) && $0.containsBytes(Array("streamfirst-ingest".utf8)) },
+                ingestBodies.contains {
+                    $0.containsBytes(traceBytes) && $0.containsBytes(spanBytes) && $0.containsBytes(Array("streamfirst-ingest".utf8))
+                },
                 "the ingest span of \(id) was exported")
             followed += 1
         }
@@ -315,7 +329,7 @@ extension Array where Element == UInt8 {
 @Suite(.serialized) struct StatefulTracingTests {
     @Test func windowResultsContinueTheTraceOfTheRecordThatClosedThem() async throws {
         let inputs = StatefulEndToEndTests.inputs(count: 2_000, seed: 5) + StatefulEndToEndTests.flush()
-        var contexts: [String: TracingTests.Parsed] = [:]  // input id → its traceparent
+        var contexts: [String: TracingTests.Parsed] = [:] // input id → its traceparent
         let messages = inputs.map { input -> KafkaProducerMessage in
             var headers = [KafkaHeader(key: RecordHeader.id, value: input.id)]
             TracingTests.tracer().startConsuming(TracingTests.message([])).inject(into: &headers)
@@ -332,7 +346,8 @@ extension Array where Element == UInt8 {
                 throw LocalRunError("produce failed: \(report.error.map { "\($0)" } ?? "")")
             }
             try await h.waitUntilDrained()
-            let results = try await TopicReader.readToEnd(topic: "w.out", kafka: KafkaConfiguration(bootstrapServers: h.broker.bootstrapServers))
+            let results = try await TopicReader.readToEnd(
+                topic: "w.out", kafka: KafkaConfiguration(bootstrapServers: h.broker.bootstrapServers))
             #expect(results.count > 50)
             let inputTraces = Set(contexts.values.map(\.traceID))
             let inputSpans = Set(contexts.values.map(\.spanID))

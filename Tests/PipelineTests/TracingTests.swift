@@ -100,8 +100,11 @@ import W3CTraceContext
         "00-\(traceID)-\(spanID)-zz", "00-4bf92f3577b34da6a3ce929d0e0e473g-\(spanID)-01", "\u{0}\u{1}\u{2}",
     ])
     func aMalformedTraceparentIsIgnoredAndANewTraceBegins(_ bad: String) throws {
-        #expect(KafkaHeadersExtractor().extract(key: RecordHeader.traceParent, from: [KafkaHeader(key: RecordHeader.traceParent, value: bad)]) == nil)
-        let record = KafkaMessage(topic: "t", partition: 0, offset: 0, key: nil, value: [], headers: [KafkaHeader(key: RecordHeader.traceParent, value: bad)])
+        #expect(
+            KafkaHeadersExtractor().extract(key: RecordHeader.traceParent, from: [KafkaHeader(key: RecordHeader.traceParent, value: bad)])
+                == nil)
+        let record = KafkaMessage(
+            topic: "t", partition: 0, offset: 0, key: nil, value: [], headers: [KafkaHeader(key: RecordHeader.traceParent, value: bad)])
         #expect(KafkaMessageExtractor().extract(key: RecordHeader.traceParent, from: record) == nil)
         let out = Self.child(of: [KafkaHeader(key: RecordHeader.traceParent, value: bad)])
         let parents = Self.values(RecordHeader.traceParent, in: out)
@@ -214,7 +217,8 @@ import W3CTraceContext
     }
 
     @Test func theFileConfiguresExportAndTheEnvironmentOverridesIt() throws {
-        let spec = try Self.spec("tracing: { endpoint: 'http://collector:4318', protocol: http/json, service_prefix: shop, sample_ratio: 0.25 }")
+        let spec = try Self.spec(
+            "tracing: { endpoint: 'http://collector:4318', protocol: http/json, service_prefix: shop, sample_ratio: 0.25 }")
         let fromFile = try TracingSettings.resolve(spec.tracing, stage: .persist, environment: [:])
         #expect(fromFile.export == .init(endpoint: "http://collector:4318", endpointIsTracesURL: false, protocol: "http/json"))
         #expect(fromFile.serviceName == "shop-persist")

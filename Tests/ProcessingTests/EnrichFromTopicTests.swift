@@ -33,8 +33,9 @@ import Testing
         #expect(p.tableTopics == ["sensors"])
         #expect(requests.map(\.topic) == ["sensors"])
         #expect(requests.first?.maxRows == 1_000_000, "the default bound")
-        #expect(try p.process(["sensor_id": "s1", "t": 20], context: .none)
-            == [ProcessorOutput(value: ["sensor_id": "s1", "t": 20, "site": "north", "floor": 2])])
+        #expect(
+            try p.process(["sensor_id": "s1", "t": 20], context: .none)
+                == [ProcessorOutput(value: ["sensor_id": "s1", "t": 20, "site": "north", "floor": 2])])
         #expect(try p.process(["sensor_id": "s9"], context: .none) == [ProcessorOutput(value: ["sensor_id": "s9"])], "missing: keep")
 
         // The row current when the record is processed is the one joined.
@@ -54,7 +55,8 @@ import Testing
 
     @Test func fieldsIntoAndDeadLetterWhenMissing() throws {
         let table = InMemoryLookupTable(["s1": ["site": "north", "floor": 2, "secret": "x"]])
-        let (p, requests) = try Self.processor("""
+        let (p, requests) = try Self.processor(
+            """
             - enrich:
                 topic: sensors
                 match: "lower(sensor)"
@@ -64,8 +66,9 @@ import Testing
                 max_rows: 10
             """, table: table)
         #expect(requests.first?.maxRows == 10)
-        #expect(try p.process(["sensor": "S1", "meta": ["a": 1]], context: .none).first?.value
-            == ["sensor": "S1", "meta": ["a": 1, "sensor": ["site": "north", "floor": 2]]])
+        #expect(
+            try p.process(["sensor": "S1", "meta": ["a": 1]], context: .none).first?.value
+                == ["sensor": "S1", "meta": ["a": 1, "sensor": ["site": "north", "floor": 2]]])
         let error = #expect(throws: ProcessingError.self) { try p.process(["sensor": "S2"], context: .none) }
         #expect(error?.errorClass == "EnrichmentMissing")
         #expect(error?.step == "steps[0].enrich")
@@ -83,7 +86,8 @@ import Testing
 
     @Test func stepsOnTheSameTopicAskTheProviderPerStep() throws {
         let table = InMemoryLookupTable(["a": ["x": 1], "b": ["y": 2]])
-        let (p, requests) = try Self.processor("""
+        let (p, requests) = try Self.processor(
+            """
             - enrich: { topic: t, match: k1 }
             - enrich: { topic: t, match: k2 }
             """, table: table)

@@ -12,45 +12,46 @@ import Testing
         try Expression(text).evaluate(value, context: context)
     }
 
-    @Test(arguments: [
-        ("temperature_c > 30", JSONValue.bool(true)),
-        ("seq + 1", 13),
-        ("seq / 4", 3),
-        ("seq / 5", 2.4),
-        ("seq % 5", 2),
-        ("-seq", -12),
-        ("round(temperature_c * 9 / 5 + 32, 2)", 88.7),
-        ("site.name", "lab"),
-        ("site[\"floor\"]", 2),
-        ("tags[1]", "b"),
-        ("tags[5]", nil),
-        ("missing.deeper", nil),
-        ("note ?? \"none\"", "none"),
-        ("\"b\" in tags", true),
-        ("\"name\" in site", true),
-        ("\"sensor\" in sensor_id", true),
-        ("sensor_id == \"sensor-007\" and humidity_pct < 50", true),
-        ("not (seq > 10)", false),
-        ("seq > 10 ? \"big\" : \"small\"", "big"),
-        ("upper(site.name) + \"-\" + to_string(seq)", "LAB-12"),
-        ("concat(sensor_id, \":\", seq)", "sensor-007:12"),
-        ("len(tags) + len(sensor_id)", 12),
-        ("substr(sensor_id, 7)", "007"),
-        ("replace(sensor_id, \"sensor\", \"s\")", "s-007"),
-        ("starts_with(sensor_id, \"sensor-\")", true),
-        ("min(3, seq, 7)", 3),
-        ("max(1.5, 2)", 2),
-        ("to_int(\"42\")", 42),
-        ("to_number(\"2.5\")", 2.5),
-        ("exists(site.name)", true),
-        ("exists(site.room)", false),
-        ("coalesce(note, missing, 9)", 9),
-        ("if(seq > 100, 1, 2)", 2),
-        ("parse_time(\"2026-11-25T09:00:00Z\")", 1_795_597_200_000),
-        ("format_time(1795597200000)", "2026-11-25T09:00:00.000Z"),
-        ("[1, 2] + [3]", [1, 2, 3]),
-        ("is_null(note) and is_string(sensor_id) and is_number(seq)", true),
-    ] as [(String, JSONValue)])
+    @Test(
+        arguments: [
+            ("temperature_c > 30", JSONValue.bool(true)),
+            ("seq + 1", 13),
+            ("seq / 4", 3),
+            ("seq / 5", 2.4),
+            ("seq % 5", 2),
+            ("-seq", -12),
+            ("round(temperature_c * 9 / 5 + 32, 2)", 88.7),
+            ("site.name", "lab"),
+            ("site[\"floor\"]", 2),
+            ("tags[1]", "b"),
+            ("tags[5]", nil),
+            ("missing.deeper", nil),
+            ("note ?? \"none\"", "none"),
+            ("\"b\" in tags", true),
+            ("\"name\" in site", true),
+            ("\"sensor\" in sensor_id", true),
+            ("sensor_id == \"sensor-007\" and humidity_pct < 50", true),
+            ("not (seq > 10)", false),
+            ("seq > 10 ? \"big\" : \"small\"", "big"),
+            ("upper(site.name) + \"-\" + to_string(seq)", "LAB-12"),
+            ("concat(sensor_id, \":\", seq)", "sensor-007:12"),
+            ("len(tags) + len(sensor_id)", 12),
+            ("substr(sensor_id, 7)", "007"),
+            ("replace(sensor_id, \"sensor\", \"s\")", "s-007"),
+            ("starts_with(sensor_id, \"sensor-\")", true),
+            ("min(3, seq, 7)", 3),
+            ("max(1.5, 2)", 2),
+            ("to_int(\"42\")", 42),
+            ("to_number(\"2.5\")", 2.5),
+            ("exists(site.name)", true),
+            ("exists(site.room)", false),
+            ("coalesce(note, missing, 9)", 9),
+            ("if(seq > 100, 1, 2)", 2),
+            ("parse_time(\"2026-11-25T09:00:00Z\")", 1_795_597_200_000),
+            ("format_time(1795597200000)", "2026-11-25T09:00:00.000Z"),
+            ("[1, 2] + [3]", [1, 2, 3]),
+            ("is_null(note) and is_string(sensor_id) and is_number(seq)", true),
+        ] as [(String, JSONValue)])
     func evaluates(text: String, expected: JSONValue) throws {
         let got = try eval(text)
         #expect(got.jsonEquals(expected), "\(text) → \(got), expected \(expected)")
@@ -133,11 +134,17 @@ import Testing
             let v = Int64(bitPattern: rng.next())
             return rng.state % 3 == 0 ? v : v % 1_000_000
         }
-        let plus = try Expression("a + b"), minus = try Expression("a - b"), times = try Expression("a * b")
+        let plus = try Expression("a + b")
+        let minus = try Expression("a - b")
+        let times = try Expression("a * b")
         for _ in 0..<2000 {
-            let a = next(), b = next()
+            let a = next()
+            let b = next()
             let record: JSONValue = ["a": .integer(a), "b": .integer(b)]
-            for (e, op) in [(plus, Int64.addingReportingOverflow), (minus, Int64.subtractingReportingOverflow), (times, Int64.multipliedReportingOverflow)] {
+            for (e, op) in [
+                (plus, Int64.addingReportingOverflow), (minus, Int64.subtractingReportingOverflow),
+                (times, Int64.multipliedReportingOverflow),
+            ] {
                 let (v, overflow) = op(a)(b)
                 if overflow {
                     #expect(throws: ExpressionError.self) { try e.evaluate(record) }
@@ -167,9 +174,10 @@ import Testing
     /// not the reference: it goes through a Double and truncates, printing −1 ms as .998.)
     @Test func roundTripsThroughTheParser() {
         var rng = SplitMix64(seed: 5)
-        let low: Int64 = -2_208_988_800_000  // 1900-01-01
-        let high: Int64 = 4_102_444_800_000  // 2100-01-01
-        let samples: [Int64] = [0, -1, 1, 86_399_999, 86_400_000, -86_400_000, 951_782_400_000]
+        let low: Int64 = -2_208_988_800_000 // 1900-01-01
+        let high: Int64 = 4_102_444_800_000 // 2100-01-01
+        let samples: [Int64] =
+            [0, -1, 1, 86_399_999, 86_400_000, -86_400_000, 951_782_400_000]
             + (0..<2000).map { _ in low + Int64(rng.below(Int(high - low))) }
         for ms in samples {
             #expect(TimeFormat.parse(TimeFormat.format(ms)) == ms, "\(ms) → \(TimeFormat.format(ms))")

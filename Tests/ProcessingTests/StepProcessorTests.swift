@@ -25,7 +25,8 @@ import Testing
     }
 
     @Test func setSeesEarlierAssignmentsAndCreatesNestedFields() throws {
-        let out = try Self.run("""
+        let out = try Self.run(
+            """
             - set:
                 f: "c * 9 / 5 + 32"
                 hot: "f > 86"

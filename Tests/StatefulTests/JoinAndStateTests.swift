@@ -15,8 +15,8 @@ func joinSpec(_ yaml: String) throws -> JoinSpec {
         var d = StatefulTestDriver(op: .join(spec), inputTopics: ["orders", "payments"])
         try d.pipe(topic: "orders", key: "o1", value: ["amount": 10], eventTimeMs: 1_000, id: "O1")
         try d.pipe(topic: "payments", key: "o1", value: ["paid": 10], eventTimeMs: 5_000, id: "P1")
-        try d.pipe(topic: "payments", key: "o1", value: ["paid": 99], eventTimeMs: 30_000, id: "P2")  // too far apart
-        try d.pipe(topic: "payments", key: "o2", value: ["paid": 1], eventTimeMs: 5_000, id: "P3")  // other key
+        try d.pipe(topic: "payments", key: "o1", value: ["paid": 99], eventTimeMs: 30_000, id: "P2") // too far apart
+        try d.pipe(topic: "payments", key: "o2", value: ["paid": 1], eventTimeMs: 5_000, id: "P3") // other key
         #expect(d.results.count == 1)
         let r = try #require(d.results.first)
         #expect(r.id == "O1+P1")
@@ -47,9 +47,9 @@ func joinSpec(_ yaml: String) throws -> JoinSpec {
         let spec = try joinSpec("with: r\ntype: left\nwindow: 10s\nidle_timeout: 0s")
         var d = StatefulTestDriver(op: .join(spec), inputTopics: ["l", "r"])
         try d.pipe(topic: "l", key: "a", value: [:], eventTimeMs: 0, id: "L1")
-        try d.pipe(topic: "l", key: "b", value: [:], eventTimeMs: 100_000, id: "L2")  // the right side has said nothing yet
+        try d.pipe(topic: "l", key: "b", value: [:], eventTimeMs: 100_000, id: "L2") // the right side has said nothing yet
         #expect(d.results.isEmpty)
-        try d.pipe(topic: "r", key: "a", value: [:], eventTimeMs: 5_000, id: "R1")  // still joins L1
+        try d.pipe(topic: "r", key: "a", value: [:], eventTimeMs: 5_000, id: "R1") // still joins L1
         #expect(d.results.map(\.id) == ["L1+R1"])
     }
 
@@ -59,7 +59,7 @@ func joinSpec(_ yaml: String) throws -> JoinSpec {
         try d.pipe(topic: "l", key: "a", value: [:], eventTimeMs: 0, id: "L1")
         try d.pipe(topic: "l", key: "a", value: [:], eventTimeMs: 50_000, id: "L2")
         #expect(d.results.isEmpty)
-        d.advanceWallClock(by: 6_000)  // the right side never spoke and is now idle
+        d.advanceWallClock(by: 6_000) // the right side never spoke and is now idle
         try d.pipe(topic: "l", key: "a", value: [:], eventTimeMs: 50_001, id: "L3")
         #expect(d.results.map(\.id) == ["L1+"])
     }
@@ -146,9 +146,9 @@ func joinSpec(_ yaml: String) throws -> JoinSpec {
             let batch = min(inputs.count - next, 1 + Int(rng.below(30)))
             for i in inputs[next..<(next + batch)] { try d.pipe(key: i.key, value: ["v": .integer(i.v)], eventTimeMs: i.t) }
             switch rng.below(4) {
-            case 0:  // crash before anything of the batch is written
+            case 0: // crash before anything of the batch is written
                 crashes += 1
-            case 1:  // crash between the phases
+            case 1: // crash between the phases
                 d.commit(crashBeforeCheckpoint: true)
                 crashes += 1
             default:
@@ -167,7 +167,10 @@ func joinSpec(_ yaml: String) throws -> JoinSpec {
         let missing = Set(expectedByID.keys).subtracting(byID.keys).sorted()
         let extra = Set(byID.keys).subtracting(expectedByID.keys).sorted()
         let wrong = expectedByID.keys.filter { byID[$0] != nil && byID[$0] != expectedByID[$0] }.sorted()
-        #expect(missing.isEmpty && extra.isEmpty && wrong.isEmpty, "missing \(missing.prefix(5)), extra \(extra.prefix(5)), wrong \(wrong.prefix(3).map { "\($0): \(byID[$0]!.value) vs \(expectedByID[$0]!.value)" })")
+        #expect(
+            missing.isEmpty && extra.isEmpty && wrong.isEmpty,
+            "missing \(missing.prefix(5)), extra \(extra.prefix(5)), wrong \(wrong.prefix(3).map { "\($0): \(byID[$0]!.value) vs \(expectedByID[$0]!.value)" })"
+        )
         #expect(!expected.isEmpty)
     }
 
@@ -178,7 +181,7 @@ func joinSpec(_ yaml: String) throws -> JoinSpec {
         for i in inputs[..<300] { try d.pipe(key: i.key, value: ["v": .integer(i.v)], eventTimeMs: i.t) }
         let log = d.changelog[0] ?? []
         let lastBegin = try #require(log.lastIndex { $0.key == Changelog.snapshotBegin })
-        d.deleteOldestChangelog(partition: 0, count: lastBegin)  // retention deleted everything before it
+        d.deleteOldestChangelog(partition: 0, count: lastBegin) // retention deleted everything before it
         try d.restart()
         for i in inputs[300...] { try d.pipe(key: i.key, value: ["v": .integer(i.v)], eventTimeMs: i.t) }
         #expect(d.results.map(\.value) == expected.map(\.value))
@@ -190,7 +193,8 @@ func joinSpec(_ yaml: String) throws -> JoinSpec {
     @Test func restoreRefusesStateOfOtherSettings() throws {
         var d = StatefulTestDriver(op: .window(try windowSpec(Self.tumbling)), inputTopics: ["in"])
         try d.pipe(key: "k", value: ["v": 1], eventTimeMs: 1)
-        var other = StatefulEngine(op: .window(try windowSpec("size: 1m\naggregate: { n: count() }")), inputTopics: ["in"], budgetBytes: 1 << 20)
+        var other = StatefulEngine(
+            op: .window(try windowSpec("size: 1m\naggregate: { n: count() }")), inputTopics: ["in"], budgetBytes: 1 << 20)
         #expect(throws: StateRestoreError.self) {
             _ = try other.assign(partition: 0, changelog: d.changelog[0] ?? [], complete: true, nowWallMs: 0)
         }
@@ -214,7 +218,7 @@ func joinSpec(_ yaml: String) throws -> JoinSpec {
         #expect(d.engine.counters.evictions > 0)
         try d.pipe(key: "flush", value: [:], eventTimeMs: 100 * minute)
         let counted = d.results.reduce(0) { $0 + Int($1.value["n"]?.int64Value ?? 0) }
-        #expect(counted + d.late.count == n)  // the flush record's own window is still open
+        #expect(counted + d.late.count == n) // the flush record's own window is still open
         #expect(d.late.count > 0)
     }
 
@@ -224,7 +228,7 @@ func joinSpec(_ yaml: String) throws -> JoinSpec {
         try d.pipe(key: "a", value: [:], eventTimeMs: 1_000)
         d.advanceWallClock(by: 20_000)
         #expect(d.results.isEmpty)
-        d.advanceWallClock(by: 40_000)  // idle 60 s: event time has moved on by 60 s
+        d.advanceWallClock(by: 40_000) // idle 60 s: event time has moved on by 60 s
         #expect(d.results.count == 1)
     }
 }

@@ -13,7 +13,8 @@ let minute: Int64 = 60_000
 
 @Suite struct WindowTests {
     @Test func tumblingCountsPerKeyAndClosesOnStreamTime() throws {
-        let spec = try windowSpec("""
+        let spec = try windowSpec(
+            """
             type: tumbling
             size: 1m
             aggregate: { n: count(), avg_t: avg(t), max_t: max(t), total: sum(t) }
@@ -23,7 +24,7 @@ let minute: Int64 = 60_000
         try d.pipe(key: "a", value: ["t": 20], eventTimeMs: 59_999)
         try d.pipe(key: "b", value: ["t": 5], eventTimeMs: 30_000)
         #expect(d.results.isEmpty)
-        try d.pipe(key: "a", value: ["t": 1], eventTimeMs: minute)  // stream time reaches 60 s: [0, 60 s) closes
+        try d.pipe(key: "a", value: ["t": 1], eventTimeMs: minute) // stream time reaches 60 s: [0, 60 s) closes
         #expect(d.results.count == 2)
         let a = try #require(d.results.first { $0.key == "a" })
         #expect(a.value["n"] == 2)
@@ -39,17 +40,18 @@ let minute: Int64 = 60_000
     }
 
     @Test func graceKeepsWindowsOpenAndLateRecordsAreReported() throws {
-        let spec = try windowSpec("""
+        let spec = try windowSpec(
+            """
             size: 1m
             grace: 10s
             aggregate: { n: count() }
             """)
         var d = StatefulTestDriver(op: .window(spec), inputTopics: ["in"])
         try d.pipe(key: "a", value: [:], eventTimeMs: 50_000)
-        try d.pipe(key: "a", value: [:], eventTimeMs: 65_000)  // stream time 65 s − grace 10 s = 55 s: still open
+        try d.pipe(key: "a", value: [:], eventTimeMs: 65_000) // stream time 65 s − grace 10 s = 55 s: still open
         #expect(d.results.isEmpty)
-        try d.pipe(key: "a", value: [:], eventTimeMs: 55_000, id: "in-time")  // out of order, within grace
-        try d.pipe(key: "a", value: [:], eventTimeMs: 70_000)  // close mark 60 s: [0, 60 s) closes with 2
+        try d.pipe(key: "a", value: [:], eventTimeMs: 55_000, id: "in-time") // out of order, within grace
+        try d.pipe(key: "a", value: [:], eventTimeMs: 70_000) // close mark 60 s: [0, 60 s) closes with 2
         #expect(d.results.count == 1)
         #expect(d.results[0].value["n"] == 2)
         let late = try d.pipe(key: "a", value: [:], eventTimeMs: 59_000, id: "too-late")
@@ -59,7 +61,8 @@ let minute: Int64 = 60_000
     }
 
     @Test func hoppingWindowsOverlap() throws {
-        let spec = try windowSpec("""
+        let spec = try windowSpec(
+            """
             type: hopping
             size: 1m
             advance: 30s
@@ -76,7 +79,8 @@ let minute: Int64 = 60_000
     }
 
     @Test func slidingWindowsCoverTheSizeBeforeEachRecord() throws {
-        let spec = try windowSpec("""
+        let spec = try windowSpec(
+            """
             type: sliding
             size: 10s
             aggregate: { n: count(), total: sum(v) }
@@ -92,7 +96,8 @@ let minute: Int64 = 60_000
     }
 
     @Test func sessionsMergeAcrossTheGap() throws {
-        let spec = try windowSpec("""
+        let spec = try windowSpec(
+            """
             type: session
             gap: 10s
             grace: 30s
@@ -101,8 +106,8 @@ let minute: Int64 = 60_000
             """)
         var d = StatefulTestDriver(op: .window(spec), inputTopics: ["in"])
         try d.pipe(key: "u", value: [:], eventTimeMs: 0)
-        try d.pipe(key: "u", value: [:], eventTimeMs: 18_000)  // a second session
-        try d.pipe(key: "u", value: [:], eventTimeMs: 9_000)  // within the gap of both: one session [0, 18 s]
+        try d.pipe(key: "u", value: [:], eventTimeMs: 18_000) // a second session
+        try d.pipe(key: "u", value: [:], eventTimeMs: 9_000) // within the gap of both: one session [0, 18 s]
         let last = d.results.suffix(2)
         #expect(last.first?.value["retracted"] == true)
         #expect(last.first?.id == "u@18000")
@@ -112,7 +117,8 @@ let minute: Int64 = 60_000
     }
 
     @Test func updateModeEmitsEveryChangeWithTheSameId() throws {
-        let spec = try windowSpec("""
+        let spec = try windowSpec(
+            """
             size: 1m
             emit: update
             aggregate: { n: count() }
@@ -125,7 +131,8 @@ let minute: Int64 = 60_000
     }
 
     @Test func percentileAndDistinct() throws {
-        let spec = try windowSpec("""
+        let spec = try windowSpec(
+            """
             size: 1m
             aggregate: { p50: "percentile(v, 50)", p99: "percentile(v, 99)", kinds: distinct(kind) }
             """)

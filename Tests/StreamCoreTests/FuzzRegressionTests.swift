@@ -1,3 +1,5 @@
+import Config
+import Foundation
 import StreamCore
 import Testing
 
@@ -18,9 +20,6 @@ import Testing
     }
 }
 
-import Config
-import Foundation
-
 @Suite struct ConfigFuzzRegressionTests {
     /// `2777…7s` (a duration beyond Int64 milliseconds) trapped in the conversion instead of
     /// failing with the key's line.
@@ -39,7 +38,9 @@ import Foundation
         try "hunter2\n".write(toFile: path, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: path) }
         #expect(try Interpolation.expand("sasl.password=${file:\(path)}", environment: [:]) == "sasl.password=hunter2")
-        let error = #expect(throws: Interpolation.Failure.self) { try Interpolation.expand("${file:/nonexistent/secret}", environment: [:]) }
+        let error = #expect(throws: Interpolation.Failure.self) {
+            try Interpolation.expand("${file:/nonexistent/secret}", environment: [:])
+        }
         #expect(error?.message.contains("/nonexistent/secret") == true)
     }
 }

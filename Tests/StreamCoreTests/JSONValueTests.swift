@@ -58,8 +58,9 @@ import Testing
 
     /// ASCII strings skip UTF-8 validation; any other byte still goes through it, with or without escapes.
     @Test func nonASCIIStringsAreValidatedAndASCIIOnesAreKept() throws {
-        #expect(try JSONValue.parse(#"["plain","héllo","日本","\u00e9\t","é\n"]"#)
-            == .array(["plain", "héllo", "日本", "é\t", "é\n"]))
+        #expect(
+            try JSONValue.parse(#"["plain","héllo","日本","\u00e9\t","é\n"]"#)
+                == .array(["plain", "héllo", "日本", "é\t", "é\n"]))
         for bytes: [UInt8] in [[0x22, 0x61, 0xC3, 0x28, 0x22], [0x22, 0xFF, 0x22], [0x22, 0x5C, 0x6E, 0xE2, 0x82, 0x22]] {
             #expect(throws: JSONParseError.self, "\(bytes)") { try JSONValue.parse(bytes) }
         }

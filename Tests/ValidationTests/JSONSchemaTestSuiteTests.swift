@@ -26,13 +26,15 @@ import Validation
     @Test(arguments: requiredFiles) func requiredTests(file: String) throws {
         let runner = try #require(Self.runner)
         let outcome = try runner.run(file: file, formatAssertion: false)
-        #expect(outcome.failed.isEmpty, "\(outcome.failed.count) failed, \(outcome.passed) passed:\n\(outcome.failed.joined(separator: "\n"))")
+        #expect(
+            outcome.failed.isEmpty, "\(outcome.failed.count) failed, \(outcome.passed) passed:\n\(outcome.failed.joined(separator: "\n"))")
         #expect(outcome.passed > 0 || !outcome.skipped.isEmpty, "no test ran from \(file)")
     }
 
     @Test func passRateIsAtLeast98Percent() throws {
         let runner = try #require(Self.runner)
-        var passed = 0, total = 0
+        var passed = 0
+        var total = 0
         for file in runner.requiredFiles {
             let o = try runner.run(file: file, formatAssertion: false)
             passed += o.passed

@@ -18,10 +18,14 @@ import Validation
     @Test func demoSchemaAcceptsAGoodReadingAndReportsEveryViolationOfABadOne() throws {
         let registry = try SchemaRegistry.load(directory: Self.schemasDirectory, formatAssertion: true)
         let schema = try registry.schema(named: "iot-reading")
-        let good = try JSONValue.parse(Array(#"{"sensor_id":"sensor-001","seq":1,"ts":"2026-11-25T09:00:00Z","temperature_c":21.5,"humidity_pct":40,"site":"lab"}"#.utf8))
+        let good = try JSONValue.parse(
+            Array(
+                #"{"sensor_id":"sensor-001","seq":1,"ts":"2026-11-25T09:00:00Z","temperature_c":21.5,"humidity_pct":40,"site":"lab"}"#.utf8)
+        )
         #expect(schema.validate(good).isEmpty)
 
-        let bad = try JSONValue.parse(Array(#"{"sensor_id":"s1","seq":-1,"ts":"yesterday","temperature_c":"hot","humidity_pct":40,"site":"","extra":1}"#.utf8))
+        let bad = try JSONValue.parse(
+            Array(#"{"sensor_id":"s1","seq":-1,"ts":"yesterday","temperature_c":"hot","humidity_pct":40,"site":"","extra":1}"#.utf8))
         let paths = Set(schema.validate(bad).map(\.instancePath))
         #expect(paths == ["/sensor_id", "/seq", "/ts", "/temperature_c", "/site", "/extra"], "got \(schema.validate(bad))")
     }

@@ -10,33 +10,46 @@ import Validation
 
     @Test func compatibleChangesHaveNoProblems() {
         // A closed old schema: old records have no "b", so a new optional "b" of any type is safe.
-        let old: JSONValue = ["type": "object", "required": ["a"], "properties": ["a": ["type": "integer", "maximum": 10], "e": ["enum": ["x"]]], "additionalProperties": false]
+        let old: JSONValue = [
+            "type": "object", "required": ["a"], "properties": ["a": ["type": "integer", "maximum": 10], "e": ["enum": ["x"]]],
+            "additionalProperties": false,
+        ]
         // Widening: integer → number, a higher maximum, an extra enum value, a new optional property.
-        let new: JSONValue = ["type": "object", "required": ["a"], "properties": ["a": ["type": "number", "maximum": 20], "e": ["enum": ["x", "y"]], "b": ["type": "string"]]]
+        let new: JSONValue = [
+            "type": "object", "required": ["a"],
+            "properties": ["a": ["type": "number", "maximum": 20], "e": ["enum": ["x", "y"]], "b": ["type": "string"]],
+        ]
         #expect(Self.p(new, old) == [])
         #expect(Self.p(old, old) == [])
         #expect(Self.p(true, old) == [])
     }
 
-    @Test(arguments: [
-        (["type": "integer"], ["type": "number"], "type number is no longer accepted"),
-        (["type": "string"], [:], "old records may hold any type"),
-        (["required": ["a"]], [:], "property 'a' became required"),
-        (["enum": ["x"]], ["enum": ["x", "y"]], "enum value \"y\" was removed"),
-        (["maximum": 5], ["maximum": 10], "maximum lowered from 10 to 5"),
-        (["minLength": 3], ["minLength": 1], "minLength raised from 1 to 3"),
-        (["maxItems": 3], [:], "maxItems 3 was added"),
-        (["pattern": "^a"], [:], "pattern \"^a\" was added"),
-        (["additionalProperties": false, "properties": ["a": true]], ["properties": ["a": true, "b": true]], "property 'b' is no longer allowed"),
-        (["additionalProperties": false], [:], "additionalProperties is now false"),
-        (["properties": ["n": ["properties": ["m": ["type": "integer"]]]]], ["properties": ["n": ["properties": ["m": ["type": "string"]]]]], "/properties/n/properties/m: type string"),
-        (["items": ["type": "integer"]], ["items": ["type": "number"]], "/items: type number"),
-        (["anyOf": [["type": "string"]]], [:], "'anyOf' was added; compatibility cannot be proven"),
-        (["$ref": "#/$defs/x"], ["$ref": "#/$defs/y"], "'$ref' changed"),
-        (false, [:], "refuses every value"),
-        // An open old schema may already hold "b" with any value.
-        (["properties": ["b": ["type": "string"]]], [:], "/properties/b: the type is now restricted"),
-    ] as [(JSONValue, JSONValue, String)])
+    @Test(
+        arguments: [
+            (["type": "integer"], ["type": "number"], "type number is no longer accepted"),
+            (["type": "string"], [:], "old records may hold any type"),
+            (["required": ["a"]], [:], "property 'a' became required"),
+            (["enum": ["x"]], ["enum": ["x", "y"]], "enum value \"y\" was removed"),
+            (["maximum": 5], ["maximum": 10], "maximum lowered from 10 to 5"),
+            (["minLength": 3], ["minLength": 1], "minLength raised from 1 to 3"),
+            (["maxItems": 3], [:], "maxItems 3 was added"),
+            (["pattern": "^a"], [:], "pattern \"^a\" was added"),
+            (
+                ["additionalProperties": false, "properties": ["a": true]], ["properties": ["a": true, "b": true]],
+                "property 'b' is no longer allowed"
+            ),
+            (["additionalProperties": false], [:], "additionalProperties is now false"),
+            (
+                ["properties": ["n": ["properties": ["m": ["type": "integer"]]]]],
+                ["properties": ["n": ["properties": ["m": ["type": "string"]]]]], "/properties/n/properties/m: type string"
+            ),
+            (["items": ["type": "integer"]], ["items": ["type": "number"]], "/items: type number"),
+            (["anyOf": [["type": "string"]]], [:], "'anyOf' was added; compatibility cannot be proven"),
+            (["$ref": "#/$defs/x"], ["$ref": "#/$defs/y"], "'$ref' changed"),
+            (false, [:], "refuses every value"),
+            // An open old schema may already hold "b" with any value.
+            (["properties": ["b": ["type": "string"]]], [:], "/properties/b: the type is now restricted"),
+        ] as [(JSONValue, JSONValue, String)])
     func breakingChangesAreNamed(reader: JSONValue, writer: JSONValue, fragment: String) {
         let problems = Self.p(reader, writer)
         #expect(problems.contains { $0.contains(fragment) }, "\(problems)")
@@ -57,8 +70,10 @@ import Validation
         return root.path
     }
 
-    static let v1 = #"{"type":"object","required":["id","name"],"properties":{"id":{"type":"integer"},"name":{"type":"string"}},"additionalProperties":false,"examples":[{"id":1,"name":"Ann"}]}"#
-    static let v2 = #"{"type":"object","required":["id","full_name","tier"],"properties":{"id":{"type":"integer"},"full_name":{"type":"string"},"tier":{"enum":["free","paid"]}},"additionalProperties":false}"#
+    static let v1 =
+        #"{"type":"object","required":["id","name"],"properties":{"id":{"type":"integer"},"name":{"type":"string"}},"additionalProperties":false,"examples":[{"id":1,"name":"Ann"}]}"#
+    static let v2 =
+        #"{"type":"object","required":["id","full_name","tier"],"properties":{"id":{"type":"integer"},"full_name":{"type":"string"},"tier":{"enum":["free","paid"]}},"additionalProperties":false}"#
 
     @Test func theShippedOrdersSubjectIsConsistentAndUpcasts() throws {
         let subject = try SchemaSubject.load(name: "orders", schemasDirectory: Self.schemasDirectory)
@@ -105,20 +120,28 @@ import Validation
 
     @Test func forwardAndFullAndTransitiveModes() throws {
         let a = #"{"properties":{"x":{"type":"integer"}}}"#
-        let b = #"{"properties":{"x":{"type":"number"}}}"#  // widened: backward yes, forward no
-        let c = #"{"properties":{"x":{"type":"number","maximum":5}}}"#  // narrows v2 but not… v1 had no maximum
-        #expect(try SchemaSubject.load(name: "s", schemasDirectory: Self.subject(["v1.json": a, "v2.json": b])).compatibilityProblems() == [])
-        let forward = try SchemaSubject.load(name: "s", schemasDirectory: Self.subject(["v1.json": a, "v2.json": b, "subject.yaml": "compatibility: FORWARD"]))
-        #expect(forward.compatibilityProblems().contains { $0.contains("v2 → v1 (FORWARD") && $0.contains("type number is no longer accepted") })
-        let full = try SchemaSubject.load(name: "s", schemasDirectory: Self.subject(["v1.json": a, "v2.json": b, "subject.yaml": "compatibility: FULL"]))
+        let b = #"{"properties":{"x":{"type":"number"}}}"# // widened: backward yes, forward no
+        let c = #"{"properties":{"x":{"type":"number","maximum":5}}}"# // narrows v2 but not… v1 had no maximum
+        #expect(
+            try SchemaSubject.load(name: "s", schemasDirectory: Self.subject(["v1.json": a, "v2.json": b])).compatibilityProblems() == [])
+        let forward = try SchemaSubject.load(
+            name: "s", schemasDirectory: Self.subject(["v1.json": a, "v2.json": b, "subject.yaml": "compatibility: FORWARD"]))
+        #expect(
+            forward.compatibilityProblems().contains { $0.contains("v2 → v1 (FORWARD") && $0.contains("type number is no longer accepted") }
+        )
+        let full = try SchemaSubject.load(
+            name: "s", schemasDirectory: Self.subject(["v1.json": a, "v2.json": b, "subject.yaml": "compatibility: FULL"]))
         #expect(!full.compatibilityProblems().isEmpty)
-        let none = try SchemaSubject.load(name: "s", schemasDirectory: Self.subject(["v1.json": a, "v2.json": b, "subject.yaml": "compatibility: NONE"]))
+        let none = try SchemaSubject.load(
+            name: "s", schemasDirectory: Self.subject(["v1.json": a, "v2.json": b, "subject.yaml": "compatibility: NONE"]))
         #expect(none.compatibilityProblems() == [])
         // v3 adds a maximum: breaks v2 → v3; the transitive mode also reports v1 → v3.
         let plain = try SchemaSubject.load(name: "s", schemasDirectory: Self.subject(["v1.json": a, "v2.json": b, "v3.json": c]))
         #expect(plain.compatibilityProblems().count == 1)
         let transitive = try SchemaSubject.load(
-            name: "s", schemasDirectory: Self.subject(["v1.json": a, "v2.json": b, "v3.json": c, "subject.yaml": "compatibility: BACKWARD_TRANSITIVE"]))
+            name: "s",
+            schemasDirectory: Self.subject(["v1.json": a, "v2.json": b, "v3.json": c, "subject.yaml": "compatibility: BACKWARD_TRANSITIVE"])
+        )
         #expect(transitive.compatibilityProblems().count == 2)
         #expect(transitive.compatibilityProblems().contains { $0.hasPrefix("v1 → v3") })
     }
@@ -127,7 +150,10 @@ import Validation
         (["v1.json": "{}", "v3.json": "{}"], "v2.json is missing"),
         (["v1.json": "{}", "latest.json": "{}"], "named v1.json"),
         (["v1.json": "{}", "v2.json": "{}", "subject.yaml": "migrations:\n  2: []"], "keyed by the version they start from"),
-        (["v1.json": "{}", "v2.json": "{}", "subject.yaml": "migrations:\n  1:\n    - filter: \"true\""], "may only set, rename, drop and keep"),
+        (
+            ["v1.json": "{}", "v2.json": "{}", "subject.yaml": "migrations:\n  1:\n    - filter: \"true\""],
+            "may only set, rename, drop and keep"
+        ),
         (["v1.json": "{}", "v2.json": "{}", "subject.yaml": "compatibility: SIDEWAYS"], "compatibility"),
         (["v1.json": "{}", "subject.yaml": "versoin_field: v"], "version_field"),
         (["v1.json": "{"], "v1.json"),

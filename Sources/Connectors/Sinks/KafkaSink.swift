@@ -73,7 +73,10 @@ public final class KafkaSink: RecordSink, Sendable {
     public func count() async throws -> Int { delivered.withLockedValue { $0 } }
 
     public func close() async {
-        if let p = producer.withLockedValue({ v -> KafkaProducer? in defer { v = nil }; return v }) {
+        if let p = producer.withLockedValue({ v -> KafkaProducer? in
+            defer { v = nil }
+            return v
+        }) {
             try? await p.flush(timeout: .seconds(10))
             await p.shutdown()
         }

@@ -19,7 +19,8 @@ public final class NDJSONSink: RecordSink, Sendable {
         summary: "Appends JSON lines to a file; offsets and length in a sidecar file, a torn tail is cut on open.",
         fields: [
             .init("path", "string", "the output file (parent directories are created)"),
-            .init("envelope", "bool", default: "false", "write {id, key, event_time, topic, partition, offset, value} instead of the value"),
+            .init(
+                "envelope", "bool", default: "false", "write {id, key, event_time, topic, partition, offset, value} instead of the value"),
         ],
         examples: ["path: out/readings.ndjson\nenvelope: true"])
 
@@ -61,7 +62,7 @@ public final class NDJSONSink: RecordSink, Sendable {
                 _ = FileManager.default.createFile(atPath: path, contents: nil)
             }
             let h = try FileHandle(forUpdating: URL(fileURLWithPath: path))
-            try h.truncate(atOffset: sidecar.length)  // drop a tail whose offsets were never recorded
+            try h.truncate(atOffset: sidecar.length) // drop a tail whose offsets were never recorded
             try h.seekToEnd()
             return (h, sidecar)
         }
@@ -129,7 +130,10 @@ public final class NDJSONSink: RecordSink, Sendable {
     }
 
     public func close() async {
-        let h = state.withLockedValue { s -> FileHandle? in defer { s.handle = nil }; return s.handle }
+        let h = state.withLockedValue { s -> FileHandle? in
+            defer { s.handle = nil }
+            return s.handle
+        }
         try? h?.close()
     }
 }

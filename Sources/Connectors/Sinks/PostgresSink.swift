@@ -17,7 +17,9 @@ public final class PostgresSink: RecordSink, Sendable {
             .init("key", "list of columns", default: "[id]", "upsert key"),
             .init("columns", "mapping", "as for sqlite"),
         ],
-        examples: ["url: postgres://streamfirst:streamfirst@127.0.0.1:5432/streamfirst\ntable: readings\nkey: [sensor_id, seq]\ncolumns:\n  sensor_id: text\n  seq: integer\n  temperature_c: real"])
+        examples: [
+            "url: postgres://streamfirst:streamfirst@127.0.0.1:5432/streamfirst\ntable: readings\nkey: [sensor_id, seq]\ncolumns:\n  sensor_id: text\n  seq: integer\n  temperature_c: real"
+        ])
 
     public let configuration: PostgresConnection.Configuration
     public let mapping: TableMapping
@@ -59,9 +61,13 @@ public final class PostgresSink: RecordSink, Sendable {
         let c = try await db()
         let columns = mapping.columns.map { "\"\($0.name)\" \(Self.sqlType($0.type))" }.joined(separator: ", ")
         let key = mapping.key.map { "\"\($0)\"" }.joined(separator: ", ")
-        try await c.query(PostgresQuery(unsafeSQL: "CREATE TABLE IF NOT EXISTS \"\(mapping.table)\" (\(columns), PRIMARY KEY (\(key)))"), logger: logger)
         try await c.query(
-            PostgresQuery(unsafeSQL: "CREATE TABLE IF NOT EXISTS streamfirst_offsets (consumer_group TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset BIGINT NOT NULL, updated_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (consumer_group, topic, partition))"),
+            PostgresQuery(unsafeSQL: "CREATE TABLE IF NOT EXISTS \"\(mapping.table)\" (\(columns), PRIMARY KEY (\(key)))"), logger: logger)
+        try await c.query(
+            PostgresQuery(
+                unsafeSQL:
+                    "CREATE TABLE IF NOT EXISTS streamfirst_offsets (consumer_group TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset BIGINT NOT NULL, updated_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (consumer_group, topic, partition))"
+            ),
             logger: logger)
     }
 
@@ -81,7 +87,8 @@ public final class PostgresSink: RecordSink, Sendable {
         binds.append(consumerGroup)
         binds.append(topic)
         let rows = try await db().query(
-            PostgresQuery(unsafeSQL: "SELECT partition, next_offset FROM streamfirst_offsets WHERE consumer_group = $1 AND topic = $2", binds: binds),
+            PostgresQuery(
+                unsafeSQL: "SELECT partition, next_offset FROM streamfirst_offsets WHERE consumer_group = $1 AND topic = $2", binds: binds),
             logger: logger)
         var out: [Int32: Int64] = [:]
         for try await (p, o) in rows.decode((Int32, Int64).self) { out[p] = o }
@@ -115,7 +122,8 @@ public final class PostgresSink: RecordSink, Sendable {
                     }
                     tuples.append("(" + placeholders.joined(separator: ", ") + ")")
                 }
-                let sql = "INSERT INTO \"\(mapping.table)\" (\(names)) VALUES \(tuples.joined(separator: ", ")) ON CONFLICT (\(conflict)) \(onConflict)"
+                let sql =
+                    "INSERT INTO \"\(mapping.table)\" (\(names)) VALUES \(tuples.joined(separator: ", ")) ON CONFLICT (\(conflict)) \(onConflict)"
                 try await c.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: logger)
                 start += chunk.count
             }
@@ -127,7 +135,8 @@ public final class PostgresSink: RecordSink, Sendable {
                 binds.append(o.nextOffset)
                 try await c.query(
                     PostgresQuery(
-                        unsafeSQL: "INSERT INTO streamfirst_offsets (consumer_group, topic, partition, next_offset, updated_at) VALUES ($1, $2, $3, $4, now()) ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()",
+                        unsafeSQL:
+                            "INSERT INTO streamfirst_offsets (consumer_group, topic, partition, next_offset, updated_at) VALUES ($1, $2, $3, $4, now()) ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()",
                         binds: binds),
                     logger: logger)
             }
@@ -157,7 +166,10 @@ public final class PostgresSink: RecordSink, Sendable {
     }
 
     public func close() async {
-        if let c = connection.withLockedValue({ v -> PostgresConnection? in defer { v = nil }; return v }) {
+        if let c = connection.withLockedValue({ v -> PostgresConnection? in
+            defer { v = nil }
+            return v
+        }) {
             try? await c.close()
         }
     }

@@ -20,7 +20,9 @@ public final class SQLiteSink: RecordSink, Sendable {
             .init("key", "list of columns", default: "[id]", "upsert key; default: a column id with the record id"),
             .init("columns", "mapping", "column: type (text, integer, real, boolean, json, timestamp) or { type, field | from, required }"),
         ],
-        examples: ["path: out/readings.sqlite\ntable: readings\nkey: [sensor_id, seq]\ncolumns:\n  sensor_id: text\n  seq: integer\n  temperature_c: real\n  event_time: { type: timestamp, from: $event_time }"])
+        examples: [
+            "path: out/readings.sqlite\ntable: readings\nkey: [sensor_id, seq]\ncolumns:\n  sensor_id: text\n  seq: integer\n  temperature_c: real\n  event_time: { type: timestamp, from: $event_time }"
+        ])
 
     public let path: String
     public let mapping: TableMapping
@@ -58,7 +60,8 @@ public final class SQLiteSink: RecordSink, Sendable {
         let key = mapping.key.map { "\"\($0)\"" }.joined(separator: ", ")
         _ = try await c.query("CREATE TABLE IF NOT EXISTS \"\(mapping.table)\" (\(columns), PRIMARY KEY (\(key)))")
         _ = try await c.query(
-            "CREATE TABLE IF NOT EXISTS streamfirst_offsets (consumer_group TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL, updated_at TEXT NOT NULL, PRIMARY KEY (consumer_group, topic, partition))")
+            "CREATE TABLE IF NOT EXISTS streamfirst_offsets (consumer_group TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL, updated_at TEXT NOT NULL, PRIMARY KEY (consumer_group, topic, partition))"
+        )
     }
 
     static func sqlType(_ t: TableMapping.ColumnType) -> String {
@@ -100,7 +103,9 @@ public final class SQLiteSink: RecordSink, Sendable {
             var start = 0
             while start < rows.count {
                 let chunk = rows[start..<min(rows.count, start + rowsPerStatement)]
-                let sql = "INSERT INTO \"\(mapping.table)\" (\(names)) VALUES " + Array(repeating: perRow, count: chunk.count).joined(separator: ", ") + " ON CONFLICT (\(conflict)) \(onConflict)"
+                let sql =
+                    "INSERT INTO \"\(mapping.table)\" (\(names)) VALUES "
+                    + Array(repeating: perRow, count: chunk.count).joined(separator: ", ") + " ON CONFLICT (\(conflict)) \(onConflict)"
                 _ = try await c.query(sql, chunk.flatMap { $0.map(Self.bind) })
                 start += chunk.count
             }
@@ -135,7 +140,10 @@ public final class SQLiteSink: RecordSink, Sendable {
     }
 
     public func close() async {
-        if let c = connection.withLockedValue({ v -> SQLiteConnection? in defer { v = nil }; return v }) {
+        if let c = connection.withLockedValue({ v -> SQLiteConnection? in
+            defer { v = nil }
+            return v
+        }) {
             try? await c.close()
         }
     }

@@ -64,7 +64,8 @@ public struct TableMapping: Sendable {
             let column = try Self.identifier(name, at: node)
             if case .scalar = node.node {
                 let typeText = try node.choice(ColumnType.allCases.map(\.rawValue))
-                columns.append(Column(name: column, type: ColumnType(rawValue: typeText) ?? .text, origin: .field([.key(name)]), required: false))
+                columns.append(
+                    Column(name: column, type: ColumnType(rawValue: typeText) ?? .text, origin: .field([.key(name)]), required: false))
             } else {
                 let c = try node.mapping()
                 let typeText = try c.required("type").choice(ColumnType.allCases.map(\.rawValue))
@@ -83,7 +84,10 @@ public struct TableMapping: Sendable {
                         origin = .field(try Self.path(text, at: from))
                     }
                 }
-                columns.append(Column(name: column, type: ColumnType(rawValue: typeText) ?? .text, origin: origin, required: try c.bool("required", default: false)))
+                columns.append(
+                    Column(
+                        name: column, type: ColumnType(rawValue: typeText) ?? .text, origin: origin,
+                        required: try c.bool("required", default: false)))
                 try c.finish()
             }
         }
@@ -152,13 +156,21 @@ public struct TableMapping: Sendable {
             }
             if raw == .null {
                 if column.required || key.contains(column.name) {
-                    return .failure(SinkRejection(record: record, reason: "column \(column.name): no value (\(key.contains(column.name) ? "a key column" : "required"))"))
+                    return .failure(
+                        SinkRejection(
+                            record: record,
+                            reason: "column \(column.name): no value (\(key.contains(column.name) ? "a key column" : "required"))"))
                 }
                 values.append(.null)
                 continue
             }
             guard let v = Self.convert(raw, to: column.type) else {
-                return .failure(SinkRejection(record: record, reason: "column \(column.name) (\(column.type.rawValue)): cannot store \(raw.typeName) \(String(raw.jsonString.prefix(60)))"))
+                return .failure(
+                    SinkRejection(
+                        record: record,
+                        reason:
+                            "column \(column.name) (\(column.type.rawValue)): cannot store \(raw.typeName) \(String(raw.jsonString.prefix(60)))"
+                    ))
             }
             values.append(v)
         }

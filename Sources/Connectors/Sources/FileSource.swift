@@ -98,15 +98,20 @@ public struct FileSource: RecordSource {
                 let id = "file:\(path):\(lineNumber)"
                 let checkpoint = "\(path):\(lineNumber)"
                 if bytes.count > maxRecordBytes {
-                    pending.append(SourceRecord(bytes: Array(bytes.prefix(maxRecordBytes)), id: id, checkpoint: checkpoint, receivedAtMs: now,
-                                                rejection: "line \(lineNumber) is \(bytes.count) bytes, over max_record_bytes \(maxRecordBytes) (truncated here)"))
+                    pending.append(
+                        SourceRecord(
+                            bytes: Array(bytes.prefix(maxRecordBytes)), id: id, checkpoint: checkpoint, receivedAtMs: now,
+                            rejection:
+                                "line \(lineNumber) is \(bytes.count) bytes, over max_record_bytes \(maxRecordBytes) (truncated here)"))
                 } else if csv, let header {
                     switch CSVRow.object(bytes, header: header, infer: inferTypes) {
                     case .success(let object):
                         pending.append(SourceRecord(bytes: object.serialized(), id: id, checkpoint: checkpoint, receivedAtMs: now))
                     case .failure(let reason):
-                        pending.append(SourceRecord(bytes: bytes, id: id, checkpoint: checkpoint, receivedAtMs: now,
-                                                    rejection: "line \(lineNumber): \(reason.description)"))
+                        pending.append(
+                            SourceRecord(
+                                bytes: bytes, id: id, checkpoint: checkpoint, receivedAtMs: now,
+                                rejection: "line \(lineNumber): \(reason.description)"))
                     }
                 } else {
                     pending.append(SourceRecord(bytes: bytes, id: id, checkpoint: checkpoint, receivedAtMs: now))

@@ -133,9 +133,9 @@ public struct GeneratorSource: RecordSource {
         if roll < malformedRatio {
             let text = JSONValue.object(object).jsonString
             switch rng.next() % 3 {
-            case 0: return Array(text.utf8.prefix(max(1, text.utf8.count / 2)))  // truncated
-            case 1: return Array(("reading " + text).utf8)  // stray text before the object
-            default: return Array(text.utf8.prefix(20)) + [0xFF, 0xFE] + Array(text.utf8.dropFirst(20))  // not UTF-8
+            case 0: return Array(text.utf8.prefix(max(1, text.utf8.count / 2))) // truncated
+            case 1: return Array(("reading " + text).utf8) // stray text before the object
+            default: return Array(text.utf8.prefix(20)) + [0xFF, 0xFE] + Array(text.utf8.dropFirst(20)) // not UTF-8
             }
         }
         if roll < malformedRatio + invalidRatio {

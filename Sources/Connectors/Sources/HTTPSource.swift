@@ -24,9 +24,13 @@ public struct HTTPSource: RecordSource {
             .init("port", "integer", default: "8080", "listen port (0 = any free port)"),
             .init("path", "string", default: "/ingest", "the POST endpoint"),
             .init("max_body_bytes", "integer", default: "10485760", "larger bodies are refused with 413"),
-            .init("body_timeout", "duration", default: "30s", "a request whose body does not arrive within this is answered 408 (slow clients cannot hold workers)"),
+            .init(
+                "body_timeout", "duration", default: "30s",
+                "a request whose body does not arrive within this is answered 408 (slow clients cannot hold workers)"),
             .init("idle_timeout", "duration", default: "60s", "an idle keep-alive connection is closed after this"),
-            .init("auth_token", "string", default: "none", "if set, requests need `Authorization: Bearer <token>` (401 otherwise); use ${file:/run/secrets/…}"),
+            .init(
+                "auth_token", "string", default: "none",
+                "if set, requests need `Authorization: Bearer <token>` (401 otherwise); use ${file:/run/secrets/…}"),
         ],
         examples: ["host: 0.0.0.0\nport: 8080\nauth_token: ${INGEST_TOKEN:-change-me}"])
 
@@ -133,7 +137,7 @@ public struct HTTPSource: RecordSource {
                 do { return .success(try await body.collect(upTo: limit)) } catch { return Task.isCancelled ? nil : .failure(.tooLarge) }
             }
             group.addTask {
-                try? await Task.sleep(for: timeout)  // the deadline itself
+                try? await Task.sleep(for: timeout) // the deadline itself
                 return Task.isCancelled ? nil : .failure(.timedOut)
             }
             var outcome: Result<ByteBuffer, BodyFailure> = .failure(.timedOut)

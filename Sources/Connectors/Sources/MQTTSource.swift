@@ -33,20 +33,41 @@ public struct MQTTSource: RecordSource {
             .init("host", "string", default: "127.0.0.1", "the broker's host name or address"),
             .init("port", "integer", default: "1883", "the broker's port"),
             .init("topics", "list", "topic filters (`+` and `#` wildcards), each a string (QoS 1) or `{ filter: …, qos: 0 | 1 }`"),
-            .init("client_id", "string", "stable client identifier: the broker keeps the session (subscriptions, unacknowledged and queued messages) under it; one ingest worker per id"),
+            .init(
+                "client_id", "string",
+                "stable client identifier: the broker keeps the session (subscriptions, unacknowledged and queued messages) under it; one ingest worker per id"
+            ),
             .init("protocol", "5 | 3.1.1", default: "5", "MQTT protocol version"),
             .init("username", "string", default: "none", "user name for the broker"),
             .init("password", "string", default: "none", "password (never logged); use ${file:/run/secrets/…} or ${VAR}"),
-            .init("keepalive", "duration", default: "30s", "PINGREQ interval bound; a broker silent for 1.5× this is treated as gone and the source reconnects"),
-            .init("session_expiry", "duration", default: "7d", "MQTT 5: how long the broker keeps the session while ingest is away (3.1.1 brokers keep it until a clean connect)"),
-            .init("max_in_flight", "integer", default: "1000", "MQTT 5 receive maximum: unacknowledged QoS 1 messages the broker may send at once (also the largest batch handed to Kafka); 3.1.1 brokers use their own limit (mosquitto: max_inflight_messages)"),
-            .init("max_buffered", "integer", default: "10000", "received messages not yet in Kafka above which the socket is not read until half are delivered (bounds memory for QoS 0 floods while Kafka is slow)"),
-            .init("max_packet_bytes", "integer", default: "1048576", "larger messages are dead-lettered (SourceRejected) without being buffered, and acknowledged"),
-            .init("id_field", "string", default: "none", "a top-level payload field whose value gives a deterministic record id `mqtt:<value>` (redeliveries keep their id)"),
+            .init(
+                "keepalive", "duration", default: "30s",
+                "PINGREQ interval bound; a broker silent for 1.5× this is treated as gone and the source reconnects"),
+            .init(
+                "session_expiry", "duration", default: "7d",
+                "MQTT 5: how long the broker keeps the session while ingest is away (3.1.1 brokers keep it until a clean connect)"),
+            .init(
+                "max_in_flight", "integer", default: "1000",
+                "MQTT 5 receive maximum: unacknowledged QoS 1 messages the broker may send at once (also the largest batch handed to Kafka); 3.1.1 brokers use their own limit (mosquitto: max_inflight_messages)"
+            ),
+            .init(
+                "max_buffered", "integer", default: "10000",
+                "received messages not yet in Kafka above which the socket is not read until half are delivered (bounds memory for QoS 0 floods while Kafka is slow)"
+            ),
+            .init(
+                "max_packet_bytes", "integer", default: "1048576",
+                "larger messages are dead-lettered (SourceRejected) without being buffered, and acknowledged"),
+            .init(
+                "id_field", "string", default: "none",
+                "a top-level payload field whose value gives a deterministic record id `mqtt:<value>` (redeliveries keep their id)"),
             .init("tls", "boolean", default: "false", "connect with TLS (usually port 8883); the broker's certificate is verified"),
             .init("ca_file", "string", default: "system roots", "PEM file of the CA(s) that signed the broker's certificate (with `tls`)"),
-            .init("tls_server_name", "string", default: "host", "the name the broker's certificate must carry, sent as SNI (with `tls`; for a host given as an address)"),
-            .init("connect_timeout", "duration", default: "10s", "how long the first connection may take, retries included, before ingest fails naming host/port"),
+            .init(
+                "tls_server_name", "string", default: "host",
+                "the name the broker's certificate must carry, sent as SNI (with `tls`; for a host given as an address)"),
+            .init(
+                "connect_timeout", "duration", default: "10s",
+                "how long the first connection may take, retries included, before ingest fails naming host/port"),
             .init("reconnect_max_delay", "duration", default: "10s", "after a lost connection, retries back off from 100ms up to this"),
         ])
 
@@ -101,7 +122,8 @@ public struct MQTTSource: RecordSource {
             subscriptions.append(sub)
         }
         if subscriptions.isEmpty { throw topicsNode.error("needs at least one topic filter") }
-        let clientNode = try m.required("client_id", hint: "a stable id, e.g. streamfirst-ingest-<pipeline>: the broker keeps the session under it")
+        let clientNode = try m.required(
+            "client_id", hint: "a stable id, e.g. streamfirst-ingest-<pipeline>: the broker keeps the session under it")
         let clientID = try clientNode.string()
         if clientID.isEmpty || clientID.utf8.count > 65535 { throw clientNode.error("client_id must be 1…65535 bytes") }
         let version = MQTTVersion(rawValue: try m.choice("protocol", ["5", "3.1.1"], default: "5")) ?? .v5
@@ -188,10 +210,12 @@ public struct MQTTSource: RecordSource {
                 }
                 if !connectedOnce && ContinuousClock.now >= firstDeadline {
                     throw MQTTSourceError.unreachable(
-                        "cannot connect to the MQTT broker at \(host):\(port) within connect_timeout \(connectTimeoutMs)ms — check ingest.source.host / port\(tls == nil ? "" : " / ca_file / tls_server_name") (\(error))")
+                        "cannot connect to the MQTT broker at \(host):\(port) within connect_timeout \(connectTimeoutMs)ms — check ingest.source.host / port\(tls == nil ? "" : " / ca_file / tls_server_name") (\(error))"
+                    )
                 }
                 logger.warning(
-                    connectedOnce ? "MQTT connection lost; reconnecting" : "MQTT connection failed; retrying", metadata: ["source": "\(name)", "error": "\(error)", "retry_in_ms": "\(delayMs)"])
+                    connectedOnce ? "MQTT connection lost; reconnecting" : "MQTT connection failed; retrying",
+                    metadata: ["source": "\(name)", "error": "\(error)", "retry_in_ms": "\(delayMs)"])
             }
             // A stopping ingest says so on an empty emit: no reconnecting then.
             do {
@@ -215,7 +239,9 @@ public struct MQTTSource: RecordSource {
         let inbox = Inbox(highWater: maxBufferedMessages)
         let liveness = NIOLockedValueBox(ContinuousClock.now)
         let result: Result<SessionEnd, any Error> = await withTaskGroup(of: Result<SessionEnd, any Error>?.self) { group in
-            group.addTask { await readPackets(connection, inbox: inbox, liveness: liveness, connected: connected, reconnecting: reconnecting) }
+            group.addTask {
+                await readPackets(connection, inbox: inbox, liveness: liveness, connected: connected, reconnecting: reconnecting)
+            }
             group.addTask { await keepAlive(connection, inbox: inbox, liveness: liveness, connected: connected) }
             group.addTask { await deliverBatches(connection, inbox: inbox, emitter: emitter) }
             var outcome: Result<SessionEnd, any Error> = .failure(CancellationError())
@@ -233,10 +259,10 @@ public struct MQTTSource: RecordSource {
 
     /// Sends CONNECT, checks the CONNACK, subscribes, then queues every message for the batcher.
     func readPackets(
-        _ connection: MQTTConnection, inbox: Inbox, liveness: NIOLockedValueBox<ContinuousClock.Instant>, connected: NIOLockedValueBox<Bool>,
+        _ connection: MQTTConnection, inbox: Inbox, liveness: NIOLockedValueBox<ContinuousClock.Instant>,
+        connected: NIOLockedValueBox<Bool>,
         reconnecting: Bool
-    ) async -> Result<SessionEnd, any Error>?
-    {
+    ) async -> Result<SessionEnd, any Error>? {
         do {
             do {
                 try await connection.send(MQTTCodec.connect(options))
@@ -265,7 +291,8 @@ public struct MQTTSource: RecordSource {
                         let filter = i < subscriptions.count ? subscriptions[i].filter : "#\(i)"
                         if c >= 0x80 {
                             throw MQTTSourceError.refused(
-                                "the MQTT broker refused the subscription to '\(filter)' (reason code \(c)) — check ingest.source.topics and the broker's ACL")
+                                "the MQTT broker refused the subscription to '\(filter)' (reason code \(c)) — check ingest.source.topics and the broker's ACL"
+                            )
                         }
                         if i < subscriptions.count && c < subscriptions[i].qos {
                             logger.warning(
@@ -281,7 +308,8 @@ public struct MQTTSource: RecordSource {
                     throw MQTTSourceError.transient("a second CONNACK")
                 }
             }
-            throw MQTTSourceError.transient(first ? "the broker closed the connection before its CONNACK" : "the broker closed the connection")
+            throw MQTTSourceError.transient(
+                first ? "the broker closed the connection before its CONNACK" : "the broker closed the connection")
         } catch {
             return Task.isCancelled ? nil : .failure(error)
         }
@@ -316,7 +344,9 @@ public struct MQTTSource: RecordSource {
     /// Fails the session when the CONNACK does not come within connect_timeout or the broker goes
     /// silent for 1.5 × keepalive; sends PINGREQ every half keepalive. Wakes the batcher every 200 ms
     /// so it notices a shutdown while no messages come.
-    func keepAlive(_ connection: MQTTConnection, inbox: Inbox, liveness: NIOLockedValueBox<ContinuousClock.Instant>, connected: NIOLockedValueBox<Bool>)
+    func keepAlive(
+        _ connection: MQTTConnection, inbox: Inbox, liveness: NIOLockedValueBox<ContinuousClock.Instant>, connected: NIOLockedValueBox<Bool>
+    )
         async -> Result<SessionEnd, any Error>?
     {
         let interval = Duration.seconds(Int(options.keepAliveSeconds))

@@ -70,8 +70,9 @@ public struct StdinSource: RecordSource {
             let now = Int64((Date().timeIntervalSince1970 * 1000).rounded())
             let records = chunk.filter { !$0.allSatisfy { $0 == 0x20 || $0 == 0x09 } }.map { bytes in
                 bytes.count > maxRecordBytes
-                    ? SourceRecord(bytes: Array(bytes.prefix(maxRecordBytes)), receivedAtMs: now,
-                                   rejection: "a line of \(bytes.count) bytes is over max_record_bytes \(maxRecordBytes) (truncated here)")
+                    ? SourceRecord(
+                        bytes: Array(bytes.prefix(maxRecordBytes)), receivedAtMs: now,
+                        rejection: "a line of \(bytes.count) bytes is over max_record_bytes \(maxRecordBytes) (truncated here)")
                     : SourceRecord(bytes: bytes, receivedAtMs: now)
             }
             if !records.isEmpty { try await emitter.emit(records) }

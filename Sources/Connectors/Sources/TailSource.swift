@@ -76,7 +76,7 @@ public struct TailSource: RecordSource {
                     state = FileState(inode: current.inode, offset: startAtEnd ? current.size : 0)
                     partial = []
                 } else if let s = state, current.size < s.offset {
-                    state = FileState(inode: current.inode, offset: 0)  // truncated
+                    state = FileState(inode: current.inode, offset: 0) // truncated
                     partial = []
                 }
                 first = false
@@ -108,8 +108,11 @@ public struct TailSource: RecordSource {
                             let id = "tail:\(path):\(s.inode):\(lineOffset)"
                             let checkpoint = "\(s.inode):\(cursor)"
                             if line.count > maxRecordBytes {
-                                records.append(SourceRecord(bytes: Array(line.prefix(maxRecordBytes)), id: id, checkpoint: checkpoint, receivedAtMs: now,
-                                                            rejection: "a line of \(line.count) bytes is over max_record_bytes \(maxRecordBytes) (truncated here)"))
+                                records.append(
+                                    SourceRecord(
+                                        bytes: Array(line.prefix(maxRecordBytes)), id: id, checkpoint: checkpoint, receivedAtMs: now,
+                                        rejection:
+                                            "a line of \(line.count) bytes is over max_record_bytes \(maxRecordBytes) (truncated here)"))
                             } else {
                                 records.append(SourceRecord(bytes: line, id: id, checkpoint: checkpoint, receivedAtMs: now))
                             }
@@ -117,7 +120,7 @@ public struct TailSource: RecordSource {
                         partial.removeFirst(consumed)
                         state = s
                         if !records.isEmpty { try await emitter.emit(records) }
-                        continue  // more may be there already
+                        continue // more may be there already
                     }
                 }
             }

@@ -233,7 +233,7 @@ private let rdkafkaStatsCallback: @convention(c) (OpaquePointer?, UnsafeMutableP
     _, json, length, opaque in
     guard let context = RDKafkaContext.from(opaque), let json else { return 0 }
     context.handleStatistics(UnsafeRawPointer(json), length: length)
-    return 0  // librdkafka frees the JSON.
+    return 0 // librdkafka frees the JSON.
 }
 
 extension RDKafkaContext {

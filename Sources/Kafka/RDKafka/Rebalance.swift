@@ -153,7 +153,8 @@ enum OffsetResolver {
         case .offsets(let map):
             return partitions.map { KafkaTopicPartitionOffset($0, offset: map[$0] ?? KafkaOffset.invalid) }
         case .timestamp(let t):
-            return try offsets(forTimestamp: t, partitions: partitions, rk: rk, connection: connection, logger: logger, timeoutMs: timeoutMs)
+            return try offsets(
+                forTimestamp: t, partitions: partitions, rk: rk, connection: connection, logger: logger, timeoutMs: timeoutMs)
         }
     }
 
@@ -214,7 +215,9 @@ final class SideReader {
     }
 
     /// For each (partition, from, end): the first offset in [from, end) whose timestamp is >= t, or no entry.
-    func firstOffset(atOrAfter t: Int64, ranges: [(KafkaTopicPartition, Int64, Int64)], timeout: Duration = .seconds(60))
+    func firstOffset(
+        atOrAfter t: Int64, ranges: [(KafkaTopicPartition, Int64, Int64)], timeout: Duration = .seconds(60)
+    )
         throws -> [KafkaTopicPartition: Int64]
     {
         var ends: [KafkaTopicPartition: Int64] = [:]

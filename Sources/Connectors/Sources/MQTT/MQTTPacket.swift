@@ -123,9 +123,9 @@ public enum MQTTCodec {
         body.writeInteger(o.keepAliveSeconds)
         if o.version == .v5 {
             var props = ByteBuffer()
-            props.writeInteger(UInt8(0x11))  // session expiry interval
+            props.writeInteger(UInt8(0x11)) // session expiry interval
             props.writeInteger(o.sessionExpirySeconds)
-            props.writeInteger(UInt8(0x21))  // receive maximum
+            props.writeInteger(UInt8(0x21)) // receive maximum
             props.writeInteger(max(o.receiveMaximum, 1))
             writeVarInt(props.readableBytes, to: &body)
             body.writeBuffer(&props)
@@ -139,7 +139,7 @@ public enum MQTTCodec {
     public static func subscribe(packetID: UInt16, _ subscriptions: [MQTTSubscription], version: MQTTVersion) -> ByteBuffer {
         var body = ByteBuffer()
         body.writeInteger(packetID)
-        if version == .v5 { body.writeInteger(UInt8(0)) }  // no properties
+        if version == .v5 { body.writeInteger(UInt8(0)) } // no properties
         for s in subscriptions {
             writeString(s.filter, to: &body)
             body.writeInteger(s.qos)
@@ -203,7 +203,9 @@ public enum MQTTCodec {
     /// Decodes one packet from the front of `buffer`, consuming it. Nil when the packet is not
     /// complete yet (nothing consumed). Throws on a malformed packet or one over `maxPacketSize`
     /// bytes (checked from the fixed header, before the rest is waited for).
-    public static func decode(_ buffer: inout ByteBuffer, version: MQTTVersion, maxPacketSize: Int) throws(MQTTProtocolError)
+    public static func decode(
+        _ buffer: inout ByteBuffer, version: MQTTVersion, maxPacketSize: Int
+    ) throws(MQTTProtocolError)
         -> MQTTPacket?
     {
         var peek = buffer
@@ -286,7 +288,9 @@ public enum MQTTCodec {
         return .publish(MQTTPublish(topic: topic, payload: payload, qos: qos, dup: dup, retain: flags & 0x01 != 0, packetID: packetID))
     }
 
-    static func ackLike(_ body: inout ByteBuffer, name: String, version: MQTTVersion) throws(MQTTProtocolError)
+    static func ackLike(
+        _ body: inout ByteBuffer, name: String, version: MQTTVersion
+    ) throws(MQTTProtocolError)
         -> (UInt16, UInt8, String?)
     {
         guard let id: UInt16 = body.readInteger() else { throw MQTTProtocolError("\(name) shorter than its packet id") }
