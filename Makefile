@@ -69,7 +69,7 @@ format:
 
 lint:
 	$(SWIFT) format lint --strict --recursive --parallel $(FORMAT_PATHS)
-	@long=$$(find Sources Tests -name '*.swift' -print0 | xargs -0 awk 'length > 140 { print FILENAME ":" FNR ": " length " columns" }'); \
+	@long=$$(LC_ALL=C.UTF-8 grep -rnE --include='*.swift' '^.{141,}' Sources Tests | cut -c1-100); \
 	if [ -n "$$long" ]; then echo "$$long"; echo "lines over 140 columns: break them (make lint)"; exit 1; fi
 
 # The test run is watched (scripts/test-watchdog.sh): a hang fails after STREAMFIRST_TEST_TIMEOUT

@@ -321,7 +321,10 @@ public final class PersistStage: Service, Sendable {
             if offset > high {
                 kept[tp.partition] = nil
                 logger.warning(
-                    "the sink's stored offset is beyond the partition's end: the topic was created again or this is another cluster; ignoring it and reading from the group's committed offset",
+                    """
+                    the sink's stored offset is beyond the partition's end: the topic was created again or this is \
+                    another cluster; ignoring it and reading from the group's committed offset
+                    """,
                     metadata: ["partition": "\(tp)", "stored_offset": "\(offset)", "high_watermark": "\(high)"])
             }
         }

@@ -99,7 +99,8 @@ public struct PipelineTestRunner: Sendable {
                 let listNode = try m.required(logical)
                 guard tables[logical] != nil else {
                     throw listNode.error(
-                        "'\(logical)' is not a table topic of an enrich step (table topics: \(tables.keys.sorted().joined(separator: ", ")))"
+                        "'\(logical)' is not a table topic of an enrich step (table topics: "
+                            + "\(tables.keys.sorted().joined(separator: ", ")))"
                     )
                 }
                 var rows: [String: [String: JSONValue]] = [:]
@@ -212,7 +213,8 @@ public struct PipelineTestRunner: Sendable {
                 }
                 guard let topic = spec.topics[logical] else {
                     throw try expect.required(logical).error(
-                        "'\(logical)' is not a topic of this pipeline (topics: \(spec.topics.keys.sorted().joined(separator: ", ")), dead_letter)"
+                        "'\(logical)' is not a topic of this pipeline (topics: \(spec.topics.keys.sorted().joined(separator: ", ")), "
+                            + "dead_letter)"
                     )
                 }
                 let actual = outputs[topic.name] ?? []

@@ -62,13 +62,15 @@ public struct ProcessHandler: StageHandler {
                 request throws(ConfigError) -> any LookupTable in
                 guard let topic = spec.topics[request.topic] else {
                     throw request.node.error(
-                        "enrich reads the table topic '\(request.topic)', which is not declared under topics: (declared: \(spec.topics.keys.sorted().joined(separator: ", ")))"
+                        "enrich reads the table topic '\(request.topic)', which is not declared under topics: (declared: "
+                            + "\(spec.topics.keys.sorted().joined(separator: ", ")))"
                     )
                 }
                 if let earlier = provided[request.topic] {
                     guard earlier.maxRows == request.maxRows else {
                         throw request.node.error(
-                            "max_rows \(request.maxRows) differs from \(earlier.maxRows) of an earlier enrich step on topic '\(request.topic)' (they share one table)"
+                            "max_rows \(request.maxRows) differs from \(earlier.maxRows) of an earlier enrich step on topic "
+                                + "'\(request.topic)' (they share one table)"
                         )
                     }
                     return earlier.table

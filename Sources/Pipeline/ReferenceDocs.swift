@@ -184,7 +184,8 @@ public struct ReferenceComponent: Sendable {
             }
             if kind != .processor {
                 out +=
-                    "\nUnknown keys are refused at start with their line and the nearest known key; values may use `${VAR}` / `${VAR:-default}`.\n"
+                    "\nUnknown keys are refused at start with their line and the nearest known key; values may use `${VAR}` / "
+                    + "`${VAR:-default}`.\n"
             }
         }
         out += "\n## Example\(examples.count > 1 ? "s" : "")\n"

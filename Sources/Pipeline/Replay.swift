@@ -68,7 +68,8 @@ public struct Replay: Sendable {
             guard resetState else {
                 throw PipelineError.setup(
                     "the process stage keeps state (window/join): its state is valid only at its own checkpoint, so rewinding it "
-                        + "needs --reset-state (state starts empty at the replay point; windows that straddle it see only part of their records)"
+                        + "needs --reset-state (state starts empty at the replay point; windows that straddle it see only part of their "
+                        + "records)"
                 )
             }
         }

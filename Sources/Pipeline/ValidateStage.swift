@@ -93,7 +93,8 @@ public struct ValidateHandler: StageHandler {
                     DeadLetterReason(
                         component: "schema:\(schemaName)", errorClass: "UnknownSchemaVersion",
                         message:
-                            "the record's schema version is not a positive integer (\(declared ?? subject.versionField.map { "field \($0)" } ?? "?"))"
+                            "the record's schema version is not a positive integer "
+                            + "(\(declared ?? subject.versionField.map { "field \($0)" } ?? "?"))"
                     ))
             }
             guard version <= subject.latest else {
@@ -101,7 +102,8 @@ public struct ValidateHandler: StageHandler {
                     DeadLetterReason(
                         component: "schema:\(schemaName)", errorClass: "UnknownSchemaVersion",
                         message:
-                            "schema version \(version) of \(schemaName) is not known here (latest: v\(subject.latest)); deploy it, then redrive"
+                            "schema version \(version) of \(schemaName) is not known here (latest: v\(subject.latest)); deploy it, then "
+                            + "redrive"
                     ))
             }
             if version < subject.latest {
@@ -142,7 +144,8 @@ public struct ValidateHandler: StageHandler {
             })
         let first = violations[0]
         let summary =
-            "\(violations.count) violation\(violations.count == 1 ? "" : "s") of schema \(schema); first at '\(first.instancePath)': \(first.message)"
+            "\(violations.count) violation\(violations.count == 1 ? "" : "s") of schema \(schema); first at '\(first.instancePath)': "
+            + "\(first.message)"
         let component = "schema:" + (schema.split(separator: " ").first.map(String.init) ?? schema)
         return .deadLetter(DeadLetterReason(component: component, errorClass: "SchemaViolation", message: summary, violations: list))
     }

@@ -173,7 +173,8 @@ public enum Worker {
         guard let backend else {
             throw PipelineError.setup(
                 "tracing: an OTLP endpoint is configured (\(export.endpoint)) but this worker has no exporter built in: "
-                    + "pass `tracing: OTLPTracing.backend` (module TracingBackend) to Worker.main, or unset tracing.endpoint / OTEL_EXPORTER_OTLP_ENDPOINT"
+                    + "pass `tracing: OTLPTracing.backend` (module TracingBackend) to Worker.main, or unset tracing.endpoint / "
+                    + "OTEL_EXPORTER_OTLP_ENDPOINT"
             )
         }
         let service = try backend(settings, logger)

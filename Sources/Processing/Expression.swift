@@ -383,9 +383,9 @@ struct ExprParser {
                 }
                 try expect(")")
                 guard arity.contains(args.count) else {
-                    throw err(
-                        "\(name)() takes \(arity.lowerBound == arity.upperBound ? "\(arity.lowerBound)" : "\(arity.lowerBound) to \(arity.upperBound == Int.max ? "any number of" : "\(arity.upperBound)")") argument(s), got \(args.count)"
-                    )
+                    let most = arity.upperBound == Int.max ? "any number of" : "\(arity.upperBound)"
+                    let takes = arity.lowerBound == arity.upperBound ? "\(arity.lowerBound)" : "\(arity.lowerBound) to \(most)"
+                    throw err("\(name)() takes \(takes) argument(s), got \(args.count)")
                 }
                 return .call(name, args)
             }

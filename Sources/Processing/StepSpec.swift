@@ -67,7 +67,8 @@ extension StepProcessor {
         StepSpec(
             name: "enrich",
             summary:
-                "Adds the columns of a table row to records whose `match` finds one: a static file (CSV, JSON, NDJSON) or the latest rows of a topic.",
+                "Adds the columns of a table row to records whose `match` finds one: a static file (CSV, JSON, NDJSON) or the latest "
+                + "rows of a topic.",
             form: "a mapping with the keys below; exactly one of `table` and `topic`",
             fields: [
                 .init(

@@ -7,7 +7,8 @@ extension WindowSpec {
     public static let spec = StepSpec(
         name: "window",
         summary:
-            "Event-time windows per key — tumbling, hopping, sliding or session — with aggregates (count, sum, min, max, avg, distinct, percentile).",
+            "Event-time windows per key — tumbling, hopping, sliding or session — with aggregates (count, sum, min, max, avg, distinct, "
+            + "percentile).",
         form: "a mapping with the keys below, beside `state:` (and `late:`)",
         placement: .stage,
         fields: [
@@ -28,7 +29,8 @@ extension WindowSpec {
                 "a partition without records this long moves its clock with the wall clock; 0s: never"),
         ],
         examples: [
-            "type: tumbling\nsize: 1m\ngrace: 10s\ntime: ts\nkey: sensor_id\nkey_field: sensor_id\naggregate:\n  readings: count()\n  p95_c: percentile(temperature_c, 95)",
+            "type: tumbling\nsize: 1m\ngrace: 10s\ntime: ts\nkey: sensor_id\nkey_field: sensor_id\naggregate:\n  readings: count()\n  "
+                + "p95_c: percentile(temperature_c, 95)",
             "type: hopping\nsize: 5m\nadvance: 1m\naggregate:\n  avg_c: avg(temperature_c)",
             "type: session\ngap: 30s\nemit: update\naggregate:\n  events: count()",
         ],

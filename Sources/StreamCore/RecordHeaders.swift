@@ -40,6 +40,7 @@ public enum DeadLetterHeader {
     public static let connector = "__connect.errors.connector.name"
     /// When the record was dead-lettered, milliseconds since the epoch (Streamfirst's addition).
     public static let time = "sf.errors.time"
-    /// For schema violations: a JSON array of `{ "path", "keyword", "message" }` (JSON Pointers into record and schema) (Streamfirst's addition).
+    /// For schema violations: a JSON array of `{ "path", "keyword", "message" }` (JSON Pointers into
+    /// record and schema) (Streamfirst's addition).
     public static let violations = "sf.errors.violations"
 }

@@ -208,7 +208,8 @@ public struct SchemaSubject: Sendable {
                     }
                     for p in SchemaCompatibility.problems(reader: newDoc, writer: writer) {
                         out.append(
-                            "v\(old) → v\(new) (BACKWARD: new readers, old records\(new - old > 1 || migrationEdits[old] != nil ? " after migration" : "")): \(p)"
+                            "v\(old) → v\(new) (BACKWARD: new readers, old "
+                                + "records\(new - old > 1 || migrationEdits[old] != nil ? " after migration" : "")): \(p)"
                         )
                     }
                     out += exampleProblems(from: old, to: new)
