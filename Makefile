@@ -62,7 +62,8 @@ deps-postgres:
 # Formatting: .swift-format (swift-format ships with the toolchain as `swift format`). `make format`
 # rewrites the sources in place; `make lint` (the first step of `make test`) fails on any file that
 # `make format` would change, on any swift-format rule finding, and on any line over 140 columns
-# (swift-format cannot break a long string literal or comment, so that check is ours).
+# (swift-format cannot break a long string literal or comment, so that check is ours), and on a
+# broken link between the docs (scripts/check-doc-links.py).
 FORMAT_PATHS := Package.swift Sources Tests
 format:
 	$(SWIFT) format format --in-place --recursive --parallel $(FORMAT_PATHS)
@@ -71,6 +72,7 @@ lint:
 	$(SWIFT) format lint --strict --recursive --parallel $(FORMAT_PATHS)
 	@long=$$(LC_ALL=C.UTF-8 grep -rnE --include='*.swift' '^.{141,}' Sources Tests | cut -c1-100); \
 	if [ -n "$$long" ]; then echo "$$long"; echo "lines over 140 columns: break them (make lint)"; exit 1; fi
+	@python3 scripts/check-doc-links.py
 
 # The test run is watched (scripts/test-watchdog.sh): a hang fails after STREAMFIRST_TEST_TIMEOUT
 # seconds (default 2400) naming the tests that never finished, with every thread's stack on file.
