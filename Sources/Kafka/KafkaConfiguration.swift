@@ -201,11 +201,12 @@ public struct KafkaConsumerConfiguration: Sendable, Hashable {
     public enum OffsetReset: String, Sendable, Hashable {
         case earliest, latest, error
     }
-    /// `partition.assignment.strategy`. librdkafka 2.0.2's cooperative-sticky assignor loses
-    /// assignments and duplicates messages on rebalance; the eager ones are the default here.
+    /// `partition.assignment.strategy`. ``KafkaConsumerConfiguration/assignor`` defaults to the eager `range`.
     public enum Assignor: String, Sendable, Hashable {
         case range
         case roundRobin = "roundrobin"
+        /// Not safe with the linked librdkafka: it can lose assignments and duplicate records on rebalance.
+        // A librdkafka 2.0.2 bug; see docs/decisions/0017-librdkafka-2.0.2-workarounds.md.
         case cooperativeSticky = "cooperative-sticky"
     }
     /// `isolation.level`.
@@ -216,8 +217,9 @@ public struct KafkaConsumerConfiguration: Sendable, Hashable {
 
     public var kafka: KafkaConfiguration
     /// `group.id`; nil for a consumer that only uses manual assignment
-    /// (``KafkaConsumer/assign(_:startingAt:)``). librdkafka 2.0.2 refuses `assign` without a group id,
-    /// so such a consumer gets a private one (`streamfirst-assign-<uuid>`) and never commits.
+    /// (``KafkaConsumer/assign(_:startingAt:)``). Such a consumer gets a private group id
+    /// (`streamfirst-assign-<random suffix>`) with auto-commit off.
+    // librdkafka 2.0.2 refuses `assign` without a group id; see docs/decisions/0017-librdkafka-2.0.2-workarounds.md.
     public var groupID: String?
     /// `group.instance.id` for static membership.
     public var groupInstanceID: String?

@@ -116,7 +116,9 @@ public struct KafkaPartitionLag: Sendable, Hashable {
 /// ``KafkaConsumerEvent/error(_:)`` and the sequence goes on; only a fatal error ends it (by throwing).
 ///
 /// **Shutdown**: ``close(timeout:)`` leaves the group (`rd_kafka_consumer_close`), destroys topic
-/// handles and then the client; the close is bounded because librdkafka 2.0.2 can hang there.
+/// handles and then the client; the close is bounded by its timeout.
+// The bound is there because librdkafka 2.0.2's consumer close can hang after a lost partition; see
+// docs/decisions/0017-librdkafka-2.0.2-workarounds.md.
 public final class KafkaConsumer: Sendable {
     let client: RDKafkaClient
     private let poller: ConsumerPoller
@@ -381,8 +383,9 @@ public final class KafkaConsumer: Sendable {
     /// offset map, or the first record at or after a timestamp.
     ///
     /// Timestamp lookups use the broker's offsetsForTimes and verify its answer: a broker that answers
-    /// "end" for a partition whose last record is at or after the timestamp (librdkafka's mock cluster
-    /// does so for every timestamp) is corrected by scanning the partition with a side reader.
+    /// "end" for a partition whose last record is at or after the timestamp is corrected by scanning the
+    /// partition with a side reader.
+    // librdkafka's mock cluster answers "end" for every timestamp, hence the check.
     public func seek(to position: KafkaStartPosition, partitions: [KafkaTopicPartition]? = nil) async throws {
         let parts: [KafkaTopicPartition]
         if let partitions { parts = partitions } else { parts = try await assignment() }

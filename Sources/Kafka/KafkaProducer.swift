@@ -16,20 +16,17 @@ import Synchronization
 /// suspends until delivery reports have freed space, then retries. Nothing spins and no thread of
 /// the cooperative pool blocks. ``tryEnqueue(_:)`` throws `_QUEUE_FULL` instead.
 ///
-/// **Threads**: one dedicated thread per producer serves librdkafka's main queue
-/// (`rd_kafka_queue_poll`; delivery reports are `RD_KAFKA_EVENT_DR` events, each carrying the reports
-/// of a whole produce response); delivery reports, statistics and errors are handled on it. Flush, transactions and destroy run on
-/// NIO's blocking thread pool.
+/// **Threads**: one dedicated event thread per producer serves librdkafka's events: delivery
+/// reports, statistics and errors are handled on it. Flush, transactions and destroy run on NIO's
+/// blocking thread pool.
 ///
 /// **When reports are served**: at once whenever someone waits for one (an awaited ``send(_:)-(KafkaProducerMessage)``,
 /// a sender waiting for queue space, ``flush(timeout:)``, a transaction commit or abort) or nothing is
 /// outstanding. While only fire-and-forget records are in flight and nobody waits, the event thread
 /// serves every 5 ms instead of on every produce response, so the `deliveryReports` handler and
-/// ``deliveryCounts`` can lag by up to that much. Error-free reports nobody waits for (no handler, no
-/// awaited record among them) are counted without being read, and their records are then freed by
-/// the next send (on the thread that allocated them, as a C loop serving its own reports does) or,
-/// if no send comes within the same 5 ms, or a flush or transaction commit waits, by the event thread.
-/// Until then they still count in ``outstanding``.
+/// ``deliveryCounts`` can lag by up to that much. Delivered records nobody waits for (no handler, no
+/// awaited record among them) are freed by the next send or, if no send comes within about 5 ms, or a
+/// flush or transaction commit waits, by the event thread. Until then they still count in ``outstanding``.
 ///
 /// **Fatal errors** (for example an idempotence sequence desynchronisation): the producer fails
 /// loudly: every queued record is purged and its send completes with the fatal error, further sends
@@ -37,6 +34,11 @@ import Synchronization
 ///
 /// **Shutdown**: call ``shutdown(timeout:)``: it flushes, stops the event thread, destroys topic
 /// handles and then the `rd_kafka_t`.
+// The event thread serves librdkafka's main queue with `rd_kafka_queue_poll`; delivery reports arrive
+// as `RD_KAFKA_EVENT_DR` events, each carrying the reports of a whole produce response. Error-free
+// events nobody waits for are counted without reading their messages, and are destroyed by the next
+// send, on the thread that allocated the records, as a C loop serving its own reports does. See
+// docs/decisions/0004-delivery-report-serving-and-freeing.md (and 0023, 0025 for the measurements).
 public final class KafkaProducer: Sendable {
     let client: RDKafkaClient
     private let dispatcher: DeliveryDispatcher
@@ -268,8 +270,9 @@ public final class KafkaProducer: Sendable {
         }
     }
 
-    /// Creates the topic handles up front, so the first record of each topic does not wait for
-    /// metadata (librdkafka 2.0.2 delays the first message of a topic without a handle by about a second).
+    /// Creates the topic handles up front, so the first record of each topic does not wait for metadata.
+    // librdkafka 2.0.2 delays the first record of a topic without a handle; see
+    // docs/decisions/0017-librdkafka-2.0.2-workarounds.md.
     public func prepare(topics names: [String]) throws {
         for name in names { _ = try topicHandle(name) }
     }
@@ -399,8 +402,8 @@ public final class KafkaProducer: Sendable {
         }
     }
 
-    /// Records queued locally or in flight (`rd_kafka_outq_len`), and delivered records whose counted
-    /// reports wait (at most one coalescing interval, 5 ms) to be freed by the next send.
+    /// Records queued locally or in flight (`rd_kafka_outq_len`), and delivered records not yet freed
+    /// (freed by the next send, or by the event thread after about 5 ms).
     public var outstanding: Int { (try? client.withHandle { Int(rd_kafka_outq_len($0)) }) ?? 0 }
 
     /// How many fire-and-forget records were delivered and failed so far, and the last failure.
@@ -689,11 +692,11 @@ final class DeliveryDispatcher: Sendable {
 
     /// Someone waits for a report: an awaited send, a sender waiting for queue space, a flush or a
     /// transaction commit/abort. The event thread then blocks on the queue instead of coalescing.
-    ///
-    /// Why coalesce at all: a fire-and-forget sender at full speed would otherwise wake the event
-    /// thread for every produce response, and each wake-up preempted librdkafka's broker thread
-    /// (measured: ~3,200 wake-ups per 300,000 records; see BENCHMARKS.md). Whoever starts waiting wakes
-    /// the thread first (``wakeEventThread()``), so nobody waits for the coalescing interval.
+    /// Whoever starts waiting wakes the thread first (``wakeEventThread()``), so nobody waits for the
+    /// coalescing interval.
+    // Why coalesce at all: a fire-and-forget sender at full speed would otherwise wake the event thread
+    // for every produce response, each wake-up preempting librdkafka's broker thread. See
+    // docs/decisions/0004-delivery-report-serving-and-freeing.md.
     var wantsPromptReports: Bool {
         awaitedInFlight.load(ordering: .acquiring) > 0 || promptCallers.load(ordering: .acquiring) > 0
             || spaceWaiterCount.load(ordering: .acquiring) > 0
@@ -726,14 +729,15 @@ final class DeliveryDispatcher: Sendable {
     /// when the oldest of them was left (nil when there is none).
     ///
     /// Destroying a DR event frees its records and subtracts them from librdkafka's count of queued
-    /// messages (which is what a full queue waits on). The records were allocated by the sending task;
-    /// freed on the event thread, they would go back to the other thread's malloc arena (taking its
-    /// lock, and leaving the sender's malloc cache empty), and both threads would contend on
-    /// librdkafka's count lock. A C loop that serves its own reports has neither cost. So while only
-    /// fire-and-forget records are in flight and nobody but a sender waiting for space waits, the
-    /// event thread counts a DR event, then hands it to the next send, which destroys it inside the
-    /// client's gate before it queues its record. What no send took within one coalescing interval,
-    /// or when a flush, transaction commit or awaited send starts waiting, the event thread destroys.
+    /// messages (which is what a full queue waits on). While only fire-and-forget records are in
+    /// flight and nobody but a sender waiting for space waits, the event thread counts a DR event,
+    /// then hands it to the next send, which destroys it inside the client's gate before it queues its
+    /// record. What no send took within one coalescing interval, or when a flush, transaction commit
+    /// or awaited send starts waiting, the event thread destroys.
+    // Why the sender frees: the records were allocated by the sending task; freed on the event thread,
+    // they would go back to the other thread's malloc arena (taking its lock, and leaving the sender's
+    // malloc cache empty), and both threads would contend on librdkafka's count lock. A C loop that
+    // serves its own reports has neither cost. See docs/decisions/0025-counted-reports-freed-by-the-sender.md.
     private let deferred = NIOLockedValueBox<(events: [UInt], since: ContinuousClock.Instant?)>(([], nil))
     private let hasDeferred = Atomic<Bool>(false)
 

@@ -1,11 +1,11 @@
 import Foundation
 import NIOPosix
 
-/// Starts a dedicated thread called `name` running `body`. The thread names itself by writing
-/// `/proc/thread-self/comm`: Foundation's `Thread.name` does not reach the kernel on Linux, so
-/// `top -H`, `perf` and `/proc` showed the name of the creating thread instead (and Glibc's
-/// `pthread_setname_np` is not visible to Swift). Linux keeps the first 15 bytes. `package`: the
-/// connectors' own threads (stdin) use it too.
+/// Starts a dedicated thread called `name` running `body`. The name is visible to the kernel
+/// (`top -H`, `perf`, `/proc`); Linux keeps its first 15 bytes.
+// The thread names itself by writing `/proc/thread-self/comm`: Foundation's `Thread.name` does not
+// reach the kernel on Linux, and Glibc's `pthread_setname_np` is not visible to Swift. `package`: the
+// connectors' own threads (stdin) use it too.
 package func startNamedThread(_ name: String, _ body: @escaping @Sendable () -> Void) {
     let thread = Thread {
         if let comm = fopen("/proc/thread-self/comm", "w") {

@@ -1,9 +1,8 @@
 import NIOConcurrencyHelpers
 
 /// Records fetched from librdkafka but not yet handed to the application.
-///
-/// A concrete (non-generic) type on purpose: it sits on the per-record path of the consumer's
-/// `AsyncSequence`, where a generic lock box cost a runtime metadata lookup per record.
+// A concrete (non-generic) type on purpose: it sits on the per-record path of the consumer's
+// `AsyncSequence`, where a generic lock box costs a runtime metadata lookup per record.
 final class RecordBuffer: @unchecked Sendable {
     // `@unchecked`: `records` and `next` are only touched with `lock` held.
     private let lock = NIOLock()
