@@ -4,8 +4,9 @@ import NIOConcurrencyHelpers
 /// Mutual exclusion between a stage's batch work (on a task) and its rebalance callbacks (on the
 /// consumer's polling thread, which may block): a rebalance never runs while a batch is applied, and
 /// a batch never starts while a rebalance restores or repositions. Used by persist (``SinkGate``)
-/// and the stateful stage. Written here because no mirrored package offers a lock that an async
-/// task can wait for without blocking the cooperative pool and a C callback thread can block on.
+/// and the stateful stage.
+// Written here because no mirrored package offers a lock that an async task can wait for without
+// blocking the cooperative pool and a C callback thread can block on.
 final class BatchRebalanceGate: Sendable {
     private static let free = 0
     private static let batch = 1

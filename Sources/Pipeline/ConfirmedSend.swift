@@ -2,29 +2,31 @@ import Kafka
 import Logging
 import StreamCore
 
-/// Sending records so that "delivered" means the broker wrote them.
-///
-/// librdkafka's idempotent producer acknowledges a failed request's records *implicitly* when a later
-/// request for the same partition succeeds (`rd_kafka_dr_implicit_ack`): a broker that checks
-/// idempotent sequence numbers — every real Kafka broker — refuses the later request with
-/// OUT_OF_ORDER_SEQUENCE_NUMBER unless the earlier one was written, so the success proves the
-/// earlier records are there. The embedded broker (librdkafka 2.0.2's mock cluster) checks sequence
-/// numbers only for producers with a `transactional.id`; for ours it appends the later request
-/// although the earlier one failed, and the earlier records are reported delivered but are not in the
-/// topic. A stage that then commits its input has lost them (chaos run seed 2026: 4 records).
-///
-/// Such reports are recognisable: success without an offset (only a broker response gives records
-/// offsets). ``sendConfirmed(_:logger:)`` sends those records again until the broker gives each one
-/// an offset. On a real broker an implicit acknowledgement is true, so a re-send writes the records a
-/// second time — a duplicate with the same `sf.id` in an intermediate topic, which the pipeline
-/// already absorbs (at-least-once between topics, the sink upserts by key).
+// Sending records so that "delivered" means the broker wrote them.
+//
+// librdkafka's idempotent producer acknowledges a failed request's records *implicitly* when a later
+// request for the same partition succeeds (`rd_kafka_dr_implicit_ack`). A broker that checks idempotent
+// sequence numbers (every real Kafka broker) would have refused the later request had the earlier one
+// not been written, so there the acknowledgement is true. The embedded broker (librdkafka's mock
+// cluster) checks them only for producers with a `transactional.id`: the earlier records are reported
+// delivered but are not in the topic, and a stage that then commits its input has lost them. Only a
+// broker response gives records offsets, so such reports are recognisable: success without an offset.
+// See docs/decisions/0005-resend-implicitly-acknowledged-records.md (and 0030, the chaos-run postmortem).
 extension KafkaProducer {
     /// Attempts before giving up on records the broker keeps acknowledging without an offset; they
     /// are then reported as failed, so the stage does not move its input offsets past them.
     static let confirmationAttempts = 5
 
     /// Sends records like ``send(_:)-([KafkaProducerMessage])`` and re-sends every record that was
-    /// acknowledged without an offset (implicitly), logging a warning that names them.
+    /// acknowledged without an offset (implicitly), logging a warning that names them, until the broker
+    /// gives each one an offset: a report without an error then means the broker wrote the record.
+    /// Records still acknowledged without an offset after 5 sends are reported failed (`UNCONFIRMED`,
+    /// retriable), so a stage does not move its input offsets past them.
+    ///
+    /// On a real broker an implicit acknowledgement is true, so a re-send writes the record a second
+    /// time: a duplicate with the same `sf.id`, which the pipeline absorbs (at-least-once between
+    /// topics, the sink upserts by key). Only with `enable.idempotence=true` and `acks` other than 0;
+    /// otherwise it is ``send(_:)-([KafkaProducerMessage])``.
     public func sendConfirmed(_ messages: [KafkaProducerMessage], logger: Logger) async -> [KafkaDeliveryReport] {
         var reports = await send(messages)
         // Without idempotence (or with acks=0) no implicit acknowledgement exists, and acks=0 reports carry no offsets.

@@ -5,12 +5,13 @@ import NIOPosix
 import Glibc
 #endif
 
-/// A minimal HTTP/1.0 GET (or other request) over a loopback or LAN TCP socket, for probes (`streamfirst probe`, the
-/// container HEALTHCHECK) and for launchers reading a worker's `/stats`.
+/// A minimal HTTP GET (HTTP/1.0; other requests with ``request(_:host:port:path:headers:body:timeoutMs:)``, HTTP/1.1)
+/// over a loopback or LAN TCP socket, for probes (`streamfirst probe`, the container HEALTHCHECK) and for
+/// launchers reading a worker's `/stats`.
 ///
-/// Written by hand because the slim runtime image has no curl and Foundation's URLSession needs
-/// libcurl; async-http-client would do it but adds a large dependency for one request.
 /// The blocking socket calls run on NIO's thread pool, never on the cooperative pool.
+// Written by hand because the slim runtime image has no curl and Foundation's URLSession needs
+// libcurl; async-http-client would do it but adds a large dependency for one request.
 public enum HTTPGet {
     public struct Response: Sendable {
         public var status: Int
@@ -31,9 +32,10 @@ public enum HTTPGet {
         }
     }
 
-    /// Sends any request (`method`, optional `body`) the same way as ``get(host:port:path:headers:timeoutMs:)``
-    /// (the browser test drives chromedriver with it: Foundation's URLSession rejects chromedriver's
-    /// headers, which have no space after the colon).
+    /// Sends any request (`method`, optional `body`) the same way as ``get(host:port:path:headers:timeoutMs:)``,
+    /// as HTTP/1.1. Accepts response headers without a space after the colon.
+    // The browser test drives chromedriver with it: Foundation's URLSession rejects chromedriver's
+    // headers, which have no space after the colon.
     public static func request(
         _ method: String, host: String, port: Int, path: String, headers: [String: String] = [:], body: [UInt8]? = nil,
         timeoutMs: Int = 2000

@@ -3,7 +3,7 @@ import Logging
 import StreamCore
 
 /// One JSON object per log line on standard error: `{"ts","level","label","msg", …metadata}`.
-/// Written by hand because swift-log ships only a text handler and no listed package has a JSON one.
+// Written by hand because swift-log ships only a text handler and no listed package has a JSON one.
 public struct JSONLogHandler: LogHandler {
     public var logLevel: Logger.Level = .info
     public var metadata: Logger.Metadata = [:]

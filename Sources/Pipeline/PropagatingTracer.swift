@@ -8,12 +8,10 @@ import W3CTraceContext
 /// its parent (or starts one), and respects the parent's `sampled` flag; a new trace is sampled with
 /// probability `sampleRatio`, decided on the trace id exactly as swift-otel's trace-id-ratio sampler
 /// decides it, so the two tracers agree on any trace.
-///
-/// Hand-written because no listed package propagates without recording: swift-otel's tracer with its
-/// exporter off still records every sampled span and hands it to a batch processor (its cost is
-/// measured next to this one by `streamfirst-bench trace`). Parsing the headers is
-/// swift-w3c-trace-context's; writing the `traceparent` is done here, in one buffer (it runs per
-/// record, see ``traceParent(_:)``).
+// Hand-written because no listed package propagates without recording: swift-otel's tracer with its
+// exporter off still records every sampled span and hands it to a batch processor. Parsing the headers
+// is swift-w3c-trace-context's; writing the `traceparent` is done here, in one buffer (it runs per
+// record, see `traceParent(_:)`). See docs/decisions/0028-tracing-default-propagating-tracer.md.
 public struct PropagatingTracer: Tracer {
     public typealias Span = PropagatingSpan
 
@@ -82,8 +80,8 @@ public struct PropagatingTracer: Tracer {
 extension PropagatingTracer {
     static let hex = Array("0123456789abcdef".utf8)
 
-    /// `00-<trace id>-<span id>-<flags>` written into one buffer: what `TraceContext`'s
-    /// `traceParentHeaderValue` returns, in one allocation instead of several (it runs per record).
+    /// `00-<trace id>-<span id>-<flags>`: the same string as `TraceContext`'s `traceParentHeaderValue`.
+    // Written into one buffer, one allocation instead of several: it runs per record.
     public static func traceParent(_ c: TraceContext) -> String {
         String(unsafeUninitializedCapacity: 55) { out in
             var i = 0
