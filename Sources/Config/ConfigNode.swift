@@ -58,9 +58,10 @@ public final class ConfigKeyLog: @unchecked Sendable {
 
 /// One node of a YAML configuration document, with its key path and line for error messages.
 ///
-/// Why this exists rather than `Decodable`: decoding through `YAMLDecoder` neither reports the line of a
-/// bad value nor rejects unknown keys. Every component reads its settings through a ``ConfigMapping``,
-/// which does both, and expands `${VAR}` / `${VAR:-default}` in every scalar.
+/// Every component reads its settings through a ``ConfigMapping``, which reports the line of a bad
+/// value, rejects unknown keys, and expands `${VAR}` / `${VAR:-default}` in every scalar.
+// Why this exists rather than `Decodable`: decoding through `YAMLDecoder` neither reports the line of a
+// bad value nor rejects unknown keys.
 public struct ConfigNode: Sendable {
     public let node: Node
     public let path: String

@@ -1,7 +1,7 @@
 /// One documented setting of a component (a connector, a processor): its key, type, default and
 /// description. Connectors (`ConnectorSpec.Field`) and processors (`StepSpec.Field`) share it, so the
-/// reference pages and the key check read one shape; it lives here because both modules read their
-/// settings through `Config`.
+/// reference pages and the key check read one shape.
+// It lives here because both modules read their settings through `Config`.
 public struct SettingSpec: Sendable {
     public var name: String
     public var type: String

@@ -1,8 +1,8 @@
-/// Why this is hand-written: Foundation's `JSONSerialization` hands numbers back as `NSNumber` on
-/// Linux (Booleans, integers and doubles become indistinguishable), and `JSONDecoder` needs a fixed
-/// type. Stages need the exact JSON type (JSON Schema's `integer`), a nesting limit against hostile
-/// input, and an error that says where the document broke. None of the listed packages parses into
-/// a plain value enum, so this small recursive-descent parser (RFC 8259) does.
+// Why this is hand-written: Foundation's `JSONSerialization` hands numbers back as `NSNumber` on
+// Linux (Booleans, integers and doubles become indistinguishable), and `JSONDecoder` needs a fixed
+// type. Stages need the exact JSON type (JSON Schema's `integer`), a nesting limit against hostile
+// input, and an error that says where the document broke. None of the listed packages parses into
+// a plain value enum, so this small recursive-descent parser (RFC 8259) does.
 
 /// Why a payload is not JSON: a message naming the byte offset.
 public struct JSONParseError: Error, Sendable, Equatable, CustomStringConvertible {
@@ -46,8 +46,9 @@ private struct JSONParser {
     let maxDepth: Int
     var index = 0
     /// Members of the objects being parsed, innermost last. An object's members are gathered here and
-    /// its dictionary is built once at `}` with the right capacity (growing it member by member
-    /// rehashed it several times per record); the buffer is reused by every object of the document.
+    /// its dictionary is built once at `}` with the right capacity; the buffer is reused by every
+    /// object of the document.
+    // Growing the dictionary member by member rehashes it several times per record.
     var pending: [(key: String, value: JSONValue, offset: Int)] = []
 
     init(bytes: UnsafeBufferPointer<UInt8>, maxDepth: Int) {

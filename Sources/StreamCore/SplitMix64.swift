@@ -1,6 +1,6 @@
 /// SplitMix64: a tiny, well-known deterministic generator (Steele, Lea & Flood 2014), so generated
-/// data and fault schedules depend on the seed only — never on global randomness. Hand-written:
-/// the standard library's generators are not seedable.
+/// data and fault schedules depend on the seed only — never on global randomness.
+// Hand-written: the standard library's generators are not seedable.
 public struct SplitMix64: Sendable {
     public var state: UInt64
     public init(seed: UInt64) { state = seed }
