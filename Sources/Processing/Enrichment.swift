@@ -190,8 +190,8 @@ enum TableFile {
 }
 
 /// RFC 4180 CSV: quoted fields with commas, doubled quotes and line breaks; CRLF or LF.
-/// Hand-written: SwiftCSV and CSV.swift are mirrored here but only this small reader is needed, and
-/// the file source needs byte-exact rows for dead letters, which they do not expose.
+// Hand-written: SwiftCSV and CSV.swift are mirrored here but only this small reader is needed, and
+// the file source needs byte-exact rows for dead letters, which they do not expose.
 public enum CSV {
     public struct Failure: Error, CustomStringConvertible {
         public let description: String

@@ -423,9 +423,9 @@ public enum TimeFormat {
         return nil
     }
 
-    /// `2026-01-01T00:00:00.000Z`. Computed arithmetically (the proleptic Gregorian calendar from
-    /// days since the epoch): Foundation's formatter costs microseconds per call, and window results
-    /// format two times each.
+    /// `2026-01-01T00:00:00.000Z`: UTC, millisecond precision, proleptic Gregorian calendar.
+    // Computed arithmetically from days since the epoch: Foundation's formatter costs microseconds per
+    // call, and window results format two times each.
     public static func format(_ ms: Int64) -> String {
         let (days, msOfDay) = ms.quotientAndRemainder(dividingBy: 86_400_000)
         let d = msOfDay < 0 ? days - 1 : days

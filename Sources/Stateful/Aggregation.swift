@@ -260,9 +260,9 @@ public struct AggregateState: Sendable, Equatable {
 
     public var cells: [Cell]
 
-    /// Roughly what this state holds in memory, for the memory budget. Calibrated against the
-    /// process's RSS growth in `streamfirst-bench window` (a Swift array, set or dictionary costs a
-    /// heap object of its own; small ones are mostly header).
+    /// Roughly what this state holds in memory, for the memory budget.
+    // Calibrated against the process's RSS growth (a Swift array, set or dictionary costs a heap object
+    // of its own; small ones are mostly header). See docs/decisions/0029-window-state-accounting.md.
     public var approximateBytes: Int {
         var n = 48
         for c in cells {

@@ -5,10 +5,9 @@ import StreamCore
 /// buckets (bucket `i` holds values in (γ^(i-1), γ^i] with γ = (1+α)/(1−α), α = 1 %), so any quantile
 /// it answers is within 1 % of a value of the true rank. Mergeable and deterministic (the same values
 /// give the same buckets in any order), which windows need for session merges and replay.
-///
-/// Written here because none of the packages this project uses offers a mergeable, serialisable
-/// sketch for doubles (HdrHistogram needs integer values in a range fixed up front). The bucketing
-/// follows the published DDSketch idea; the code is this project's own.
+// Written here because none of the packages this project uses offers a mergeable, serialisable
+// sketch for doubles (HdrHistogram needs integer values in a range fixed up front). The bucketing
+// follows the published DDSketch idea; the code is this project's own.
 public struct QuantileSketch: Sendable, Equatable {
     public static let relativeAccuracy = 0.01
     static let gamma = (1 + relativeAccuracy) / (1 - relativeAccuracy)

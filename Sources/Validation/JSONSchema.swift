@@ -82,12 +82,12 @@ struct Evaluated {
 
 /// One schema object with its keywords read out once, when the schema is loaded.
 ///
-/// Validation used to interpret the schema document itself: every keyword of every subschema was a
-/// `[String: JSONValue]` lookup per record (some 40 string hashes per subschema, ≈ 19 % of a validate
-/// worker's CPU in BENCHMARKS.md's profile). A node holds each keyword as a field (a type as a bit
-/// set, patterns compiled, property schemas in a dictionary with their keyword locations escaped),
-/// so a record costs one lookup per member it has. `$ref` targets are compiled on first use and
-/// shared through the registry (recursive schemas stay finite).
+/// A node holds each keyword as a field (a type as a bit set, patterns compiled, property schemas in
+/// a dictionary with their keyword locations escaped), so a record costs one lookup per member it
+/// has. `$ref` targets are compiled on first use and shared through the registry (recursive schemas
+/// stay finite).
+// Replaces interpreting the schema document per record; see
+// docs/decisions/0010-hand-written-schema-validator-and-expressions.md.
 final class SchemaNode: Sendable {
     enum Shape { case anything, nothing, keywords }
 
@@ -345,8 +345,9 @@ struct Validator {
     /// Keyword location tokens, each starting with "/" (e.g. `/properties/seq`, `/$ref`).
     var keywordPath: [String] = []
     /// Nested evaluations allowed (schema recursion through `$ref`, or deep instances). Bounded so
-    /// that validation can never exhaust a thread's stack: one level takes ~5 KB of stack, ~43 KB
-    /// under AddressSanitizer (where 200 levels overflowed an 8 MB stack). Deeper input is a violation.
+    /// that validation can never exhaust a thread's stack. Deeper input is a violation.
+    // One level takes ~5 KB of stack, ~43 KB under AddressSanitizer (where 200 levels overflowed an
+    // 8 MB stack).
     static let maxDepth = 100
 
     init(registry: SchemaRegistry, scope: [String]) {
@@ -355,8 +356,8 @@ struct Validator {
     }
 
     /// A JSON Pointer reference token (RFC 6901): `~` becomes `~0`, `/` becomes `~1`. A token with
-    /// neither (nearly all) is returned as is and the rest is one pass over the bytes — Foundation's
-    /// `replacingOccurrences` here took 55 % of a validate worker's CPU (BENCHMARKS.md).
+    /// neither (nearly all) is returned as is and the rest is one pass over the bytes.
+    // Not Foundation's `replacingOccurrences`: see docs/decisions/0027-stage-per-record-cost.md.
     static func escape(_ token: String) -> String {
         let tilde = UInt8(ascii: "~")
         let slash = UInt8(ascii: "/")

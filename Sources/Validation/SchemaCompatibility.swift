@@ -1,11 +1,12 @@
 import StreamCore
 
 /// Structural compatibility between two JSON Schemas: can every instance valid under `writer` be
-/// read by a consumer that validates with `reader`? Hand-written (no package checks JSON Schema
-/// evolution). It reasons about the keywords data contracts use — `type`, `properties`, `required`,
-/// `additionalProperties`, `items`, `enum`, `const`, numeric and length bounds, `pattern` — and
-/// refuses to guess about anything else: a changed `$ref`, `anyOf`, … is reported as unprovable.
-/// Problems name the JSON Pointer of the schema location and the rule.
+/// read by a consumer that validates with `reader`? It reasons about the keywords data contracts
+/// use — `type`, `properties`, `required`, `additionalProperties`, `items`, `enum`, `const`, numeric
+/// and length bounds, `pattern` — and refuses to guess about anything else: a changed `$ref`,
+/// `anyOf`, … is reported as unprovable. Problems name the JSON Pointer of the schema location and
+/// the rule.
+// Hand-written: no package checks JSON Schema evolution.
 public enum SchemaCompatibility {
     /// Marks a property a migration computes (`set`): any reader constraint is accepted for it
     /// (the subject's examples check the computed values instead).
