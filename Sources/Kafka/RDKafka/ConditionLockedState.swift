@@ -1,7 +1,8 @@
 import Foundation
 
 /// A value guarded by a mutex with a condition variable, for the handoff between async callers and a
-/// dedicated C-polling thread. Written here because NIO's `ConditionLock` only holds an `Int`.
+/// dedicated C-polling thread.
+// Written here because NIO's `ConditionLock` only holds an `Int`.
 final class ConditionLockedState<Value>: @unchecked Sendable {
     // `@unchecked`: every access to `value` happens with `condition` locked.
     private let condition = NSCondition()

@@ -8,14 +8,13 @@ import Synchronization
 /// until the last user inside has left. Without it, a call that checked "still open" a moment before
 /// the owner destroyed the handle would go on with a freed pointer (for example a send racing
 /// `shutdown()`).
-///
-/// One atomic word: bit 0 is "closed", the rest counts the users inside in steps of 2. A user's
-/// increment and the owner's close are read-modify-writes of that one word, so they are ordered:
-/// either the user got in first (and the owner waits for it) or the owner closed first (and the user
-/// backs out). The uncontended cost is two atomic read-modify-writes per use.
-///
-/// Written here because none of the packages this project depends on offers such a gate; the
-/// waiting part is NIO's `ConditionLock`.
+// One atomic word: bit 0 is "closed", the rest counts the users inside in steps of 2. A user's
+// increment and the owner's close are read-modify-writes of that one word, so they are ordered:
+// either the user got in first (and the owner waits for it) or the owner closed first (and the user
+// backs out). The uncontended cost is two atomic read-modify-writes per use.
+//
+// Written here because none of the packages this project depends on offers such a gate; the
+// waiting part is NIO's `ConditionLock`.
 final class HandleGate: Sendable {
     private static let closedBit = 1
     private static let user = 2
