@@ -117,7 +117,8 @@ final class AllocCases {
         ]
         // A sensor id that is in tables/sensors.csv, so the enrich step matches; not hot (no copy to alerts), the common path.
         let processValue: [UInt8] = Array(
-            #"{"sensor_id":"sensor-001","seq":123456,"ts":"2026-01-01T00:00:00Z","temperature_c":21.5,"humidity_pct":45.2,"battery_v":3.71,"site":"plant-a"}"#
+            (#"{"sensor_id":"sensor-001","seq":123456,"ts":"2026-01-01T00:00:00Z","temperature_c":21.5,"humidity_pct":45.2,"#
+                + #""battery_v":3.71,"site":"plant-a"}"#)
                 .utf8)
         let message = KafkaMessage(
             topic: "iot.readings.raw", partition: 3, offset: 123_456, key: Array("sensor-042".utf8), value: benchRecord,

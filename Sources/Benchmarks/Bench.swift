@@ -15,7 +15,8 @@ struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "streamfirst-bench",
         abstract:
-            "Benchmarks: the Swift Kafka client against C librdkafka (client); windowed aggregation state (window); tracing per record (trace); one stage against a C relay (stage); four stages against a C relay chain (e2e).",
+            "Benchmarks: the Swift Kafka client against C librdkafka (client); windowed aggregation state (window); "
+            + "tracing per record (trace); one stage against a C relay (stage); four stages against a C relay chain (e2e).",
         subcommands: [
             ClientBench.self, WindowBench.self, TraceBench.self, StageBench.self, EndToEndBench.self, ScaleBench.self, MemoryBench.self,
             AllocBench.self, CRelayCommand.self, CSourceCommand.self,
@@ -85,7 +86,8 @@ struct ClientBench: AsyncParsableCommand {
         print("broker: embedded (librdkafka mock cluster, separate process) at \(bootstrapServers)")
         print(
             "workload: \(messages) records x \(size) B, \(partitions) partitions, linger.ms=\(linger), idempotent, acks=all; "
-                + "consumers: assign from beginning, queued.min.messages=\(queuedMinMessages > 0 ? String(queuedMinMessages) : "default"); \(rounds) rounds\n"
+                + "consumers: assign from beginning, "
+                + "queued.min.messages=\(queuedMinMessages > 0 ? String(queuedMinMessages) : "default"); \(rounds) rounds\n"
         )
 
         if let only {
@@ -238,13 +240,16 @@ struct ClientBench: AsyncParsableCommand {
         let sCPU = median(swift.map(\.cpuPerMillion))
         print("\(what) (median of \(c.count))")
         print(
-            "  C     : \(fmt(cRate)) msg/s  \(String(format: "%.1f", median(c.map(\.mbps)))) MB/s  \(String(format: "%.3f", median(c.map(\.cpu)))) CPU s (\(String(format: "%.2f", cCPU)) CPU s per M records)"
+            "  C     : \(fmt(cRate)) msg/s  \(String(format: "%.1f", median(c.map(\.mbps)))) MB/s  "
+                + "\(String(format: "%.3f", median(c.map(\.cpu)))) CPU s (\(String(format: "%.2f", cCPU)) CPU s per M records)"
         )
         print(
-            "  Swift : \(fmt(sRate)) msg/s  \(String(format: "%.1f", median(swift.map(\.mbps)))) MB/s  \(String(format: "%.3f", median(swift.map(\.cpu)))) CPU s (\(String(format: "%.2f", sCPU)) CPU s per M records)"
+            "  Swift : \(fmt(sRate)) msg/s  \(String(format: "%.1f", median(swift.map(\.mbps)))) MB/s  "
+                + "\(String(format: "%.3f", median(swift.map(\.cpu)))) CPU s (\(String(format: "%.2f", sCPU)) CPU s per M records)"
         )
         print(
-            "  Swift/C throughput ratio: \(String(format: "%.2f", sRate / cRate))   CPU efficiency ratio (C CPU / Swift CPU): \(String(format: "%.2f", cCPU / sCPU))"
+            "  Swift/C throughput ratio: \(String(format: "%.2f", sRate / cRate))   CPU efficiency ratio (C CPU / Swift CPU): "
+                + "\(String(format: "%.2f", cCPU / sCPU))"
         )
         // The same ratios taken round by round (C and Swift of one round ran back to back), so that
         // a machine that drifts between rounds moves both sides of each ratio together.
@@ -252,8 +257,10 @@ struct ClientBench: AsyncParsableCommand {
         let efficiencies = zip(c, swift).map { $0.0.cpuPerMillion / $0.1.cpuPerMillion }.sorted()
         if let lo = rates.first, let hi = rates.last, let elo = efficiencies.first, let ehi = efficiencies.last {
             print(
-                "  per round: throughput ratio median \(String(format: "%.2f", median(rates))) (\(String(format: "%.2f", lo))–\(String(format: "%.2f", hi))), "
-                    + "CPU efficiency median \(String(format: "%.2f", median(efficiencies))) (\(String(format: "%.2f", elo))–\(String(format: "%.2f", ehi)))"
+                "  per round: throughput ratio median \(String(format: "%.2f", median(rates))) "
+                    + "(\(String(format: "%.2f", lo))–\(String(format: "%.2f", hi))), "
+                    + "CPU efficiency median \(String(format: "%.2f", median(efficiencies))) "
+                    + "(\(String(format: "%.2f", elo))–\(String(format: "%.2f", ehi)))"
             )
         }
     }
@@ -362,7 +369,8 @@ struct WindowBench: AsyncParsableCommand {
         let withState = rate(elapsed)
         let without = rate(baseline)
         print(
-            "window benchmark: \(records) records, \(keys) keys, \(partitions) partitions, tumbling \(windowMinutes)m windows (event time \(intervalMs) ms apart), budget \(budgetMiB) MiB"
+            "window benchmark: \(records) records, \(keys) keys, \(partitions) partitions, tumbling \(windowMinutes)m windows (event "
+                + "time \(intervalMs) ms apart), budget \(budgetMiB) MiB"
         )
         print(
             String(
@@ -373,7 +381,8 @@ struct WindowBench: AsyncParsableCommand {
         print(
             "  state: peak \(peakState / 1024) KiB of \(budgetMiB << 10) KiB budget; changelog written: \(changelogBytes / (1 << 20)) MiB")
         print(
-            "  RSS: \(rssBefore / 1024) MiB after generating the input, peak \(rssPeak / 1024) MiB (input held in memory: ~\(records * 80 / (1 << 20)) MiB)"
+            "  RSS: \(rssBefore / 1024) MiB after generating the input, peak \(rssPeak / 1024) MiB (input held in memory: "
+                + "~\(records * 80 / (1 << 20)) MiB)"
         )
         if checksum == 42 { print("") } // keeps the baseline loop from being optimised away
     }

@@ -59,7 +59,8 @@ struct EndToEndBench: AsyncParsableCommand {
         print("broker: embedded (librdkafka mock cluster, separate process) at \(brokers)")
         print(
             "workload: \(rate) records/s for \(seconds) s (first \(warmupSeconds) s left out), \(partitions) partitions, "
-                + "fetch.wait.max.ms=\(fetchWaitMs), linger.ms=\(linger)\(nagleDisable ? ", socket.nagle.disable=true" : ""); \(rounds) rounds\n"
+                + "fetch.wait.max.ms=\(fetchWaitMs), linger.ms=\(linger)\(nagleDisable ? ", socket.nagle.disable=true" : ""); "
+                + "\(rounds) rounds\n"
         )
         var cRuns: [Run] = []
         var sRuns: [Run] = []
@@ -77,7 +78,8 @@ struct EndToEndBench: AsyncParsableCommand {
             print(
                 String(
                     format:
-                        "round %d: C p50 %.2f p99 %.2f p99.9 %.2f ms (%d rec, %.1f CPU s); Swift p50 %.2f p99 %.2f p99.9 %.2f ms (%d rec, %.1f CPU s); p99 ratio %.2f",
+                        "round %d: C p50 %.2f p99 %.2f p99.9 %.2f ms (%d rec, %.1f CPU s); Swift p50 %.2f p99 %.2f p99.9 %.2f ms (%d "
+                        + "rec, %.1f CPU s); p99 ratio %.2f",
                     round + 1, c.p50, c.p99, c.p999, c.count, c.cpu, s.p50, s.p99, s.p999, s.count, s.cpu, s.p99 / c.p99))
         }
         func med(_ runs: [Run], _ f: (Run) -> Double) -> Double { median(runs.map(f)) }

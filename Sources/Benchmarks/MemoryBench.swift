@@ -61,7 +61,8 @@ struct MemoryBench: AsyncParsableCommand {
                 environment: ["IOT_PARTITIONS": String(partitions), "IOT_COUNT": "0", "IOT_RATE": "1", "DASHBOARD_PORT": "0"],
                 logLevel: "warning"))
         print(
-            "\npart 1: pipelines/iot-sensors.yaml, \(partitions) partitions, load = \(records) generator records as fast as the pipeline takes them"
+            "\npart 1: pipelines/iot-sensors.yaml, \(partitions) partitions, load = \(records) generator records as fast as the "
+                + "pipeline takes them"
         )
         let consuming: [PipelineSpec.StageName] = [.validate, .process, .persist]
         try await pipeline.start(consuming)
@@ -86,15 +87,18 @@ struct MemoryBench: AsyncParsableCommand {
         let hwm = pids.mapValues { memoryKiB($0).hwm }
         let rows = (try? await pipeline.sinkRowCount()) ?? -1
         print(
-            "  load: \(records) records generated, \(rows) rows in SQLite, drained in \(String(format: "%.1f", loadWall)) s (load: \(loadAverage()))"
+            "  load: \(records) records generated, \(rows) rows in SQLite, drained in \(String(format: "%.1f", loadWall)) s (load: "
+                + "\(loadAverage()))"
         )
         print("  worker     idle RSS (median)  under load RSS (peak of 200 ms samples)  VmHWM at end  growth")
         for name in ["ingest", "validate", "process", "persist", "dashboard"] where pids[name] != nil {
             let i = idle[name] ?? 0
             let p = max(peaks.peak(name), i)
             print(
-                "  \(name.padding(toLength: 9, withPad: " ", startingAt: 0))  \(mib(i).padding(toLength: 17, withPad: " ", startingAt: 0))  "
-                    + "\(mib(p).padding(toLength: 39, withPad: " ", startingAt: 0))  \(mib(hwm[name] ?? 0).padding(toLength: 12, withPad: " ", startingAt: 0))  +\(mib(p - i))"
+                "  \(name.padding(toLength: 9, withPad: " ", startingAt: 0))  "
+                    + "\(mib(i).padding(toLength: 17, withPad: " ", startingAt: 0))  "
+                    + "\(mib(p).padding(toLength: 39, withPad: " ", startingAt: 0))  "
+                    + "\(mib(hwm[name] ?? 0).padding(toLength: 12, withPad: " ", startingAt: 0))  +\(mib(p - i))"
             )
         }
         print("  (ingest's idle figure is a separate ingest process generating 1 record/s; the loaded one is a fresh process)")
@@ -114,7 +118,8 @@ struct MemoryBench: AsyncParsableCommand {
                 logLevel: "warning"))
         print(
             "\npart 2: pipelines/iot-windows.yaml, \(keys) sensors (keys), \(windowRecords) readings \(intervalMs) ms apart in event time, "
-                + "tumbling 1m windows with 5 aggregates (count, avg, max, p95 sketch, avg), memory_budget \(budgetMib) MiB, \(partitions) partitions"
+                + "tumbling 1m windows with 5 aggregates (count, avg, max, p95 sketch, avg), memory_budget \(budgetMib) MiB, "
+                + "\(partitions) partitions"
         )
         try await pipeline.start([.validate, .process, .persist])
         guard let process = pipeline.process(.process) else { throw ValidationError("no process worker") }
@@ -145,14 +150,17 @@ struct MemoryBench: AsyncParsableCommand {
         let peak = max(peaks.peak("process"), idle)
         let budgetKiB = budgetMib << 10
         print(
-            "  process worker: idle RSS \(mib(idle)); under load peak RSS \(mib(peak)), VmHWM \(mib(hwm)); growth over idle +\(mib(peak - idle)) "
+            "  process worker: idle RSS \(mib(idle)); under load peak RSS \(mib(peak)), VmHWM \(mib(hwm)); "
+                + "growth over idle +\(mib(peak - idle)) "
                 + "against a budget of \(budgetMib) MiB (ratio growth/budget \(ratioText(Double(peak - idle) / Double(budgetKiB))))")
         print(
             "  state (its own estimate, /stats): peak \(stateBytes / 1024) KiB in \(entries) open windows "
-                + "(\(ratioText(Double(stateBytes) / Double(budgetKiB << 10))) of the budget); windows closed early by the budget: \(final?.state?.evictions ?? -1); "
+                + "(\(ratioText(Double(stateBytes) / Double(budgetKiB << 10))) of the budget); windows closed early by the budget: "
+                + "\(final?.state?.evictions ?? -1); "
                 + "records in \(final?.recordsIn ?? -1), out \(final?.recordsOut ?? -1)")
         print(
-            "  verdict: state \(stateBytes <= budgetKiB << 10 ? "within" : "OVER") the budget; RSS growth \(peak - idle <= 2 * budgetKiB ? "within" : "above") 2x the budget (load: \(loadAverage()))"
+            "  verdict: state \(stateBytes <= budgetKiB << 10 ? "within" : "OVER") the budget; "
+                + "RSS growth \(peak - idle <= 2 * budgetKiB ? "within" : "above") 2x the budget (load: \(loadAverage()))"
         )
         _ = await pipeline.stop()
     }

@@ -57,7 +57,8 @@ struct ScaleBench: AsyncParsableCommand {
         let brokers = broker.bootstrapServers
         let admin = try KafkaAdmin(configuration: KafkaConfiguration(bootstrapServers: brokers, clientID: "streamfirst-bench"))
         print(
-            "machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; librdkafka \(KafkaClientInfo.librdkafkaVersion); load: \(loadAverage())"
+            "machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; librdkafka \(KafkaClientInfo.librdkafkaVersion); load: "
+                + "\(loadAverage())"
         )
         print("broker: embedded (librdkafka mock cluster, separate process) at \(brokers)")
         print(
@@ -90,7 +91,8 @@ struct ScaleBench: AsyncParsableCommand {
             let cpu = median(s.map(\.stage.cpuPerMillion))
             let brokerCPU = median(s.map { $0.brokerCPU / Double($0.stage.records) * 1e6 })
             print(
-                "  \(String(n).padding(toLength: 9, withPad: " ", startingAt: 0))  \(fmt(rate).padding(toLength: 9, withPad: " ", startingAt: 0))  "
+                "  \(String(n).padding(toLength: 9, withPad: " ", startingAt: 0))  "
+                    + "\(fmt(rate).padding(toLength: 9, withPad: " ", startingAt: 0))  "
                     + "\(ratioText(rate / baseRate).padding(toLength: 10, withPad: " ", startingAt: 0))  "
                     + "\(String(format: "%.2f", cpu).padding(toLength: 24, withPad: " ", startingAt: 0))  "
                     + "\(ratioText(cpu / baseCPU).padding(toLength: 10, withPad: " ", startingAt: 0))  \(String(format: "%.2f", brokerCPU))"

@@ -27,7 +27,10 @@ struct StageBench: AsyncParsableCommand {
     @Option(help: "Rounds (each runs the relay and the worker per stage, alternating which goes first).") var rounds = 3
     @Option(
         help:
-            "Comma-separated: pass, validate, sqlite, postgres; pass-1 and validate-1 are the same workers with in_flight_batches: 1 (stop-and-wait)."
+            """
+            Comma-separated: pass, validate, sqlite, postgres; pass-1 and validate-1 are the same workers with in_flight_batches: \
+            1 (stop-and-wait).
+            """
     )
     var stages = "pass,validate,sqlite,postgres"
     @Option(help: "fetch.wait.max.ms of both consumers (the stage runtime's default is 10).") var fetchWaitMs = 10
@@ -68,7 +71,8 @@ struct StageBench: AsyncParsableCommand {
         print("broker: embedded (librdkafka mock cluster, separate process) at \(brokers)")
         print(
             "workload: \(records) records x \(benchRecord.count) B (10-field JSON, key k0..k999, headers sf.id, sf.ingest_time), "
-                + "\(partitions) partitions, fetch.wait.max.ms=\(fetchWaitMs), linger.ms=\(linger)\(nagleDisable ? ", socket.nagle.disable=true" : ""); \(rounds) rounds\n"
+                + "\(partitions) partitions, fetch.wait.max.ms=\(fetchWaitMs), "
+                + "linger.ms=\(linger)\(nagleDisable ? ", socket.nagle.disable=true" : ""); \(rounds) rounds\n"
         )
 
         var cSamples: [String: [StageSample]] = [:]
@@ -108,7 +112,8 @@ struct StageBench: AsyncParsableCommand {
                 let s = sSamples[kind]!.last!
                 print(
                     "round \(round + 1) \(kind): C relay \(fmt(c.rate)) rec/s \(String(format: "%.2f", c.cpuPerMillion)) CPU s/M; "
-                        + "Swift \(fmt(s.rate)) rec/s \(String(format: "%.2f", s.cpuPerMillion)) CPU s/M; ratio \(ratioText(s.rate / c.rate))"
+                        + "Swift \(fmt(s.rate)) rec/s \(String(format: "%.2f", s.cpuPerMillion)) CPU s/M; "
+                        + "ratio \(ratioText(s.rate / c.rate))"
                 )
             }
         }
@@ -126,7 +131,8 @@ struct StageBench: AsyncParsableCommand {
             print("  Swift   : \(fmt(sRate)) rec/s  \(String(format: "%.2f", sCPU)) CPU s per M records")
             let verdict = target.map { sRate / cRate >= $0 ? "  (target ≥ \($0): met)" : "  (target ≥ \($0): missed)" } ?? ""
             print(
-                "  Swift/C throughput ratio: \(ratioText(sRate / cRate))\(verdict)   CPU efficiency (C CPU / Swift CPU): \(ratioText(cCPU / sCPU))"
+                "  Swift/C throughput ratio: \(ratioText(sRate / cRate))\(verdict)   CPU efficiency (C CPU / Swift CPU): "
+                    + "\(ratioText(cCPU / sCPU))"
             )
         }
         await admin.shutdown()
@@ -186,11 +192,13 @@ struct StageBench: AsyncParsableCommand {
         case "sqlite":
             executable = "persist"
             section =
-                "persist:\n  input: in\n  sink:\n    type: sqlite\n    path: \"\(dir.path)/bench.sqlite\"\n    table: \(table)\n\(columns)\n\(batch)"
+                "persist:\n  input: in\n  sink:\n    type: sqlite\n    path: \"\(dir.path)/bench.sqlite\"\n    table: \(table)\n"
+                + "\(columns)\n\(batch)"
         default:
             executable = "persist"
             section =
-                "persist:\n  input: in\n  sink:\n    type: postgres\n    url: \"\(postgresURL ?? "")\"\n    table: \(table)\n\(columns)\n\(batch)"
+                "persist:\n  input: in\n  sink:\n    type: postgres\n    url: \"\(postgresURL ?? "")\"\n    table: \(table)\n"
+                + "\(columns)\n\(batch)"
         }
         let pipeline = """
             name: bench

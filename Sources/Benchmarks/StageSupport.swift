@@ -75,7 +75,8 @@ func cString(_ chars: [CChar]) -> String {
 
 /// The record every stage benchmark sends: 10 fields, the shape of an IoT reading (~170 bytes).
 let benchRecord: [UInt8] = Array(
-    #"{"sensor_id":"sensor-042","seq":123456,"ts":"2026-01-01T00:00:00Z","temperature_c":21.5,"humidity_pct":45.2,"battery_v":3.71,"site":"plant-a","status":"ok","firmware":"1.4.2","rssi":-67}"#
+    (#"{"sensor_id":"sensor-042","seq":123456,"ts":"2026-01-01T00:00:00Z","temperature_c":21.5,"humidity_pct":45.2,"battery_v":3.71,"#
+        + #""site":"plant-a","status":"ok","firmware":"1.4.2","rssi":-67}"#)
         .utf8)
 
 /// A JSON Schema (draft 2020-12) of `benchRecord`'s 10 fields, with the keywords a real one uses.
