@@ -200,7 +200,8 @@ public final class ChildProcess: Sendable {
             if FileManager.default.isExecutableFile(atPath: path) { return URL(fileURLWithPath: path) }
         }
         throw .process(
-            "cannot find the '\(name)' executable in \(directories.joined(separator: ", ")); run `swift build` first or set STREAMFIRST_BIN_DIR"
+            "cannot find the '\(name)' executable in \(directories.joined(separator: ", ")); "
+                + "run `swift build` first or set STREAMFIRST_BIN_DIR"
         )
     }
 }

@@ -152,7 +152,8 @@ public final class EmbeddedBrokerProcess: Sendable {
             await stderrDone.wait()
             let stderr = stderrText.withLockedValue { $0 }.trimmingCharacters(in: .whitespacesAndNewlines)
             throw EmbeddedBrokerError.process(
-                "\(binary.path) broker \(arguments.joined(separator: " ")): \(error) (\(status)); stderr: \(stderr.isEmpty ? "(empty)" : stderr)"
+                "\(binary.path) broker \(arguments.joined(separator: " ")): \(error) (\(status)); stderr: "
+                    + "\(stderr.isEmpty ? "(empty)" : stderr)"
             )
         }
     }

@@ -18,7 +18,8 @@ public final class PostgresSink: RecordSink, Sendable {
             .init("columns", "mapping", "as for sqlite"),
         ],
         examples: [
-            "url: postgres://streamfirst:streamfirst@127.0.0.1:5432/streamfirst\ntable: readings\nkey: [sensor_id, seq]\ncolumns:\n  sensor_id: text\n  seq: integer\n  temperature_c: real"
+            "url: postgres://streamfirst:streamfirst@127.0.0.1:5432/streamfirst\ntable: readings\nkey: [sensor_id, seq]\ncolumns:\n"
+                + "  sensor_id: text\n  seq: integer\n  temperature_c: real"
         ])
 
     public let configuration: PostgresConnection.Configuration
@@ -66,7 +67,9 @@ public final class PostgresSink: RecordSink, Sendable {
         try await c.query(
             PostgresQuery(
                 unsafeSQL:
-                    "CREATE TABLE IF NOT EXISTS streamfirst_offsets (consumer_group TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset BIGINT NOT NULL, updated_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (consumer_group, topic, partition))"
+                    "CREATE TABLE IF NOT EXISTS streamfirst_offsets (consumer_group TEXT NOT NULL, topic TEXT NOT NULL, "
+                    + "partition INTEGER NOT NULL, next_offset BIGINT NOT NULL, updated_at TIMESTAMPTZ NOT NULL DEFAULT now(), "
+                    + "PRIMARY KEY (consumer_group, topic, partition))"
             ),
             logger: logger)
     }
@@ -123,7 +126,8 @@ public final class PostgresSink: RecordSink, Sendable {
                     tuples.append("(" + placeholders.joined(separator: ", ") + ")")
                 }
                 let sql =
-                    "INSERT INTO \"\(mapping.table)\" (\(names)) VALUES \(tuples.joined(separator: ", ")) ON CONFLICT (\(conflict)) \(onConflict)"
+                    "INSERT INTO \"\(mapping.table)\" (\(names)) VALUES \(tuples.joined(separator: ", ")) ON CONFLICT (\(conflict)) "
+                    + "\(onConflict)"
                 try await c.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: logger)
                 start += chunk.count
             }
@@ -136,7 +140,9 @@ public final class PostgresSink: RecordSink, Sendable {
                 try await c.query(
                     PostgresQuery(
                         unsafeSQL:
-                            "INSERT INTO streamfirst_offsets (consumer_group, topic, partition, next_offset, updated_at) VALUES ($1, $2, $3, $4, now()) ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()",
+                            "INSERT INTO streamfirst_offsets (consumer_group, topic, partition, next_offset, updated_at) "
+                            + "VALUES ($1, $2, $3, $4, now()) ON CONFLICT (consumer_group, topic, partition) "
+                            + "DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()",
                         binds: binds),
                     logger: logger)
             }

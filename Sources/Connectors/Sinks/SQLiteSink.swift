@@ -21,7 +21,8 @@ public final class SQLiteSink: RecordSink, Sendable {
             .init("columns", "mapping", "column: type (text, integer, real, boolean, json, timestamp) or { type, field | from, required }"),
         ],
         examples: [
-            "path: out/readings.sqlite\ntable: readings\nkey: [sensor_id, seq]\ncolumns:\n  sensor_id: text\n  seq: integer\n  temperature_c: real\n  event_time: { type: timestamp, from: $event_time }"
+            "path: out/readings.sqlite\ntable: readings\nkey: [sensor_id, seq]\ncolumns:\n  sensor_id: text\n  seq: integer\n"
+                + "  temperature_c: real\n  event_time: { type: timestamp, from: $event_time }"
         ])
 
     public let path: String
@@ -60,7 +61,9 @@ public final class SQLiteSink: RecordSink, Sendable {
         let key = mapping.key.map { "\"\($0)\"" }.joined(separator: ", ")
         _ = try await c.query("CREATE TABLE IF NOT EXISTS \"\(mapping.table)\" (\(columns), PRIMARY KEY (\(key)))")
         _ = try await c.query(
-            "CREATE TABLE IF NOT EXISTS streamfirst_offsets (consumer_group TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL, updated_at TEXT NOT NULL, PRIMARY KEY (consumer_group, topic, partition))"
+            "CREATE TABLE IF NOT EXISTS streamfirst_offsets (consumer_group TEXT NOT NULL, topic TEXT NOT NULL, "
+                + "partition INTEGER NOT NULL, next_offset INTEGER NOT NULL, updated_at TEXT NOT NULL, "
+                + "PRIMARY KEY (consumer_group, topic, partition))"
         )
     }
 
@@ -112,7 +115,9 @@ public final class SQLiteSink: RecordSink, Sendable {
             let now = ISO8601DateFormatter().string(from: Date())
             for o in offsets {
                 _ = try await c.query(
-                    "INSERT INTO streamfirst_offsets (consumer_group, topic, partition, next_offset, updated_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (consumer_group, topic, partition) DO UPDATE SET next_offset = excluded.next_offset, updated_at = excluded.updated_at",
+                    "INSERT INTO streamfirst_offsets (consumer_group, topic, partition, next_offset, updated_at) "
+                        + "VALUES (?, ?, ?, ?, ?) ON CONFLICT (consumer_group, topic, partition) "
+                        + "DO UPDATE SET next_offset = excluded.next_offset, updated_at = excluded.updated_at",
                     [.text(consumerGroup), .text(o.topic), .integer(Int(o.partition)), .integer(Int(o.nextOffset)), .text(now)])
             }
             _ = try await c.query("COMMIT")

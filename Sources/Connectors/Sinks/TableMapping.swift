@@ -169,7 +169,8 @@ public struct TableMapping: Sendable {
                     SinkRejection(
                         record: record,
                         reason:
-                            "column \(column.name) (\(column.type.rawValue)): cannot store \(raw.typeName) \(String(raw.jsonString.prefix(60)))"
+                            "column \(column.name) (\(column.type.rawValue)): "
+                            + "cannot store \(raw.typeName) \(String(raw.jsonString.prefix(60)))"
                     ))
             }
             values.append(v)

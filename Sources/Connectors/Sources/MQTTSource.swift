@@ -28,14 +28,18 @@ public struct MQTTSource: RecordSource {
     public static let spec = ConnectorSpec(
         type: "mqtt",
         summary:
-            "Subscribes to MQTT topics (QoS 0/1, MQTT 5 or 3.1.1) with a persistent session; a QoS 1 message is acknowledged to the broker only after Kafka acknowledged its record (at-least-once across restarts). Key: the MQTT topic unless ingest's `key:` is set; header `mqtt.topic`. Ids are random (duplicates after a crash get new ids) unless `id_field` is set. Optional TLS.",
+            "Subscribes to MQTT topics (QoS 0/1, MQTT 5 or 3.1.1) with a persistent session; "
+            + "a QoS 1 message is acknowledged to the broker only after Kafka acknowledged its record (at-least-once across "
+            + "restarts). Key: the MQTT topic unless ingest's `key:` is set; header `mqtt.topic`. Ids are random (duplicates after "
+            + "a crash get new ids) unless `id_field` is set. Optional TLS.",
         fields: [
             .init("host", "string", default: "127.0.0.1", "the broker's host name or address"),
             .init("port", "integer", default: "1883", "the broker's port"),
             .init("topics", "list", "topic filters (`+` and `#` wildcards), each a string (QoS 1) or `{ filter: …, qos: 0 | 1 }`"),
             .init(
                 "client_id", "string",
-                "stable client identifier: the broker keeps the session (subscriptions, unacknowledged and queued messages) under it; one ingest worker per id"
+                "stable client identifier: the broker keeps the session (subscriptions, unacknowledged and queued messages) under it; "
+                    + "one ingest worker per id"
             ),
             .init("protocol", "5 | 3.1.1", default: "5", "MQTT protocol version"),
             .init("username", "string", default: "none", "user name for the broker"),
@@ -48,11 +52,13 @@ public struct MQTTSource: RecordSource {
                 "MQTT 5: how long the broker keeps the session while ingest is away (3.1.1 brokers keep it until a clean connect)"),
             .init(
                 "max_in_flight", "integer", default: "1000",
-                "MQTT 5 receive maximum: unacknowledged QoS 1 messages the broker may send at once (also the largest batch handed to Kafka); 3.1.1 brokers use their own limit (mosquitto: max_inflight_messages)"
+                "MQTT 5 receive maximum: unacknowledged QoS 1 messages the broker may send at once (also the largest batch handed to "
+                    + "Kafka); 3.1.1 brokers use their own limit (mosquitto: max_inflight_messages)"
             ),
             .init(
                 "max_buffered", "integer", default: "10000",
-                "received messages not yet in Kafka above which the socket is not read until half are delivered (bounds memory for QoS 0 floods while Kafka is slow)"
+                "received messages not yet in Kafka above which the socket is not read until half are delivered (bounds memory for QoS "
+                    + "0 floods while Kafka is slow)"
             ),
             .init(
                 "max_packet_bytes", "integer", default: "1048576",
@@ -210,7 +216,8 @@ public struct MQTTSource: RecordSource {
                 }
                 if !connectedOnce && ContinuousClock.now >= firstDeadline {
                     throw MQTTSourceError.unreachable(
-                        "cannot connect to the MQTT broker at \(host):\(port) within connect_timeout \(connectTimeoutMs)ms — check ingest.source.host / port\(tls == nil ? "" : " / ca_file / tls_server_name") (\(error))"
+                        "cannot connect to the MQTT broker at \(host):\(port) within connect_timeout \(connectTimeoutMs)ms — check "
+                            + "ingest.source.host / port\(tls == nil ? "" : " / ca_file / tls_server_name") (\(error))"
                     )
                 }
                 logger.warning(
@@ -291,7 +298,8 @@ public struct MQTTSource: RecordSource {
                         let filter = i < subscriptions.count ? subscriptions[i].filter : "#\(i)"
                         if c >= 0x80 {
                             throw MQTTSourceError.refused(
-                                "the MQTT broker refused the subscription to '\(filter)' (reason code \(c)) — check ingest.source.topics and the broker's ACL"
+                                "the MQTT broker refused the subscription to '\(filter)' (reason code \(c)) — check "
+                                    + "ingest.source.topics and the broker's ACL"
                             )
                         }
                         if i < subscriptions.count && c < subscriptions[i].qos {
@@ -334,7 +342,10 @@ public struct MQTTSource: RecordSource {
             "MQTT connected", metadata: ["source": "\(name)", "client_id": "\(options.clientID)", "session_present": "\(sessionPresent)"])
         if !sessionPresent && reconnecting {
             logger.warning(
-                "the broker kept no session for this client: messages published while disconnected are lost if it did not queue them (session expired, or a broker restart without persistence)",
+                """
+                the broker kept no session for this client: messages published while disconnected are lost if it did not queue them \
+                (session expired, or a broker restart without persistence)
+                """,
                 metadata: ["source": "\(name)", "client_id": "\(options.clientID)"])
         }
         // Subscribing again to a kept session is harmless and picks up changed filters.
