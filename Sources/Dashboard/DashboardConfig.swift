@@ -68,7 +68,8 @@ public struct DashboardConfig: Sendable {
             throw ConfigError(
                 file: spec.file, line: node.line, path: "dashboard",
                 message:
-                    "the dashboard reads the workers' counters from the metrics topic: add a top-level 'metrics: { topic: <logical topic>, interval: 1s }' section"
+                    "the dashboard reads the workers' counters from the metrics topic: add a top-level 'metrics: { topic: "
+                    + "<logical topic>, interval: 1s }' section"
             )
         }
         func topic(_ n: ConfigNode) throws(ConfigError) -> String {
@@ -104,7 +105,8 @@ public struct DashboardConfig: Sendable {
         try m.finish()
         if checkFiles && !FileManager.default.isReadableFile(atPath: chartJS) {
             let message =
-                "Chart.js is not at \(chartJS): install Debian's libjs-chart.js (apt-get install libjs-chart.js; `make test` and the container image do) or point chart_js at the file"
+                "Chart.js is not at \(chartJS): install Debian's libjs-chart.js (apt-get install libjs-chart.js; "
+                + "`make test` and the container image do) or point chart_js at the file"
             throw chartNode?.error(message) ?? ConfigError(file: spec.file, line: node.line, path: "dashboard.chart_js", message: message)
         }
         return DashboardConfig(

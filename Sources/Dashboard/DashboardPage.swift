@@ -57,7 +57,8 @@ public enum DashboardPage {
           .tile .n { font-size: 22px; font-weight: 600; }
           .tile .l { font-size: 12px; color: #616e7c; }
           .grid { display: grid; grid-template-columns: repeat(3, 1fr); gap: 10px; padding: 10px 18px; }
-          .card { background: #fff; border-radius: 6px; padding: 8px; box-shadow: 0 1px 2px rgba(0,0,0,.08); height: 250px; position: relative; }
+          .card { background: #fff; border-radius: 6px; padding: 8px; box-shadow: 0 1px 2px rgba(0,0,0,.08);
+          height: 250px; position: relative; }
           .card.wide { grid-column: span 2; }
           .card select { position: absolute; right: 10px; top: 8px; z-index: 1; }
           table { width: 100%; border-collapse: collapse; font-size: 12px; }
@@ -81,9 +82,11 @@ public enum DashboardPage {
           <div class="card wide"><select id="field"></select><canvas id="devices"></canvas></div>
           <div class="card"><canvas id="averages"></canvas></div>
           <div class="card wide dl"><b>Latest dead letters</b>
-            <table><thead><tr><th>time</th><th>stage</th><th>class</th><th>reason</th></tr></thead><tbody id="dead-rows"></tbody></table></div>
+            <table><thead><tr><th>time</th><th>stage</th><th>class</th><th>reason</th></tr></thead>
+              <tbody id="dead-rows"></tbody></table></div>
           <div class="card dl"><b>Stages</b>
-            <table><thead><tr><th>stage</th><th>in</th><th>out</th><th>dead</th><th>inst.</th><th>p99 ms</th></tr></thead><tbody id="stage-rows"></tbody></table></div>
+            <table><thead><tr><th>stage</th><th>in</th><th>out</th><th>dead</th><th>inst.</th><th>p99 ms</th></tr></thead>
+              <tbody id="stage-rows"></tbody></table></div>
         </div>
         <script src="/chart.js"></script>
         <script>
@@ -94,7 +97,8 @@ public enum DashboardPage {
         function options(title, yTitle) {
           return { animation: false, responsive: true, maintainAspectRatio: false, normalized: true,
             plugins: { title: { display: true, text: title }, legend: { position: 'bottom', labels: { boxWidth: 12 } } },
-            scales: { x: { ticks: { maxTicksLimit: 6, autoSkip: true } }, y: { beginAtZero: true, title: { display: true, text: yTitle } } } };
+            scales: { x: { ticks: { maxTicksLimit: 6, autoSkip: true } },
+              y: { beginAtZero: true, title: { display: true, text: yTitle } } } };
         }
         function stageChart(id, title, yTitle) {
           return new Chart(document.getElementById(id), { type: 'line', options: options(title, yTitle),
@@ -118,17 +122,20 @@ public enum DashboardPage {
         const fieldSelect = document.getElementById('field');
         for (const f of cfg.fields) { const o = document.createElement('option'); o.value = o.textContent = f; fieldSelect.appendChild(o); }
         let field = cfg.fields[0];
-        fieldSelect.addEventListener('change', () => { field = fieldSelect.value; if (state.last) { drawDevices(state.last); devices.update('none'); } });
+        fieldSelect.addEventListener('change', () => {
+          field = fieldSelect.value; if (state.last) { drawDevices(state.last); devices.update('none'); } });
 
         const state = { frames: 0, lastTime: 0, last: null };
         window.sfDashboard = state;
         function label(t) { return new Date(t).toLocaleTimeString('en-GB', { hour12: false }); }
         function trim(chart) {
-          while (chart.data.labels.length > cfg.maxPoints) { chart.data.labels.shift(); for (const d of chart.data.datasets) d.data.shift(); }
+          while (chart.data.labels.length > cfg.maxPoints) {
+            chart.data.labels.shift(); for (const d of chart.data.datasets) d.data.shift(); }
         }
         function pushStages(t, points) {
           const byStage = {}; for (const p of points) byStage[p.stage] = p;
-          for (const [chart, pick] of [[throughput, p => p.inRate], [lag, p => (p.lag === undefined || p.lag === null) ? null : p.lag], [deadletters, p => p.deadRate]]) {
+          for (const [chart, pick] of [[throughput, p => p.inRate],
+              [lag, p => (p.lag === undefined || p.lag === null) ? null : p.lag], [deadletters, p => p.deadRate]]) {
             chart.data.labels.push(label(t));
             for (const d of chart.data.datasets) { const p = byStage[d.label]; d.data.push(p ? pick(p) : null); }
             trim(chart);
@@ -162,10 +169,12 @@ public enum DashboardPage {
           text('device-count', fmt.format(f.devices.length));
           text('updated', 'updated ' + label(f.timeMs));
           const rows = document.getElementById('dead-rows'); rows.replaceChildren();
-          for (const d of f.deadLetters.recent) { const r = document.createElement('tr'); cell(r, label(d.timeMs)); cell(r, d.stage); cell(r, d.errorClass); cell(r, d.message.slice(0, 90)); rows.appendChild(r); }
+          for (const d of f.deadLetters.recent) { const r = document.createElement('tr'); cell(r, label(d.timeMs)); cell(r, d.stage);
+            cell(r, d.errorClass); cell(r, d.message.slice(0, 90)); rows.appendChild(r); }
           const srows = document.getElementById('stage-rows'); srows.replaceChildren();
-          for (const p of f.stages) { const r = document.createElement('tr'); cell(r, p.stage); cell(r, fmt.format(p.recordsIn)); cell(r, fmt.format(p.recordsOut));
-            cell(r, fmt.format(p.deadLettered)); cell(r, p.instances); cell(r, p.p99EndToEndMs == null ? '–' : fmt.format(p.p99EndToEndMs)); srows.appendChild(r); }
+          for (const p of f.stages) { const r = document.createElement('tr'); cell(r, p.stage);
+            cell(r, fmt.format(p.recordsIn)); cell(r, fmt.format(p.recordsOut)); cell(r, fmt.format(p.deadLettered));
+            cell(r, p.instances); cell(r, p.p99EndToEndMs == null ? '–' : fmt.format(p.p99EndToEndMs)); srows.appendChild(r); }
           for (const c of [throughput, lag, deadletters, devices, averages]) c.update('none');
         }
         const status = document.getElementById('status');
