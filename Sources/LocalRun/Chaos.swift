@@ -132,20 +132,35 @@ public struct ChaosRun: Sendable {
         public var text: String {
             let sorted = recoveryMs.sorted()
             let p50 = sorted.isEmpty ? 0 : sorted[sorted.count / 2]
+            let rowsLine =
+                stateful
+                ? "into the window stage  \(rows) distinct records" : "rows in the sink      \(rows) (duplicates: \(duplicatedRows))"
+            let implicitAcksLine =
+                implicitlyAcknowledged == 0
+                ? "none"
+                : "\(implicitlyAcknowledged) records acknowledged implicitly (without an offset) and sent again, "
+                    + "\(implicitAcksWrittenOnce) of them found only once in their topic (the embedded broker had not written them: "
+                    + "it does not check idempotent sequence numbers): \(implicitAcks.prefix(5).joined(separator: "; "))"
+            let offsetResetsLine =
+                evictions.isEmpty
+                ? "none"
+                : "\(evictions.count) — unread records were evicted by the broker (the embedded one keeps 5 MiB per partition): "
+                    + "lower --rate or raise --partitions. First: \(evictions.first ?? "")"
             return """
                 chaos: \(passed ? "PASSED" : "FAILED") in \(String(format: "%.1f", seconds)) s
                   records generated     \(records) (\(partitions) partitions)
                   worker kills          \(kills.count): \(kills.joined(separator: ", "))
                   recovery to ready     p50 \(p50) ms, max \(sorted.last ?? 0) ms
                   broker faults         \(brokerFaults.count): \(brokerFaults.joined(separator: ", "))
-                  \(stateful ? "into the window stage  \(rows) distinct records" : "rows in the sink      \(rows) (duplicates: \(duplicatedRows))")\(windowLines)
-                  dead-lettered         \(deadLettered) distinct records (\(deadLettersWritten) dead letters written; repeats come from redelivery)
+                  \(rowsLine)\(windowLines)
+                  dead-lettered         \(deadLettered) distinct records (\(deadLettersWritten) dead letters written; \
+                repeats come from redelivery)
                   lost                  \(lost.count)\(lost.isEmpty ? "" : ": " + lost.prefix(10).joined(separator: ", "))\(lossLines)
                   both row and dead letter \(inBoth.count)
                   reconciliation        \(rows) + \(deadLettered) = \(rows + deadLettered) of \(records)
                   unhealthy at the end  \(unhealthy.isEmpty ? "none" : unhealthy.joined(separator: ", "))
-                  implicit acks         \(implicitlyAcknowledged == 0 ? "none" : "\(implicitlyAcknowledged) records acknowledged implicitly (without an offset) and sent again, \(implicitAcksWrittenOnce) of them found only once in their topic (the embedded broker had not written them: it does not check idempotent sequence numbers): \(implicitAcks.prefix(5).joined(separator: "; "))")
-                  offset resets         \(evictions.isEmpty ? "none" : "\(evictions.count) — unread records were evicted by the broker (the embedded one keeps 5 MiB per partition): lower --rate or raise --partitions. First: \(evictions.first ?? "")")
+                  implicit acks         \(implicitAcksLine)
+                  offset resets         \(offsetResetsLine)
                   worker exits          \(exits.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
                   resources (peak)      \(resources.isEmpty ? "not sampled" : resources.joined(separator: "; "))
                   worker logs           \(logs)
@@ -163,11 +178,14 @@ public struct ChaosRun: Sendable {
 
         var windowLines: String {
             guard stateful else { return "" }
+            let differences =
+                windowMismatches.isEmpty ? "none: every window equals the broker-free engine's" : windowMismatches.joined(separator: "; ")
             return """
 
-                  windows (oracle)      \(windows); in the output topic \(windowResultsWritten) results written, \(doubleCounted.count) ids with two values
+                  windows (oracle)      \(windows); in the output topic \(windowResultsWritten) results written, \
+                \(doubleCounted.count) ids with two values
                   sink rows             \(sinkRows)
-                  differences           \(windowMismatches.isEmpty ? "none: every window equals the broker-free engine's" : windowMismatches.joined(separator: "; "))
+                  differences           \(differences)
                 """
         }
     }
@@ -215,7 +233,8 @@ public struct ChaosRun: Sendable {
             report.partitions = try Self.ingestPartitions(local.spec)
             if let wanted = options.partitions, report.partitions != wanted {
                 throw LocalRunError(
-                    "chaos --partitions \(wanted): the topic ingest writes has \(report.partitions) partitions; let the pipeline's topics read them (partitions: ${IOT_PARTITIONS:-6})"
+                    "chaos --partitions \(wanted): the topic ingest writes has \(report.partitions) partitions; "
+                        + "let the pipeline's topics read them (partitions: ${IOT_PARTITIONS:-6})"
                 )
             }
             try await tap.start(bootstrapServers: local.bootstrapServers)
@@ -234,7 +253,8 @@ public struct ChaosRun: Sendable {
             while local.process(.ingest)?.exited == nil {
                 guard ContinuousClock.now < ingestDeadline else {
                     throw LocalRunError(
-                        "chaos: ingest had not finished its \(count) records within \(ingestBound) (about \(generating) without faults); its log: \(local.logFile(.ingest))"
+                        "chaos: ingest had not finished its \(count) records within \(ingestBound) (about \(generating) without "
+                            + "faults); its log: \(local.logFile(.ingest))"
                     )
                 }
                 let base = Double(options.interval.components.seconds) + Double(options.interval.components.attoseconds) / 1e18
@@ -338,7 +358,8 @@ public struct ChaosRun: Sendable {
                     report.implicitlyAcknowledged += count
                     report.implicitAcksWrittenOnce += once.count
                     report.implicitAcks.append(
-                        "\(stage.rawValue) \(count) in \(places): \(ids.joined(separator: ","))\(once.isEmpty ? "" : ", written only by the re-send: \(once.joined(separator: ","))")"
+                        "\(stage.rawValue) \(count) in \(places): \(ids.joined(separator: ","))"
+                            + "\(once.isEmpty ? "" : ", written only by the re-send: \(once.joined(separator: ","))")"
                     )
                 }
             }

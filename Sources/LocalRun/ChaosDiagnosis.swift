@@ -321,7 +321,8 @@ extension ChaosRun {
                 if gone > 0 {
                     evidence.evicted += gone
                     evidence.lines.append(
-                        "  \(gone) of them are below \(input.topic)[\(partition)]'s low watermark \(w.low): evicted by the broker's retention before \(first.hop) read them (see offset resets)"
+                        "  \(gone) of them are below \(input.topic)[\(partition)]'s low watermark \(w.low): "
+                            + "evicted by the broker's retention before \(first.hop) read them (see offset resets)"
                     )
                 }
             }
@@ -332,7 +333,8 @@ extension ChaosRun {
                     .first { $0.partition == partition }?.offset
                 var line = "\(link.stage.rawValue) (\(common.group)) \(input)[\(partition)] \(committed.map(String.init) ?? "?")"
                 if link.stage.rawValue == first.hop, let committed, let lo = offsets.min() {
-                    line += committed > lo ? " — past the lost offsets: the stage committed records it never passed on" : " — not past them"
+                    line +=
+                        committed > lo ? " — past the lost offsets: the stage committed records it never passed on" : " — not past them"
                 }
                 commits.append(line)
             }

@@ -151,7 +151,8 @@ public final class LocalPipeline: Sendable {
         case .timedOut:
             process.signal(SIGKILL)
             throw LocalRunError(
-                "\(what) (pid \(process.processIdentifier)) printed no http_port line within \(timeout); killed it. Its stderr:\n\(process.standardError.suffix(3000))"
+                "\(what) (pid \(process.processIdentifier)) printed no http_port line within \(timeout); killed it. Its stderr:\n"
+                    + "\(process.standardError.suffix(3000))"
             )
         }
     }
@@ -204,7 +205,8 @@ public final class LocalPipeline: Sendable {
         p.signal(SIGKILL)
         if let status = await p.wait(timeout: timeout) { return status }
         throw LocalRunError(
-            "the \(stage.rawValue) worker (pid \(p.processIdentifier)) was SIGKILLed, but \(timeout) later this process still waits for \(p.pending.joined(separator: " and "))"
+            "the \(stage.rawValue) worker (pid \(p.processIdentifier)) was SIGKILLed, but \(timeout) later this process still waits "
+                + "for \(p.pending.joined(separator: " and "))"
         )
     }
 

@@ -99,7 +99,8 @@ extension ChaosRun {
         }
         if deadIDs != oracle.deadLettered {
             report.windowMismatches.append(
-                "dead letters: \(deadIDs.subtracting(oracle.deadLettered).count) not in the oracle's, \(oracle.deadLettered.subtracting(deadIDs).count) of the oracle's missing"
+                "dead letters: \(deadIDs.subtracting(oracle.deadLettered).count) not in the oracle's, "
+                    + "\(oracle.deadLettered.subtracting(deadIDs).count) of the oracle's missing"
             )
         }
 

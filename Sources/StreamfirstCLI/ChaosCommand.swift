@@ -6,7 +6,8 @@ struct ChaosCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "chaos",
         abstract:
-            "Run a pipeline under load on a 3-broker embedded cluster while killing workers and injecting broker faults; then check that nothing was lost or duplicated.",
+            "Run a pipeline under load on a 3-broker embedded cluster while killing workers and injecting broker faults; "
+            + "then check that nothing was lost or duplicated.",
         discussion: """
             Starts the embedded broker with three brokers and the pipeline's workers, then, until ingest's \
             generator has produced every record, pauses --interval (±50 %) and either SIGKILLs a random \
@@ -30,7 +31,10 @@ struct ChaosCommand: AsyncParsableCommand {
     @Flag(help: "Only kill workers; leave the brokers alone.") var noBrokerFaults = false
     @Option(
         help:
-            "Partitions of the data topics (IOT_PARTITIONS; dead letters get a quarter, at least 3). The embedded broker keeps 5 MiB per partition: long runs need many."
+            """
+            Partitions of the data topics (IOT_PARTITIONS; dead letters get a quarter, at least 3). The embedded broker keeps 5 MiB \
+            per partition: long runs need many.
+            """
     )
     var partitions: Int?
     @Option(help: "The workers' session.timeout.ms (KAFKA_SESSION_TIMEOUT_MS); recovery after a kill is about two of these.")

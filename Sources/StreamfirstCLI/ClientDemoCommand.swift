@@ -8,7 +8,8 @@ struct ClientDemoCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "client-demo",
         abstract:
-            "The Kafka client alone: stream readings through the embedded broker with one producer and one consumer group; report order and latency.",
+            "The Kafka client alone: stream readings through the embedded broker with one producer and one consumer group; "
+            + "report order and latency.",
         discussion: """
             Starts the embedded broker (librdkafka's mock cluster) as a separate process, creates the topic
             `iot.readings` (6 partitions), streams generated sensor readings into it at a steady rate while a

@@ -50,7 +50,8 @@ final class ProgressBar: @unchecked Sendable {
         let fraction = min(1, max(0, Double(done) / Double(total)))
         let filled = Int((fraction * Double(width)).rounded(.down))
         return
-            "\(phase) [\(String(repeating: "#", count: filled))\(String(repeating: "-", count: width - filled))] \(Int(fraction * 100))% \(done)/\(total)"
+            "\(phase) [\(String(repeating: "#", count: filled))\(String(repeating: "-", count: width - filled))] "
+            + "\(Int(fraction * 100))% \(done)/\(total)"
     }
 
     /// Ends the bar's line, so what follows starts on a line of its own.

@@ -78,7 +78,8 @@ struct RedriveCommand: AsyncParsableCommand {
             print("  \(what.padding(toLength: 60, withPad: " ", startingAt: 0)) \(n)")
         }
         print(
-            "  skipped: \(report.alreadyRedriven) already redriven, \(report.filteredOut) not selected, \(report.exhausted) redriven \(maxCount) times"
+            "  skipped: \(report.alreadyRedriven) already redriven, \(report.filteredOut) not selected, "
+                + "\(report.exhausted) redriven \(maxCount) times"
         )
     }
 }

@@ -7,7 +7,8 @@ struct ReferenceCommand: ParsableCommand {
         commandName: "reference",
         abstract: "Write the reference page of every source, sink and processor (docs/reference/ is its output).",
         discussion:
-            "Pages are rendered from the components' own specs; with --check nothing is written and the exit code is 1 when a page is missing, stale or left over."
+            "Pages are rendered from the components' own specs; with --check nothing is written and the exit code is 1 when a page is "
+            + "missing, stale or left over."
     )
 
     @Option(help: "The reference directory.") var output = "docs/reference"

@@ -142,7 +142,8 @@ struct ReplayCommand: AsyncParsableCommand {
             if let compare {
                 let c = Replay.compare(try Self.load(compare), digests)
                 print(
-                    "\(c.same) ids identical, \(c.different.count) different, \(c.onlyBefore.count) only before, \(c.onlyAfter.count) only now"
+                    "\(c.same) ids identical, \(c.different.count) different, \(c.onlyBefore.count) only before, "
+                        + "\(c.onlyAfter.count) only now"
                 )
                 for id in c.different.prefix(20) { print("  differs: \(id)") }
                 for id in c.onlyBefore.prefix(10) { print("  missing now: \(id)") }

@@ -21,7 +21,8 @@ struct RunCommand: AsyncParsableCommand {
             HTTP endpoints on a free port. Prints each stage's counts every second until ingest's source \
             has ended and every stage has caught up, then stops the workers with SIGTERM (graceful \
             shutdown), prints a summary and exits 0 if the counts reconcile \
-            (ingested = persisted + dead-lettered + filtered; with a stateful process stage, up to its input) and every worker exited cleanly.
+            (ingested = persisted + dead-lettered + filtered; with a stateful process stage, up to its input) \
+            and every worker exited cleanly.
             Worker logs go to WORKDIR/logs/<stage>.log.
             """
     )
@@ -39,7 +40,8 @@ struct DemoCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "demo",
         abstract:
-            "The main job: run pipelines/iot-sensors.yaml (generated IoT readings, some malformed or schema-invalid) through four worker processes on the embedded broker.",
+            "The main job: run pipelines/iot-sensors.yaml (generated IoT readings, some malformed or schema-invalid) through four "
+            + "worker processes on the embedded broker.",
         discussion: "The same as `streamfirst run pipelines/iot-sensors.yaml`, starting from a fresh work directory."
     )
 
@@ -110,7 +112,8 @@ struct PipelineRunner {
         say("\(title): pipeline \(local.spec.name) (\(pipeline))")
         if let broker = local.broker {
             say(
-                "  broker   librdkafka \(KafkaClientInfo.librdkafkaVersion) mock cluster, own process (pid \(broker.processIdentifier)), \(broker.bootstrapServers)"
+                "  broker   librdkafka \(KafkaClientInfo.librdkafkaVersion) mock cluster, "
+                    + "own process (pid \(broker.processIdentifier)), \(broker.bootstrapServers)"
             )
         } else {
             say("  broker   \(local.bootstrapServers)")
@@ -123,7 +126,9 @@ struct PipelineRunner {
         if local.stages.contains(.ingest) { try await local.start(.ingest) }
         for stage in consumers + (local.stages.contains(.ingest) ? [.ingest] : []) {
             say(
-                "  \(stage.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0)) pid \(local.process(stage)?.processIdentifier ?? 0), http://127.0.0.1:\(local.port(stage) ?? 0)/metrics, log \(local.logFile(stage))"
+                "  \(stage.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0)) pid "
+                    + "\(local.process(stage)?.processIdentifier ?? 0), http://127.0.0.1:\(local.port(stage) ?? 0)/metrics, "
+                    + "log \(local.logFile(stage))"
             )
         }
         if let port = local.dashboardPort {
@@ -235,19 +240,24 @@ struct PipelineRunner {
         }
         say("  stage      records in   out   dead-lettered   filtered")
         say(
-            "  ingest     \(String(ingested).leftPad(10))   \(String(counts[spec.stages[.ingest]?.output?.logical ?? ""] ?? 0).leftPad(5))   \(String(byReason.filter { $0.key.hasPrefix("ingest ") }.values.reduce(0) { $0 + $1.ids.count }).leftPad(13))   \("0".leftPad(8))"
+            "  ingest     \(String(ingested).leftPad(10))   "
+                + "\(String(counts[spec.stages[.ingest]?.output?.logical ?? ""] ?? 0).leftPad(5))   "
+                + "\(String(byReason.filter { $0.key.hasPrefix("ingest ") }.values.reduce(0) { $0 + $1.ids.count }).leftPad(13))   "
+                + "\("0".leftPad(8))"
         )
         for stage in [PipelineSpec.StageName.validate, .process, .persist] {
             guard let s = stats[stage] else { continue }
             say(
-                "  \(stage.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0))  \(String(s.recordsIn).leftPad(10))   \(String(s.recordsOut).leftPad(5))   \(String(s.deadLettered).leftPad(13))   \(String(s.filtered).leftPad(8))"
+                "  \(stage.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0))  \(String(s.recordsIn).leftPad(10))   "
+                    + "\(String(s.recordsOut).leftPad(5))   \(String(s.deadLettered).leftPad(13))   \(String(s.filtered).leftPad(8))"
             )
         }
         if !byReason.isEmpty {
             say("  dead letters (\(spec.deadLetter.name)), by stage and reason:")
             for (k, v) in byReason.sorted(by: { $0.key < $1.key }) {
                 say(
-                    "    \(k.padding(toLength: max(28, k.count), withPad: " ", startingAt: 0)) \(String(v.ids.count).leftPad(6))   e.g. \(v.example.prefix(110))"
+                    "    \(k.padding(toLength: max(28, k.count), withPad: " ", startingAt: 0)) \(String(v.ids.count).leftPad(6))   "
+                        + "e.g. \(v.example.prefix(110))"
                 )
             }
         }
@@ -269,15 +279,19 @@ struct PipelineRunner {
             let filteredBefore = stats[.validate]?.filtered ?? 0
             ok = process.recordsIn + deadBefore + filteredBefore == ingested
             say(
-                "  reconciliation: ingested \(ingested) = into the stateful process stage \(process.recordsIn) + dead-lettered before it \(deadBefore) + filtered \(filteredBefore)  \(ok ? "✓" : "✗ MISMATCH")"
+                "  reconciliation: ingested \(ingested) = into the stateful process stage \(process.recordsIn) + dead-lettered before "
+                    + "it \(deadBefore) + filtered \(filteredBefore)  \(ok ? "✓" : "✗ MISMATCH")"
             )
             say(
-                "  state: \(process.recordsOut) results emitted, \(state.late) late records, \(state.evictions) evictions; \(state.entries) windows still open (\(state.bytes / 1024) KiB; they close when event time moves on or after idle_timeout)"
+                "  state: \(process.recordsOut) results emitted, \(state.late) late records, \(state.evictions) evictions; "
+                    + "\(state.entries) windows still open (\(state.bytes / 1024) KiB; they close when event time moves on or after "
+                    + "idle_timeout)"
             )
         } else {
             ok = persisted + deadTotal + filtered == ingested
             say(
-                "  reconciliation: ingested \(ingested) = persisted \(persisted) + dead-lettered \(deadTotal) + filtered \(filtered)  \(ok ? "✓" : "✗ MISMATCH")"
+                "  reconciliation: ingested \(ingested) = persisted \(persisted) + dead-lettered \(deadTotal) + filtered \(filtered)  "
+                    + "\(ok ? "✓" : "✗ MISMATCH")"
             )
         }
         if let e = stats[.persist]?.endToEndMicros, e.count > 0 {
@@ -364,7 +378,8 @@ struct ProbeCommand: AsyncParsableCommand {
         do {
             let response = try await HTTPGet.get(host: target.host, port: target.port, path: target.path, timeoutMs: timeout)
             emit(
-                "\(response.status) \(String(decoding: response.body.prefix(200), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))"
+                "\(response.status) "
+                    + "\(String(decoding: response.body.prefix(200), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))"
             )
             if response.status != 200 { throw ExitCode(1) }
         } catch let error as HTTPGet.Failure {
@@ -391,7 +406,8 @@ final class ResourceSamples: @unchecked Sendable {
                 let first = all[min(all.count - 1, 3)] // after a few seconds of warm-up
                 let peak = all.map(\.rssKiB).max() ?? last.rssKiB
                 parts.append(
-                    "\(stage.rawValue) RSS \(first.rssKiB / 1024)→\(last.rssKiB / 1024) MiB (peak \(peak / 1024)), fds \(first.fds)→\(last.fds)"
+                    "\(stage.rawValue) RSS \(first.rssKiB / 1024)→\(last.rssKiB / 1024) MiB (peak \(peak / 1024)), "
+                        + "fds \(first.fds)→\(last.fds)"
                 )
             }
             return parts.isEmpty ? "" : "  resources (after warm-up → last sample): " + parts.joined(separator: "; ")

@@ -26,7 +26,10 @@ struct TailCommand: AsyncParsableCommand {
     @Option(help: "Consumer group to join (default: none, manual assignment of every partition).") var group: String?
     @Option(
         help:
-            "Where to start: beginning, end, committed, offset:N (in every partition read), time:MILLIS or time:ISO-8601 (default: committed with --group, else beginning)."
+            """
+            Where to start: beginning, end, committed, offset:N (in every partition read), time:MILLIS or time:ISO-8601 (default: \
+            committed with --group, else beginning).
+            """
     )
     var from: String?
     @Option(name: .customLong("partition"), help: "Read only this partition (repeatable; without --group).") var partitions: [Int32] = []

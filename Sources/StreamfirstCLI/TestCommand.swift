@@ -6,7 +6,8 @@ struct TestCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "test",
         abstract:
-            "Run the inline `tests:` of pipeline files without a broker: input records through validate and process, outputs and dead letters compared with `expect`.",
+            "Run the inline `tests:` of pipeline files without a broker: input records through validate and process, "
+            + "outputs and dead letters compared with `expect`.",
         discussion: "Exit code 0 when every test passes, 1 when one fails, 2 when a file is invalid. See docs/PIPELINES.md#tests.")
 
     @Argument(help: "Pipeline files.") var files: [String]

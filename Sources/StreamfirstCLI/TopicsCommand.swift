@@ -88,7 +88,8 @@ struct TopicsCommand: AsyncParsableCommand {
                     return
                 }
                 emit(
-                    "created \(missing.count) of \(spec.topicsToCreate.count) topics of \(pipeline)\(missing.isEmpty ? "" : ": " + missing.map(\.name).sorted().joined(separator: ", "))"
+                    "created \(missing.count) of \(spec.topicsToCreate.count) topics of "
+                        + "\(pipeline)\(missing.isEmpty ? "" : ": " + missing.map(\.name).sorted().joined(separator: ", "))"
                 )
                 return
             }
@@ -167,7 +168,8 @@ struct LagCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lag",
         abstract:
-            "Consumer lag per partition: of a group (--group G TOPIC…), of every consuming stage of a pipeline (--pipeline FILE), or list the groups.",
+            "Consumer lag per partition: of a group (--group G TOPIC…), of every consuming stage of a pipeline (--pipeline FILE), "
+            + "or list the groups.",
         discussion: """
             With --pipeline, each consuming stage's group (<pipeline>.<stage> unless the file sets group:) \
             is shown with its input topics (a join's both inputs). --json prints \
