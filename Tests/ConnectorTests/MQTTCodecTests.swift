@@ -146,7 +146,8 @@ import Testing
     @Test func configIsCheckedAndTheSpecDocumentsEveryKey() throws {
         let source = try SourceFactory.make(
             try mapping(
-                "type: mqtt\nhost: broker\nport: 1884\nclient_id: ingest-1\ntopics: [\"a/+/b\", { filter: \"c/#\", qos: 0 }]\npassword: s3cret\nusername: u"
+                "type: mqtt\nhost: broker\nport: 1884\nclient_id: ingest-1\ntopics: [\"a/+/b\", { filter: \"c/#\", qos: 0 }]\n"
+                    + "password: s3cret\nusername: u"
             ),
             baseDirectory: "/", logger: Logger(label: "t"))
         let mqtt = try #require(source as? MQTTSource)

@@ -28,7 +28,8 @@ struct WebDriver: Sendable {
         for path in [chromium, chromedriver] where !FileManager.default.isExecutableFile(atPath: path) {
             throw Failure(
                 description:
-                    "\(path) is missing: install Debian's chromium and chromium-driver (`apt-get install chromium chromium-driver`; `make test` does)"
+                    "\(path) is missing: install Debian's chromium and chromium-driver (`apt-get install chromium chromium-driver`; "
+                    + "`make test` does)"
             )
         }
         let port = try freePort()

@@ -194,7 +194,10 @@ struct CLITests {
     }
 
     @Test(
-        "topics create --pipeline --control: every declared topic and the redrive ledger on the embedded broker, once; a progress bar on a pty"
+        """
+        topics create --pipeline --control: every declared topic and the redrive ledger on the embedded broker, once; \
+        a progress bar on a pty
+        """
     )
     func createPipelineTopics() async throws {
         let prefix = uniqueName("mk")

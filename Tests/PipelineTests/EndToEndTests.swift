@@ -123,7 +123,9 @@ import Testing
         let duplicated = disturbed.rows.count - Set(disturbed.rows).count + Set(disturbed.rows).subtracting(baseline.rows).count
         #expect(lost == 0 && duplicated == 0)
         let report =
-            "records \(count), lost \(lost), duplicated or changed rows \(duplicated), kills \(kills.all.joined(separator: ", ")), rows \(disturbed.rows.count) (crash-free \(baseline.rows.count)), dead letters \(disturbed.deadLetterIDs.count) distinct / \(disturbed.deadLetterCount) written (crash-free \(baseline.deadLetterIDs.count))"
+            "records \(count), lost \(lost), duplicated or changed rows \(duplicated), kills \(kills.all.joined(separator: ", ")), "
+            + "rows \(disturbed.rows.count) (crash-free \(baseline.rows.count)), dead letters \(disturbed.deadLetterIDs.count) "
+            + "distinct / \(disturbed.deadLetterCount) written (crash-free \(baseline.deadLetterIDs.count))"
         print("crash test: \(report)")
     }
 

@@ -137,7 +137,10 @@ import Testing
             #expect(ingest.contains("MQTT connected"), "\(ingest.suffix(2000))")
         } catch {
             Issue.record(
-                "ingest log:\n\(local.process(.ingest)?.standardError.suffix(3000) ?? "")\nmosquitto:\n\(broker.process.standardError.suffix(2000))"
+                """
+                ingest log:\n\(local.process(.ingest)?.standardError.suffix(3000) ?? "")\nmosquitto:\n\
+                \(broker.process.standardError.suffix(2000))
+                """
             )
             _ = await local.stop()
             await broker.stop()
@@ -204,7 +207,10 @@ import Testing
             let duplicates = numbers.count - distinct.count
             let markedDup = raw.filter { Self.string($0, "mqtt.dup") == "true" }.count
             print(
-                "mqtt restart test: published \(total), received \(numbers.count) records, \(distinct.count) distinct, duplicates \(duplicates) (\(markedDup) marked DUP by the broker), lost \(lost.count); killed (\(kill.map { "\($0)" } ?? "?")) with \(atKill) published and \(inKafkaAtKill) records in Kafka, restarted with \(atRestart) published"
+                "mqtt restart test: published \(total), received \(numbers.count) records, \(distinct.count) distinct, "
+                    + "duplicates \(duplicates) (\(markedDup) marked DUP by the broker), lost \(lost.count); "
+                    + "killed (\(kill.map { "\($0)" } ?? "?")) with \(atKill) published and \(inKafkaAtKill) records in Kafka, "
+                    + "restarted with \(atRestart) published"
             )
             #expect(lost.isEmpty, "lost: \(lost.prefix(20))")
             #expect(atRestart > atKill, "messages were published while ingest was down")
@@ -213,7 +219,10 @@ import Testing
             #expect(raw.allSatisfy { Self.string($0, "mqtt.topic") != nil })
         } catch {
             Issue.record(
-                "ingest log:\n\(local.process(.ingest)?.standardError.suffix(3000) ?? "")\nmosquitto:\n\(broker.process.standardError.suffix(2000))"
+                """
+                ingest log:\n\(local.process(.ingest)?.standardError.suffix(3000) ?? "")\nmosquitto:\n\
+                \(broker.process.standardError.suffix(2000))
+                """
             )
             _ = await publisher.kill()
             _ = await local.stop()
@@ -269,14 +278,19 @@ import Testing
             await broker.stop()
             let redelivered = raw.filter { Self.sequenceNumber($0) != nil }
             print(
-                "mqtt held-while-Kafka-down test (MQTT \(protocolVersion)): \(held) published, \(redelivered.count) in Kafka after the kill and restart, \(redelivered.filter { Self.string($0, "mqtt.dup") == "true" }.count) marked DUP, warm-up \(warm)"
+                "mqtt held-while-Kafka-down test (MQTT \(protocolVersion)): \(held) published, \(redelivered.count) in Kafka after the "
+                    + "kill and restart, \(redelivered.filter { Self.string($0, "mqtt.dup") == "true" }.count) marked DUP, "
+                    + "warm-up \(warm)"
             )
             #expect(Set(redelivered.compactMap(Self.sequenceNumber)) == Set(0..<held))
             #expect(redelivered.count == held, "the killed ingest delivered none of them")
             #expect(redelivered.allSatisfy { Self.string($0, "mqtt.dup") == "true" }, "each came again from the broker's session")
         } catch {
             Issue.record(
-                "ingest log:\n\(local.process(.ingest)?.standardError.suffix(3000) ?? "")\nmosquitto:\n\(broker.process.standardError.suffix(2000))"
+                """
+                ingest log:\n\(local.process(.ingest)?.standardError.suffix(3000) ?? "")\nmosquitto:\n\
+                \(broker.process.standardError.suffix(2000))
+                """
             )
             _ = await local.stop()
             await broker.stop()

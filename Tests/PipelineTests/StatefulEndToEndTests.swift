@@ -209,7 +209,9 @@ import Testing
             let (actual, written) = try await h.results()
             #expect(actual.count == expected.count, "windows: \(actual.count) emitted, \(expected.count) expected")
             #expect(actual == expected, "results differ from a single instance's")
-            print("stateful scaling: \(all.count) records, 1→2→3→2 instances, \(expected.count) windows, \(written) result records written")
+            print(
+                "stateful scaling: \(all.count) records, 1→2→3→2 instances, \(expected.count) windows, "
+                    + "\(written) result records written")
         } catch {
             Issue.record("\(error)\n\(h.logs())")
         }
@@ -249,7 +251,8 @@ import Testing
             let missing = Set(expected.keys).subtracting(actual.keys).count
             let wrong = expected.filter { actual[$0.key] != nil && actual[$0.key] != $0.value }.count
             print(
-                "stateful crash test: \(all.count) records, \(kills) SIGKILLs, \(expected.count) windows, missing \(missing), wrong \(wrong), \(written) result records written (re-emitted identical: \(written - actual.count))"
+                "stateful crash test: \(all.count) records, \(kills) SIGKILLs, \(expected.count) windows, missing \(missing), "
+                    + "wrong \(wrong), \(written) result records written (re-emitted identical: \(written - actual.count))"
             )
         } catch {
             Issue.record("\(error)\n\(h.logs())")
@@ -286,7 +289,8 @@ extension StatefulEndToEndTests {
             #expect(c.same == before.count && c.different.isEmpty && c.onlyBefore.isEmpty && c.onlyAfter.isEmpty, "\(c)")
             #expect(written >= 2 * before.count, "the replay wrote every result again (\(written) records for \(before.count) windows)")
             print(
-                "replay: \(before.count) windows, \(c.same) identical after a rewind to the beginning, \(written) result records in the topic"
+                "replay: \(before.count) windows, \(c.same) identical after a rewind to the beginning, "
+                    + "\(written) result records in the topic"
             )
         } catch {
             Issue.record("\(error)\n\(h.logs())")

@@ -169,7 +169,10 @@ func joinSpec(_ yaml: String) throws -> JoinSpec {
         let wrong = expectedByID.keys.filter { byID[$0] != nil && byID[$0] != expectedByID[$0] }.sorted()
         #expect(
             missing.isEmpty && extra.isEmpty && wrong.isEmpty,
-            "missing \(missing.prefix(5)), extra \(extra.prefix(5)), wrong \(wrong.prefix(3).map { "\($0): \(byID[$0]!.value) vs \(expectedByID[$0]!.value)" })"
+            """
+            missing \(missing.prefix(5)), extra \(extra.prefix(5)), \
+            wrong \(wrong.prefix(3).map { "\($0): \(byID[$0]!.value) vs \(expectedByID[$0]!.value)" })
+            """
         )
         #expect(!expected.isEmpty)
     }

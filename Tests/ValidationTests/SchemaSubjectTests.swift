@@ -71,9 +71,11 @@ import Validation
     }
 
     static let v1 =
-        #"{"type":"object","required":["id","name"],"properties":{"id":{"type":"integer"},"name":{"type":"string"}},"additionalProperties":false,"examples":[{"id":1,"name":"Ann"}]}"#
+        #"{"type":"object","required":["id","name"],"properties":{"id":{"type":"integer"},"name":{"type":"string"}},"#
+        + #""additionalProperties":false,"examples":[{"id":1,"name":"Ann"}]}"#
     static let v2 =
-        #"{"type":"object","required":["id","full_name","tier"],"properties":{"id":{"type":"integer"},"full_name":{"type":"string"},"tier":{"enum":["free","paid"]}},"additionalProperties":false}"#
+        #"{"type":"object","required":["id","full_name","tier"],"properties":{"id":{"type":"integer"},"full_name":{"type":"string"},"#
+        + #""tier":{"enum":["free","paid"]}},"additionalProperties":false}"#
 
     @Test func theShippedOrdersSubjectIsConsistentAndUpcasts() throws {
         let subject = try SchemaSubject.load(name: "orders", schemasDirectory: Self.schemasDirectory)
@@ -127,7 +129,9 @@ import Validation
         let forward = try SchemaSubject.load(
             name: "s", schemasDirectory: Self.subject(["v1.json": a, "v2.json": b, "subject.yaml": "compatibility: FORWARD"]))
         #expect(
-            forward.compatibilityProblems().contains { $0.contains("v2 → v1 (FORWARD") && $0.contains("type number is no longer accepted") }
+            forward.compatibilityProblems().contains {
+                $0.contains("v2 → v1 (FORWARD") && $0.contains("type number is no longer accepted")
+            }
         )
         let full = try SchemaSubject.load(
             name: "s", schemasDirectory: Self.subject(["v1.json": a, "v2.json": b, "subject.yaml": "compatibility: FULL"]))
