@@ -61,7 +61,8 @@ public struct DashboardConfig: Sendable {
         guard let node = spec.dashboard else {
             throw ConfigError(
                 file: spec.file, line: nil, path: "dashboard",
-                message: "the pipeline has no 'dashboard:' section, so the dashboard has nothing to show (see docs/PIPELINES.md#dashboard)")
+                message: "the pipeline has no 'dashboard:' section, so the dashboard has nothing to show "
+                    + "(see docs/PIPELINES.md#metrics-topic-and-dashboard)")
         }
         let m = try node.mapping()
         guard let metrics = spec.metrics else {
