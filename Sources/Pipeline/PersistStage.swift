@@ -160,7 +160,7 @@ public final class PersistStage: Service, Sendable {
             if batch.isEmpty { return }
         }
         let started = ContinuousClock.now
-        metrics.recordIn(batch.count)
+        metrics.recordIn(batch)
         let now = currentTimeMs()
         var records: [SinkRecord] = []
         records.reserveCapacity(batch.count)

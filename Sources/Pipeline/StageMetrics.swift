@@ -1,5 +1,6 @@
 import Foundation
 import Histogram
+import Kafka
 import Metrics
 import NIOConcurrencyHelpers
 import StreamCore
@@ -14,7 +15,15 @@ import Synchronization
 ///   `streamfirst_records_dead_lettered_total`, `streamfirst_records_filtered_total`
 /// - `streamfirst_processing_duration_seconds` (histogram: from poll to delivery, per record)
 /// - `streamfirst_end_to_end_latency_seconds` (histogram: from ingest time to this stage's commit)
-/// - `streamfirst_consumer_lag` (gauge: records behind the input topic's end, all partitions)
+/// - `streamfirst_consumer_lag` (gauge: records behind the input's end, summed over the assigned
+///   partitions: high watermark − the stage's position, the offset after the last record it handled)
+/// - `streamfirst_consumer_committed_lag` (gauge: high watermark − the group's committed offset,
+///   summed; it trails the position by up to the auto-commit interval and the batches in flight)
+/// - `streamfirst_consumer_partition_lag` and `streamfirst_consumer_partition_committed_lag`
+///   (the same per assigned partition, with the labels `topic` and `partition` too)
+///
+/// Lag is sampled about every two seconds (``recordLag(_:)``); the position comes from every
+/// batch the stage hands to its logic (``recordIn(_:)-([KafkaMessage])``).
 public final class StageMetrics: Sendable {
     public let pipeline: String
     public let stage: String
@@ -24,6 +33,11 @@ public final class StageMetrics: Sendable {
     private let deadCount = Synchronization.Atomic<Int>(0)
     private let filteredCount = Synchronization.Atomic<Int>(0)
     private let lagValue = Synchronization.Atomic<Int>(-1)
+    private let committedLagValue = Synchronization.Atomic<Int>(-1)
+    /// The offset after the last record handled, per partition (forgotten when it is unassigned).
+    private let positions = NIOLockedValueBox<[KafkaTopicPartition: Int64]>([:])
+    private let partitionLags = NIOLockedValueBox<[StageStats.PartitionLag]>([])
+    private let partitionGauges = NIOLockedValueBox<[KafkaTopicPartition: (behind: Gauge, committed: Gauge)]>([:])
     private let state = NIOLockedValueBox<StageStats.State?>(nil)
     private let deadReasons = NIOLockedValueBox<[String: Int]>([:])
     private let processing = NIOLockedValueBox(
@@ -37,6 +51,7 @@ public final class StageMetrics: Sendable {
     private let processingTimer: Metrics.Timer
     private let endToEndTimer: Metrics.Timer
     private let lagGauge: Gauge
+    private let committedLagGauge: Gauge
 
     public init(pipeline: String, stage: String) {
         self.pipeline = pipeline
@@ -49,6 +64,26 @@ public final class StageMetrics: Sendable {
         processingTimer = Metrics.Timer(label: "streamfirst_processing_duration_seconds", dimensions: dims)
         endToEndTimer = Metrics.Timer(label: "streamfirst_end_to_end_latency_seconds", dimensions: dims)
         lagGauge = Gauge(label: "streamfirst_consumer_lag", dimensions: dims)
+        committedLagGauge = Gauge(label: "streamfirst_consumer_committed_lag", dimensions: dims)
+    }
+
+    /// Counts a polled batch in and moves the stage's position in each partition past it.
+    public func recordIn(_ batch: [KafkaMessage]) {
+        recordIn(batch.count)
+        guard !batch.isEmpty else { return }
+        // A batch holds long runs of one partition: look the dictionary up once per run.
+        var run = KafkaTopicPartition(topic: batch[0].topic, partition: batch[0].partition)
+        var next = batch[0].offset + 1
+        positions.withLockedValue { positions in
+            for m in batch.dropFirst() {
+                if m.partition != run.partition || m.topic != run.topic {
+                    positions[run] = max(positions[run] ?? next, next)
+                    run = KafkaTopicPartition(topic: m.topic, partition: m.partition)
+                }
+                next = m.offset + 1
+            }
+            positions[run] = max(positions[run] ?? next, next)
+        }
     }
 
     public func recordIn(_ n: Int) {
@@ -95,9 +130,61 @@ public final class StageMetrics: Sendable {
         for t in ingestTimesMs { endToEndTimer.recordMilliseconds(max(0, nowMs - t)) }
     }
 
-    public func recordLag(_ lag: Int) {
-        lagValue.store(lag, ordering: .relaxed)
-        lagGauge.record(lag)
+    /// Records the lag of the assigned partitions from their watermarks and committed offsets
+    /// (``KafkaConsumer/lag(_:timeout:)``) and the position the stage has handled up to. A partition
+    /// whose records the stage has not handled since it was assigned counts from its committed offset
+    /// (its earliest retained offset without one). Partitions missing from `lags` are no longer
+    /// assigned: their position and per-partition gauges are dropped.
+    public func recordLag(_ lags: [KafkaPartitionLag]) {
+        let assigned = Set(lags.map { KafkaTopicPartition(topic: $0.topic, partition: $0.partition) })
+        let handled = positions.withLockedValue { positions in
+            positions = positions.filter { assigned.contains($0.key) }
+            return positions
+        }
+        var rows: [StageStats.PartitionLag] = []
+        rows.reserveCapacity(lags.count)
+        for l in lags {
+            let tp = KafkaTopicPartition(topic: l.topic, partition: l.partition)
+            let start = l.committed >= 0 ? l.committed : l.low
+            // A position behind the committed offset is from before a rebalance: another member
+            // has handled more since.
+            let position = max(handled[tp] ?? start, start)
+            rows.append(.init(topic: l.topic, partition: l.partition, lag: Int(max(0, l.high - position)), committedLag: Int(l.lag)))
+        }
+        rows.sort { ($0.topic, $0.partition) < ($1.topic, $1.partition) }
+        let total = rows.reduce(0) { $0 + $1.lag }
+        let committedTotal = rows.reduce(0) { $0 + $1.committedLag }
+        lagValue.store(total, ordering: .relaxed)
+        committedLagValue.store(committedTotal, ordering: .relaxed)
+        partitionLags.withLockedValue { $0 = rows }
+        lagGauge.record(total)
+        committedLagGauge.record(committedTotal)
+        let (pipeline, stage) = (self.pipeline, self.stage)
+        partitionGauges.withLockedValue { gauges in
+            for (tp, g) in gauges where !assigned.contains(tp) {
+                g.behind.destroy()
+                g.committed.destroy()
+                gauges[tp] = nil
+            }
+            for row in rows {
+                let tp = KafkaTopicPartition(topic: row.topic, partition: row.partition)
+                let g =
+                    gauges[tp]
+                    ?? {
+                        let dims = [
+                            ("pipeline", pipeline), ("stage", stage), ("topic", row.topic), ("partition", String(row.partition)),
+                        ]
+                        let made = (
+                            behind: Gauge(label: "streamfirst_consumer_partition_lag", dimensions: dims),
+                            committed: Gauge(label: "streamfirst_consumer_partition_committed_lag", dimensions: dims)
+                        )
+                        gauges[tp] = made
+                        return made
+                    }()
+                g.behind.record(row.lag)
+                g.committed.record(row.committedLag)
+            }
+        }
     }
 
     /// The state a stateful stage holds (its own gauges and counters are in ``StatefulStage``).
@@ -113,7 +200,8 @@ public final class StageMetrics: Sendable {
             pipeline: pipeline, stage: stage,
             recordsIn: inCount.load(ordering: .relaxed), recordsOut: outCount.load(ordering: .relaxed),
             deadLettered: deadCount.load(ordering: .relaxed), filtered: filteredCount.load(ordering: .relaxed),
-            consumerLag: lagValue.load(ordering: .relaxed),
+            consumerLag: lagValue.load(ordering: .relaxed), committedLag: committedLagValue.load(ordering: .relaxed),
+            partitionLag: partitionLags.withLockedValue { $0 },
             deadLetterClasses: deadReasons.withLockedValue { $0 },
             processingMicros: .init(p), endToEndMicros: .init(e), state: state.withLockedValue { $0 })
     }
@@ -148,8 +236,13 @@ public struct StageStats: Sendable, Codable, Equatable {
     public var recordsOut: Int
     public var deadLettered: Int
     public var filtered: Int
-    /// -1 until first measured.
+    /// Records behind the input's end, summed over the assigned partitions: high watermark − the
+    /// stage's position (the offset after the last record it handled). -1 until first measured.
     public var consumerLag: Int
+    /// High watermark − the group's committed offset, summed; nil from workers that predate it.
+    public var committedLag: Int?
+    /// Both lags per assigned partition; nil from workers that predate it.
+    public var partitionLag: [PartitionLag]?
     public var deadLetterClasses: [String: Int]
     public var processingMicros: Quantiles
     public var endToEndMicros: Quantiles
@@ -158,7 +251,8 @@ public struct StageStats: Sendable, Codable, Equatable {
 
     public init(
         pipeline: String, stage: String, recordsIn: Int, recordsOut: Int, deadLettered: Int, filtered: Int, consumerLag: Int,
-        deadLetterClasses: [String: Int], processingMicros: Quantiles, endToEndMicros: Quantiles, state: State?
+        committedLag: Int? = nil, partitionLag: [PartitionLag]? = nil, deadLetterClasses: [String: Int], processingMicros: Quantiles,
+        endToEndMicros: Quantiles, state: State?
     ) {
         self.pipeline = pipeline
         self.stage = stage
@@ -167,10 +261,29 @@ public struct StageStats: Sendable, Codable, Equatable {
         self.deadLettered = deadLettered
         self.filtered = filtered
         self.consumerLag = consumerLag
+        self.committedLag = committedLag
+        self.partitionLag = partitionLag
         self.deadLetterClasses = deadLetterClasses
         self.processingMicros = processingMicros
         self.endToEndMicros = endToEndMicros
         self.state = state
+    }
+
+    /// The lag of one assigned input partition.
+    public struct PartitionLag: Sendable, Codable, Equatable {
+        public var topic: String
+        public var partition: Int32
+        /// High watermark − the stage's position.
+        public var lag: Int
+        /// High watermark − the group's committed offset.
+        public var committedLag: Int
+
+        public init(topic: String, partition: Int32, lag: Int, committedLag: Int) {
+            self.topic = topic
+            self.partition = partition
+            self.lag = lag
+            self.committedLag = committedLag
+        }
     }
 
     /// What a stateful process stage holds.

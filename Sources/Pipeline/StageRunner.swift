@@ -165,7 +165,7 @@ public final class ConsumeProduceStage: Service, Sendable {
     /// stores the batch's offsets once they, and those of every earlier batch, are acknowledged.
     func process(_ batch: [KafkaMessage], window: DeliveryPipeline) async throws {
         let started = ContinuousClock.now
-        metrics.recordIn(batch.count)
+        metrics.recordIn(batch)
         var messages: [KafkaProducerMessage] = []
         messages.reserveCapacity(batch.count)
         var outCount = 0
@@ -538,9 +538,7 @@ final class StageClients: Sendable {
         let consumer = self.consumer
         return Task.detached {
             while !Task.isCancelled {
-                if let lags = try? await consumer.lag(timeout: .seconds(2)) {
-                    metrics.recordLag(Int(lags.reduce(0) { $0 + max(0, $1.lag) }))
-                }
+                if let lags = try? await consumer.lag(timeout: .seconds(2)) { metrics.recordLag(lags) }
                 try? await Task.sleep(for: .seconds(2))
             }
         }

@@ -393,7 +393,7 @@ public final class StatefulStage: Service, Sendable {
         await acquireBatchGate()
         var released = false
         defer { if !released { releaseBatchGate() } }
-        metrics.recordIn(batch.count)
+        metrics.recordIn(batch)
         let now = currentTimeMs()
         var messages: [KafkaProducerMessage] = []
         var deadClasses: [String] = []
