@@ -1,7 +1,8 @@
 // libFuzzer targets for everything that parses outside input. Built only when STREAMFIRST_FUZZ=1
 // (see Package.swift and `make fuzz`), with `-sanitize=fuzzer,address`; libFuzzer supplies `main`.
 // The target is chosen by the FUZZ_TARGET environment variable:
-//   json        JSONValue.parse (and re-serialisation must parse back to an equal value)
+//   json        JSONValue.parse (and re-serialisation must parse back to an equal value), and
+//               JSONValue.isCertainlyWellFormed never accepting what the parser refuses
 //   schema      the input as a JSON Schema, compiled and used to validate itself
 //   expression  Expression parse + evaluation against a fixed record
 //   csv         CSV.parse and type inference
@@ -36,7 +37,13 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     let bytes = data.map { Array(UnsafeBufferPointer(start: $0, count: size)) } ?? []
     switch target {
     case .json:
-        if let value = try? JSONValue.parse(bytes) {
+        // The scanner may only say yes where the parser does (the forwarding fast path relies on it).
+        let certain = bytes.withUnsafeBytes { JSONValue.isCertainlyWellFormed($0) }
+        let parsed = try? JSONValue.parse(bytes)
+        if certain && parsed == nil {
+            fatalError("the scanner accepted what the parser refuses: \(String(decoding: bytes, as: UTF8.self))")
+        }
+        if let value = parsed {
             let again = value.serialized()
             // The harness's own invariant check: a trap is how libFuzzer records a finding. This
             // target is built only with STREAMFIRST_FUZZ=1 and ships in no product, so no input,

@@ -119,24 +119,43 @@ public struct ProcessHandler: StageHandler {
         }
     }
 
+    static let tombstone = DeadLetterReason(
+        component: "json-parse", errorClass: "MalformedJSON", message: "the record has no value (tombstone)")
+
+    static func malformed(_ error: JSONParseError) -> DeadLetterReason {
+        DeadLetterReason(component: "json-parse", errorClass: "MalformedJSON", message: error.description)
+    }
+
+    /// `steps: []`: the record as it came, with its `sf.id`, if it is JSON. No tree is built: the
+    /// bytes are scanned in place and parsed only when the scan cannot vouch for them (to refuse
+    /// them with the parser's error, or to accept them after all).
+    func forwardUnchanged(_ message: KafkaMessage) -> StageOutcome {
+        guard let certain = message.withUnsafeValueBytes({ JSONValue.isCertainlyWellFormed($0) }), let bytes = message.value else {
+            return .deadLetter(Self.tombstone)
+        }
+        if !certain {
+            do {
+                _ = try JSONValue.parse(bytes)
+            } catch {
+                return .deadLetter(Self.malformed(error))
+            }
+        }
+        var headers = message.headers
+        if message.header(RecordHeader.id) == nil { headers.append(KafkaHeader(key: RecordHeader.id, value: message.recordContext.id)) }
+        return .forward([StageOutput(topic: output, key: message.key, value: bytes, headers: headers)])
+    }
+
     /// Every topic this handler may write to (for the producer to prepare).
     public var topics: [String] { [output] + routes.values }
 
     public func handle(_ message: KafkaMessage) -> StageOutcome {
-        guard let bytes = message.value else {
-            return .deadLetter(
-                DeadLetterReason(component: "json-parse", errorClass: "MalformedJSON", message: "the record has no value (tombstone)"))
-        }
+        if forwardsUnchanged { return forwardUnchanged(message) }
+        guard let bytes = message.value else { return .deadLetter(Self.tombstone) }
         let value: JSONValue
         do {
             value = try JSONValue.parse(bytes)
         } catch {
-            return .deadLetter(DeadLetterReason(component: "json-parse", errorClass: "MalformedJSON", message: error.description))
-        }
-        if forwardsUnchanged {
-            var headers = message.headers
-            if message.header(RecordHeader.id) == nil { headers.append(KafkaHeader(key: RecordHeader.id, value: message.recordContext.id)) }
-            return .forward([StageOutput(topic: output, key: message.key, value: bytes, headers: headers)])
+            return .deadLetter(Self.malformed(error))
         }
         let context = message.recordContext
         let id = context.id
