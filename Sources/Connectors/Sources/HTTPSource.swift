@@ -46,8 +46,9 @@ public struct HTTPSource: RecordSource {
 
     /// Required bearer token, if any.
     public let authToken: String?
-    /// How long a request's body may take to arrive (408 after), and how long an idle connection stays open.
+    /// How long a request's body may take to arrive; a slower body is answered 408.
     public var bodyTimeout: Duration = .seconds(30)
+    /// How long an idle keep-alive connection stays open (whole seconds; a fraction is dropped).
     public var idleTimeout: Duration = .seconds(60)
 
     public init(
@@ -129,8 +130,9 @@ public struct HTTPSource: RecordSource {
 
     enum BodyFailure: Error { case tooLarge, timedOut }
 
-    /// The body, unless it is larger than `limit` or does not arrive within `timeout` (a slow-loris
-    /// client would otherwise hold the request, and its records, open forever).
+    /// The body, unless it is larger than `limit` or does not arrive within `timeout`.
+    // The deadline is there because a slow-loris client would otherwise hold the request, and its records,
+    // open forever.
     static func collect(_ body: RequestBody, upTo limit: Int, within timeout: Duration) async -> Result<ByteBuffer, BodyFailure> {
         await withTaskGroup(of: Result<ByteBuffer, BodyFailure>?.self) { group in
             group.addTask {

@@ -22,8 +22,10 @@ import StreamCore
 /// topic unless ingest's `key:` picks a field; every record carries the topic in the `mqtt.topic`
 /// header (and `mqtt.dup: true` when the broker marked it as a redelivery).
 ///
-/// The client is hand-written on SwiftNIO (see MQTTPacket.swift for why); TLS (`tls: true`) is
-/// swift-nio-ssl's, verifying the broker's certificate against `ca_file` or the system's roots.
+/// With `tls: true` the connection uses TLS (swift-nio-ssl) and verifies the broker's certificate
+/// against `ca_file` or the system's roots.
+// The client is hand-written on SwiftNIO: see MQTTPacket.swift for why, and
+// docs/decisions/0011-mqtt-source-acks-after-kafka.md.
 public struct MQTTSource: RecordSource {
     public static let spec = ConnectorSpec(
         type: "mqtt",

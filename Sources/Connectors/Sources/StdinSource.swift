@@ -6,8 +6,10 @@ import StreamCore
 /// `type: stdin` — one NDJSON record per line of standard input (or any file descriptor) until EOF.
 /// Not replayable: ids are left to ingest (random), there is no checkpoint.
 ///
-/// The descriptor is read on a dedicated thread (a read may block for as long as the writer is
-/// silent), which hands batches to the source's task through an `AsyncStream`.
+/// The descriptor is read on a dedicated thread, so a read that blocks while the writer is silent
+/// never blocks the cooperative pool. That thread reads as fast as the descriptor delivers: while
+/// Kafka is slow, lines wait in memory without bound (the writer is not slowed down).
+// The thread hands batches to the source's task through an unbounded `AsyncStream`.
 public struct StdinSource: RecordSource {
     public static let spec = ConnectorSpec(
         type: "stdin",
@@ -55,7 +57,8 @@ public struct StdinSource: RecordSource {
                     out.append(line)
                 }
                 if !out.isEmpty {
-                    // Bounded hand-over: one batch at a time is in flight per yield.
+                    // Handed over in chunks of at most `batch` lines; the stream buffers them without bound
+                    // (the thread does not wait for ingest).
                     for chunk in stride(from: 0, to: out.count, by: batch) {
                         continuation.yield(Array(out[chunk..<min(out.count, chunk + batch)]))
                     }

@@ -86,8 +86,10 @@ public struct MQTTConnectOptions: Sendable, CustomStringConvertible {
     public var password: String?
     /// MQTT 5: how long the broker keeps the session after a disconnect (3.1.1 keeps it until a clean connect).
     public var sessionExpirySeconds: UInt32
-    /// MQTT 5: how many QoS 1 messages the broker may have unacknowledged at once. (No maximum packet
-    /// size is sent: a broker would drop larger messages without a trace; ``MQTTPacketReader`` reports them.)
+    /// MQTT 5: how many QoS 1 messages the broker may have unacknowledged at once. CONNECT carries no
+    /// maximum packet size: larger messages arrive and ``MQTTPacketReader`` reports them.
+    // A maximum packet size in CONNECT would make a broker drop larger messages without a trace; see
+    // docs/decisions/0011-mqtt-source-acks-after-kafka.md.
     public var receiveMaximum: UInt16
 
     public init(
