@@ -3,11 +3,12 @@ import NIOPosix
 
 /// A TCP forwarder from a fixed local port to one of the mock cluster's brokers.
 ///
-/// librdkafka 2.0.2's mock cluster listens on ports the operating system chooses. For a fixed
-/// `bootstrap.servers` address, this forwarder listens on it and relays each connection to the
-/// listener of the first broker that the control channel has not taken down (broker 1 unless it
-/// is down). Clients only bootstrap through it: the metadata they receive advertises the brokers'
+/// For a fixed `bootstrap.servers` address, this forwarder listens on it and relays each connection
+/// to the listener of the first broker that the control channel has not taken down (broker 1 unless
+/// it is down). Clients only bootstrap through it: the metadata they receive advertises the brokers'
 /// own addresses, and they connect to those for everything else.
+// Needed because librdkafka 2.0.2's mock cluster listens on ports the operating system chooses; see
+// docs/decisions/0001-embedded-broker-in-its-own-process.md.
 final class BootstrapForwarder: Sendable {
     let channel: Channel
 

@@ -29,8 +29,9 @@ public struct EmbeddedBrokerControl: Sendable {
     }
 
     /// Sends one command line and returns the reply line as it came (`ok ...` or `error ...`).
-    /// Throws if no reply comes within `timeout` (every command answers at once; a broker that does
-    /// not is stuck, and a fault schedule must not wait on it forever).
+    /// Throws ``EmbeddedBrokerError/connection(_:)`` if no reply comes within `timeout`.
+    // Every command answers at once: a broker that does not is stuck, and a fault schedule must not wait
+    // on it forever.
     public func sendRaw(_ command: String, timeout: Duration = .seconds(30)) async throws -> String {
         guard !command.contains("\n"), !command.contains("\r") else {
             throw EmbeddedBrokerError.invalidArgument("a control command is one line")

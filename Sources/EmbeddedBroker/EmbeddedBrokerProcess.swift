@@ -19,7 +19,7 @@ private func sendSignal(_ pid: Int32, _ signal: Int32) {
 /// `streamfirst broker` running as a separate process, for tests and demos.
 ///
 /// ``launch(arguments:environment:executable:readyTimeout:)`` starts the executable, reads its
-/// stdout until the `ready` line (no polling, no sleeps) and exposes the addresses it printed.
+/// stdout until the `ready` line and exposes the addresses it printed.
 /// The broker is started with `--exit-on-stdin-eof` and this object holds its stdin open, so the
 /// broker exits by itself if the launching process dies; deinit also SIGKILLs a broker still running.
 public final class EmbeddedBrokerProcess: Sendable {

@@ -32,8 +32,9 @@ public struct EmbeddedBrokerConfiguration: Sendable, Hashable {
 /// The embedded broker: a librdkafka mock cluster (``KafkaMockCluster``) plus a line-based TCP
 /// control channel for creating topics and injecting faults from other processes.
 ///
-/// Mock-cluster calls can block briefly, so they run on a one-thread `NIOThreadPool`, never on an
-/// event loop; that one thread also keeps them in arrival order.
+/// Mock-cluster calls run one at a time, in arrival order, off the event loops.
+// They can block briefly, so they run on a one-thread `NIOThreadPool`; the one thread also keeps them in
+// arrival order.
 public final class EmbeddedBrokerServer: Sendable {
     /// The `bootstrap.servers` clients should use: the forwarder's fixed port if one was asked for,
     /// otherwise the brokers' own listeners.

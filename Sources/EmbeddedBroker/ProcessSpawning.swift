@@ -7,19 +7,19 @@ import Glibc
 
 /// Starting child processes so that no child holds a sibling's pipes or exit socket.
 ///
-/// Foundation's `Process.run()` on Linux closes in the child every descriptor that is open when it
-/// builds its spawn actions. A descriptor that another thread opens after that and before the fork
-/// is inherited all the same: a sibling's stdout pipe, say, or the socket pair through which
-/// Foundation learns that the sibling exited (measured: 2 of 100 children started from four
-/// threads at once held another child's pipe or socket). A worker holding a sibling's pipe keeps
-/// that sibling "running" for its launcher after a SIGKILL, for as long as the worker itself lives:
-/// the chaos run waited on such a kill until CI's watchdog stopped it.
-///
-/// So every child of this package, and of its tests, is started by ``start(_:)`` or inside
+/// Every child of this package, and of its tests, is started by ``start(_:)`` or inside
 /// ``serialized(_:)``: its pipes are made, `run()` is called and the parent's copies of the child's
 /// ends are closed while no other spawn is between its descriptor scan and its fork. The ends the
 /// parent keeps are set close-on-exec there too, so that a spawn outside this lock (a library's
-/// own) cannot take them.
+/// own) cannot take them. A child started otherwise, while another thread spawns, can inherit a
+/// sibling's pipe and keep that sibling looking alive to its launcher after it was killed.
+// Why: Foundation's `Process.run()` on Linux closes in the child every descriptor that is open when it
+// builds its spawn actions. A descriptor that another thread opens after that and before the fork
+// is inherited all the same: a sibling's stdout pipe, say, or the socket pair through which
+// Foundation learns that the sibling exited (measured: 2 of 100 children started from four
+// threads at once held another child's pipe or socket). A worker holding a sibling's pipe keeps
+// that sibling "running" for its launcher after a SIGKILL, for as long as the worker itself lives:
+// the chaos run waited on such a kill until CI's watchdog stopped it.
 public enum ProcessSpawning {
     private static let lock = NIOLock()
 

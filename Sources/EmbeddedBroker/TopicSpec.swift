@@ -1,7 +1,8 @@
 /// A topic the embedded broker creates: name, partition count and replication factor.
 ///
-/// librdkafka 2.0.2's mock cluster checks the replication factor but does not apply it: every
-/// partition gets min(3, brokers) replicas in metadata.
+/// The embedded broker checks the replication factor but does not apply it: every partition gets
+/// min(3, brokers) replicas in metadata.
+// A limitation of librdkafka 2.0.2's mock cluster.
 public struct TopicSpec: Sendable, Hashable, CustomStringConvertible {
     public var name: String
     public var partitions: Int
