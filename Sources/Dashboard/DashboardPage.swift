@@ -1,14 +1,15 @@
 import Foundation
 
-/// The dashboard's page: plain HTML, CSS and a little JavaScript written here (no template or
-/// front-end package does this job for us), drawing with Chart.js, which is served from Debian's
-/// `libjs-chart.js` at `/chart.js` and not copied into the repository.
+/// The dashboard's page: plain HTML, CSS and a little JavaScript, drawing with Chart.js, which it
+/// loads from `/chart.js` (Debian's `libjs-chart.js`, served by ``DashboardHTTP``).
 ///
 /// The page opens `/events` (Server-Sent Events; the browser's `EventSource` reconnects by itself),
 /// takes the `history` event to fill the stage charts, then appends every `frame`. Charts are
 /// reachable as `Chart.getChart('<canvas id>')` (ids: `throughput`, `lag`, `deadletters`,
-/// `devices`, `averages`) and the last frame as `window.sfDashboard.last` — the browser test reads
-/// both.
+/// `devices`, `averages`) and the last frame as `window.sfDashboard.last`.
+// Written here: no template or front-end package does this job for us. Chart.js is not copied into the
+// repository (docs/decisions/0012-metrics-through-a-topic-and-the-dashboard.md). The browser test reads
+// the charts and `window.sfDashboard.last`.
 public enum DashboardPage {
     struct PageConfig: Encodable {
         var title: String

@@ -162,7 +162,8 @@ public final class DashboardService: Service, Sendable {
 }
 
 /// Connected pages: each gets an `AsyncStream` of Server-Sent Events. A page that reads too slowly
-/// loses old frames (each stream buffers the newest 16), so a stuck browser cannot grow memory.
+/// loses old frames (each stream buffers the newest 16 beyond its initial events), so a stuck browser
+/// cannot grow memory.
 public final class EventHub: Sendable {
     private struct State {
         var closed = false
@@ -174,7 +175,8 @@ public final class EventHub: Sendable {
 
     public init() {}
 
-    /// A new subscriber's stream, starting with `initial`. Finished at once if the hub is closed.
+    /// A new subscriber's stream, starting with `initial`. If the hub is closed, the stream ends right
+    /// after `initial`.
     public func subscribe(initial: [ByteBuffer]) -> AsyncStream<ByteBuffer> {
         let (stream, continuation) = AsyncStream<ByteBuffer>.makeStream(bufferingPolicy: .bufferingNewest(16 + initial.count))
         for b in initial { continuation.yield(b) }

@@ -2,15 +2,15 @@ import Foundation
 import Pipeline
 import StreamCore
 
-/// What the dashboard knows, built from the records it reads — broker-free, so the aggregation is
-/// tested without Kafka. The dashboard's consumer feeds it (``apply(metrics:)``,
-/// ``apply(record:topic:key:nowMs:)``, ``apply(deadLetter:)``) and every update interval
-/// ``frame(nowMs:)`` turns it into what the page draws.
+/// What the dashboard knows, built from the records it reads; it needs no broker. The dashboard's
+/// consumer feeds it (``apply(metrics:)``, ``apply(record:topic:key:nowMs:)``, ``apply(deadLetter:)``)
+/// and every update interval ``frame(nowMs:)`` turns it into what the page draws.
 ///
 /// Memory is bounded: at most `maxDevices` devices (a new device beyond it is counted in
 /// ``Frame/devicesRefused`` and not shown), `maxPoints` samples per device and field for the
 /// windowed average, `maxPoints` frames of stage history, ``maxInstances`` worker instances and the
 /// ``recentDeadLetters`` latest dead letters.
+// Broker-free so that the aggregation is tested without Kafka.
 public struct DashboardState: Sendable {
     /// The settings the aggregation uses (from ``DashboardConfig``).
     public struct Limits: Sendable {
