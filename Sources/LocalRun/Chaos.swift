@@ -117,8 +117,9 @@ public struct ChaosRun: Sendable {
         /// Peak resident memory and open descriptors per worker (all its instances) and of the broker.
         public var resources: [String] = []
         /// Records a worker's producer saw acknowledged only implicitly and sent again (each line:
-        /// stage, count, ids): on the embedded broker each would otherwise have been lost, because it
-        /// does not check idempotent sequence numbers (see `KafkaProducer.sendConfirmed`).
+        /// stage, count, ids; see `KafkaProducer.sendConfirmed`).
+        // On the embedded broker each would otherwise have been lost: it does not check idempotent sequence
+        // numbers. See docs/decisions/0005-resend-implicitly-acknowledged-records.md.
         public var implicitAcks: [String] = []
         public var implicitlyAcknowledged = 0
         /// Of those, records the tap found once in their topic: only the re-send wrote them.

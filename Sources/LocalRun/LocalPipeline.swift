@@ -157,11 +157,12 @@ public final class LocalPipeline: Sendable {
         }
     }
 
-    /// Polls `/readyz` until it answers 200 (the worker exposes no push channel), for at most a minute.
+    /// Polls `/readyz` until it answers 200, for at most a minute.
     ///
     /// Ingest is the one stage that ends by itself: a bounded source (a small file) can be read,
     /// produced, flushed and the worker gone with exit code 0 before the first poll. That is success,
     /// not a failed start; any other exit before `/readyz` answers is an error.
+    // Polled because the worker exposes no push channel.
     func waitUntilReady(_ stage: PipelineSpec.StageName, process: ChildProcess, port: Int) async throws {
         try await waitUntilReady(
             what: "the \(stage.rawValue) worker", process: process, port: port, finishingIsReady: stage == .ingest)
@@ -284,7 +285,9 @@ public final class LocalPipeline: Sendable {
     }
 
     /// Waits until every consuming stage's group has committed everything in its input topic and the
-    /// counts stayed so for two checks in a row. `ingestDone` is awaited first (ingest's end).
+    /// topics' record counts (the metrics topic aside) stayed so for two checks in a row, 500 ms apart.
+    /// `onTick` gets the lags of every check. Does not wait for ingest's end: wait for that first.
+    /// Throws a ``LocalRunError`` with the lags when `timeout` passes.
     public func waitUntilDrained(
         timeout: Duration, onTick: @Sendable ([PipelineSpec.StageName: Int64]) async -> Void = { _ in }
     )

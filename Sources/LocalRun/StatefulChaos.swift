@@ -50,8 +50,9 @@ struct WindowOracle {
 }
 
 /// librdkafka's default partitioner (`consistent_random`): CRC-32 (IEEE, as zlib) of the key modulo
-/// the partition count. Written by hand: no listed package exposes CRC-32, and a chaos run checks it
-/// against the partitions the records really landed in.
+/// the partition count.
+// Written by hand: no listed package exposes CRC-32. A chaos run checks it against the partitions the
+// records really landed in.
 enum KeyPartitioner {
     static let table: [UInt32] = (0..<256).map { n in
         var c = UInt32(n)
