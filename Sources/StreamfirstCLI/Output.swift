@@ -14,8 +14,8 @@ struct OutputOptions: ParsableArguments {
 }
 
 /// A one-line progress bar on standard error, redrawn at most ten times a second:
-/// `reading iot.dead-letter [########------------] 40% 4000/10000`. Written by hand: none of the
-/// mirrored packages draws terminal progress.
+/// `reading iot.dead-letter [########------------] 40% 4000/10000`.
+// Written by hand: none of the mirrored packages draws terminal progress.
 final class ProgressBar: @unchecked Sendable {
     // @unchecked: the mutable state is guarded by `lock`.
     private let lock = NSLock()

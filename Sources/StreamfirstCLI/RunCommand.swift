@@ -364,7 +364,9 @@ struct CheckCommand: AsyncParsableCommand {
     }
 }
 
-/// `streamfirst probe URL`: exit 0 if the URL answers 200 (container health checks; the slim image has no curl).
+/// `streamfirst probe URL`: exit 0 if the URL answers 200, 1 if it answers otherwise or not at all
+/// (container health checks).
+// The slim runtime image has no curl.
 struct ProbeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "probe",
