@@ -228,7 +228,6 @@ func checkStageRetention(records: Int, partitions: Int) throws {
 
 func ratioText(_ x: Double) -> String { String(format: "%.2f", x) }
 
-/// The pipeline-file lines that disable Nagle's algorithm on a stage's clients (`--nagle-disable`).
 /// The `kafka:` section both worker benchmarks give their pipeline file (top level, ending in a newline):
 /// the same consumer and producer settings for every stage, so only the stage under test differs.
 func benchKafkaSection(brokers: String, fetchWaitMs: Int, linger: Int, nagleDisable: Bool) -> String {
@@ -245,6 +244,8 @@ func benchKafkaSection(brokers: String, fetchWaitMs: Int, linger: Int, nagleDisa
     """
 }
 
+/// The pipeline-file line that disables Nagle's algorithm on a stage's clients (`--nagle-disable`), or
+/// nothing when `on` is false.
 func nagleLines(_ on: Bool, indent: String) -> String {
     on ? "\(indent)socket.nagle.disable: true\n" : ""
 }
