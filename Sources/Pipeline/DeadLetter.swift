@@ -7,13 +7,13 @@ import StreamCore
 public struct DeadLetterReason: Sendable, Equatable {
     /// The component within the stage (`json-parse`, `schema:iot-reading`, `steps[2].set`, `sink:sqlite`).
     public var component: String
-    /// The error class (`MalformedJSON`, `SchemaViolation`, `ExpressionError`, `SinkRejected`, …).
-    public var errorClass: String
+    /// The error class (``DeadLetterClass/malformedJSON``, ``DeadLetterClass/schemaViolation``, …).
+    public var errorClass: DeadLetterClass
     public var message: String
     /// For schema violations: the JSON array written to `sf.errors.violations`.
     public var violations: JSONValue?
 
-    public init(component: String, errorClass: String, message: String, violations: JSONValue? = nil) {
+    public init(component: String, errorClass: DeadLetterClass, message: String, violations: JSONValue? = nil) {
         self.component = component
         self.errorClass = errorClass
         self.message = message
@@ -63,7 +63,7 @@ public struct DeadLetterWriter: Sendable {
         headers.append(KafkaHeader(key: DeadLetterHeader.connector, value: pipeline))
         headers.append(KafkaHeader(key: DeadLetterHeader.stage, value: stage))
         headers.append(KafkaHeader(key: DeadLetterHeader.className, value: reason.component))
-        headers.append(KafkaHeader(key: DeadLetterHeader.exceptionClass, value: reason.errorClass))
+        headers.append(KafkaHeader(key: DeadLetterHeader.exceptionClass, value: reason.errorClass.rawValue))
         headers.append(KafkaHeader(key: DeadLetterHeader.exceptionMessage, value: reason.message))
         headers.append(KafkaHeader(key: DeadLetterHeader.time, value: String(nowMs)))
         if let violations = reason.violations {

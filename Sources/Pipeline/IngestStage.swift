@@ -138,7 +138,7 @@ public final class IngestStage: Service, RecordEmitter, Sendable {
         let now = currentTimeMs()
         var messages: [KafkaProducerMessage] = []
         messages.reserveCapacity(records.count)
-        var dead: [String] = []
+        var dead: [DeadLetterClass] = []
         for record in records {
             let id = record.id ?? UUID().uuidString.lowercased()
             // The record's span: continues the trace the source received with it, else starts one.
@@ -158,14 +158,14 @@ public final class IngestStage: Service, RecordEmitter, Sendable {
                 span.end(.deadLetter, errorClass: reason.errorClass)
             }
             if let rejection = record.rejection {
-                deadLetter(DeadLetterReason(component: "source:\(source.name)", errorClass: "SourceRejected", message: rejection))
+                deadLetter(DeadLetterReason(component: "source:\(source.name)", errorClass: .sourceRejected, message: rejection))
                 continue
             }
             let value: JSONValue
             do {
                 value = try JSONValue.parse(record.bytes)
             } catch {
-                deadLetter(DeadLetterReason(component: "json-parse", errorClass: "MalformedJSON", message: error.description))
+                deadLetter(DeadLetterReason(component: "json-parse", errorClass: .malformedJSON, message: error.description))
                 continue
             }
             let context = RecordContext(id: id, key: nil, eventTimeMs: nil, topic: "", partition: -1, offset: -1)

@@ -177,7 +177,7 @@ public final class PersistStage: Service, Sendable {
                     (
                         m,
                         DeadLetterReason(
-                            component: "json-parse", errorClass: "MalformedJSON", message: "the record has no value (tombstone)")
+                            component: "json-parse", errorClass: .malformedJSON, message: "the record has no value (tombstone)")
                     ))
                 continue
             }
@@ -185,7 +185,7 @@ public final class PersistStage: Service, Sendable {
             do {
                 value = try JSONValue.parse(bytes)
             } catch {
-                dead.append((m, DeadLetterReason(component: "json-parse", errorClass: "MalformedJSON", message: error.description)))
+                dead.append((m, DeadLetterReason(component: "json-parse", errorClass: .malformedJSON, message: error.description)))
                 continue
             }
             records.append(
@@ -205,7 +205,7 @@ public final class PersistStage: Service, Sendable {
             records.removeAll { keys.contains("\($0.topic):\($0.partition):\($0.offset)") }
             for r in refused {
                 if let m = originals["\(r.record.topic):\(r.record.partition):\(r.record.offset)"] {
-                    dead.append((m, DeadLetterReason(component: "sink:\(sink.name)", errorClass: "SinkRejected", message: r.reason)))
+                    dead.append((m, DeadLetterReason(component: "sink:\(sink.name)", errorClass: .sinkRejected, message: r.reason)))
                 }
             }
         }
@@ -232,7 +232,7 @@ public final class PersistStage: Service, Sendable {
             var late: [(KafkaMessage, DeadLetterReason)] = []
             for r in rejections {
                 if let m = originals["\(r.record.topic):\(r.record.partition):\(r.record.offset)"] {
-                    late.append((m, DeadLetterReason(component: "sink:\(sink.name)", errorClass: "SinkRejected", message: r.reason)))
+                    late.append((m, DeadLetterReason(component: "sink:\(sink.name)", errorClass: .sinkRejected, message: r.reason)))
                 }
             }
             try await sendDeadLetters(late, clients: clients, nowMs: now, spans: &spans)
@@ -284,7 +284,7 @@ public final class PersistStage: Service, Sendable {
         }
 
         /// Ends a dead-lettered record's span, stamping its context on the dead letter.
-        mutating func finish(_ m: KafkaMessage, stamping message: inout KafkaProducerMessage, errorClass: String) {
+        mutating func finish(_ m: KafkaMessage, stamping message: inout KafkaProducerMessage, errorClass: DeadLetterClass) {
             guard let span = open.removeValue(forKey: Self.key(m)) else { return }
             span.stamp(&message)
             span.end(.deadLetter, errorClass: errorClass)

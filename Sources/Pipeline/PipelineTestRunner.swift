@@ -284,7 +284,7 @@ public struct PipelineTestRunner: Sendable {
             if let stage = try m.string("stage"), stage != got.stage {
                 failures.append("dead_letter[\(i)]: stage \(got.stage), expected \(stage)")
             }
-            if let reason = try m.string("reason"), reason != got.reason.errorClass {
+            if let reason = try m.string("reason"), reason != got.reason.errorClass.rawValue {
                 failures.append("dead_letter[\(i)]: reason \(got.reason.errorClass) (\(got.reason.message)), expected \(reason)")
             }
             if let text = try m.string("message_contains"), !got.reason.message.contains(text) {

@@ -120,10 +120,10 @@ public struct ProcessHandler: StageHandler {
     }
 
     static let tombstone = DeadLetterReason(
-        component: "json-parse", errorClass: "MalformedJSON", message: "the record has no value (tombstone)")
+        component: "json-parse", errorClass: .malformedJSON, message: "the record has no value (tombstone)")
 
     static func malformed(_ error: JSONParseError) -> DeadLetterReason {
-        DeadLetterReason(component: "json-parse", errorClass: "MalformedJSON", message: error.description)
+        DeadLetterReason(component: "json-parse", errorClass: .malformedJSON, message: error.description)
     }
 
     /// `steps: []`: the record as it came, with its `sf.id`, if it is JSON. No tree is built: the
@@ -175,7 +175,7 @@ public struct ProcessHandler: StageHandler {
                 guard let routed = routes[route] else {
                     return .deadLetter(
                         DeadLetterReason(
-                            component: "route", errorClass: "UnknownRoute",
+                            component: "route", errorClass: .unknownRoute,
                             message: "the processor routed the record to '\(route)', which is not a declared topic"))
                 }
                 topic = routed

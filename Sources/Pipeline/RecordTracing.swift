@@ -195,13 +195,13 @@ public struct RecordSpan: Sendable {
     }
 
     /// Ends the span with the outcome (a dead letter also sets `error.type` and the error status).
-    public func end(_ outcome: RecordOutcome, errorClass: String? = nil) {
+    public func end(_ outcome: RecordOutcome, errorClass: DeadLetterClass? = nil) {
         if span.isRecording {
             span.updateAttributes { a in
                 a.set("streamfirst.outcome", value: .string(outcome.rawValue))
-                if let errorClass { a.set("error.type", value: .string(errorClass)) }
+                if let errorClass { a.set("error.type", value: .string(errorClass.rawValue)) }
             }
-            if let errorClass { span.setStatus(SpanStatus(code: .error, message: errorClass)) }
+            if let errorClass { span.setStatus(SpanStatus(code: .error, message: errorClass.rawValue)) }
         }
         span.end()
     }

@@ -104,10 +104,10 @@ public final class StageMetrics: Sendable {
         filteredCounter.increment(by: n)
     }
 
-    public func recordDeadLetter(errorClass: String) {
+    public func recordDeadLetter(errorClass: DeadLetterClass) {
         deadCount.add(1, ordering: .relaxed)
         deadCounter.increment()
-        deadReasons.withLockedValue { $0[errorClass, default: 0] += 1 }
+        deadReasons.withLockedValue { $0[errorClass.rawValue, default: 0] += 1 }
     }
 
     /// Processing time of a batch, attributed to each of its records.

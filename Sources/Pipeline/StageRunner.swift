@@ -170,7 +170,7 @@ public final class ConsumeProduceStage: Service, Sendable {
         messages.reserveCapacity(batch.count)
         var outCount = 0
         var filtered = 0
-        var deadClasses: [String] = []
+        var deadClasses: [DeadLetterClass] = []
         let now = currentTimeMs()
         for message in batch {
             switch traced.handle(message, nowMs: now, into: &messages) {
@@ -229,7 +229,7 @@ final class DeliveryPipeline: @unchecked Sendable {
         var records: Int
         var outputs: Int
         var filtered: Int
-        var deadLetterClasses: [String]
+        var deadLetterClasses: [DeadLetterClass]
         var ingestTimesMs: [Int64]
     }
 

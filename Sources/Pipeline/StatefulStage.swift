@@ -396,7 +396,7 @@ public final class StatefulStage: Service, Sendable {
         metrics.recordIn(batch)
         let now = currentTimeMs()
         var messages: [KafkaProducerMessage] = []
-        var deadClasses: [String] = []
+        var deadClasses: [DeadLetterClass] = []
         var filtered = 0
         var outCount = 0
         var lateCount = 0
@@ -409,9 +409,9 @@ public final class StatefulStage: Service, Sendable {
                 // windows it closes (docs/ARCHITECTURE.md, "Tracing").
                 let span = tracer.startConsuming(message)
                 var outcome = RecordOutcome.aggregated
-                var failedClass: String?
+                var failedClass: DeadLetterClass?
                 defer { span.end(outcome, errorClass: failedClass) }
-                func dead(_ component: String, _ errorClass: String, _ text: String) {
+                func dead(_ component: String, _ errorClass: DeadLetterClass, _ text: String) {
                     var m = deadLetters.message(
                         for: message, reason: DeadLetterReason(component: component, errorClass: errorClass, message: text), nowMs: now)
                     span.stamp(&m)
@@ -421,12 +421,12 @@ public final class StatefulStage: Service, Sendable {
                     failedClass = errorClass
                 }
                 guard let bytes = message.value else {
-                    dead("json-parse", "MalformedJSON", "the record has no value (tombstone)")
+                    dead("json-parse", .malformedJSON, "the record has no value (tombstone)")
                     continue
                 }
                 let value: JSONValue
                 do { value = try JSONValue.parse(bytes) } catch {
-                    dead("json-parse", "MalformedJSON", "\(error)")
+                    dead("json-parse", .malformedJSON, "\(error)")
                     continue
                 }
                 let context = message.recordContext
@@ -472,12 +472,12 @@ public final class StatefulStage: Service, Sendable {
                             var m = lateWriter.message(
                                 for: message,
                                 reason: DeadLetterReason(
-                                    component: "window", errorClass: "LateRecord",
+                                    component: "window", errorClass: .lateRecord,
                                     message: "arrived after its window closed (event time − grace passed it)"),
                                 nowMs: now)
                             span.stamp(&m)
                             messages.append(m)
-                            if config.lateIsDeadLetter { deadClasses.append("LateRecord") }
+                            if config.lateIsDeadLetter { deadClasses.append(.lateRecord) }
                             outcome = .late
                         }
                         for r in result.results { messages.append(resultMessage(r, topic: output, closedBy: span)) }
@@ -596,7 +596,7 @@ public final class StatefulTestHandler: StageHandler {
 
     public func handle(_ message: KafkaMessage) -> StageOutcome {
         guard let bytes = message.value, let value = try? JSONValue.parse(bytes) else {
-            return .deadLetter(DeadLetterReason(component: "json-parse", errorClass: "MalformedJSON", message: "the record is not JSON"))
+            return .deadLetter(DeadLetterReason(component: "json-parse", errorClass: .malformedJSON, message: "the record is not JSON"))
         }
         let context = message.recordContext
         var values = [value]
@@ -643,7 +643,7 @@ public final class StatefulTestHandler: StageHandler {
         }
         if duplicates == values.count && outputs.isEmpty { return .filtered }
         if late {
-            let reason = DeadLetterReason(component: "window", errorClass: "LateRecord", message: "arrived after its window closed")
+            let reason = DeadLetterReason(component: "window", errorClass: .lateRecord, message: "arrived after its window closed")
             if config.lateIsDeadLetter { return .deadLetter(reason) }
             outputs.append(StageOutput(topic: config.late.name, key: message.key, value: bytes, headers: message.headers))
         }

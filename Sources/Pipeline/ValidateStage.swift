@@ -76,13 +76,13 @@ public struct ValidateHandler: StageHandler {
     public func handle(_ message: KafkaMessage) -> StageOutcome {
         guard let bytes = message.value else {
             return .deadLetter(
-                DeadLetterReason(component: "json-parse", errorClass: "MalformedJSON", message: "the record has no value (tombstone)"))
+                DeadLetterReason(component: "json-parse", errorClass: .malformedJSON, message: "the record has no value (tombstone)"))
         }
         var value: JSONValue
         do {
             value = try JSONValue.parse(bytes)
         } catch {
-            return .deadLetter(DeadLetterReason(component: "json-parse", errorClass: "MalformedJSON", message: error.description))
+            return .deadLetter(DeadLetterReason(component: "json-parse", errorClass: .malformedJSON, message: error.description))
         }
         var headers = message.headers
         var upcastFrom: Int?
@@ -91,7 +91,7 @@ public struct ValidateHandler: StageHandler {
             guard let version = subject.version(of: value, header: declared) else {
                 return .deadLetter(
                     DeadLetterReason(
-                        component: "schema:\(schemaName)", errorClass: "UnknownSchemaVersion",
+                        component: "schema:\(schemaName)", errorClass: .unknownSchemaVersion,
                         message:
                             "the record's schema version is not a positive integer "
                             + "(\(declared ?? subject.versionField.map { "field \($0)" } ?? "?"))"
@@ -100,7 +100,7 @@ public struct ValidateHandler: StageHandler {
             guard version <= subject.latest else {
                 return .deadLetter(
                     DeadLetterReason(
-                        component: "schema:\(schemaName)", errorClass: "UnknownSchemaVersion",
+                        component: "schema:\(schemaName)", errorClass: .unknownSchemaVersion,
                         message:
                             "schema version \(version) of \(schemaName) is not known here (latest: v\(subject.latest)); deploy it, then "
                             + "redrive"
@@ -118,7 +118,7 @@ public struct ValidateHandler: StageHandler {
                 } catch {
                     return .deadLetter(
                         DeadLetterReason(
-                            component: "schema:\(schemaName):v\(version)", errorClass: "UpcastFailed",
+                            component: "schema:\(schemaName):v\(version)", errorClass: .upcastFailed,
                             message: "\(error.step): \(error.message)"))
                 }
                 upcastFrom = version
@@ -147,7 +147,7 @@ public struct ValidateHandler: StageHandler {
             "\(violations.count) violation\(violations.count == 1 ? "" : "s") of schema \(schema); first at '\(first.instancePath)': "
             + "\(first.message)"
         let component = "schema:" + (schema.split(separator: " ").first.map(String.init) ?? schema)
-        return .deadLetter(DeadLetterReason(component: component, errorClass: "SchemaViolation", message: summary, violations: list))
+        return .deadLetter(DeadLetterReason(component: component, errorClass: .schemaViolation, message: summary, violations: list))
     }
 }
 

@@ -101,7 +101,7 @@ struct Enrichment: Sendable {
         do {
             lookup = try match.evaluate(value, context: context)
         } catch {
-            throw ProcessingError(step: step, errorClass: "ExpressionError", message: error.message)
+            throw ProcessingError(step: step, errorClass: .expressionError, message: error.message)
         }
         let found: [String: JSONValue]?
         var skipColumn: String?
@@ -114,7 +114,7 @@ struct Enrichment: Sendable {
             if found == nil, lookup != .null, let why = table.incompleteReason {
                 // The row may exist upstream but was not kept: say so rather than guess.
                 throw ProcessingError(
-                    step: step, errorClass: "EnrichmentTableIncomplete",
+                    step: step, errorClass: .enrichmentTableIncomplete,
                     message: "no row with key \(lookup.jsonString) in topic \(topic), and the table is incomplete: \(why)")
             }
         }
@@ -128,7 +128,7 @@ struct Enrichment: Sendable {
                 case .file(_, let on, let name): what = "no row with \(on) = \(lookup.jsonString) in \(name)"
                 case .topic(let topic, _): what = "no row with key \(lookup.jsonString) in topic \(topic)"
                 }
-                throw ProcessingError(step: step, errorClass: "EnrichmentMissing", message: what)
+                throw ProcessingError(step: step, errorClass: .enrichmentMissing, message: what)
             }
         }
         var added: [String: JSONValue] = [:]

@@ -16,11 +16,11 @@ public struct ProcessorOutput: Sendable, Equatable {
 public struct ProcessingError: Error, Sendable, CustomStringConvertible, Equatable {
     /// Which step, e.g. `steps[1].set.temperature_f`.
     public var step: String
-    /// The error class, e.g. `ExpressionError`, `EnrichmentMissing`, or your own.
-    public var errorClass: String
+    /// The error class, e.g. ``DeadLetterClass/expressionError``, or your own.
+    public var errorClass: DeadLetterClass
     public var message: String
 
-    public init(step: String, errorClass: String, message: String) {
+    public init(step: String, errorClass: DeadLetterClass, message: String) {
         self.step = step
         self.errorClass = errorClass
         self.message = message

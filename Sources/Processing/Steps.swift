@@ -129,7 +129,7 @@ enum Step: Sendable {
             do {
                 if try e.isTrue(item.value, context: context) { out.append(item) }
             } catch {
-                throw ProcessingError(step: path, errorClass: "ExpressionError", message: error.message)
+                throw ProcessingError(step: path, errorClass: .expressionError, message: error.message)
             }
         case .set(let assignments, let path):
             var v = item.value
@@ -139,7 +139,7 @@ enum Step: Sendable {
                     let result = try e.evaluate(v, context: context)
                     v = FieldPaths.setting(v, target, to: result)
                 } catch {
-                    throw ProcessingError(step: "\(path).\(name)", errorClass: "ExpressionError", message: error.message)
+                    throw ProcessingError(step: "\(path).\(name)", errorClass: .expressionError, message: error.message)
                 }
             }
             out.append(ProcessorOutput(value: v, route: item.route))
@@ -275,7 +275,7 @@ struct RouteRules: Sendable {
             do {
                 matched = try rule.when.isTrue(item.value, context: context)
             } catch {
-                throw ProcessingError(step: "\(step)[\(i)].when", errorClass: "ExpressionError", message: error.message)
+                throw ProcessingError(step: "\(step)[\(i)].when", errorClass: .expressionError, message: error.message)
             }
             guard matched else { continue }
             out.append(ProcessorOutput(value: item.value, route: rule.to))

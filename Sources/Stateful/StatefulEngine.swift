@@ -181,22 +181,22 @@ public struct StatefulEngine: Sendable {
             if let k = spec.key {
                 let v: JSONValue
                 do { v = try k.evaluate(record.value, context: record.context) } catch {
-                    throw ProcessingError(step: "window.key", errorClass: "ExpressionError", message: error.message)
+                    throw ProcessingError(step: "window.key", errorClass: .expressionError, message: error.message)
                 }
                 guard v != .null else {
-                    throw ProcessingError(step: "window.key", errorClass: "MissingKey", message: "key: \(k.text) is null")
+                    throw ProcessingError(step: "window.key", errorClass: .missingKey, message: "key: \(k.text) is null")
                 }
                 key = v.stringValue ?? v.jsonString
             } else {
                 guard let k = record.key else {
                     throw ProcessingError(
-                        step: "window", errorClass: "MissingKey", message: "the record has no key to group by (set window.key)")
+                        step: "window", errorClass: .missingKey, message: "the record has no key to group by (set window.key)")
                 }
                 key = k
             }
             let args: [JSONValue]
             do { args = try spec.aggregation.arguments(of: record.value, context: record.context) } catch {
-                throw ProcessingError(step: "window.aggregate", errorClass: "ExpressionError", message: error.message)
+                throw ProcessingError(step: "window.aggregate", errorClass: .expressionError, message: error.message)
             }
             p.maxTime[side] = max(p.maxTime[side] ?? .min, t)
             p.lastArrivalWallMs[side] = nowWallMs
@@ -209,13 +209,13 @@ public struct StatefulEngine: Sendable {
                     outcome.duplicate = r.duplicate
                 }
             } catch {
-                throw ProcessingError(step: "window.aggregate", errorClass: "AggregateError", message: error.message)
+                throw ProcessingError(step: "window.aggregate", errorClass: .aggregateError, message: error.message)
             }
             outcome.results += advance(&p, closeMark: mark)
         case .join(let spec):
             let t = try (side == 0 ? spec.leftTime : spec.rightTime).eventTime(of: record)
             guard let key = record.key else {
-                throw ProcessingError(step: "join", errorClass: "MissingKey", message: "a join needs a record key")
+                throw ProcessingError(step: "join", errorClass: .missingKey, message: "a join needs a record key")
             }
             let before = p.maxTime[side]
             p.maxTime[side] = max(before ?? .min, t)

@@ -90,12 +90,12 @@ public enum EventTimeSource: Sendable {
             do {
                 v = try e.evaluate(record.value, context: record.context)
             } catch {
-                throw ProcessingError(step: "time", errorClass: "ExpressionError", message: error.message)
+                throw ProcessingError(step: "time", errorClass: .expressionError, message: error.message)
             }
             if let ms = v.int64Value { return ms }
             if let s = v.stringValue, let ms = TimeFormat.parse(s) { return ms }
             throw ProcessingError(
-                step: "time", errorClass: "MissingEventTime",
+                step: "time", errorClass: .missingEventTime,
                 message: "time: \(e.text) gave \(v.jsonString); expected milliseconds since the epoch or an ISO-8601 time")
         }
     }

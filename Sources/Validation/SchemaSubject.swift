@@ -174,7 +174,7 @@ public struct SchemaSubject: Sendable {
                 let out = try migration.process(v, context: context)
                 guard out.count == 1 else {
                     throw ProcessingError(
-                        step: "migrations.\(at)", errorClass: "UpcastFailed", message: "the migration from v\(at) did not yield one record")
+                        step: "migrations.\(at)", errorClass: .upcastFailed, message: "the migration from v\(at) did not yield one record")
                 }
                 v = out[0].value
             }

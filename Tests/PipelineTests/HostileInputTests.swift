@@ -66,7 +66,7 @@ import Testing
     @Test(arguments: hostile)
     func isDeadLetteredWithAReason(name: String, bytes: [UInt8], errorClass: String, fragment: String) throws {
         let r = try #require(Self.reason(try Self.validate(bytes)), "\(name) was not dead-lettered")
-        #expect(r.errorClass == errorClass, "\(name): \(r.errorClass) \(r.message)")
+        #expect(r.errorClass.rawValue == errorClass, "\(name): \(r.errorClass) \(r.message)")
         #expect(r.message.contains(fragment) || (r.violations?.jsonString.contains(fragment) ?? false), "\(name): \(r.message)")
     }
 
@@ -85,7 +85,7 @@ import Testing
         let outcome = handler.handle(KafkaMessage(topic: "raw", partition: 0, offset: 7, key: nil, value: bytes, headers: []))
         if errorClass == "MalformedJSON" {
             let r = try #require(Self.reason(outcome), "\(name) was not dead-lettered")
-            #expect(r.errorClass == errorClass && r.message.contains(fragment), "\(name): \(r.errorClass) \(r.message)")
+            #expect(r.errorClass.rawValue == errorClass && r.message.contains(fragment), "\(name): \(r.errorClass) \(r.message)")
         } else {
             guard case .forward(let out) = outcome, out.count == 1 else {
                 Issue.record("\(name) was not forwarded: \(outcome)")

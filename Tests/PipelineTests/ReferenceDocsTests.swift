@@ -1,6 +1,7 @@
 import Config
 import Foundation
 import Pipeline
+import StreamCore
 import Testing
 
 /// docs/reference/ is `streamfirst reference`'s output, and each page's keys are the keys the
@@ -111,5 +112,19 @@ import Testing
         }
         #expect(!Self.keys(log, under: file.keyPath).contains("no_such_key"))
         #expect(Self.keys(log, under: file.keyPath).isSuperset(of: ["paths", "format", "infer_types"]))
+    }
+
+    /// docs/PIPELINES.md's table of dead-letter classes has a row for every class the stages use,
+    /// and no row for one they do not.
+    @Test func theManualListsEveryDeadLetterClass() throws {
+        let manual = try String(contentsOf: Self.root.appendingPathComponent("docs/PIPELINES.md"), encoding: .utf8)
+        let section = try #require(manual.range(of: "## Dead letters")).upperBound
+        let table = manual[section...].split(separator: "\n").drop { !$0.hasPrefix("| class |") }.prefix { $0.hasPrefix("|") }
+        let rows = Set(
+            table.compactMap { line -> String? in
+                guard line.hasPrefix("| `"), let end = line.dropFirst(3).firstIndex(of: "`") else { return nil }
+                return String(line[line.index(line.startIndex, offsetBy: 3)..<end])
+            })
+        #expect(rows == Set(DeadLetterClass.builtIn.map(\.rawValue)))
     }
 }
