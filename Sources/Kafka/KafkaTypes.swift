@@ -281,6 +281,32 @@ public struct KafkaMessage: Sendable, Hashable {
     }
 }
 
+extension Sequence<KafkaMessage> {
+    /// Per partition, the offset after the highest record of this sequence: what to store or commit
+    /// once every one of them is handled.
+    public var nextOffsets: [KafkaTopicPartition: Int64] {
+        var next: [KafkaTopicPartition: Int64] = [:]
+        // A polled batch holds long runs of one partition: the dictionary is touched once per run.
+        var run: (topic: String, partition: Int32, next: Int64)?
+        for m in self {
+            if let r = run, r.partition == m.partition, r.topic == m.topic {
+                run = (r.topic, r.partition, Swift.max(r.next, m.offset + 1))
+                continue
+            }
+            if let r = run {
+                let tp = KafkaTopicPartition(topic: r.topic, partition: r.partition)
+                next[tp] = Swift.max(next[tp] ?? 0, r.next)
+            }
+            run = (m.topic, m.partition, m.offset + 1)
+        }
+        if let r = run {
+            let tp = KafkaTopicPartition(topic: r.topic, partition: r.partition)
+            next[tp] = Swift.max(next[tp] ?? 0, r.next)
+        }
+        return next
+    }
+}
+
 /// A record to produce.
 public struct KafkaProducerMessage: Sendable, Hashable {
     public var topic: String

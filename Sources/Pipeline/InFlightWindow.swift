@@ -33,12 +33,7 @@ struct InFlightWindow: Sendable {
 
     /// Opens a batch of `records`, whose outputs are `messages` producer messages of `bytes` bytes.
     mutating func open(_ records: [KafkaMessage], messages: Int, bytes: Int) -> UInt64 {
-        var next: [KafkaTopicPartition: Int64] = [:]
-        for m in records {
-            let tp = m.topicPartition
-            next[tp] = max(next[tp] ?? 0, m.offset + 1)
-        }
-        return open(next: next, messages: messages, bytes: bytes)
+        open(next: records.nextOffsets, messages: messages, bytes: bytes)
     }
 
     mutating func open(next: [KafkaTopicPartition: Int64], messages: Int, bytes: Int) -> UInt64 {

@@ -71,18 +71,9 @@ public final class StageMetrics: Sendable {
     public func recordIn(_ batch: [KafkaMessage]) {
         recordIn(batch.count)
         guard !batch.isEmpty else { return }
-        // A batch holds long runs of one partition: look the dictionary up once per run.
-        var run = KafkaTopicPartition(topic: batch[0].topic, partition: batch[0].partition)
-        var next = batch[0].offset + 1
+        let next = batch.nextOffsets
         positions.withLockedValue { positions in
-            for m in batch.dropFirst() {
-                if m.partition != run.partition || m.topic != run.topic {
-                    positions[run] = max(positions[run] ?? next, next)
-                    run = KafkaTopicPartition(topic: m.topic, partition: m.partition)
-                }
-                next = m.offset + 1
-            }
-            positions[run] = max(positions[run] ?? next, next)
+            for (tp, offset) in next { positions[tp] = max(positions[tp] ?? offset, offset) }
         }
     }
 

@@ -498,12 +498,7 @@ final class StageClients: Sendable {
     /// Stores the next offsets of a handled batch and lets the consumer commit them (in the
     /// background; a lost commit only means redelivery, which ids make harmless).
     func storeAndCommit(_ batch: [KafkaMessage], logger: Logger) {
-        var next: [KafkaTopicPartition: Int64] = [:]
-        for m in batch {
-            let tp = m.topicPartition
-            next[tp] = max(next[tp] ?? 0, m.offset + 1)
-        }
-        let offsets = next.map { KafkaTopicPartitionOffset($0.key, offset: $0.value) }
+        let offsets = batch.nextOffsets.map { KafkaTopicPartitionOffset($0.key, offset: $0.value) }
         do {
             try consumer.storeOffsets(offsets)
         } catch {
