@@ -166,7 +166,7 @@ public struct ProcessHandler: StageHandler {
             return .deadLetter(DeadLetterReason(component: error.step, errorClass: error.errorClass, message: error.message))
         }
         if outputs.isEmpty { return .filtered }
-        var perTopic: [String: Int] = [:]
+        var ids = OutputIDs(message, id: id)
         var result: [StageOutput] = []
         result.reserveCapacity(outputs.count)
         for out in outputs {
@@ -180,15 +180,7 @@ public struct ProcessHandler: StageHandler {
                 }
                 topic = routed
             }
-            let n = perTopic[topic, default: 0]
-            perTopic[topic] = n + 1
-            var headers = message.headers
-            if n > 0 {
-                headers.removeAll { $0.key == RecordHeader.id }
-                headers.append(KafkaHeader(key: RecordHeader.id, value: "\(id)#\(n)"))
-            } else if message.header(RecordHeader.id) == nil {
-                headers.append(KafkaHeader(key: RecordHeader.id, value: id))
-            }
+            let headers = ids.headers(for: topic, from: message.headers)
             result.append(StageOutput(topic: topic, key: message.key, value: out.value.serialized(), headers: headers))
         }
         return .forward(result)

@@ -44,6 +44,27 @@ public struct StatefulProcessConfig: Sendable {
     /// The Kafka topics this stage consumes, in side order.
     public var inputTopics: [String] { [input.name] + (right.map { [$0.name] } ?? []) }
 
+    /// Runs the steps before the operator on one record: what they route goes out at once, with
+    /// its `sf.id` (``OutputIDs``), and the rest goes on to the window or join. Without steps the
+    /// record itself goes on. Shared by the stage and its broker-free test handler.
+    func runSteps(
+        on value: JSONValue, message: KafkaMessage, context: RecordContext
+    ) throws(ProcessingError) -> (routed: [StageOutput], values: [JSONValue]) {
+        guard let steps else { return ([], [value]) }
+        var ids = OutputIDs(message, id: context.id)
+        var routed: [StageOutput] = []
+        var values: [JSONValue] = []
+        for o in try steps.process(value, context: context) {
+            if let route = o.route, let topic = routes[route] {
+                let headers = ids.headers(for: topic, from: message.headers)
+                routed.append(StageOutput(topic: topic, key: message.key, value: o.value.serialized(), headers: headers))
+            } else {
+                values.append(o.value)
+            }
+        }
+        return (routed, values)
+    }
+
     /// Whether a `process:` section is stateful (has `window:` or `join:`).
     public static func isStateful(_ common: PipelineSpec.StageCommon) -> Bool {
         guard let m = try? common.node.mapping() else { return false }
@@ -430,26 +451,19 @@ public final class StatefulStage: Service, Sendable {
                     continue
                 }
                 let context = message.recordContext
-                var values = [value]
-                if let steps = config.steps {
-                    do throws(ProcessingError) {
-                        let outs = try steps.process(value, context: context)
-                        values = []
-                        for o in outs {
-                            if let route = o.route, let topic = config.routes[route] {
-                                var m = KafkaProducerMessage(
-                                    topic: topic, key: message.key, value: o.value.serialized(), headers: message.headers)
-                                span.stamp(&m)
-                                messages.append(m)
-                                outCount += 1
-                            } else {
-                                values.append(o.value)
-                            }
-                        }
-                    } catch {
-                        dead(error.step, error.errorClass, error.message)
-                        continue
+                let values: [JSONValue]
+                do throws(ProcessingError) {
+                    let stepped = try config.runSteps(on: value, message: message, context: context)
+                    values = stepped.values
+                    for o in stepped.routed {
+                        var m = KafkaProducerMessage(topic: o.topic, key: o.key, value: o.value, headers: o.headers)
+                        span.stamp(&m)
+                        messages.append(m)
+                        outCount += 1
                     }
+                } catch {
+                    dead(error.step, error.errorClass, error.message)
+                    continue
                 }
                 if values.isEmpty {
                     filtered += 1
@@ -599,21 +613,12 @@ public final class StatefulTestHandler: StageHandler {
             return .deadLetter(DeadLetterReason(component: "json-parse", errorClass: .malformedJSON, message: "the record is not JSON"))
         }
         let context = message.recordContext
-        var values = [value]
-        var outputs: [StageOutput] = []
-        if let steps = config.steps {
-            do {
-                values = []
-                for o in try steps.process(value, context: context) {
-                    if let route = o.route, let topic = config.routes[route] {
-                        outputs.append(StageOutput(topic: topic, key: message.key, value: o.value.serialized(), headers: message.headers))
-                    } else {
-                        values.append(o.value)
-                    }
-                }
-            } catch {
-                return .deadLetter(DeadLetterReason(component: error.step, errorClass: error.errorClass, message: error.message))
-            }
+        let values: [JSONValue]
+        var outputs: [StageOutput]
+        do {
+            (outputs, values) = try config.runSteps(on: value, message: message, context: context)
+        } catch {
+            return .deadLetter(DeadLetterReason(component: error.step, errorClass: error.errorClass, message: error.message))
         }
         if values.isEmpty && outputs.isEmpty { return .filtered }
         var late = false

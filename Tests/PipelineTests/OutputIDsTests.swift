@@ -1,0 +1,77 @@
+import Foundation
+import Kafka
+import Pipeline
+import StreamCore
+import Testing
+
+/// The `sf.id`s of one input's outputs, in the process handler and in a stateful process stage's
+/// routed records alike: the input's id for the first output to a topic, `<id>#n` for further ones,
+/// and the derived id for an input that came without one. Two outputs to one topic must never share
+/// an id: a sink upserting by id would keep only one of them.
+@Suite struct OutputIDsTests {
+    static func spec(process: String) throws -> PipelineSpec {
+        try PipelineSpec.parse(
+            yaml: """
+                name: t
+                topics:
+                  raw: { name: raw }
+                  out: { name: out }
+                  alerts: { name: alerts }
+                  changelog: { name: changelog }
+                  dead: { name: dead }
+                dead_letter: dead
+                process:
+                  input: raw
+                  output: out
+                \(process)
+                """, file: "/tmp/t.yaml", environment: [:])
+    }
+
+    /// Two rules that both copy a hot reading to `alerts`, then the record goes on.
+    static let steps = """
+          steps:
+            - route:
+                rules:
+                  - { when: "t > 30", to: alerts, copy: true }
+                  - { when: "t > 40", to: alerts, copy: true }
+        """
+
+    static func message(withID: Bool) -> KafkaMessage {
+        KafkaMessage(
+            topic: "raw", partition: 2, offset: 17, key: Array("s1".utf8), value: Array(#"{"s":"s1","t":45,"ts":1000}"#.utf8),
+            headers: withID ? [KafkaHeader(key: RecordHeader.id, value: "r-9")] : [])
+    }
+
+    static func ids(_ outcome: StageOutcome, topic: String) -> [String] {
+        guard case .forward(let outputs) = outcome else { return [] }
+        return outputs.filter { $0.topic == topic }.map { o in
+            let values = o.headers.filter { $0.key == RecordHeader.id }.map { String(decoding: $0.value ?? [], as: UTF8.self) }
+            return values.count == 1 ? values[0] : "\(values.count) sf.id headers"
+        }
+    }
+
+    @Test(arguments: [true, false])
+    func processHandler(inputHasID: Bool) throws {
+        let spec = try Self.spec(process: Self.steps)
+        let handler = try ProcessHandler.make(spec: spec, common: try spec.stage(.process))
+        let outcome = handler.handle(Self.message(withID: inputHasID))
+        let id = inputHasID ? "r-9" : "raw:2:17"
+        #expect(Self.ids(outcome, topic: "alerts") == [id, "\(id)#1"])
+        #expect(Self.ids(outcome, topic: "out") == [id])
+    }
+
+    @Test(arguments: [true, false])
+    func statefulStageRoutedRecords(inputHasID: Bool) throws {
+        let spec = try Self.spec(
+            process: Self.steps + """
+
+                  window: { type: tumbling, size: 1m, time: ts, key: s, aggregate: { n: count() } }
+                  state: { changelog: changelog }
+                """)
+        let config = try StatefulProcessConfig.make(spec: spec, common: try spec.stage(.process))
+        let handler = StatefulTestHandler(config: config)
+        let outcome = handler.handle(Self.message(withID: inputHasID))
+        let id = inputHasID ? "r-9" : "raw:2:17"
+        #expect(Self.ids(outcome, topic: "alerts") == [id, "\(id)#1"])
+    }
+}
