@@ -106,7 +106,8 @@ extension StepProcessor {
                 "- when: \"hot\"\n  to: alerts\n  copy: true",
                 "rules:\n  - when: \"temperature_c < 0\"\n    to: alerts\ndefault: drop",
             ],
-            notes: "One input record can become several outputs; their ids are `<id>#1`, `<id>#2`, … so downstream upserts stay idempotent."
+            notes: "One input record can become several outputs: the first to a topic keeps the record's id, the next ones to the "
+                + "same topic get `<id>#1`, `<id>#2`, … so downstream upserts stay idempotent and never overwrite one another."
         ),
     ]
 }
