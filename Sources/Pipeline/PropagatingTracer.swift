@@ -81,9 +81,14 @@ extension PropagatingTracer {
     static let hex = Array("0123456789abcdef".utf8)
 
     /// `00-<trace id>-<span id>-<flags>`: the same string as `TraceContext`'s `traceParentHeaderValue`.
-    // Written into one buffer, one allocation instead of several: it runs per record.
     public static func traceParent(_ c: TraceContext) -> String {
-        String(unsafeUninitializedCapacity: 55) { out in
+        String(decoding: traceParentBytes(c), as: UTF8.self)
+    }
+
+    /// ``traceParent(_:)`` as the header value's bytes.
+    // Written into one buffer, one allocation: it runs per record.
+    public static func traceParentBytes(_ c: TraceContext) -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: 55) { out, count in
             var i = 0
             func put(_ byte: UInt8) {
                 out[i] = hex[Int(byte >> 4)]
@@ -101,7 +106,7 @@ extension PropagatingTracer {
             withUnsafeBytes(of: c.spanID.bytes) { for b in $0 { put(b) } }
             dash()
             put(c.flags.rawValue)
-            return i
+            count = i
         }
     }
 }

@@ -185,13 +185,33 @@ public struct RecordSpan: Sendable {
 
     /// Writes this span's context as the `traceparent` (and `tracestate`) of `headers`.
     public func inject(into headers: inout [KafkaHeader]) {
-        headers.removeAll { $0.key == RecordHeader.traceParent || $0.key == RecordHeader.traceState }
-        tracer.inject(span.context, into: &headers, using: KafkaHeadersInjector())
+        headers = self.headers(replacingContextIn: headers)
     }
 
     /// ``inject(into:)`` for a record about to be produced.
     public func stamp(_ message: inout KafkaProducerMessage) {
-        inject(into: &message.headers)
+        message.headers = headers(replacingContextIn: message.headers)
+    }
+
+    /// `input` without its trace context, followed by this span's `traceparent` (and `tracestate`).
+    // Runs for every record a stage produces. `input` is usually shared with the stage's output
+    // value, so editing it in place would copy it and then grow the copy; one array of the final
+    // size is built instead, and the default tracer's traceparent is written straight as bytes.
+    public func headers(replacingContextIn input: [KafkaHeader]) -> [KafkaHeader] {
+        var headers: [KafkaHeader] = []
+        headers.reserveCapacity(input.count + 2)
+        for h in input where h.key != RecordHeader.traceParent && h.key != RecordHeader.traceState {
+            headers.append(h)
+        }
+        if let propagating = span as? PropagatingSpan {
+            if let c = propagating.traceContext {
+                headers.append(KafkaHeader(key: RecordHeader.traceParent, value: PropagatingTracer.traceParentBytes(c)))
+                if let state = c.traceStateHeaderValue { headers.append(KafkaHeader(key: RecordHeader.traceState, value: state)) }
+            }
+        } else {
+            tracer.inject(span.context, into: &headers, using: KafkaHeadersInjector())
+        }
+        return headers
     }
 
     /// Ends the span with the outcome (a dead letter also sets `error.type` and the error status).
