@@ -69,9 +69,14 @@ public final class StageMetrics: Sendable {
 
     /// Counts a polled batch in and moves the stage's position in each partition past it.
     public func recordIn(_ batch: [KafkaMessage]) {
-        recordIn(batch.count)
-        guard !batch.isEmpty else { return }
-        let next = batch.nextOffsets
+        recordIn(batch.count, nextOffsets: batch.nextOffsets)
+    }
+
+    /// Counts `count` records in and moves the stage's position to `next` (a batch's
+    /// ``Swift/Sequence/nextOffsets``, for a stage that needs them itself too).
+    public func recordIn(_ count: Int, nextOffsets next: [KafkaTopicPartition: Int64]) {
+        recordIn(count)
+        guard !next.isEmpty else { return }
         positions.withLockedValue { positions in
             for (tp, offset) in next { positions[tp] = max(positions[tp] ?? offset, offset) }
         }

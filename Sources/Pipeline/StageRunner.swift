@@ -165,7 +165,9 @@ public final class ConsumeProduceStage: Service, Sendable {
     /// stores the batch's offsets once they, and those of every earlier batch, are acknowledged.
     func process(_ batch: [KafkaMessage], window: DeliveryPipeline) async throws {
         let started = ContinuousClock.now
-        metrics.recordIn(batch)
+        // Once per batch: the lag's position and the offsets the window stores.
+        let next = batch.nextOffsets
+        metrics.recordIn(batch.count, nextOffsets: next)
         var messages: [KafkaProducerMessage] = []
         messages.reserveCapacity(batch.count)
         var outCount = 0
@@ -189,7 +191,7 @@ public final class ConsumeProduceStage: Service, Sendable {
             }
         }
         try await window.send(
-            messages, of: batch,
+            messages, next: next,
             summary: .init(
                 started: started, records: batch.count, outputs: outCount, filtered: filtered, deadLetterClasses: deadClasses,
                 ingestTimesMs: batch.compactMap(\.ingestTimeMs)))
@@ -204,7 +206,7 @@ public final class ConsumeProduceStage: Service, Sendable {
 ///
 /// - A batch's offsets are stored only when every output and dead letter of it **and of every
 ///   earlier batch** is acknowledged (``InFlightWindow/acknowledge(_:)``).
-/// - A failed delivery fails the stage (``harvest()`` / ``send(_:of:summary:)`` throw) and nothing
+/// - A failed delivery fails the stage (``harvest()`` / ``send(_:next:summary:)`` throw) and nothing
 ///   of that batch or any later one is stored; earlier, acknowledged batches may be.
 /// - On a rebalance nothing special happens: offsets are only ever stored for acknowledged records;
 ///   storing them for a partition this member lost fails (logged) and the new owner redelivers.
@@ -272,9 +274,10 @@ final class DeliveryPipeline: @unchecked Sendable {
 
     var count: Int { window.count }
 
-    /// Queues a handled batch's messages and opens it in the window; first waits for the oldest
-    /// batches while the window is full. Throws when a delivery failed.
-    func send(_ messages: [KafkaProducerMessage], of batch: [KafkaMessage], summary: Summary) async throws {
+    /// Queues a handled batch's messages and opens it in the window, to store `next` (the batch's
+    /// next offsets) once acknowledged; first waits for the oldest batches while the window is full.
+    /// Throws when a delivery failed.
+    func send(_ messages: [KafkaProducerMessage], next: [KafkaTopicPartition: Int64], summary: Summary) async throws {
         let bytes = messages.reduce(0) { sum, m in
             sum + (m.value?.count ?? 0) + (m.key?.count ?? 0) + m.headers.reduce(0) { $0 + $1.key.utf8.count + ($1.value?.count ?? 0) }
         }
@@ -282,7 +285,7 @@ final class DeliveryPipeline: @unchecked Sendable {
         while !window.isEmpty && (window.messages + messages.count > maxMessages || window.bytes + bytes > maxBytes) {
             try await awaitOldest()
         }
-        let id = window.open(batch, messages: messages.count, bytes: bytes)
+        let id = window.open(next: next, messages: messages.count, bytes: bytes)
         if messages.isEmpty {
             open.append(Delivery(id: id, summary: summary, task: nil, done: DoneFlag()))
         } else {
