@@ -1,3 +1,4 @@
+import Kafka
 import StreamCore
 import Synchronization
 import Tracing
@@ -82,32 +83,43 @@ extension PropagatingTracer {
 
     /// `00-<trace id>-<span id>-<flags>`: the same string as `TraceContext`'s `traceParentHeaderValue`.
     public static func traceParent(_ c: TraceContext) -> String {
-        String(decoding: traceParentBytes(c), as: UTF8.self)
+        String(unsafeUninitializedCapacity: 55) { write(c, into: $0) }
     }
 
     /// ``traceParent(_:)`` as the header value's bytes.
-    // Written into one buffer, one allocation: it runs per record.
     public static func traceParentBytes(_ c: TraceContext) -> [UInt8] {
-        [UInt8](unsafeUninitializedCapacity: 55) { out, count in
-            var i = 0
-            func put(_ byte: UInt8) {
-                out[i] = hex[Int(byte >> 4)]
-                out[i + 1] = hex[Int(byte & 0x0F)]
-                i += 2
-            }
-            func dash() {
-                out[i] = UInt8(ascii: "-")
-                i += 1
-            }
-            put(0)
-            dash()
-            withUnsafeBytes(of: c.traceID.bytes) { for b in $0 { put(b) } }
-            dash()
-            withUnsafeBytes(of: c.spanID.bytes) { for b in $0 { put(b) } }
-            dash()
-            put(c.flags.rawValue)
-            count = i
+        [UInt8](unsafeUninitializedCapacity: 55) { out, count in count = write(c, into: out) }
+    }
+
+    /// Appends the `traceparent` (and `tracestate`) of `context` to `headers`, the `traceparent` written
+    /// straight as bytes; false when `context` holds no context of this tracer.
+    static func append(_ context: InstrumentationContext, to headers: inout [KafkaHeader]) -> Bool {
+        guard let c = context[W3CContextKey.self] else { return false }
+        headers.append(KafkaHeader(key: RecordHeader.traceParent, value: traceParentBytes(c)))
+        if let state = c.traceStateHeaderValue { headers.append(KafkaHeader(key: RecordHeader.traceState, value: state)) }
+        return true
+    }
+
+    // Written into one buffer, one allocation: it runs per record.
+    private static func write(_ c: TraceContext, into out: UnsafeMutableBufferPointer<UInt8>) -> Int {
+        var i = 0
+        func put(_ byte: UInt8) {
+            out[i] = hex[Int(byte >> 4)]
+            out[i + 1] = hex[Int(byte & 0x0F)]
+            i += 2
         }
+        func dash() {
+            out[i] = UInt8(ascii: "-")
+            i += 1
+        }
+        put(0)
+        dash()
+        withUnsafeBytes(of: c.traceID.bytes) { for b in $0 { put(b) } }
+        dash()
+        withUnsafeBytes(of: c.spanID.bytes) { for b in $0 { put(b) } }
+        dash()
+        put(c.flags.rawValue)
+        return i
     }
 }
 

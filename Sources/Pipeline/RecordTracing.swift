@@ -203,12 +203,7 @@ public struct RecordSpan: Sendable {
         for h in input where h.key != RecordHeader.traceParent && h.key != RecordHeader.traceState {
             headers.append(h)
         }
-        if let propagating = span as? PropagatingSpan {
-            if let c = propagating.traceContext {
-                headers.append(KafkaHeader(key: RecordHeader.traceParent, value: PropagatingTracer.traceParentBytes(c)))
-                if let state = c.traceStateHeaderValue { headers.append(KafkaHeader(key: RecordHeader.traceState, value: state)) }
-            }
-        } else {
+        if !PropagatingTracer.append(span.context, to: &headers) {
             tracer.inject(span.context, into: &headers, using: KafkaHeadersInjector())
         }
         return headers
