@@ -59,8 +59,9 @@ struct ConformanceCommand: ParsableCommand {
         let cwd = FileManager.default.currentDirectoryPath
         let directory = JSONSchemaTestSuite.defaultDirectory(root: cwd)
         let script = URL(fileURLWithPath: cwd).appendingPathComponent("scripts/fetch-json-schema-suite.sh").path
-        let present = FileManager.default.fileExists(atPath: directory + "/tests/draft2020-12")
-        guard !present, ProcessInfo.processInfo.environment["STREAMFIRST_JSON_SCHEMA_SUITE"] == nil,
+        // Only the script's own folder is fetched into, never a directory the environment names.
+        guard directory == JSONSchemaTestSuite.fetchedDirectory(root: cwd),
+            !FileManager.default.fileExists(atPath: directory + "/tests/draft2020-12"),
             FileManager.default.fileExists(atPath: script)
         else { return directory }
         let fetch = Process()

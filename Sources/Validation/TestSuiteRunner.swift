@@ -62,7 +62,12 @@ public struct JSONSchemaTestSuite: Sendable {
     /// `scripts/fetch-json-schema-suite.sh` puts it.
     public static func defaultDirectory(root: String) -> String {
         if let dir = ProcessInfo.processInfo.environment["STREAMFIRST_JSON_SCHEMA_SUITE"], !dir.isEmpty { return dir }
-        return URL(fileURLWithPath: root).appendingPathComponent(".build/json-schema-test-suite").standardizedFileURL.path
+        return fetchedDirectory(root: root)
+    }
+
+    /// Where `scripts/fetch-json-schema-suite.sh` puts the suite in the checkout at `root`.
+    public static func fetchedDirectory(root: String) -> String {
+        URL(fileURLWithPath: root).appendingPathComponent(".build/json-schema-test-suite").standardizedFileURL.path
     }
 
     /// How to get the suite, for messages that say it is missing.
