@@ -208,25 +208,68 @@ public final class KafkaProducer: Sendable {
     /// queued) carries its ``KafkaDeliveryReport/error``. Records to the same partition keep their order.
     public func send(_ messages: [KafkaProducerMessage]) async -> [KafkaDeliveryReport] {
         if messages.isEmpty { return [] }
-        let batch = DeliveryBatch(count: messages.count)
-        for (index, message) in messages.enumerated() {
-            let token = Unmanaged.passRetained(DeliveryToken(batch: batch, index: index, topic: message.topic))
-            dispatcher.awaitedQueued()
-            do {
-                if try !_enqueueUnlessFull(message, opaque: token.toOpaque()) {
-                    try await enqueueRetryingWhenFull(message, opaque: token.toOpaque())
+        let completion = ProduceCompletion(count: messages.count, collectsReports: true, dispatcher: dispatcher)
+        await enqueueAll(messages, completion: completion)
+        return await completion.reports()
+    }
+
+    /// Sends records and waits until every one is acknowledged or failed, with one completion for
+    /// the whole batch: what comes back is the count and the few records that failed (by index),
+    /// not a report per record. What a stage uses for each handled batch.
+    ///
+    /// Queues the records in order, synchronously, while the local queue has space (so a caller
+    /// that starts it with `Task.immediate` has every record queued before its first suspension
+    /// unless the queue fills); suspends only while the queue is full. Records to the same
+    /// partition keep their order.
+    public func sendBatch(_ messages: [KafkaProducerMessage]) async -> KafkaBatchDelivery {
+        if messages.isEmpty { return KafkaBatchDelivery(count: 0) }
+        let completion = ProduceCompletion(count: messages.count, collectsReports: false, dispatcher: dispatcher)
+        await enqueueAll(messages, completion: completion)
+        return await completion.delivery()
+    }
+
+    /// Queues every record of an awaited batch, each with its slot of `completion` as opaque;
+    /// a record that cannot be queued completes its slot with the error at once.
+    private func enqueueAll(_ messages: [KafkaProducerMessage], completion: ProduceCompletion) async {
+        var i = 0
+        while i < messages.count {
+            let generation = dispatcher.generation
+            let (next, error) = produceRun(messages, from: i, completion: completion)
+            i = next
+            guard let error else { break }
+            if error.code == KafkaError.queueFullCode {
+                do {
+                    try await dispatcher.waitForSpace(after: generation)
+                } catch {
+                    // Closed or fatal while waiting: nothing more can be queued.
+                    let e = error as? KafkaError ?? KafkaError.client("SEND", "\(error)")
+                    while i < messages.count {
+                        completion.fail(index: i, topic: messages[i].topic, partition: messages[i].partition, error: e)
+                        i += 1
+                    }
                 }
-            } catch {
-                token.release()
-                dispatcher.awaitedDone()
-                batch.complete(
-                    index: index,
-                    report: KafkaDeliveryReport(
-                        topic: message.topic, partition: message.partition ?? -1, offset: KafkaOffset.invalid,
-                        timestamp: nil, error: error as? KafkaError ?? KafkaError.client("SEND", "\(error)")))
+            } else {
+                completion.fail(index: i, topic: messages[i].topic, partition: messages[i].partition, error: error)
+                i += 1
             }
         }
-        return await batch.wait()
+    }
+
+    /// Queues `messages[start...]` inside one pass through the client's gate, until the end or the
+    /// first error; returns where it stopped and the error.
+    private func produceRun(
+        _ messages: [KafkaProducerMessage], from start: Int, completion: ProduceCompletion
+    ) -> (next: Int, error: KafkaError?) {
+        if dispatcher.hasFatalError, let fatal = dispatcher.fatalError { return (start, fatal) }
+        guard lifecycle.isRunning, client.gate.enter() else { return (start, Self.closedError) }
+        defer { client.gate.leave() }
+        dispatcher.destroyDeferredIfAny()
+        var i = start
+        while i < messages.count {
+            if let error = produceInGate(messages[i], opaque: completion.opaque(i)) { return (i, error) }
+            i += 1
+        }
+        return (i, nil)
     }
 
     /// Queues a record without waiting for its acknowledgement (fire-and-forget).
@@ -301,9 +344,27 @@ public final class KafkaProducer: Sendable {
         guard lifecycle.isRunning, client.gate.enter() else { return Self.closedError }
         defer { client.gate.leave() }
         dispatcher.destroyDeferredIfAny()
+        return produceInGate(message, opaque: opaque)
+    }
+
+    /// Queues one record; the caller is inside the client's gate.
+    @inline(__always)
+    private func produceInGate(_ message: KafkaProducerMessage, opaque: UnsafeMutableRawPointer?) -> KafkaError? {
         let rkt: OpaquePointer
         do { rkt = try topics.handle(message.topic, on: client.rk) } catch { return error as? KafkaError }
         let partition = message.partition ?? RD_KAFKA_PARTITION_UA
+        if let forwarded = message.forwarded {
+            let handled = forwarded.input.withConsumedMessage { m, batch, index in
+                produceForwarded(
+                    forwarded, from: m, batch: batch, index: index, message: message, rkt: rkt, partition: partition, opaque: opaque)
+            }
+            if let handled { return handled.error }
+            // An input built in Swift (not consumed): its parts as an owned record.
+            let owned = KafkaProducerMessage(
+                topic: message.topic, partition: message.partition, key: message.key, value: message.value, headers: message.headers,
+                timestamp: message.timestamp)
+            return produceWithHeaders(owned, rkt: rkt, partition: partition, opaque: opaque)
+        }
         if message.headers.isEmpty && message.timestamp == nil {
             let rc = withOptionalBytes(message.value) { value, valueLength in
                 withOptionalBytes(message.key) { key, keyLength in
@@ -318,13 +379,40 @@ public final class KafkaProducer: Sendable {
         return produceWithHeaders(message, rkt: rkt, partition: partition, opaque: opaque)
     }
 
+    /// A forwarded record: key and value straight from the consumed `rd_kafka_message_t`, headers
+    /// copied in C from the input's (`rd_kafka_headers_copy`) and edited there. Wrapped in a
+    /// struct so the caller can tell "not consumed" (nil) from "no error".
+    private struct ProduceResult { var error: KafkaError? }
+
+    private func produceForwarded(
+        _ f: KafkaProducerMessage.Forwarded, from m: UnsafeMutablePointer<rd_kafka_message_t>, batch: RDKafkaRecordBatch, index: Int,
+        message: KafkaProducerMessage, rkt: OpaquePointer, partition: Int32, opaque: UnsafeMutableRawPointer?
+    ) -> ProduceResult {
+        let headers = batch.copyHeaders(index) ?? rd_kafka_headers_new(f.adding.count)
+        for key in f.removing { _ = rd_kafka_header_remove(headers, key) }
+        for h in f.adding { _ = rd_kafka_header_remove(headers, h.key) }
+        for h in f.adding {
+            _ = withOptionalBytes(h.value) { v, n in rd_kafka_header_add(headers, h.key, -1, v, n) }
+        }
+        let error = produceva(
+            rkt: rkt, partition: partition, value: UnsafeRawPointer(m.pointee.payload), valueLength: m.pointee.len,
+            key: UnsafeRawPointer(m.pointee.key), keyLength: m.pointee.key_len, timestamp: message.timestamp, headers: headers,
+            opaque: opaque)
+        guard let error else { return ProduceResult(error: nil) } // librdkafka now owns the headers.
+        if let headers { rd_kafka_headers_destroy(headers) }
+        let code = rd_kafka_error_code(error)
+        rd_kafka_error_destroy(error)
+        return ProduceResult(error: producerError(code, message: message))
+    }
+
     private func produceWithHeaders(
         _ message: KafkaProducerMessage, rkt: OpaquePointer, partition: Int32, opaque: UnsafeMutableRawPointer?
     ) -> KafkaError? {
         var headers: OpaquePointer?
-        if !message.headers.isEmpty {
-            headers = rd_kafka_headers_new(message.headers.count)
-            for h in message.headers {
+        let list = message.headers
+        if !list.isEmpty {
+            headers = rd_kafka_headers_new(list.count)
+            for h in list {
                 _ = withOptionalBytes(h.value) { v, n in
                     rd_kafka_header_add(headers, h.key, -1, v, n)
                 }
@@ -332,28 +420,9 @@ public final class KafkaProducer: Sendable {
         }
         let error: OpaquePointer? = withOptionalBytes(message.value) { value, valueLength in
             withOptionalBytes(message.key) { key, keyLength in
-                var vus = [rd_kafka_vu_t](repeating: rd_kafka_vu_t(), count: 8)
-                var n = 0
-                func add(_ type: rd_kafka_vtype_t, _ set: (inout rd_kafka_vu_t) -> Void) {
-                    vus[n].vtype = type
-                    set(&vus[n])
-                    n += 1
-                }
-                add(RD_KAFKA_VTYPE_RKT) { $0.u.rkt = rkt }
-                add(RD_KAFKA_VTYPE_PARTITION) { $0.u.i32 = partition }
-                add(RD_KAFKA_VTYPE_MSGFLAGS) { $0.u.i = RD_KAFKA_MSG_F_COPY }
-                add(RD_KAFKA_VTYPE_VALUE) {
-                    $0.u.mem.ptr = UnsafeMutableRawPointer(mutating: value)
-                    $0.u.mem.size = valueLength
-                }
-                add(RD_KAFKA_VTYPE_KEY) {
-                    $0.u.mem.ptr = UnsafeMutableRawPointer(mutating: key)
-                    $0.u.mem.size = keyLength
-                }
-                add(RD_KAFKA_VTYPE_OPAQUE) { $0.u.ptr = opaque }
-                if let ts = message.timestamp { add(RD_KAFKA_VTYPE_TIMESTAMP) { $0.u.i64 = ts } }
-                if let headers { add(RD_KAFKA_VTYPE_HEADERS) { $0.u.headers = headers } }
-                return vus.withUnsafeBufferPointer { rd_kafka_produceva(client.rk, $0.baseAddress, n) }
+                produceva(
+                    rkt: rkt, partition: partition, value: value, valueLength: valueLength, key: key, keyLength: keyLength,
+                    timestamp: message.timestamp, headers: headers, opaque: opaque)
             }
         }
         guard let error else { return nil } // librdkafka now owns the headers.
@@ -361,6 +430,39 @@ public final class KafkaProducer: Sendable {
         let code = rd_kafka_error_code(error)
         rd_kafka_error_destroy(error)
         return producerError(code, message: message)
+    }
+
+    /// `rd_kafka_produceva` with the record's parts (copied by librdkafka: `RD_KAFKA_MSG_F_COPY`); the
+    /// argument array lives on the stack. On success librdkafka owns `headers`.
+    @inline(__always)
+    private func produceva(
+        rkt: OpaquePointer, partition: Int32, value: UnsafeRawPointer?, valueLength: Int, key: UnsafeRawPointer?, keyLength: Int,
+        timestamp: Int64?, headers: OpaquePointer?, opaque: UnsafeMutableRawPointer?
+    ) -> OpaquePointer? {
+        withUnsafeTemporaryAllocation(of: rd_kafka_vu_t.self, capacity: 8) { vus in
+            var n = 0
+            func add(_ type: rd_kafka_vtype_t, _ set: (inout rd_kafka_vu_t) -> Void) {
+                vus[n] = rd_kafka_vu_t()
+                vus[n].vtype = type
+                set(&vus[n])
+                n += 1
+            }
+            add(RD_KAFKA_VTYPE_RKT) { $0.u.rkt = rkt }
+            add(RD_KAFKA_VTYPE_PARTITION) { $0.u.i32 = partition }
+            add(RD_KAFKA_VTYPE_MSGFLAGS) { $0.u.i = RD_KAFKA_MSG_F_COPY }
+            add(RD_KAFKA_VTYPE_VALUE) {
+                $0.u.mem.ptr = UnsafeMutableRawPointer(mutating: value)
+                $0.u.mem.size = valueLength
+            }
+            add(RD_KAFKA_VTYPE_KEY) {
+                $0.u.mem.ptr = UnsafeMutableRawPointer(mutating: key)
+                $0.u.mem.size = keyLength
+            }
+            add(RD_KAFKA_VTYPE_OPAQUE) { $0.u.ptr = opaque }
+            if let timestamp { add(RD_KAFKA_VTYPE_TIMESTAMP) { $0.u.i64 = timestamp } }
+            if let headers { add(RD_KAFKA_VTYPE_HEADERS) { $0.u.headers = headers } }
+            return rd_kafka_produceva(client.rk, UnsafePointer(vus.baseAddress), n)
+        }
     }
 
     private func producerError(_ code: rd_kafka_resp_err_t, message: KafkaProducerMessage) -> KafkaError {
@@ -581,56 +683,6 @@ private let emptyByte: UInt8 = 0
 
 // MARK: - Delivery reports
 
-/// One awaited batch of sends: one slot per record, resumed once when all are reported.
-final class DeliveryBatch: Sendable {
-    private struct State {
-        var reports: [KafkaDeliveryReport?]
-        var remaining: Int
-        var continuation: CheckedContinuation<[KafkaDeliveryReport], Never>?
-    }
-    private let state: NIOLockedValueBox<State>
-
-    init(count: Int) {
-        state = NIOLockedValueBox(State(reports: Array(repeating: nil, count: count), remaining: count))
-    }
-
-    func complete(index: Int, report: KafkaDeliveryReport) {
-        let resume = state.withLockedValue { s -> (CheckedContinuation<[KafkaDeliveryReport], Never>, [KafkaDeliveryReport])? in
-            guard s.reports[index] == nil else { return nil }
-            s.reports[index] = report
-            s.remaining -= 1
-            guard s.remaining == 0, let c = s.continuation else { return nil }
-            s.continuation = nil
-            return (c, s.reports.compactMap { $0 })
-        }
-        if let (c, reports) = resume { c.resume(returning: reports) }
-    }
-
-    func wait() async -> [KafkaDeliveryReport] {
-        await withCheckedContinuation { c in
-            let ready = state.withLockedValue { s -> [KafkaDeliveryReport]? in
-                if s.remaining == 0 { return s.reports.compactMap { $0 } }
-                s.continuation = c
-                return nil
-            }
-            if let ready { c.resume(returning: ready) }
-        }
-    }
-}
-
-/// Travels through librdkafka as a record's opaque pointer (retained once, released in the report).
-final class DeliveryToken {
-    let batch: DeliveryBatch
-    let index: Int
-    let topic: String
-
-    init(batch: DeliveryBatch, index: Int, topic: String) {
-        self.batch = batch
-        self.index = index
-        self.topic = topic
-    }
-}
-
 /// Receives delivery reports on the producer's event thread and wakes senders waiting for queue space.
 final class DeliveryDispatcher: Sendable {
     private struct State {
@@ -685,10 +737,12 @@ final class DeliveryDispatcher: Sendable {
     /// an event that carries it cannot be read while the count is zero.
     var countsInBulk: Bool { handler == nil && awaitedInFlight.load(ordering: .acquiring) == 0 }
 
-    func awaitedQueued() {
-        if awaitedInFlight.wrappingAdd(1, ordering: .releasing).oldValue == 0 { wakeEventThread() }
+    /// `count` awaited records are about to be queued.
+    func awaitedQueued(_ count: Int) {
+        if awaitedInFlight.wrappingAdd(count, ordering: .releasing).oldValue == 0 { wakeEventThread() }
     }
-    func awaitedDone() { awaitedInFlight.wrappingSubtract(1, ordering: .releasing) }
+    /// `count` awaited records are reported (or failed to queue) and handled.
+    func awaitedDone(_ count: Int) { awaitedInFlight.wrappingSubtract(count, ordering: .releasing) }
 
     /// Someone waits for a report: an awaited send, a sender waiting for queue space, a flush or a
     /// transaction commit/abort. The event thread then blocks on the queue instead of coalescing.
@@ -815,9 +869,7 @@ final class DeliveryDispatcher: Sendable {
         let m = message.pointee
         let error: KafkaError? = m.err == RD_KAFKA_RESP_ERR_NO_ERROR ? nil : deliveryError(m.err)
         if let opaque = m._private {
-            let token = Unmanaged<DeliveryToken>.fromOpaque(opaque).takeRetainedValue()
-            token.batch.complete(index: token.index, report: report(message, topic: token.topic, error: error))
-            awaitedDone()
+            ProduceCompletion.complete(opaque: opaque, message: message, error: error)
             reportsSinceLastPoll.add(1, ordering: .relaxed)
             return
         }
@@ -850,7 +902,7 @@ final class DeliveryDispatcher: Sendable {
         return KafkaError(err)
     }
 
-    private func report(_ message: UnsafePointer<rd_kafka_message_t>, topic: String, error: KafkaError?) -> KafkaDeliveryReport {
+    func report(_ message: UnsafePointer<rd_kafka_message_t>, topic: String, error: KafkaError?) -> KafkaDeliveryReport {
         let timestamp = KafkaTimestamp(of: message)
         return KafkaDeliveryReport(
             topic: topic, partition: message.pointee.partition,

@@ -257,6 +257,13 @@ public struct KafkaMessage: Sendable, Hashable {
 
     public var topicPartition: KafkaTopicPartition { KafkaTopicPartition(topic: topic, partition: partition) }
 
+    /// For the producer: calls `body` with the consumed `rd_kafka_message_t` this record borrows
+    /// (valid only inside `body`); nil for a record that owns its bytes.
+    func withConsumedMessage<R>(_ body: (UnsafeMutablePointer<rd_kafka_message_t>, RDKafkaRecordBatch, Int) -> R) -> R? {
+        guard case .borrowed(let batch, let index) = storage else { return nil }
+        return withExtendedLifetime(batch) { body(batch.message(index), batch, index) }
+    }
+
     /// The first header with this key (its value may be nil), or nil if there is none.
     public func header(_ key: String) -> KafkaHeader? {
         switch storage {
@@ -304,36 +311,6 @@ extension Sequence<KafkaMessage> {
             next[tp] = Swift.max(next[tp] ?? 0, r.next)
         }
         return next
-    }
-}
-
-/// A record to produce.
-public struct KafkaProducerMessage: Sendable, Hashable {
-    public var topic: String
-    /// An explicit partition; nil lets the partitioner choose from the key.
-    public var partition: Int32?
-    public var key: [UInt8]?
-    /// The value; nil produces a tombstone.
-    public var value: [UInt8]?
-    public var headers: [KafkaHeader]
-    /// CreateTime in milliseconds since the epoch; nil means now.
-    public var timestamp: Int64?
-
-    public init(
-        topic: String, partition: Int32? = nil, key: [UInt8]? = nil, value: [UInt8]?,
-        headers: [KafkaHeader] = [], timestamp: Int64? = nil
-    ) {
-        self.topic = topic
-        self.partition = partition
-        self.key = key
-        self.value = value
-        self.headers = headers
-        self.timestamp = timestamp
-    }
-
-    /// A message with UTF-8 key and value.
-    public init(topic: String, key: String?, value: String?, headers: [KafkaHeader] = []) {
-        self.init(topic: topic, key: key.map { Array($0.utf8) }, value: value.map { Array($0.utf8) }, headers: headers)
     }
 }
 

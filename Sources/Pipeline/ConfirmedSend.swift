@@ -17,27 +17,32 @@ extension KafkaProducer {
     /// are then reported as failed, so the stage does not move its input offsets past them.
     static let confirmationAttempts = 5
 
-    /// Sends records like ``send(_:)-([KafkaProducerMessage])`` and re-sends every record that was
+    /// Sends records like ``KafkaProducer/sendBatch(_:)`` and re-sends every record that was
     /// acknowledged without an offset (implicitly), logging a warning that names them, until the broker
-    /// gives each one an offset: a report without an error then means the broker wrote the record.
+    /// gives each one an offset: a batch without failures then means the broker wrote every record.
     /// Records still acknowledged without an offset after 5 sends are reported failed (`UNCONFIRMED`,
     /// retriable), so a stage does not move its input offsets past them.
     ///
     /// On a real broker an implicit acknowledgement is true, so a re-send writes the record a second
     /// time: a duplicate with the same `sf.id`, which the pipeline absorbs (at-least-once between
     /// topics, the sink upserts by key). Only with `enable.idempotence=true` and `acks` other than 0;
-    /// otherwise it is ``send(_:)-([KafkaProducerMessage])``.
-    public func sendConfirmed(_ messages: [KafkaProducerMessage], logger: Logger) async -> [KafkaDeliveryReport] {
-        var reports = await send(messages)
+    /// otherwise it is ``KafkaProducer/sendBatch(_:)``.
+    public func sendConfirmed(_ messages: [KafkaProducerMessage], logger: Logger) async -> KafkaBatchDelivery {
+        var delivery = await sendBatch(messages)
         // Without idempotence (or with acks=0) no implicit acknowledgement exists, and acks=0 reports carry no offsets.
-        guard properties["enable.idempotence"] == "true", properties["acks"] != "0" else { return reports }
-        var unconfirmed = reports.indices.filter { reports[$0].error == nil && reports[$0].offset < 0 }
+        guard properties["enable.idempotence"] == "true", properties["acks"] != "0" else {
+            delivery.withoutOffset = []
+            return delivery
+        }
+        var unconfirmed = delivery.withoutOffset.map(\.index)
+        var partitions = Dictionary(uniqueKeysWithValues: delivery.withoutOffset.map { ($0.index, $0.partition) })
+        delivery.withoutOffset = []
         var attempt = 1
         while !unconfirmed.isEmpty {
             let ids = unconfirmed.prefix(20).map {
                 messages[$0].header(RecordHeader.id)?.value.map { String(decoding: $0, as: UTF8.self) } ?? "?"
             }
-            let places = Set(unconfirmed.map { "\(reports[$0].topic)[\(reports[$0].partition)]" }).sorted()
+            let places = Set(unconfirmed.map { "\(messages[$0].topic)[\(partitions[$0] ?? -1)]" }).sorted()
             guard attempt < Self.confirmationAttempts else {
                 logger.error(
                     "records still acknowledged without an offset after \(attempt) sends; failing them",
@@ -46,10 +51,14 @@ extension KafkaProducer {
                         "ids": "\(ids.joined(separator: ","))",
                     ])
                 for i in unconfirmed {
-                    reports[i].error = KafkaError(
-                        code: 0, codeName: "UNCONFIRMED", message: "the broker acknowledged the record only implicitly, \(attempt) times",
-                        isRetriable: true)
+                    delivery.failures.append(
+                        .init(
+                            index: i, topic: messages[i].topic,
+                            error: KafkaError(
+                                code: 0, codeName: "UNCONFIRMED",
+                                message: "the broker acknowledged the record only implicitly, \(attempt) times", isRetriable: true)))
                 }
+                delivery.failures.sort { $0.index < $1.index }
                 break
             }
             logger.warning(
@@ -58,16 +67,21 @@ extension KafkaProducer {
                     "count": "\(unconfirmed.count)", "partitions": "\(places.joined(separator: ","))",
                     "ids": "\(ids.joined(separator: ","))",
                 ])
-            let again = await send(unconfirmed.map { messages[$0] })
-            for (k, i) in unconfirmed.enumerated() { reports[i] = again[k] }
-            unconfirmed = unconfirmed.filter { reports[$0].error == nil && reports[$0].offset < 0 }
+            let again = await sendBatch(unconfirmed.map { messages[$0] })
+            // Indices of `again` are positions in `unconfirmed`.
+            for f in again.failures {
+                delivery.failures.append(.init(index: unconfirmed[f.index], topic: f.topic, error: f.error))
+            }
+            delivery.failures.sort { $0.index < $1.index }
+            for u in again.withoutOffset { partitions[unconfirmed[u.index]] = u.partition }
+            unconfirmed = again.withoutOffset.map { unconfirmed[$0.index] }
             attempt += 1
         }
-        return reports
+        return delivery
     }
 }
 
-extension KafkaProducerMessage {
-    /// The first header with this key.
-    func header(_ key: String) -> KafkaHeader? { headers.first { $0.key == key } }
+extension KafkaBatchDelivery {
+    /// The first failure as one line (`<topic>: <error>`), or nil when every record was delivered.
+    var firstFailure: String? { failures.first.map { "\($0.topic): \($0.error)" } }
 }

@@ -198,9 +198,9 @@ public final class IngestStage: Service, RecordEmitter, Sendable {
         }
         metrics.recordIn(records.count)
         let started = ContinuousClock.now
-        let reports = await producer.sendConfirmed(messages, logger: logger)
-        if let failed = reports.first(where: { $0.error != nil }), let error = failed.error {
-            throw .deliveryFailed("\(error)")
+        let delivery = await producer.sendConfirmed(messages, logger: logger)
+        if let failed = delivery.failures.first {
+            throw .deliveryFailed("\(failed.error)")
         }
         metrics.recordOut(records.count - dead.count)
         for c in dead { metrics.recordDeadLetter(errorClass: c) }

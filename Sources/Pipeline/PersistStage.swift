@@ -257,9 +257,9 @@ public final class PersistStage: Service, Sendable {
             spans.finish(m, stamping: &message, errorClass: reason.errorClass)
             messages.append(message)
         }
-        let reports = await clients.producer.sendConfirmed(messages, logger: logger)
-        if let failed = reports.first(where: { $0.error != nil }), let error = failed.error {
-            throw PipelineError.delivery("dead-letter topic \(failed.topic): \(error)")
+        let delivery = await clients.producer.sendConfirmed(messages, logger: logger)
+        if let failed = delivery.failures.first {
+            throw PipelineError.delivery("dead-letter topic \(failed.topic): \(failed.error)")
         }
     }
 

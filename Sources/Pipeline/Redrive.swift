@@ -161,9 +161,9 @@ public struct Redrive: Sendable {
     }
 
     func send(_ producer: KafkaProducer, _ messages: [KafkaProducerMessage]) async throws {
-        let reports = await producer.sendConfirmed(messages, logger: logger)
-        if let failed = reports.first(where: { $0.error != nil }), let error = failed.error {
-            throw PipelineError.delivery("redrive to \(failed.topic): \(error)")
+        let delivery = await producer.sendConfirmed(messages, logger: logger)
+        if let failed = delivery.failures.first {
+            throw PipelineError.delivery("redrive to \(failed.topic): \(failed.error)")
         }
     }
 

@@ -278,9 +278,7 @@ final class DeliveryPipeline: @unchecked Sendable {
     /// next offsets) once acknowledged; first waits for the oldest batches while the window is full.
     /// Throws when a delivery failed.
     func send(_ messages: [KafkaProducerMessage], next: [KafkaTopicPartition: Int64], summary: Summary) async throws {
-        let bytes = messages.reduce(0) { sum, m in
-            sum + (m.value?.count ?? 0) + (m.key?.count ?? 0) + m.headers.reduce(0) { $0 + $1.key.utf8.count + ($1.value?.count ?? 0) }
-        }
+        let bytes = messages.reduce(0) { $0 + $1.byteCount }
         // The producer's queue must take the whole batch without suspending (see the type's notes).
         while !window.isEmpty && (window.messages + messages.count > maxMessages || window.bytes + bytes > maxBytes) {
             try await awaitOldest()
@@ -309,10 +307,10 @@ final class DeliveryPipeline: @unchecked Sendable {
     ) -> Task<Outcome, Never> {
         let body: @Sendable () async -> Outcome = {
             // Re-sends what the broker acknowledged only implicitly (see ConfirmedSend.swift).
-            let reports = await producer.sendConfirmed(messages, logger: logger)
+            let delivery = await producer.sendConfirmed(messages, logger: logger)
             var failure: String?
-            if let failed = reports.first(where: { $0.error != nil }), let error = failed.error {
-                failure = "could not deliver to \(failed.topic): \(error)"
+            if let failed = delivery.failures.first {
+                failure = "could not deliver to \(failed.topic): \(failed.error)"
             }
             let outcome = Outcome(failure: failure, acknowledged: .now, acknowledgedMs: currentTimeMs())
             flag.set()

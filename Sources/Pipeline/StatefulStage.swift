@@ -537,8 +537,9 @@ public final class StatefulStage: Service, Sendable {
 
     func deliver(_ messages: [KafkaProducerMessage], clients: StageClients, what: String) async throws {
         guard !messages.isEmpty else { return }
-        let reports = await clients.producer.sendConfirmed(messages, logger: logger)
-        if let failed = reports.first(where: { $0.error != nil }), let error = failed.error {
+        let delivery = await clients.producer.sendConfirmed(messages, logger: logger)
+        if let failed = delivery.failures.first {
+            let error = failed.error
             // Not checkpointing: the batch is processed again after restart, from the last checkpoint.
             throw PipelineError.delivery("could not deliver \(what) to \(failed.topic): \(error)")
         }

@@ -97,6 +97,17 @@ final class RDKafkaRecordBatch: @unchecked Sendable {
         }
     }
 
+    /// A copy of the record's headers in librdkafka (`rd_kafka_headers_copy`), for a produced
+    /// record that forwards them; nil when it has none. The caller owns the copy.
+    func copyHeaders(_ index: Int) -> OpaquePointer? {
+        let message = messages[index]
+        return headerLock.withLock {
+            var hdrs: OpaquePointer?
+            guard rd_kafka_message_headers(message, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR, let hdrs else { return nil }
+            return rd_kafka_headers_copy(hdrs)
+        }
+    }
+
     deinit {
         for m in messages { rd_kafka_message_destroy(m) }
         live.count.subtract(1, ordering: .releasing)
