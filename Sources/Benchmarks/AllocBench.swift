@@ -143,7 +143,7 @@ final class AllocCases {
         out.reserveCapacity(16)
         // Every case is checked once: a case that dead-letters where it should forward measures the wrong path.
         guard (try? JSONValue.parse(benchRecord)) != nil, schema.validate(value).isEmpty,
-            case .forward = validate.handle(message), case .forward = process.handle(processMessage)
+            !validate.handle(message).outputs(for: message).isEmpty, case .forward = process.handle(processMessage)
         else { throw ValidationError("a benchmark case does not take its normal path (check the record, schema and steps)") }
 
         all = [
@@ -153,7 +153,11 @@ final class AllocCases {
             (
                 "validate handler (parse + schema)",
                 {
-                    if case .forward(let o) = validate.handle(message) { sink.value &+= o.count }
+                    switch validate.handle(message) {
+                    case .forward(let o): sink.value &+= o.count
+                    case .forwardInput: sink.value &+= 1
+                    default: break
+                    }
                 }
             ),
             (

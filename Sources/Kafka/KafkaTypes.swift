@@ -264,6 +264,14 @@ public struct KafkaMessage: Sendable, Hashable {
         return withExtendedLifetime(batch) { body(batch.message(index), batch, index) }
     }
 
+    /// True when the record has a header with this key (nothing is copied).
+    public func hasHeader(_ key: String) -> Bool {
+        switch storage {
+        case .owned(let o): return o.headers.contains { $0.key == key }
+        case .borrowed(let batch, let index): return batch.hasHeader(index, key: key)
+        }
+    }
+
     /// The first header with this key (its value may be nil), or nil if there is none.
     public func header(_ key: String) -> KafkaHeader? {
         switch storage {

@@ -152,8 +152,8 @@ public struct PipelineTestRunner: Sendable {
             case .filtered: continue
             case .deadLetter(let reason):
                 driven.deadLetters.append((stage.stage, reason, message))
-            case .forward(let produced):
-                for out in produced {
+            case let outcome:
+                for out in outcome.outputs(for: message) {
                     let p = partition(out.topic, out.key)
                     let key = "\(out.topic)/\(p)"
                     let offset = offsets[key, default: 0]

@@ -130,19 +130,18 @@ public struct ProcessHandler: StageHandler {
     /// bytes are scanned in place and parsed only when the scan cannot vouch for them (to refuse
     /// them with the parser's error, or to accept them after all).
     func forwardUnchanged(_ message: KafkaMessage) -> StageOutcome {
-        guard let certain = message.withUnsafeValueBytes({ JSONValue.isCertainlyWellFormed($0) }), let bytes = message.value else {
+        guard let certain = message.withUnsafeValueBytes({ JSONValue.isCertainlyWellFormed($0) }) else {
             return .deadLetter(Self.tombstone)
         }
-        if !certain {
+        if !certain, let bytes = message.value {
             do {
                 _ = try JSONValue.parse(bytes)
             } catch {
                 return .deadLetter(Self.malformed(error))
             }
         }
-        var headers = message.headers
-        if message.header(RecordHeader.id) == nil { headers.append(KafkaHeader(key: RecordHeader.id, value: message.recordContext.id)) }
-        return .forward([StageOutput(topic: output, key: message.key, value: bytes, headers: headers)])
+        if message.hasHeader(RecordHeader.id) { return .forwardInput(to: output) }
+        return .forwardInput(to: output, addingHeaders: [KafkaHeader(key: RecordHeader.id, value: message.recordContext.id)])
     }
 
     /// Every topic this handler may write to (for the producer to prepare).

@@ -209,6 +209,16 @@ public struct RecordSpan: Sendable {
         return headers
     }
 
+    /// The header keys that carry a span's context: what ``headers(replacingContextIn:)`` replaces.
+    public static let contextHeaderKeys = [RecordHeader.traceParent, RecordHeader.traceState]
+
+    /// Appends this span's context headers (`traceparent`, and `tracestate` when it has one).
+    public func appendContext(to headers: inout [KafkaHeader]) {
+        if !PropagatingTracer.append(span.context, to: &headers) {
+            tracer.inject(span.context, into: &headers, using: KafkaHeadersInjector())
+        }
+    }
+
     /// Ends the span with the outcome (a dead letter also sets `error.type` and the error status).
     public func end(_ outcome: RecordOutcome, errorClass: DeadLetterClass? = nil) {
         if span.isRecording {

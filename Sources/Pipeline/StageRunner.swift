@@ -24,10 +24,31 @@ public struct StageOutput: Sendable {
 public enum StageOutcome: Sendable {
     /// Produce these records (to the stage's output or routed topics).
     case forward([StageOutput])
+    /// Produce the input record itself to `to`: its key, value and headers byte for byte, passed
+    /// from librdkafka's consumer buffer to its producer without a copy into Swift, with these
+    /// header edits (headers named in `removingHeaders` or `addingHeaders` are left out, then
+    /// `addingHeaders` is appended). What pass-through and unchanged valid records use.
+    case forwardInput(to: String, removingHeaders: [String] = [], addingHeaders: [KafkaHeader] = [])
     /// Drop it on purpose (a filter said no); counted as filtered.
     case filtered
     /// It cannot be handled: the original goes to the dead-letter topic with this reason.
     case deadLetter(DeadLetterReason)
+}
+
+extension StageOutcome {
+    /// The records this outcome produces for `input`, as owned values (what the broker-free test
+    /// runner feeds on); empty when it produces nothing.
+    public func outputs(for input: KafkaMessage) -> [StageOutput] {
+        switch self {
+        case .forward(let outputs):
+            return outputs
+        case .forwardInput(let topic, let removing, let adding):
+            let m = KafkaProducerMessage(forwarding: input, to: topic, removingHeaders: removing, addingHeaders: adding)
+            return [StageOutput(topic: topic, key: m.key, value: m.value ?? [], headers: m.headers)]
+        case .filtered, .deadLetter:
+            return []
+        }
+    }
 }
 
 /// The per-record logic of a consume → produce stage (validate, process, or your own). Called on the
@@ -422,6 +443,18 @@ public struct TracedHandler: Sendable {
             }
             span.end(outputs.isEmpty ? .filtered : .forwarded)
             return outputs.isEmpty ? .filtered : .forwarded(outputs.count)
+        case .forwardInput(let topic, let removing, let adding):
+            // The input's bytes go from the consumer's buffer to the producer's; only the header
+            // edits (this span's context among them) are Swift values.
+            var headers = adding
+            span.appendContext(to: &headers)
+            messages.append(
+                KafkaProducerMessage(
+                    forwarding: message, to: topic,
+                    removingHeaders: removing.isEmpty ? RecordSpan.contextHeaderKeys : removing + RecordSpan.contextHeaderKeys,
+                    addingHeaders: headers))
+            span.end(.forwarded)
+            return .forwarded(1)
         case .filtered:
             span.end(.filtered)
             return .filtered

@@ -74,17 +74,20 @@ public struct ValidateHandler: StageHandler {
     }
 
     public func handle(_ message: KafkaMessage) -> StageOutcome {
-        guard let bytes = message.value else {
+        // Parsed in place, from the consumer's buffer: the bytes are copied only for an output
+        // that changes them (an upcast record).
+        let parsed = message.withUnsafeValueBytes { buffer in Result { () throws(JSONParseError) in try JSONValue.parse(utf8: buffer) } }
+        var value: JSONValue
+        switch parsed {
+        case nil:
             return .deadLetter(
                 DeadLetterReason(component: "json-parse", errorClass: .malformedJSON, message: "the record has no value (tombstone)"))
-        }
-        var value: JSONValue
-        do {
-            value = try JSONValue.parse(bytes)
-        } catch {
+        case .failure(let error)?:
             return .deadLetter(DeadLetterReason(component: "json-parse", errorClass: .malformedJSON, message: error.description))
+        case .success(let v)?:
+            value = v
         }
-        var headers = message.headers
+        var versionHeaders: [KafkaHeader] = []
         var upcastFrom: Int?
         if let subject {
             let declared = message.headerString(SchemaSubject.versionHeader)
@@ -123,15 +126,15 @@ public struct ValidateHandler: StageHandler {
                 }
                 upcastFrom = version
             }
-            headers.removeAll { $0.key == SchemaSubject.versionHeader }
-            headers.append(KafkaHeader(key: SchemaSubject.versionHeader, value: String(subject.latest)))
-            if let upcastFrom { headers.append(KafkaHeader(key: "sf.schema.upcast_from", value: String(upcastFrom))) }
+            versionHeaders.append(KafkaHeader(key: SchemaSubject.versionHeader, value: String(subject.latest)))
+            if let upcastFrom { versionHeaders.append(KafkaHeader(key: "sf.schema.upcast_from", value: String(upcastFrom))) }
         }
         let violations = schema.validate(value)
         if violations.isEmpty {
-            // Unchanged records go on byte for byte; upcast ones re-serialised.
-            let out = upcastFrom == nil ? bytes : value.serialized()
-            return .forward([StageOutput(topic: output, key: message.key, value: out, headers: headers)])
+            // Unchanged records go on byte for byte, from the consumer's buffer; upcast ones re-serialised.
+            guard upcastFrom != nil else { return .forwardInput(to: output, addingHeaders: versionHeaders) }
+            let headers = message.headers.filter { h in !versionHeaders.contains { $0.key == h.key } } + versionHeaders
+            return .forward([StageOutput(topic: output, key: message.key, value: value.serialized(), headers: headers)])
         }
         let versionNote = upcastFrom.map { " (upcast from v\($0))" } ?? ""
         return Self.violation(violations, schema: "\(schemaName)\(subject.map { " v\($0.latest)" } ?? "")\(versionNote)")

@@ -35,6 +35,20 @@ extension JSONValue {
         }
     }
 
+    /// Parses one JSON text from UTF-8 bytes in place (a borrowed buffer, e.g. a consumed record's
+    /// value): the same rules as ``parse(_:maxDepth:)-(Bytes)``, without copying the bytes first.
+    public static func parse(utf8 buffer: UnsafeRawBufferPointer, maxDepth: Int = defaultMaxDepth) throws(JSONParseError) -> JSONValue {
+        let bytes = UnsafeBufferPointer(start: buffer.baseAddress?.assumingMemoryBound(to: UInt8.self), count: buffer.count)
+        var parser = JSONParser(bytes: bytes, maxDepth: maxDepth)
+        parser.skipWhitespace()
+        let value = try parser.parseValue(depth: 0)
+        parser.skipWhitespace()
+        guard parser.index == bytes.count else {
+            throw parser.error("unexpected data after the JSON value")
+        }
+        return value
+    }
+
     /// Parses a JSON text from a string.
     public static func parse(_ text: String, maxDepth: Int = defaultMaxDepth) throws(JSONParseError) -> JSONValue {
         try parse(Array(text.utf8), maxDepth: maxDepth)

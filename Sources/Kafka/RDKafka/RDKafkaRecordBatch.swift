@@ -97,6 +97,18 @@ final class RDKafkaRecordBatch: @unchecked Sendable {
         }
     }
 
+    /// True when the record has a header named `key`.
+    func hasHeader(_ index: Int, key: String) -> Bool {
+        let message = messages[index]
+        return headerLock.withLock {
+            var hdrs: OpaquePointer?
+            guard rd_kafka_message_headers(message, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR, let hdrs else { return false }
+            var value: UnsafeRawPointer?
+            var size = 0
+            return rd_kafka_header_get(hdrs, 0, key, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR
+        }
+    }
+
     /// A copy of the record's headers in librdkafka (`rd_kafka_headers_copy`), for a produced
     /// record that forwards them; nil when it has none. The caller owns the copy.
     func copyHeaders(_ index: Int) -> OpaquePointer? {
