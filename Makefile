@@ -12,7 +12,7 @@ APT_PACKAGES := librdkafka-dev kcat pkg-config python3-venv libjs-chart.js
 # clients for the MQTT source's tests, openssl for their throw-away TLS CA.
 TEST_APT_PACKAGES := chromium chromium-driver mosquitto mosquitto-clients openssl
 
-.PHONY: format lint json-schema-suite test-deps deps-test-system demo test test-asan test-tsan bench bench-alloc fuzz fuzz-build deps deps-system deps-python deps-postgres build build-release clean
+.PHONY: bench-deps format lint json-schema-suite test-deps deps-test-system demo test test-asan test-tsan bench bench-alloc fuzz fuzz-build deps deps-system deps-python deps-postgres build build-release clean
 
 deps: deps-system deps-python
 
@@ -38,6 +38,14 @@ deps-python:
 	@if ! $(VENV)/bin/python -c 'import confluent_kafka, kubernetes_validate' >/dev/null 2>&1; then \
 	  echo "installing the interop client (confluent-kafka) and the Kubernetes manifest validator (kubernetes-validate) from PyPI into $(VENV)"; \
 	  python3 -m venv $(VENV) && $(VENV)/bin/pip install -q 'confluent-kafka>=2.3' 'kubernetes-validate>=1.31'; \
+	fi
+
+# The Python baseline of `streamfirst-bench stage` (scripts/bench-python-relay.py): orjson and
+# fastjsonschema beside confluent-kafka, from PyPI.
+bench-deps: deps-python
+	@if ! $(VENV)/bin/python -c 'import orjson, fastjsonschema' >/dev/null 2>&1; then \
+	  echo "installing the Python baseline's JSON libraries (orjson, fastjsonschema) from PyPI into $(VENV)"; \
+	  $(VENV)/bin/pip install -q 'orjson>=3.9' 'fastjsonschema>=2.19'; \
 	fi
 
 # The official JSON-Schema-Test-Suite, from PyPI (python-jsonschema's sdist, pinned by version and
@@ -83,7 +91,7 @@ test: lint test-deps deps-postgres
 	bash scripts/test-watchdog.sh $(SWIFT) test --skip-build --no-parallel
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=10
 
-bench: deps-system
+bench: deps-system bench-deps
 	$(SWIFT) build -c release
 	.build/release/streamfirst-bench client
 

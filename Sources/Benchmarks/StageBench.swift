@@ -42,6 +42,30 @@ struct StageBench: AsyncParsableCommand {
     @Flag(help: "socket.nagle.disable=true on every client of both sides (librdkafka's default leaves Nagle on).")
     var nagleDisable = false
     @Option(help: "Directory for the pipeline files, SQLite files and worker logs.") var workDirectory = "/tmp/streamfirst-bench-stage"
+    @Option(
+        help: """
+            Python with confluent-kafka, orjson and fastjsonschema for the Python baseline of pass and validate \
+            (default: .venv/bin/python when it has them; `make bench-deps` installs them). "none" skips it.
+            """)
+    var python: String?
+    @Option(help: "The Python relay script (default: scripts/bench-python-relay.py of the checkout).")
+    var pythonRelay = "scripts/bench-python-relay.py"
+
+    /// The Python baseline's interpreter, if one with the modules is at hand.
+    func pythonBaseline() -> String? {
+        if python == "none" { return nil }
+        let candidate = python ?? ".venv/bin/python"
+        guard FileManager.default.isExecutableFile(atPath: candidate), FileManager.default.fileExists(atPath: pythonRelay) else {
+            return nil
+        }
+        let probe = Process()
+        probe.executableURL = URL(fileURLWithPath: candidate)
+        probe.arguments = ["-c", "import confluent_kafka, orjson, fastjsonschema"]
+        probe.standardError = FileHandle.nullDevice
+        guard (try? probe.run()) != nil else { return nil }
+        probe.waitUntilExit()
+        return probe.terminationStatus == 0 ? candidate : nil
+    }
 
     func validate() throws {
         try checkStageRetention(records: records, partitions: partitions)
@@ -64,6 +88,14 @@ struct StageBench: AsyncParsableCommand {
             kinds.removeAll { $0 == "postgres" }
         }
         guard let selfExe = Bundle.main.executableURL else { throw ValidationError("cannot find this executable") }
+        let py = pythonBaseline()
+        if py == nil, python != "none" {
+            let interpreter = python ?? ".venv/bin/python"
+            print("python baseline: skipped (needs \(interpreter) with confluent-kafka, orjson, fastjsonschema: `make bench-deps`)")
+        }
+        let schemaFile = URL(fileURLWithPath: workDirectory).appendingPathComponent("bench-schema.json")
+        try FileManager.default.createDirectory(atPath: workDirectory, withIntermediateDirectories: true)
+        try Data(benchSchema.utf8).write(to: schemaFile)
         let broker = try await EmbeddedBrokerProcess.launch()
         let brokers = broker.bootstrapServers
         let admin = try KafkaAdmin(configuration: KafkaConfiguration(bootstrapServers: brokers, clientID: "streamfirst-bench"))
@@ -77,6 +109,7 @@ struct StageBench: AsyncParsableCommand {
 
         var cSamples: [String: [StageSample]] = [:]
         var sSamples: [String: [StageSample]] = [:]
+        var pySamples: [String: [StageSample]] = [:]
         for round in 0..<rounds {
             for kind in kinds {
                 let id = "\(round)-\(kind)-\(UUID().uuidString.prefix(8).lowercased())"
@@ -84,12 +117,33 @@ struct StageBench: AsyncParsableCommand {
                 let cOut = "st-c-\(id)"
                 let sOut = "st-s-\(id)"
                 let dead = "st-dead-\(id)"
-                for t in [input, cOut, sOut] { try await broker.control.createTopic(t, partitions: partitions) }
+                let pyOut = "st-py-\(id)"
+                let pyDead = "st-pydead-\(id)"
+                let withPython = py != nil && (kind == "pass" || kind == "validate")
+                for t in [input, cOut, sOut] + (withPython ? [pyOut] : []) {
+                    try await broker.control.createTopic(t, partitions: partitions)
+                }
                 try await broker.control.createTopic(dead, partitions: 1)
+                if withPython { try await broker.control.createTopic(pyDead, partitions: 1) }
                 try prefill(brokers, input, count: records)
                 let expected = Int64(records)
-                for which in (round % 2 == 0 ? ["c", "swift"] : ["swift", "c"]) {
-                    if which == "c" {
+                var order = round % 2 == 0 ? ["c", "swift"] : ["swift", "c"]
+                if withPython { order.insert("python", at: round % 3) }
+                for which in order {
+                    if which == "python", let py {
+                        let relay = try BenchProcess(
+                            executable: URL(fileURLWithPath: py),
+                            arguments: [
+                                pythonRelay, "--brokers", brokers, "--group", "py-\(id)", "--from", input, "--to", pyOut, "--dead", pyDead,
+                                "--fetch-wait-ms", String(fetchWaitMs), "--linger", String(linger),
+                            ] + (kind == "validate" ? ["--schema", schemaFile.path] : []))
+                        let partitions = self.partitions
+                        let sample = try await measureUntilDone(relay, expected: expected) {
+                            try await topicCount(admin, pyOut, partitions: partitions) + topicCount(admin, pyDead, partitions: 1)
+                        }
+                        await relay.stop()
+                        pySamples[kind, default: []].append(sample)
+                    } else if which == "c" {
                         let relay = try BenchProcess(
                             executable: selfExe,
                             arguments: [
@@ -114,6 +168,9 @@ struct StageBench: AsyncParsableCommand {
                     "round \(round + 1) \(kind): C relay \(fmt(c.rate)) rec/s \(String(format: "%.2f", c.cpuPerMillion)) CPU s/M; "
                         + "Swift \(fmt(s.rate)) rec/s \(String(format: "%.2f", s.cpuPerMillion)) CPU s/M; "
                         + "ratio \(ratioText(s.rate / c.rate))"
+                        + (pySamples[kind].map {
+                            "; Python \(fmt($0.last!.rate)) rec/s \(String(format: "%.2f", $0.last!.cpuPerMillion)) CPU s/M"
+                        } ?? "")
                 )
             }
         }
@@ -134,6 +191,17 @@ struct StageBench: AsyncParsableCommand {
                 "  Swift/C throughput ratio: \(ratioText(sRate / cRate))\(verdict)   CPU efficiency (C CPU / Swift CPU): "
                     + "\(ratioText(cCPU / sCPU))"
             )
+            if let p = pySamples[kind], !p.isEmpty {
+                let pRate = median(p.map(\.rate))
+                let pCPU = median(p.map(\.cpuPerMillion))
+                // Targets of "Stage runtime v2": 2x Python's throughput; CPU efficiency 1.5x (pass), 2x (validate).
+                let cpuTarget = kind == "pass" ? 1.5 : 2.0
+                print("  Python  : \(fmt(pRate)) rec/s  \(String(format: "%.2f", pCPU)) CPU s per M records (confluent-kafka loop)")
+                print(
+                    "  Swift/Python throughput: \(ratioText(sRate / pRate)) (target ≥ 2: \(sRate / pRate >= 2 ? "met" : "missed"))   "
+                        + "CPU efficiency (Python CPU / Swift CPU): \(ratioText(pCPU / sCPU)) "
+                        + "(target ≥ \(cpuTarget): \(pCPU / sCPU >= cpuTarget ? "met" : "missed"))")
+            }
         }
         await admin.shutdown()
         _ = try? await broker.terminate()
