@@ -27,19 +27,43 @@ struct ScaleBench: AsyncParsableCommand {
     @Option(help: "Partitions of the input and output topics (divisible by every instance count keeps the split even).")
     var partitions = 12
     @Option(help: "Rounds (each runs every instance count, rotating the order).") var rounds = 3
-    @Option(help: "Comma-separated instance counts.") var instances = "1,2,3"
+    @Option(
+        help: """
+            Comma-separated configurations: N (N instances, default concurrency: every core) or NxC (N instances with \
+            `concurrency: C`). 1x1,1x2,2x1 compares one worker on one and on two cores with two single-core workers.
+            """)
+    var instances = "1x1,1x2,2x1,3x1"
     @Option(help: "fetch.wait.max.ms of the consumers (the stage runtime's default is 10).") var fetchWaitMs = 10
     @Option(help: "linger.ms of the producers (the stage runtime's default is 2).") var linger = 2
     @Option(help: "Directory for the pipeline files and worker logs.") var workDirectory = "/tmp/streamfirst-bench-scale"
 
     func validate() throws {
         try checkStageRetention(records: records, partitions: partitions)
-        if counts.isEmpty || counts.contains(where: { $0 < 1 || $0 > partitions }) {
-            throw ValidationError("--instances: comma-separated counts between 1 and --partitions (\(partitions))")
+        let parsed = configs
+        if parsed.isEmpty || parsed.count != instances.split(separator: ",").count
+            || parsed.contains(where: { $0.instances < 1 || $0.instances > partitions || ($0.concurrency ?? 1) < 1 })
+        {
+            throw ValidationError(
+                "--instances: comma-separated N or NxC, N between 1 and --partitions (\(partitions)), C at least 1 (e.g. 1x1,1x2,2x1)")
         }
     }
 
-    var counts: [Int] { instances.split(separator: ",").compactMap { Int($0) } }
+    /// One measured setup: `instances` processes, each with `concurrency:` (nil: the default).
+    struct Config {
+        var label: String
+        var instances: Int
+        var concurrency: Int?
+    }
+
+    var configs: [Config] {
+        instances.split(separator: ",").compactMap { part in
+            let pieces = part.split(separator: "x")
+            guard let n = pieces.first.flatMap({ Int($0) }) else { return nil }
+            if pieces.count == 1 { return Config(label: String(part), instances: n, concurrency: nil) }
+            guard pieces.count == 2, let c = Int(pieces[1]) else { return nil }
+            return Config(label: String(part), instances: n, concurrency: c)
+        }
+    }
 
     struct Sample {
         var stage: StageSample
@@ -64,16 +88,17 @@ struct ScaleBench: AsyncParsableCommand {
         print(
             "workload: \(records) records x \(benchRecord.count) B (10-field JSON), \(partitions) partitions, "
                 + "process worker pass-through (steps: []), fetch.wait.max.ms=\(fetchWaitMs), linger.ms=\(linger); "
-                + "instances \(counts.map(String.init).joined(separator: ", ")); \(rounds) rounds\n")
+                + "instances x concurrency \(configs.map(\.label).joined(separator: ", ")); \(rounds) rounds\n")
 
-        var samples: [Int: [Sample]] = [:]
+        let configs = self.configs
+        var samples: [String: [Sample]] = [:]
         for round in 0..<rounds {
-            let order = counts.indices.map { counts[($0 + round) % counts.count] }
-            for n in order {
-                let sample = try await runOnce(n: n, round: round, broker: broker, admin: admin)
-                samples[n, default: []].append(sample)
+            let order = configs.indices.map { configs[($0 + round) % configs.count] }
+            for config in order {
+                let sample = try await runOnce(config, round: round, broker: broker, admin: admin)
+                samples[config.label, default: []].append(sample)
                 print(
-                    "round \(round + 1) x\(n): \(fmt(sample.stage.rate)) rec/s, "
+                    "round \(round + 1) \(config.label): \(fmt(sample.stage.rate)) rec/s, "
                         + "\(String(format: "%.2f", sample.stage.cpuPerMillion)) worker CPU s/M, "
                         + "\(String(format: "%.2f", sample.brokerCPU / Double(sample.stage.records) * 1e6)) broker CPU s/M, "
                         + "records per instance in the span \(sample.perInstance.map(String.init).joined(separator: "/")), "
@@ -81,17 +106,17 @@ struct ScaleBench: AsyncParsableCommand {
             }
         }
         print("\nmedians of \(rounds) rounds (load now: \(loadAverage()))")
-        print("  instances  records/s  ratio to 1   worker CPU s per M (sum)  ratio to 1   broker CPU s per M")
-        let base = counts.contains(1) ? samples[1] ?? [] : samples[counts[0]] ?? []
+        print("  config     records/s  ratio to 1st worker CPU s per M (sum)  ratio to 1st broker CPU s per M")
+        let base = samples[configs[0].label] ?? []
         let baseRate = median(base.map(\.stage.rate))
         let baseCPU = median(base.map(\.stage.cpuPerMillion))
-        for n in counts {
-            let s = samples[n] ?? []
+        for config in configs {
+            let s = samples[config.label] ?? []
             let rate = median(s.map(\.stage.rate))
             let cpu = median(s.map(\.stage.cpuPerMillion))
             let brokerCPU = median(s.map { $0.brokerCPU / Double($0.stage.records) * 1e6 })
             print(
-                "  \(String(n).padding(toLength: 9, withPad: " ", startingAt: 0))  "
+                "  \(config.label.padding(toLength: 9, withPad: " ", startingAt: 0))  "
                     + "\(fmt(rate).padding(toLength: 9, withPad: " ", startingAt: 0))  "
                     + "\(ratioText(rate / baseRate).padding(toLength: 10, withPad: " ", startingAt: 0))  "
                     + "\(String(format: "%.2f", cpu).padding(toLength: 24, withPad: " ", startingAt: 0))  "
@@ -110,10 +135,11 @@ struct ScaleBench: AsyncParsableCommand {
         _ = try? await broker.terminate()
     }
 
-    /// One run with `n` instances on a fresh pre-filled input topic.
-    func runOnce(n: Int, round: Int, broker: EmbeddedBrokerProcess, admin: KafkaAdmin) async throws -> Sample {
+    /// One run of `config` on a fresh pre-filled input topic.
+    func runOnce(_ config: Config, round: Int, broker: EmbeddedBrokerProcess, admin: KafkaAdmin) async throws -> Sample {
+        let n = config.instances
         let brokers = broker.bootstrapServers
-        let id = "\(round)-x\(n)-\(UUID().uuidString.prefix(8).lowercased())"
+        let id = "\(round)-\(config.label)-\(UUID().uuidString.prefix(8).lowercased())"
         let input = "sc-in-\(id)"
         let output = "sc-out-\(id)"
         let dead = "sc-dead-\(id)"
@@ -135,7 +161,7 @@ struct ScaleBench: AsyncParsableCommand {
               input: in
               output: out
               steps: []
-
+            \(config.concurrency.map { "  concurrency: \($0)\n" } ?? "")
             """
         let file = dir.appendingPathComponent("pipeline.yaml")
         try Data(pipeline.utf8).write(to: file)
@@ -190,7 +216,7 @@ struct ScaleBench: AsyncParsableCommand {
             try await Task.sleep(for: .milliseconds(5))
         }
         for w in workers { await w.stop() }
-        throw ValidationError("x\(n): not done within 180 s")
+        throw ValidationError("\(config.label): not done within 180 s")
     }
 
     static func recordsIn(port: Int) async throws -> Int {

@@ -72,6 +72,11 @@ public struct PipelineSpec: Sendable {
         /// Batches whose outputs may be awaiting acknowledgement at once (validate and stateless
         /// process; see ``InFlightWindow``). 1 is stop-and-wait.
         public var inFlightBatches: Int = 8
+        /// Cores a batch is handled on (validate and stateless process; see ``BatchLanes``): the
+        /// batch is split by partition into up to this many lanes. Default: the CPUs this process may use.
+        public var concurrency: Int = StageCommon.defaultConcurrency
+        /// The CPUs this process may use (at least 1), capped at 64.
+        public static var defaultConcurrency: Int { min(64, max(1, ProcessInfo.processInfo.activeProcessorCount)) }
         /// Port of the health and metrics endpoint (0 = any free port).
         public var httpPort: Int
         /// librdkafka properties for this stage's consumer.
@@ -240,6 +245,7 @@ public struct PipelineSpec: Sendable {
             common.batchWaitMs = try m.duration("batch_wait", defaultMilliseconds: common.batchWaitMs)
             if stage == .validate || stage == .process {
                 common.inFlightBatches = try m.int("in_flight_batches", default: common.inFlightBatches, in: 1...1000)
+                common.concurrency = try m.int("concurrency", default: common.concurrency, in: 1...256)
             }
             common.httpPort = try m.int("http_port", default: common.httpPort, in: 0...65535)
             common.shutdownTimeoutMs = try m.duration("shutdown_timeout", defaultMilliseconds: common.shutdownTimeoutMs)

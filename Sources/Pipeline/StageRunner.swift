@@ -110,6 +110,8 @@ public final class ConsumeProduceStage: Service, Sendable {
     let traced: TracedHandler
     /// Extra topics the handler may produce to (routes), prepared at start.
     let extraTopics: [String]
+    /// Runs the traced handler over each batch on up to `concurrency:` cores.
+    let lanes: BatchLanes
 
     public init(
         spec: PipelineSpec, common: PipelineSpec.StageCommon, handler: any StageHandler, metrics: StageMetrics,
@@ -126,6 +128,7 @@ public final class ConsumeProduceStage: Service, Sendable {
             handler: handler, deadLetters: deadLetters,
             tracer: RecordTracer(stage: common.name.rawValue, pipeline: spec.name, topic: common.input?.name ?? "", group: common.group))
         self.extraTopics = extraTopics
+        self.lanes = BatchLanes(traced: traced, concurrency: common.concurrency, logger: logger)
     }
 
     public func run() async throws {
@@ -182,40 +185,20 @@ public final class ConsumeProduceStage: Service, Sendable {
             finish: { try await window.drain() })
     }
 
-    /// Handles one polled batch and hands its outputs and dead letters to the producer; `window`
-    /// stores the batch's offsets once they, and those of every earlier batch, are acknowledged.
+    /// Handles one polled batch (on up to `concurrency` cores, see ``BatchLanes``) and hands its
+    /// outputs and dead letters to the producer; `window` stores the batch's offsets once they, and
+    /// those of every earlier batch, are acknowledged.
     func process(_ batch: [KafkaMessage], window: DeliveryPipeline) async throws {
         let started = ContinuousClock.now
         // Once per batch: the lag's position and the offsets the window stores.
         let next = batch.nextOffsets
         metrics.recordIn(batch.count, nextOffsets: next)
-        var messages: [KafkaProducerMessage] = []
-        messages.reserveCapacity(batch.count)
-        var outCount = 0
-        var filtered = 0
-        var deadClasses: [DeadLetterClass] = []
-        let now = currentTimeMs()
-        for message in batch {
-            switch traced.handle(message, nowMs: now, into: &messages) {
-            case .forwarded(let n):
-                outCount += n
-            case .filtered:
-                filtered += 1
-            case .deadLettered(let reason):
-                deadClasses.append(reason.errorClass)
-                logger.debug(
-                    "dead-lettered",
-                    metadata: [
-                        "topic": "\(message.topic)", "partition": "\(message.partition)", "offset": "\(message.offset)",
-                        "class": "\(reason.errorClass)", "reason": "\(reason.message)",
-                    ])
-            }
-        }
+        let handled = await lanes.handle(batch, nowMs: currentTimeMs())
         try await window.send(
-            messages, next: next,
+            handled.messages, next: next,
             summary: .init(
-                started: started, records: batch.count, outputs: outCount, filtered: filtered, deadLetterClasses: deadClasses,
-                ingestTimesMs: batch.compactMap(\.ingestTimeMs)))
+                started: started, records: batch.count, outputs: handled.outputs, filtered: handled.filtered,
+                deadLetterClasses: handled.deadLetterClasses, ingestTimesMs: batch.compactMap(\.ingestTimeMs)))
     }
 }
 

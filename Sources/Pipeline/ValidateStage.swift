@@ -164,7 +164,7 @@ extension PipelineSpec.StageCommon {
     public func mapping() throws(ConfigError) -> ConfigMapping {
         let m = try node.mapping()
         m.markUsed(Self.commonKeys)
-        if name == .validate || name == .process { m.markUsed(["in_flight_batches"]) }
+        if name == .validate || name == .process { m.markUsed(["in_flight_batches", "concurrency"]) }
         return m
     }
 }

@@ -52,6 +52,15 @@ import Testing
         #expect(throws: ConfigError.self) { try spec.stage(.persist) }
     }
 
+    @Test func concurrencyDefaultsToTheCPUsAndIsChecked() throws {
+        #expect(try parse(Self.minimal).stage(.validate).concurrency == ProcessInfo.processInfo.activeProcessorCount)
+        let four = Self.minimal.replacingOccurrences(of: "batch_size: 100", with: "batch_size: 100\n  concurrency: 4")
+        #expect(try parse(four).stage(.validate).concurrency == 4)
+        expectError(
+            Self.minimal.replacingOccurrences(of: "batch_size: 100", with: "batch_size: 100\n  concurrency: 0"),
+            "validate.concurrency: 0 is out of range")
+    }
+
     @Test func kafkaBrokersOverridesTheFile() throws {
         let spec = try parse(
             Self.minimal.replacingOccurrences(of: "${KAFKA_BROKERS:-127.0.0.1:9092}", with: "a:1"), env: ["KAFKA_BROKERS": "b:2"])
