@@ -264,6 +264,18 @@ public struct KafkaMessage: Sendable, Hashable {
         return withExtendedLifetime(batch) { body(batch.message(index), batch, index) }
     }
 
+    /// Calls `body` with the value of the first header named `key`, in place (valid only inside
+    /// `body`); nil when there is no such header or its value is null.
+    public func withUnsafeHeaderValue<R>(_ key: String, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R? {
+        switch storage {
+        case .owned(let o):
+            guard let value = o.headers.first(where: { $0.key == key })?.value else { return nil }
+            return try value.withUnsafeBytes(body)
+        case .borrowed(let batch, let index):
+            return try withExtendedLifetime(batch) { try batch.withHeaderValue(index, key: key, body) }
+        }
+    }
+
     /// True when the record has a header with this key (nothing is copied).
     public func hasHeader(_ key: String) -> Bool {
         switch storage {

@@ -28,21 +28,24 @@ public struct PropagatingTracer: Tracer {
         sampleBound = ratio >= 1 ? .max : UInt64(ratio * Double(UInt64.max))
     }
 
+    /// The context of a new span: a child of `parent` (same trace, a fresh span id, the parent's
+    /// flags and state), or the root of a new trace, sampled by ``isSampled(_:)``.
+    func childContext(of parent: TraceContext?) -> TraceContext {
+        var generator = FastIDGenerator()
+        if let parent {
+            return TraceContext(traceID: parent.traceID, spanID: .random(using: &generator), flags: parent.flags, state: parent.state)
+        }
+        let traceID = TraceID.random(using: &generator)
+        return TraceContext(
+            traceID: traceID, spanID: .random(using: &generator), flags: isSampled(traceID) ? .sampled : [], state: TraceState())
+    }
+
     public func startSpan<Instant: TracerInstant>(
         _ operationName: String, context: @autoclosure () -> InstrumentationContext, ofKind kind: SpanKind,
         at instant: @autoclosure () -> Instant, function: String, file fileID: String, line: UInt
     ) -> PropagatingSpan {
         var child = context()
-        var generator = FastIDGenerator()
-        if let parent = child[W3CContextKey.self] {
-            child[W3CContextKey.self] = TraceContext(
-                traceID: parent.traceID, spanID: .random(using: &generator), flags: parent.flags, state: parent.state)
-        } else {
-            let traceID = TraceID.random(using: &generator)
-            child[W3CContextKey.self] = TraceContext(
-                traceID: traceID, spanID: .random(using: &generator), flags: isSampled(traceID) ? .sampled : [],
-                state: TraceState())
-        }
+        child[W3CContextKey.self] = childContext(of: child[W3CContextKey.self])
         return PropagatingSpan(context: child)
     }
 
@@ -91,12 +94,66 @@ extension PropagatingTracer {
         [UInt8](unsafeUninitializedCapacity: 55) { out, count in count = write(c, into: out) }
     }
 
+    /// A `traceparent` value in the strict form `00-<32 hex>-<16 hex>-<2 hex>` (lowercase, non-zero
+    /// ids), read from bytes without copying them; nil for anything else — which the general parser
+    /// (swift-w3c-trace-context's) then reads, so this only ever agrees with it.
+    static func strictTraceParent(_ b: UnsafeRawBufferPointer) -> TraceContext? {
+        guard b.count == 55, b[0] == UInt8(ascii: "0"), b[1] == UInt8(ascii: "0"), b[2] == UInt8(ascii: "-"), b[35] == UInt8(ascii: "-"),
+            b[52] == UInt8(ascii: "-")
+        else { return nil }
+        @inline(__always) func nibble(_ c: UInt8) -> UInt8? {
+            switch c {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): return c &- UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): return c &- UInt8(ascii: "a") &+ 10
+            default: return nil
+            }
+        }
+        @inline(__always) func byte(_ i: Int) -> UInt8? {
+            guard let hi = nibble(b[i]), let lo = nibble(b[i + 1]) else { return nil }
+            return hi << 4 | lo
+        }
+        var traceID = TraceID.null
+        var spanID = SpanID.null
+        var ok = true
+        var any: UInt8 = 0
+        traceID.withMutableSpan { span in
+            for k in 0..<16 {
+                guard let v = byte(3 + 2 * k) else {
+                    ok = false
+                    return
+                }
+                span[k] = v
+                any |= v
+            }
+        }
+        guard ok, any != 0 else { return nil }
+        any = 0
+        spanID.withMutableSpan { span in
+            for k in 0..<8 {
+                guard let v = byte(36 + 2 * k) else {
+                    ok = false
+                    return
+                }
+                span[k] = v
+                any |= v
+            }
+        }
+        guard ok, any != 0, let flags = byte(53) else { return nil }
+        return TraceContext(traceID: traceID, spanID: spanID, flags: TraceFlags(rawValue: flags), state: TraceState())
+    }
+
+    /// Appends the `traceparent` (and `tracestate`) of `c` to `headers`, the `traceparent` written
+    /// straight as bytes.
+    static func append(_ c: TraceContext, to headers: inout [KafkaHeader]) {
+        headers.append(KafkaHeader(key: RecordHeader.traceParent, value: traceParentBytes(c)))
+        if let state = c.traceStateHeaderValue { headers.append(KafkaHeader(key: RecordHeader.traceState, value: state)) }
+    }
+
     /// Appends the `traceparent` (and `tracestate`) of `context` to `headers`, the `traceparent` written
     /// straight as bytes; false when `context` holds no context of this tracer.
     static func append(_ context: InstrumentationContext, to headers: inout [KafkaHeader]) -> Bool {
         guard let c = context[W3CContextKey.self] else { return false }
-        headers.append(KafkaHeader(key: RecordHeader.traceParent, value: traceParentBytes(c)))
-        if let state = c.traceStateHeaderValue { headers.append(KafkaHeader(key: RecordHeader.traceState, value: state)) }
+        append(c, to: &headers)
         return true
     }
 

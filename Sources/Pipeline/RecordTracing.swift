@@ -99,6 +99,9 @@ public struct RecordTracer: Sendable {
     /// `<stage> <topic>` of the topic most records come from, built once.
     let primaryTopic: String
     let primaryName: String
+    /// The tracer when it is the default ``PropagatingTracer``: consumed records then take the fast
+    /// path of ``startConsuming(_:)``.
+    let propagating: PropagatingTracer?
 
     /// - Parameters:
     ///   - tracer: defaults to the bootstrapped one (`Worker` bootstraps it before building stages).
@@ -112,6 +115,7 @@ public struct RecordTracer: Sendable {
         self.group = group
         self.primaryTopic = topic
         self.primaryName = "\(stage) \(topic)"
+        self.propagating = tracer as? PropagatingTracer
     }
 
     /// The context the headers carry (top level when they carry none, or a malformed one).
@@ -127,6 +131,35 @@ public struct RecordTracer: Sendable {
 
     /// Opens the span of a consumed record: child of the record's `traceparent`.
     public func startConsuming(_ message: KafkaMessage) -> RecordSpan {
+        if let propagating, let parent = Self.propagatedParent(of: message) {
+            return RecordSpan(propagated: propagating.childContext(of: parent.context), tracer: tracer)
+        }
+        return startConsumingSpan(message)
+    }
+
+    /// What the fast path read of a record's trace context.
+    struct PropagatedParent {
+        /// The record's `traceparent`; nil when it has none (its span starts a new trace).
+        var context: TraceContext?
+    }
+
+    /// For the default tracer, the record's parent context read in place; nil when the fast reading
+    /// cannot vouch for what the record carries (a `tracestate`, or a `traceparent` other than the
+    /// strict lowercase version-00 form) and the general path must read it.
+    // Per record: no header copy, no String, no InstrumentationContext, no span value. The general
+    // path gives the same context (TracingTests checks the two against each other).
+    static func propagatedParent(of message: KafkaMessage) -> PropagatedParent? {
+        if message.hasHeader(RecordHeader.traceState) { return nil }
+        guard let parsed = message.withUnsafeHeaderValue(RecordHeader.traceParent, { PropagatingTracer.strictTraceParent($0) }) else {
+            // No value: absent (a new trace), or null (the general path decides).
+            return message.hasHeader(RecordHeader.traceParent) ? nil : PropagatedParent(context: nil)
+        }
+        guard let parent = parsed else { return nil }
+        return PropagatedParent(context: parent)
+    }
+
+    /// The general path of ``startConsuming(_:)``: the tracer's own `startSpan`.
+    func startConsumingSpan(_ message: KafkaMessage) -> RecordSpan {
         let name = message.topic == primaryTopic ? primaryName : "\(stage) \(message.topic)"
         let span = tracer.startSpan(name, context: context(from: message, using: messageExtractor), ofKind: .consumer)
         if span.isRecording {
@@ -180,8 +213,36 @@ public struct RecordTracer: Sendable {
 
 /// The span of one record in one stage.
 public struct RecordSpan: Sendable {
-    public let span: any Span
+    private let storage: Storage
     let tracer: any Tracer
+
+    private enum Storage: Sendable {
+        case span(any Span)
+        /// The default tracer's span of a consumed record, as its W3C context only: it records
+        /// nothing, so no span value is made unless ``span`` is asked for.
+        case propagated(TraceContext)
+    }
+
+    init(span: any Span, tracer: any Tracer) {
+        self.storage = .span(span)
+        self.tracer = tracer
+    }
+
+    init(propagated context: TraceContext, tracer: any Tracer) {
+        self.storage = .propagated(context)
+        self.tracer = tracer
+    }
+
+    /// The span (for the default tracer's consumed records, made on demand: it records nothing).
+    public var span: any Span {
+        switch storage {
+        case .span(let span): return span
+        case .propagated(let c):
+            var context = InstrumentationContext.topLevel
+            context[W3CContextKey.self] = c
+            return PropagatingSpan(context: context)
+        }
+    }
 
     /// Writes this span's context as the `traceparent` (and `tracestate`) of `headers`.
     public func inject(into headers: inout [KafkaHeader]) {
@@ -203,9 +264,7 @@ public struct RecordSpan: Sendable {
         for h in input where h.key != RecordHeader.traceParent && h.key != RecordHeader.traceState {
             headers.append(h)
         }
-        if !PropagatingTracer.append(span.context, to: &headers) {
-            tracer.inject(span.context, into: &headers, using: KafkaHeadersInjector())
-        }
+        appendContext(to: &headers)
         return headers
     }
 
@@ -214,6 +273,11 @@ public struct RecordSpan: Sendable {
 
     /// Appends this span's context headers (`traceparent`, and `tracestate` when it has one).
     public func appendContext(to headers: inout [KafkaHeader]) {
+        if case .propagated(let c) = storage {
+            PropagatingTracer.append(c, to: &headers)
+            return
+        }
+        let span = self.span
         if !PropagatingTracer.append(span.context, to: &headers) {
             tracer.inject(span.context, into: &headers, using: KafkaHeadersInjector())
         }
@@ -221,6 +285,7 @@ public struct RecordSpan: Sendable {
 
     /// Ends the span with the outcome (a dead letter also sets `error.type` and the error status).
     public func end(_ outcome: RecordOutcome, errorClass: DeadLetterClass? = nil) {
+        guard case .span(let span) = storage else { return } // records nothing
         if span.isRecording {
             span.updateAttributes { a in
                 a.set("streamfirst.outcome", value: .string(outcome.rawValue))

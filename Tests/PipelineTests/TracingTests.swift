@@ -1,10 +1,11 @@
 import Config
 import Kafka
-import Pipeline
 import StreamCore
 import Testing
 import Tracing
 import W3CTraceContext
+
+@testable import Pipeline
 
 /// W3C Trace Context in record headers: extraction and injection through the stage's record tracer,
 /// malformed values, the `sampled` flag, and the `tracing:` settings.
@@ -162,6 +163,55 @@ import W3CTraceContext
         var fresh: [KafkaHeader] = []
         ingest.startIngesting(id: "b", source: "file", parent: []).inject(into: &fresh)
         #expect(try #require(Self.parse(Self.values(RecordHeader.traceParent, in: fresh).first)).traceID != Self.traceID)
+    }
+
+    /// The default tracer's fast path (the `traceparent` read in place, no span value) gives what its
+    /// general path (`startSpan` through the extractor) gives, for well-formed and hostile headers alike,
+    /// and declines what it cannot vouch for.
+    @Test func theFastPathAgreesWithTheGeneralPath() throws {
+        let tracer = Self.tracer()
+        let upper = "00-\(Self.traceID.uppercased())-\(Self.spanID)-01"
+        let cases: [(String, [KafkaHeader], fast: Bool)] = [
+            ("no context", [], true),
+            ("sampled parent", [KafkaHeader(key: RecordHeader.traceParent, value: Self.parent)], true),
+            ("unsampled parent", [KafkaHeader(key: RecordHeader.traceParent, value: "00-\(Self.traceID)-\(Self.spanID)-00")], true),
+            ("other flags", [KafkaHeader(key: RecordHeader.traceParent, value: "00-\(Self.traceID)-\(Self.spanID)-a3")], true),
+            ("uppercase hex", [KafkaHeader(key: RecordHeader.traceParent, value: upper)], false),
+            (
+                "zero trace id",
+                [KafkaHeader(key: RecordHeader.traceParent, value: "00-\(String(repeating: "0", count: 32))-\(Self.spanID)-01")], false
+            ),
+            (
+                "zero span id",
+                [KafkaHeader(key: RecordHeader.traceParent, value: "00-\(Self.traceID)-\(String(repeating: "0", count: 16))-01")], false
+            ),
+            ("version 01", [KafkaHeader(key: RecordHeader.traceParent, value: "01-\(Self.traceID)-\(Self.spanID)-01")], false),
+            ("too long", [KafkaHeader(key: RecordHeader.traceParent, value: Self.parent + "0")], false),
+            ("garbage", [KafkaHeader(key: RecordHeader.traceParent, value: "not a traceparent at all")], false),
+            ("null value", [KafkaHeader(key: RecordHeader.traceParent, value: nil)], false),
+            (
+                "with tracestate",
+                [KafkaHeader(key: RecordHeader.traceParent, value: Self.parent), KafkaHeader(key: RecordHeader.traceState, value: "v=1")],
+                false
+            ),
+        ]
+        for (name, headers, fast) in cases {
+            let message = Self.message(headers)
+            #expect((RecordTracer.propagatedParent(of: message) != nil) == fast, "\(name): fast path taken or declined")
+            var viaFast: [KafkaHeader] = []
+            tracer.startConsuming(message).appendContext(to: &viaFast)
+            var viaGeneral: [KafkaHeader] = []
+            tracer.startConsumingSpan(message).appendContext(to: &viaGeneral)
+            let f = try #require(Self.parse(Self.values(RecordHeader.traceParent, in: viaFast).first), "\(name)")
+            let g = try #require(Self.parse(Self.values(RecordHeader.traceParent, in: viaGeneral).first), "\(name)")
+            #expect(f.flags == g.flags, "\(name): flags")
+            #expect(Self.values(RecordHeader.traceState, in: viaFast) == Self.values(RecordHeader.traceState, in: viaGeneral), "\(name)")
+            // Continued traces agree; new traces are new on both paths.
+            let continues = g.traceID == Self.traceID
+            #expect((f.traceID == Self.traceID) == continues, "\(name): continues the trace on one path only")
+            if !continues { #expect(f.traceID != g.traceID, "\(name): two new traces") }
+            #expect(f.spanID != Self.spanID && f.spanID != g.spanID, "\(name): a fresh span id")
+        }
     }
 
     /// A handler that forwards `{"ok":…}` twice and dead-letters everything else.

@@ -97,6 +97,20 @@ final class RDKafkaRecordBatch: @unchecked Sendable {
         }
     }
 
+    /// Calls `body` with the value of the record's first header named `key`, in place, under the
+    /// header lock; nil when there is none or its value is null.
+    func withHeaderValue<R>(_ index: Int, key: String, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R? {
+        let message = messages[index]
+        headerLock.lock()
+        defer { headerLock.unlock() }
+        var hdrs: OpaquePointer?
+        guard rd_kafka_message_headers(message, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR, let hdrs else { return nil }
+        var value: UnsafeRawPointer?
+        var size = 0
+        guard rd_kafka_header_get(hdrs, 0, key, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR, let value else { return nil }
+        return try body(UnsafeRawBufferPointer(start: value, count: size))
+    }
+
     /// True when the record has a header named `key`.
     func hasHeader(_ index: Int, key: String) -> Bool {
         let message = messages[index]
