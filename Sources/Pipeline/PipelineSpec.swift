@@ -73,10 +73,11 @@ public struct PipelineSpec: Sendable {
         /// process; see ``InFlightWindow``). 1 is stop-and-wait.
         public var inFlightBatches: Int = 8
         /// Cores a batch is handled on (validate and stateless process; see ``BatchLanes``): the
-        /// batch is split by partition into up to this many lanes. Default: the CPUs this process may use.
-        public var concurrency: Int = StageCommon.defaultConcurrency
-        /// The CPUs this process may use (at least 1), capped at 64.
-        public static var defaultConcurrency: Int { min(64, max(1, ProcessInfo.processInfo.activeProcessorCount)) }
+        /// batch is split by partition into up to this many lanes. Default 1.
+        // Not the CPU count: on the 2-core benchmark machine a pass-through worker with 2 lanes ran at
+        // 0.80x the throughput of 1 lane for 1.19x the CPU (BENCHMARKS.md, scale); lanes pay off only
+        // where the handler dominates a record's cost.
+        public var concurrency: Int = 1
         /// Port of the health and metrics endpoint (0 = any free port).
         public var httpPort: Int
         /// librdkafka properties for this stage's consumer.

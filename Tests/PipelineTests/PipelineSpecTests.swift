@@ -52,8 +52,8 @@ import Testing
         #expect(throws: ConfigError.self) { try spec.stage(.persist) }
     }
 
-    @Test func concurrencyDefaultsToTheCPUsAndIsChecked() throws {
-        #expect(try parse(Self.minimal).stage(.validate).concurrency == ProcessInfo.processInfo.activeProcessorCount)
+    @Test func concurrencyDefaultsToOneAndIsChecked() throws {
+        #expect(try parse(Self.minimal).stage(.validate).concurrency == 1)
         let four = Self.minimal.replacingOccurrences(of: "batch_size: 100", with: "batch_size: 100\n  concurrency: 4")
         #expect(try parse(four).stage(.validate).concurrency == 4)
         expectError(
