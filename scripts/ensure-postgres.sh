@@ -22,16 +22,25 @@ fi
 status=$(pg_lsclusters -h | awk -v v="$version" '$1==v && $2=="main" {print $4}')
 if [ "$status" != "online" ]; then
   echo "starting postgresql $version/main" >&2
-  $SUDO pg_ctlcluster "$version" main start >&2
+  # A cluster that was not shut down cleanly (a machine restored from a snapshot) recovers on start;
+  # pg_ctlcluster may report a failure although the server comes up: the wait below decides.
+  if ! $SUDO pg_ctlcluster "$version" main start >&2; then
+    echo "pg_ctlcluster reported a failure; waiting for the server to accept connections" >&2
+  fi
 fi
 port=$(pg_lsclusters -h | awk -v v="$version" '$1==v && $2=="main" {print $3}')
 
 # Wait until it accepts connections (pg_ctlcluster start returns once the server is up,
 # but be tolerant of a slow first start).
-for _ in $(seq 1 50); do
-  if $SUDO su postgres -c "psql -p $port -qAtc 'select 1'" >/dev/null 2>&1; then break; fi
+ready=no
+for _ in $(seq 1 100); do
+  if $SUDO su postgres -c "psql -p $port -qAtc 'select 1'" >/dev/null 2>&1; then ready=yes; break; fi
   sleep 0.2
 done
+if [ "$ready" != yes ]; then
+  echo "PostgreSQL $version/main does not accept connections on port $port; see /var/log/postgresql/postgresql-$version-main.log" >&2
+  exit 1
+fi
 
 $SUDO su postgres -c "psql -p $port -qAt" >/dev/null <<'SQL'
 DO $$
