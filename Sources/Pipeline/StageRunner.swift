@@ -225,6 +225,7 @@ public final class ConsumeProduceStage: Service, Sendable {
 /// is queued: a batch that would exceed them waits for the oldest batch first.
 ///
 /// Used from the stage's one task only (not concurrently); the delivery tasks touch only their flag.
+/// It reaches Kafka only through ``StageDeliveryClients``, so its bookkeeping is tested broker-free.
 final class DeliveryPipeline: @unchecked Sendable {
     // @unchecked: `window` and `open` are only touched by the stage loop's task (its turns run one
     // after another); the delivery tasks only set their `Delivery.done` atomic and return a value.
@@ -256,7 +257,7 @@ final class DeliveryPipeline: @unchecked Sendable {
         var isDone: Bool { task == nil || done.isSet }
     }
 
-    let clients: StageClients
+    let clients: any StageDeliveryClients
     let limit: Int
     let maxMessages: Int
     let maxBytes: Int
@@ -265,10 +266,10 @@ final class DeliveryPipeline: @unchecked Sendable {
     private var window = InFlightWindow()
     private var open: [Delivery] = []
 
-    init(clients: StageClients, limit: Int, metrics: StageMetrics, logger: Logger) {
+    init(clients: any StageDeliveryClients, limit: Int, metrics: StageMetrics, logger: Logger) {
         self.clients = clients
         self.limit = max(1, limit)
-        let properties = clients.producer.properties
+        let properties = clients.producerProperties
         // librdkafka's defaults (2.0.2) when the configuration does not set them.
         self.maxMessages = properties["queue.buffering.max.messages"].flatMap { Int($0) } ?? 100_000
         self.maxBytes = (properties["queue.buffering.max.kbytes"].flatMap { Int($0) } ?? 1_048_576) * 1024
@@ -277,6 +278,9 @@ final class DeliveryPipeline: @unchecked Sendable {
     }
 
     var count: Int { window.count }
+
+    /// Whether each open batch's delivery has finished, oldest first (tests).
+    var openDone: [Bool] { open.map(\.isDone) }
 
     /// Queues a handled batch's messages and opens it in the window, to store `next` (the batch's
     /// next offsets) once acknowledged; first waits for the oldest batches while the window is full.
@@ -294,7 +298,7 @@ final class DeliveryPipeline: @unchecked Sendable {
             let done = DoneFlag()
             open.append(
                 Delivery(
-                    id: id, summary: summary, task: Self.start(messages, producer: clients.producer, logger: logger, done: done), done: done
+                    id: id, summary: summary, task: Self.start(messages, clients: clients, logger: logger, done: done), done: done
                 ))
         }
         try await harvest()
@@ -307,11 +311,10 @@ final class DeliveryPipeline: @unchecked Sendable {
 
     /// Starts delivering `messages`; returns once all of them are queued in the producer.
     static func start(
-        _ messages: [KafkaProducerMessage], producer: KafkaProducer, logger: Logger, done flag: DoneFlag
+        _ messages: [KafkaProducerMessage], clients: any StageDeliveryClients, logger: Logger, done flag: DoneFlag
     ) -> Task<Outcome, Never> {
         let body: @Sendable () async -> Outcome = {
-            // Re-sends what the broker acknowledged only implicitly (see ConfirmedSend.swift).
-            let delivery = await producer.sendConfirmed(messages, logger: logger)
+            let delivery = await clients.deliver(messages, logger: logger)
             var failure: String?
             if let failed = delivery.failures.first {
                 failure = "could not deliver to \(failed.topic): \(failed.error)"
@@ -369,7 +372,7 @@ final class DeliveryPipeline: @unchecked Sendable {
         let offsets = window.acknowledge(d.id)
         if !offsets.isEmpty {
             do {
-                try clients.consumer.storeOffsets(offsets)
+                try clients.storeOffsets(offsets)
             } catch {
                 // A partition revoked while the batch was in flight: its new owner redelivers it.
                 logger.debug("could not store offsets", metadata: ["error": "\(error)"])
@@ -500,6 +503,29 @@ extension Duration {
         let (s, atto) = components
         return s * 1_000_000_000 + atto / 1_000_000_000
     }
+}
+
+/// What ``DeliveryPipeline`` needs of a stage's clients: deliver a batch (queued synchronously up to
+/// its first suspension, see ``KafkaProducer/sendBatch(_:)``) and store offsets for the consumer to
+/// commit. ``StageClients`` in a worker; a recording stand-in in broker-free tests.
+protocol StageDeliveryClients: Sendable {
+    /// The producer's librdkafka properties (the window keeps within its queue limits).
+    var producerProperties: [String: String] { get }
+    /// Sends the batch and waits for every acknowledgement.
+    func deliver(_ messages: [KafkaProducerMessage], logger: Logger) async -> KafkaBatchDelivery
+    /// Stores next offsets for the consumer's commit; throws for a partition no longer assigned.
+    func storeOffsets(_ offsets: [KafkaTopicPartitionOffset]) throws
+}
+
+extension StageClients: StageDeliveryClients {
+    var producerProperties: [String: String] { producer.properties }
+
+    /// Re-sends what the broker acknowledged only implicitly (see ConfirmedSend.swift).
+    func deliver(_ messages: [KafkaProducerMessage], logger: Logger) async -> KafkaBatchDelivery {
+        await producer.sendConfirmed(messages, logger: logger)
+    }
+
+    func storeOffsets(_ offsets: [KafkaTopicPartitionOffset]) throws { try consumer.storeOffsets(offsets) }
 }
 
 /// The Kafka clients of one stage: a consumer in the stage's group and a producer.
