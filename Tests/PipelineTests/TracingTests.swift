@@ -214,6 +214,47 @@ import W3CTraceContext
         }
     }
 
+    /// The hand-written in-place readers of header bytes, against the general ones, on seeded random
+    /// mutations of well-formed values (a differential fuzz run inside the tests): the strict
+    /// `traceparent` reader may decline what swift-w3c-trace-context accepts, never accept what it
+    /// refuses or read it differently; the `sf.ingest_time` reader reads exactly what `Int64(String)` reads.
+    @Test func theInPlaceHeaderReadersAgreeWithTheGeneralOnesOnRandomInput() {
+        var random = SplitMix64(seed: 2026_12_07)
+        let alphabet = Array("0123456789abcdefABCDEFg-+ \u{0}".utf8) + [0xFF, 0xC3]
+        let valid = Array(Self.parent.utf8)
+        var accepted = 0
+        for _ in 0..<100_000 {
+            var bytes = valid
+            for _ in 0..<Int(random.next() % 3) + 1 {
+                switch random.next() % 8 {
+                case 0 where !bytes.isEmpty: bytes.removeLast()
+                case 1: bytes.append(alphabet[Int(random.next() % UInt64(alphabet.count))])
+                default:
+                    if !bytes.isEmpty {
+                        bytes[Int(random.next() % UInt64(bytes.count))] = alphabet[Int(random.next() % UInt64(alphabet.count))]
+                    }
+                }
+            }
+            guard let strict = bytes.withUnsafeBytes({ PropagatingTracer.strictTraceParent($0) }) else { continue }
+            accepted += 1
+            let general = try? TraceContext(traceParentHeaderValue: String(decoding: bytes, as: UTF8.self))
+            #expect(
+                general?.traceID == strict.traceID && general?.spanID == strict.spanID && general?.flags == strict.flags,
+                "\(String(decoding: bytes, as: UTF8.self))")
+        }
+        #expect(accepted > 1000, "the mutations should leave many values well-formed (\(accepted))")
+
+        let digits = Array("0123456789+- a".utf8)
+        for _ in 0..<100_000 {
+            let n = Int(random.next() % 22)
+            let bytes = (0..<n).map { _ in
+                random.next() % 4 == 0 ? digits[Int(random.next() % UInt64(digits.count))] : digits[Int(random.next() % 10)]
+            }
+            let text = String(decoding: bytes, as: UTF8.self)
+            #expect(bytes.withUnsafeBytes { KafkaMessage.decimalInt64($0) } == Int64(text), "'\(text)'")
+        }
+    }
+
     /// A handler that forwards `{"ok":…}` twice and dead-letters everything else.
     struct Forker: StageHandler {
         func handle(_ message: KafkaMessage) -> StageOutcome {
