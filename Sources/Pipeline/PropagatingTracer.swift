@@ -112,34 +112,19 @@ extension PropagatingTracer {
             guard let hi = nibble(b[i]), let lo = nibble(b[i + 1]) else { return nil }
             return hi << 4 | lo
         }
-        var traceID = TraceID.null
-        var spanID = SpanID.null
-        var ok = true
-        var any: UInt8 = 0
-        traceID.withMutableSpan { span in
-            for k in 0..<16 {
-                guard let v = byte(3 + 2 * k) else {
-                    ok = false
-                    return
-                }
-                span[k] = v
-                any |= v
+        // The 16 trace-id bytes, the 8 span-id bytes and the flags byte, decoded in order.
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 25) { raw -> TraceContext? in
+            for k in 0..<25 {
+                guard let v = byte(k < 16 ? 3 + 2 * k : k < 24 ? 36 + 2 * (k - 16) : 53) else { return nil }
+                raw[k] = v
             }
+            guard raw[0..<16].contains(where: { $0 != 0 }), raw[16..<24].contains(where: { $0 != 0 }) else { return nil }
+            var traceID = TraceID.null
+            traceID.withMutableSpan { span in for k in 0..<16 { span[k] = raw[k] } }
+            var spanID = SpanID.null
+            spanID.withMutableSpan { span in for k in 0..<8 { span[k] = raw[16 + k] } }
+            return TraceContext(traceID: traceID, spanID: spanID, flags: TraceFlags(rawValue: raw[24]), state: TraceState())
         }
-        guard ok, any != 0 else { return nil }
-        any = 0
-        spanID.withMutableSpan { span in
-            for k in 0..<8 {
-                guard let v = byte(36 + 2 * k) else {
-                    ok = false
-                    return
-                }
-                span[k] = v
-                any |= v
-            }
-        }
-        guard ok, any != 0, let flags = byte(53) else { return nil }
-        return TraceContext(traceID: traceID, spanID: spanID, flags: TraceFlags(rawValue: flags), state: TraceState())
     }
 
     /// Appends the `traceparent` (and `tracestate`) of `c` to `headers`, the `traceparent` written

@@ -24,14 +24,7 @@ extension JSONValue {
     ) throws(JSONParseError) -> JSONValue {
         let array = bytes as? [UInt8] ?? Array(bytes)
         return try array.withUnsafeBufferPointer { buffer throws(JSONParseError) -> JSONValue in
-            var parser = JSONParser(bytes: buffer, maxDepth: maxDepth)
-            parser.skipWhitespace()
-            let value = try parser.parseValue(depth: 0)
-            parser.skipWhitespace()
-            guard parser.index == buffer.count else {
-                throw parser.error("unexpected data after the JSON value")
-            }
-            return value
+            try parse(utf8: UnsafeRawBufferPointer(buffer), maxDepth: maxDepth)
         }
     }
 
