@@ -8,6 +8,7 @@ import Synchronization
 ///
 /// - ``send(_:)-(KafkaProducerMessage)`` awaits the broker's acknowledgement and returns where the record landed.
 /// - ``send(_:)-([KafkaProducerMessage])`` sends a batch and awaits one report per record (one suspension per batch).
+/// - ``sendBatch(_:)`` sends a batch and awaits one outcome for it (the count and the failures by index).
 /// - ``enqueue(_:)`` is fire-and-forget: it returns once librdkafka queued the record; delivery
 ///   reports arrive in batches at the `deliveryReports` handler given at construction, and are counted
 ///   in ``deliveryCounts``.
