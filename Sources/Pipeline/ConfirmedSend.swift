@@ -80,8 +80,3 @@ extension KafkaProducer {
         return delivery
     }
 }
-
-extension KafkaBatchDelivery {
-    /// The first failure as one line (`<topic>: <error>`), or nil when every record was delivered.
-    var firstFailure: String? { failures.first.map { "\($0.topic): \($0.error)" } }
-}

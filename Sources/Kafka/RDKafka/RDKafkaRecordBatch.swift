@@ -61,12 +61,29 @@ final class RDKafkaRecordBatch: @unchecked Sendable {
     @inline(__always)
     func message(_ index: Int) -> UnsafeMutablePointer<rd_kafka_message_t> { messages[index] }
 
+    /// Calls `body` with the record's header list as librdkafka parsed it, under the header lock;
+    /// nil when the record has no headers. Every header accessor goes through here.
+    private func withParsedHeaders<R>(_ index: Int, _ body: (OpaquePointer) throws -> R) rethrows -> R? {
+        let message = messages[index]
+        headerLock.lock()
+        defer { headerLock.unlock() }
+        var hdrs: OpaquePointer?
+        guard rd_kafka_message_headers(message, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR, let hdrs else { return nil }
+        return try body(hdrs)
+    }
+
+    /// The first header named `key` in `hdrs`: whether there is one, and its value in place (nil for
+    /// a null value).
+    private static func lookup(_ hdrs: OpaquePointer, _ key: String) -> (found: Bool, value: UnsafeRawBufferPointer?) {
+        var value: UnsafeRawPointer?
+        var size = 0
+        guard rd_kafka_header_get(hdrs, 0, key, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR else { return (false, nil) }
+        return (true, value.map { UnsafeRawBufferPointer(start: $0, count: size) })
+    }
+
     /// The record's headers, copied.
     func headers(_ index: Int) -> [KafkaHeader] {
-        let message = messages[index]
-        return headerLock.withLock {
-            var hdrs: OpaquePointer?
-            guard rd_kafka_message_headers(message, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR, let hdrs else { return [] }
+        withParsedHeaders(index) { hdrs in
             let count = rd_kafka_header_cnt(hdrs)
             var headers: [KafkaHeader] = []
             headers.reserveCapacity(count)
@@ -80,58 +97,36 @@ final class RDKafkaRecordBatch: @unchecked Sendable {
                         value: value.map { Array(UnsafeRawBufferPointer(start: $0, count: size)) }))
             }
             return headers
-        }
+        } ?? []
     }
 
     /// The first header named `key` of the record, its value copied; nil if there is none.
     /// Looks the name up in librdkafka's parsed headers without copying the others.
     func header(_ index: Int, key: String) -> KafkaHeader? {
-        let message = messages[index]
-        return headerLock.withLock {
-            var hdrs: OpaquePointer?
-            guard rd_kafka_message_headers(message, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR, let hdrs else { return nil }
-            var value: UnsafeRawPointer?
-            var size = 0
-            guard rd_kafka_header_get(hdrs, 0, key, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR else { return nil }
-            return KafkaHeader(key: key, value: value.map { Array(UnsafeRawBufferPointer(start: $0, count: size)) })
-        }
+        withParsedHeaders(index) { hdrs -> KafkaHeader? in
+            let (found, value) = Self.lookup(hdrs, key)
+            return found ? KafkaHeader(key: key, value: value.map { Array($0) }) : nil
+        } ?? nil
     }
 
     /// Calls `body` with the value of the record's first header named `key`, in place, under the
     /// header lock; nil when there is none or its value is null.
     func withHeaderValue<R>(_ index: Int, key: String, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R? {
-        let message = messages[index]
-        headerLock.lock()
-        defer { headerLock.unlock() }
-        var hdrs: OpaquePointer?
-        guard rd_kafka_message_headers(message, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR, let hdrs else { return nil }
-        var value: UnsafeRawPointer?
-        var size = 0
-        guard rd_kafka_header_get(hdrs, 0, key, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR, let value else { return nil }
-        return try body(UnsafeRawBufferPointer(start: value, count: size))
+        try withParsedHeaders(index) { hdrs -> R? in
+            guard let value = Self.lookup(hdrs, key).value else { return nil }
+            return try body(value)
+        } ?? nil
     }
 
     /// True when the record has a header named `key`.
     func hasHeader(_ index: Int, key: String) -> Bool {
-        let message = messages[index]
-        return headerLock.withLock {
-            var hdrs: OpaquePointer?
-            guard rd_kafka_message_headers(message, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR, let hdrs else { return false }
-            var value: UnsafeRawPointer?
-            var size = 0
-            return rd_kafka_header_get(hdrs, 0, key, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR
-        }
+        withParsedHeaders(index) { Self.lookup($0, key).found } ?? false
     }
 
     /// A copy of the record's headers in librdkafka (`rd_kafka_headers_copy`), for a produced
     /// record that forwards them; nil when it has none. The caller owns the copy.
     func copyHeaders(_ index: Int) -> OpaquePointer? {
-        let message = messages[index]
-        return headerLock.withLock {
-            var hdrs: OpaquePointer?
-            guard rd_kafka_message_headers(message, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR, let hdrs else { return nil }
-            return rd_kafka_headers_copy(hdrs)
-        }
+        withParsedHeaders(index) { rd_kafka_headers_copy($0) } ?? nil
     }
 
     deinit {
