@@ -9,7 +9,7 @@ let package = Package(
         .library(name: "EmbeddedBroker", targets: ["EmbeddedBroker"]),
         .executable(name: "streamfirst", targets: ["StreamfirstCLI"]),
         .executable(name: "streamfirst-bench", targets: ["Benchmarks"]),
-        .library(name: "Pipeline", targets: ["Pipeline"]),
+        .library(name: "Pipeline", targets: ["Pipeline", "PipelineModel"]),
         .library(name: "Processing", targets: ["Processing"]),
         .library(name: "Validation", targets: ["Validation"]),
         .library(name: "Connectors", targets: ["Connectors"]),
@@ -60,12 +60,10 @@ let package = Package(
             name: "EmbeddedBroker",
             dependencies: [
                 "Kafka",
-                "Config",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-                .product(name: "Yams", package: "Yams"),
             ]
         ),
         // JSON values, record headers: what every pipeline module shares. Foundation only.
@@ -94,12 +92,15 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
+        // The pipeline file as a model: topics, Kafka settings, stage sections, tracing settings. What the
+        // runtime, the operator tools, the dashboard and `streamfirst broker` read; no runtime linked.
+        .target(name: "PipelineModel", dependencies: ["Config", "Kafka"]),
         // The stage runtime the four workers share: pipeline files, consume → handle → produce → commit,
         // dead letters, health and metrics endpoints, graceful shutdown.
         .target(
             name: "Pipeline",
             dependencies: [
-                "Kafka", "StreamCore", "Config", "Validation", "Processing", "Connectors", "Stateful",
+                "Kafka", "StreamCore", "Config", "Validation", "Processing", "Connectors", "Stateful", "PipelineModel",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -118,7 +119,7 @@ let package = Package(
         .target(
             name: "TracingBackend",
             dependencies: [
-                "Pipeline",
+                "Pipeline", "PipelineModel",
                 .product(name: "OTel", package: "swift-otel"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "Logging", package: "swift-log"),
@@ -130,7 +131,7 @@ let package = Package(
         .target(
             name: "LocalRun",
             dependencies: [
-                "Pipeline", "EmbeddedBroker", "Kafka", "Connectors", "StreamCore", "Config",
+                "Pipeline", "PipelineModel", "EmbeddedBroker", "Kafka", "Connectors", "StreamCore", "Config",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
@@ -145,7 +146,7 @@ let package = Package(
         .target(
             name: "Dashboard",
             dependencies: [
-                "Pipeline", "Kafka", "Config", "StreamCore",
+                "Pipeline", "PipelineModel", "Kafka", "Config", "StreamCore",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -161,6 +162,7 @@ let package = Package(
                 "Kafka",
                 "EmbeddedBroker",
                 "Pipeline",
+                "PipelineModel",
                 "LocalRun",
                 "Validation",
                 "Connectors",
@@ -178,7 +180,7 @@ let package = Package(
         .executableTarget(
             name: "Benchmarks",
             dependencies: [
-                "Kafka", "Stateful", "StreamCore", "Config", "Pipeline", "Connectors", "LocalRun", "Validation",
+                "Kafka", "Stateful", "StreamCore", "Config", "Pipeline", "PipelineModel", "Connectors", "LocalRun", "Validation",
                 .product(name: "OTel", package: "swift-otel"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -212,7 +214,7 @@ let package = Package(
         .testTarget(
             name: "PipelineTests",
             dependencies: [
-                "Pipeline", "LocalRun", "StreamCore", "Config", "Kafka", "EmbeddedBroker", "Connectors", "Stateful",
+                "Pipeline", "PipelineModel", "LocalRun", "StreamCore", "Config", "Kafka", "EmbeddedBroker", "Connectors", "Stateful",
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"), // the OTLP/HTTP receiver of the tracing test
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
@@ -228,7 +230,7 @@ let package = Package(
         .testTarget(
             name: "DashboardTests",
             dependencies: [
-                "Dashboard", "Pipeline", "LocalRun", "Kafka", "EmbeddedBroker", "Config", "StreamCore",
+                "Dashboard", "Pipeline", "PipelineModel", "LocalRun", "Kafka", "EmbeddedBroker", "Config", "StreamCore",
             ]
         ),
     ]

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Kafka
 import Pipeline
+import PipelineModel
 import StreamCore
 import Validation
 

@@ -4,6 +4,7 @@ import Foundation
 import LocalRun
 import Logging
 import Pipeline
+import PipelineModel
 import Synchronization
 
 /// `streamfirst-bench memory`: resident memory of every worker idle and under load (pipelines/iot-sensors.yaml),

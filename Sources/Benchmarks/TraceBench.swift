@@ -4,6 +4,7 @@ import Foundation
 import Kafka
 import OTel
 import Pipeline
+import PipelineModel
 import ServiceLifecycle
 import StreamCore
 import Tracing

@@ -1,6 +1,7 @@
 import Config
 import Foundation
 import Pipeline
+import PipelineModel
 
 /// The `dashboard:` section of a pipeline file, read and checked (unknown keys, ranges, the topics
 /// it names, the pipeline's `metrics:` section it depends on, the Chart.js file it serves).

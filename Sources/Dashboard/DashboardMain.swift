@@ -5,6 +5,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import Pipeline
+import PipelineModel
 import ServiceLifecycle
 
 /// Options of the `dashboard` executable; each has an environment variable like the workers'.

@@ -4,6 +4,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import Pipeline
+import PipelineModel
 import ServiceLifecycle
 
 /// The dashboard's Kafka side: one group-less consumer assigned to every partition of the metrics

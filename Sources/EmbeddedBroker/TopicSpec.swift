@@ -59,8 +59,6 @@ public struct TopicSpec: Sendable, Hashable, CustomStringConvertible {
 public enum EmbeddedBrokerError: Error, Sendable, Hashable, CustomStringConvertible {
     /// A command-line argument, control command or configuration value is wrong.
     case invalidArgument(String)
-    /// The pipeline file could not be read or does not declare topics correctly.
-    case pipeline(String)
     /// The broker replied `error <reason>` to a control command.
     case rejected(command: String, reason: String)
     /// The control channel could not be reached or closed before replying.
@@ -71,7 +69,6 @@ public enum EmbeddedBrokerError: Error, Sendable, Hashable, CustomStringConverti
     public var description: String {
         switch self {
         case .invalidArgument(let m): return m
-        case .pipeline(let m): return m
         case .rejected(let command, let reason): return "the broker rejected '\(command)': \(reason)"
         case .connection(let m): return "control channel: \(m)"
         case .process(let m): return m

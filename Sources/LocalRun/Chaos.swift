@@ -4,6 +4,7 @@ import Foundation
 import Kafka
 import NIOConcurrencyHelpers
 import Pipeline
+import PipelineModel
 import SQLiteNIO
 import StreamCore
 

@@ -6,6 +6,7 @@ import Kafka
 import Logging
 import NIOConcurrencyHelpers
 import Pipeline
+import PipelineModel
 import StreamCore
 
 /// A whole pipeline on one machine: the embedded broker (or an existing cluster) and one process per

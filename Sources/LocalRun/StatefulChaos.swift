@@ -4,6 +4,7 @@ import Kafka
 import Logging
 import NIOConcurrencyHelpers
 import Pipeline
+import PipelineModel
 import SQLiteNIO
 import StreamCore
 

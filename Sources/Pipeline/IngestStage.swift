@@ -4,6 +4,7 @@ import Foundation
 import Kafka
 import Logging
 import NIOConcurrencyHelpers
+import PipelineModel
 import Processing
 import ServiceLifecycle
 import StreamCore

@@ -1,6 +1,7 @@
 import Foundation
 import Kafka
 import Logging
+import PipelineModel
 import ServiceLifecycle
 import Synchronization
 

@@ -1,4 +1,5 @@
 import Config
+import PipelineModel
 
 /// The consuming stages of a pipeline with their consumer groups and input topics: what
 /// `streamfirst lag --pipeline` reports and what lag-based autoscaling (KEDA) watches.

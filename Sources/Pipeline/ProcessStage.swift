@@ -1,6 +1,7 @@
 import Config
 import Kafka
 import Logging
+import PipelineModel
 import Processing
 import StreamCore
 

@@ -1,6 +1,7 @@
 import Foundation
 import Kafka
 import Logging
+import PipelineModel
 import StreamCore
 
 /// `streamfirst redrive`: sends dead letters back to the topic they were refused from, after a fix

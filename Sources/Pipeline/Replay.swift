@@ -2,6 +2,7 @@ import Config
 import Foundation
 import Kafka
 import Logging
+import PipelineModel
 import Stateful
 import StreamCore
 

@@ -5,6 +5,7 @@ import Kafka
 import Logging
 import Metrics
 import NIOConcurrencyHelpers
+import PipelineModel
 import Processing
 import ServiceLifecycle
 import Stateful

@@ -1,5 +1,6 @@
 import Config
 import Kafka
+import PipelineModel
 import Processing
 import StreamCore
 import Validation

@@ -3,6 +3,7 @@ import Config
 import Foundation
 import Logging
 import Metrics
+import PipelineModel
 import Processing
 import Prometheus
 import ServiceLifecycle

@@ -1,6 +1,7 @@
 import ArgumentParser
 import EmbeddedBroker
 import Foundation
+import PipelineModel
 
 struct BrokerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -86,7 +87,10 @@ struct BrokerCommand: AsyncParsableCommand {
     func run() async throws {
         var allTopics = topics
         if let pipeline {
-            allTopics += try PipelineTopics.load(path: pipeline)
+            // The same reader as the workers' (only its `topics:` section), so the two cannot drift.
+            allTopics += try PipelineSpec.declaredTopics(file: pipeline).map {
+                TopicSpec(name: $0.name, partitions: $0.partitions, replicationFactor: $0.replicationFactor)
+            }
         }
         let server = try await EmbeddedBrokerServer.start(
             EmbeddedBrokerConfiguration(brokers: brokers, bootstrapPort: port, controlPort: controlPort, topics: allTopics))

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import Pipeline
+import PipelineModel
 import Processing
 
 struct ReplayCommand: AsyncParsableCommand {

@@ -7,6 +7,7 @@ import Kafka
 import LocalRun
 import Logging
 import Pipeline
+import PipelineModel
 import StreamCore
 
 /// `streamfirst run FILE`: the whole pipeline on this machine, one process per worker.

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Pipeline
+import PipelineModel
 
 struct TestCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

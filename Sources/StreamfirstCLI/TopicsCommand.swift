@@ -3,6 +3,7 @@ import EmbeddedBroker
 import Foundation
 import Kafka
 import Pipeline
+import PipelineModel
 
 struct TopicsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import OTel
 import Pipeline
+import PipelineModel
 import ServiceLifecycle
 import Tracing
 

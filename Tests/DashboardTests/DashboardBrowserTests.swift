@@ -3,6 +3,7 @@ import Foundation
 import Kafka
 import LocalRun
 import Pipeline
+import PipelineModel
 import StreamCore
 import Testing
 

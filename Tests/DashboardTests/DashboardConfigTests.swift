@@ -2,6 +2,7 @@ import Config
 import Dashboard
 import Foundation
 import Pipeline
+import PipelineModel
 import Testing
 
 /// The `metrics:` and `dashboard:` sections: defaults, and errors that name the key and the fix.

@@ -1,5 +1,6 @@
 import Foundation
 import Pipeline
+import PipelineModel
 import Testing
 import Yams
 

@@ -3,6 +3,7 @@ import Foundation
 import Kafka
 import Logging
 import Pipeline
+import PipelineModel
 import StreamCore
 import Testing
 

@@ -1,6 +1,7 @@
 import Config
 import Foundation
 import Pipeline
+import PipelineModel
 import Testing
 
 @Suite struct PipelineSpecTests {
@@ -135,5 +136,43 @@ import Testing
         #expect(text.contains("p.yaml:15"), "names the schema key's line: \(text)")
         #expect(text.contains("breaks its compatibility mode BACKWARD"))
         #expect(text.contains("v1 → v2") && text.contains("/properties/n: type number is no longer accepted"), "\(text)")
+    }
+
+    /// `streamfirst broker --pipeline` reads only `topics:`, with the workers' own topic parser.
+    @Test func declaredTopicsReadOnlyTheTopicsSection() throws {
+        func topics(_ yaml: String, _ env: [String: String] = [:]) throws(ConfigError) -> [String] {
+            try PipelineSpec.declaredTopics(yaml: yaml, file: "p.yaml", environment: env).map {
+                "\($0.name):\($0.partitions):\($0.replicationFactor)"
+            }
+        }
+        let yaml = "sources: [x]\ntopics:\n  a: { name: \"${PREFIX:-dev}.t\", partitions: \"${P:-6}\", replication_factor: \"${RF:-1}\" }\n"
+        #expect(try topics(yaml, ["PREFIX": "acme", "P": "64", "RF": "3"]) == ["acme.t:64:3"])
+        #expect(try topics(yaml) == ["dev.t:6:1"])
+        #expect(try topics("other: 1\n") == [])
+        #expect(try topics("") == [])
+        #expect(try topics("topics:\n") == [])
+        func message(_ yaml: String, _ env: [String: String] = [:]) -> String {
+            do {
+                return "no error: \(try topics(yaml, env))"
+            } catch {
+                return error.description
+            }
+        }
+        #expect(message(yaml, ["P": "many"]) == "p.yaml:3: topics.a.partitions: expected an integer, got 'many'")
+        #expect(message(yaml, ["P": "0"]) == "p.yaml:3: topics.a.partitions: 0 is out of range: expected 1...10000")
+        #expect(message("topics:\n  a:\n    partitions: 2\n").hasPrefix("p.yaml:3: topics.a.name: missing required key"))
+        #expect(message("topics:\n  a:\n    name: ${NOPE}\n").contains("NOPE"))
+        #expect(message("topics: [a, b]\n").hasPrefix("p.yaml:1: topics: "))
+        #expect(message("topics:\n  a: {name: t, partitions: 1\n").hasPrefix("p.yaml"))
+    }
+
+    /// Two logical names for one Kafka topic would give it two sets of settings: refused, by the
+    /// workers and by `streamfirst broker` alike.
+    @Test func aKafkaTopicIsDeclaredOnce() {
+        let yaml = Self.minimal.replacingOccurrences(of: "out:  { name: t.out }", with: "out:  { name: t.in }")
+        expectError(yaml, "/p/t.yaml:7: topics.out.name: topic 't.in' is already declared by topics.in")
+        #expect(throws: ConfigError.self) {
+            try PipelineSpec.declaredTopics(yaml: "topics:\n  a: {name: t}\n  b: {name: t}\n", file: "p.yaml", environment: [:])
+        }
     }
 }

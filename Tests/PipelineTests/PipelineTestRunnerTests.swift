@@ -1,6 +1,7 @@
 import Config
 import Foundation
 import Pipeline
+import PipelineModel
 import Testing
 
 /// The inline `tests:` of pipeline files: the shipped ones pass (CI runs them through this test),

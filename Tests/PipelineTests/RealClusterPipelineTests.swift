@@ -1,6 +1,7 @@
 import Foundation
 import LocalRun
 import Pipeline
+import PipelineModel
 import Testing
 
 /// The demo pipeline's worker processes against a real Kafka cluster — runs only when KAFKA_BROKERS

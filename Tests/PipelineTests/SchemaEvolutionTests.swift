@@ -4,6 +4,7 @@ import Kafka
 import LocalRun
 import Logging
 import Pipeline
+import PipelineModel
 import SQLiteNIO
 import StreamCore
 import Testing

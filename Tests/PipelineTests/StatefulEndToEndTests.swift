@@ -4,6 +4,7 @@ import Foundation
 import Kafka
 import Logging
 import Pipeline
+import PipelineModel
 import Stateful
 import StreamCore
 import Testing

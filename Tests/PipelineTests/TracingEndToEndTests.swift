@@ -6,6 +6,7 @@ import LocalRun
 import Logging
 import NIOCore
 import Pipeline
+import PipelineModel
 import ServiceLifecycle
 import StreamCore
 import Synchronization

@@ -1,5 +1,6 @@
 import Config
 import Kafka
+import PipelineModel
 import StreamCore
 import Testing
 import Tracing

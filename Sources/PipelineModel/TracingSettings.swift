@@ -31,7 +31,7 @@ public struct TracingSpec: Sendable, Equatable {
     /// The protocols this build exports with (swift-otel's OTLP/HTTP exporter; gRPC is not built in).
     public static let protocols = ["http/protobuf", "http/json"]
 
-    static func parse(_ node: ConfigNode?, file: String) throws(ConfigError) -> TracingSpec {
+    package static func parse(_ node: ConfigNode?, file: String) throws(ConfigError) -> TracingSpec {
         var spec = TracingSpec()
         spec.file = file
         guard let node else { return spec }
@@ -142,7 +142,7 @@ public struct TracingSettings: Sendable, Equatable {
     }
 
     /// An absolute http(s) URL with a host.
-    static func isEndpoint(_ text: String) -> Bool {
+    package static func isEndpoint(_ text: String) -> Bool {
         guard let url = URL(string: text), let scheme = url.scheme?.lowercased(), scheme == "http" || scheme == "https",
             let host = url.host, !host.isEmpty
         else { return false }

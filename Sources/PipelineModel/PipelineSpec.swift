@@ -181,27 +181,8 @@ public struct PipelineSpec: Sendable {
             kafka.bootstrapServers = brokers
         }
 
-        // Topics.
-        var topics: [String: Topic] = [:]
-        let topicsNode = try top.required("topics", hint: "a mapping of logical name to { name, partitions }")
-        let topicsMap = try topicsNode.mapping()
-        for logical in topicsMap.keys {
-            let node = try topicsMap.required(logical)
-            try checkIdentifier(logical, at: node)
-            let m = try node.mapping()
-            let nameNode = try m.required("name", hint: "the Kafka topic name")
-            let topicName = try nameNode.string()
-            guard !topicName.isEmpty, topicName.count <= 249,
-                topicName.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) })
-            else {
-                throw nameNode.error("'\(topicName)' is not a valid Kafka topic name (letters, digits, '.', '_', '-')")
-            }
-            let partitions = try m.int("partitions", default: 1, in: 1...10_000)
-            let rf = try m.int("replication_factor", default: 1, in: 1...32)
-            try m.finish()
-            topics[logical] = Topic(logical: logical, name: topicName, partitions: partitions, replicationFactor: rf)
-        }
-        try topicsMap.finish()
+        let declared = try parseTopics(try top.required("topics", hint: "a mapping of logical name to { name, partitions }"))
+        let topics = Dictionary(uniqueKeysWithValues: declared.map { ($0.logical, $0) })
 
         func topic(_ node: ConfigNode) throws(ConfigError) -> Topic {
             let logical = try node.string()
@@ -264,6 +245,56 @@ public struct PipelineSpec: Sendable {
             stages: stages, environment: environment, tests: testsNode, metrics: metrics, dashboard: dashboardNode)
         spec.tracing = tracing
         return spec
+    }
+
+    /// The `topics:` section of a pipeline file and nothing else: what `streamfirst broker --pipeline`
+    /// creates. Other sections are not read, so a file that only declares topics is enough; the topics
+    /// are parsed by the same code (and with the same errors) as in ``load(file:environment:)``.
+    public static func declaredTopics(
+        file: String, environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws(ConfigError) -> [Topic] {
+        try declaredTopics(root: try ConfigNode.load(file: file, environment: environment))
+    }
+
+    /// ``declaredTopics(file:environment:)`` for YAML text (`file` names it in errors).
+    public static func declaredTopics(yaml: String, file: String, environment: [String: String]) throws(ConfigError) -> [Topic] {
+        try declaredTopics(root: try ConfigNode.parse(yaml: yaml, source: ConfigSource(file: file, environment: environment)))
+    }
+
+    private static func declaredTopics(root: ConfigNode) throws(ConfigError) -> [Topic] {
+        // An empty document or one without `topics:` declares nothing; the other sections are ignored.
+        guard !root.isNull, let node = try root.mapping().optional("topics"), !node.isNull else { return [] }
+        return try parseTopics(node)
+    }
+
+    /// The `topics:` mapping (logical name → `{ name, partitions, replication_factor }`), in file
+    /// order. Two logical names may not share one Kafka topic (its settings would be ambiguous).
+    static func parseTopics(_ node: ConfigNode) throws(ConfigError) -> [Topic] {
+        var topics: [Topic] = []
+        var declaredBy: [String: String] = [:] // Kafka topic name -> logical name
+        let topicsMap = try node.mapping()
+        for logical in topicsMap.keys {
+            let node = try topicsMap.required(logical)
+            try checkIdentifier(logical, at: node)
+            let m = try node.mapping()
+            let nameNode = try m.required("name", hint: "the Kafka topic name")
+            let topicName = try nameNode.string()
+            guard !topicName.isEmpty, topicName.count <= 249,
+                topicName.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) })
+            else {
+                throw nameNode.error("'\(topicName)' is not a valid Kafka topic name (letters, digits, '.', '_', '-')")
+            }
+            if let other = declaredBy[topicName] {
+                throw nameNode.error("topic '\(topicName)' is already declared by topics.\(other)")
+            }
+            declaredBy[topicName] = logical
+            let partitions = try m.int("partitions", default: 1, in: 1...10_000)
+            let rf = try m.int("replication_factor", default: 1, in: 1...32)
+            try m.finish()
+            topics.append(Topic(logical: logical, name: topicName, partitions: partitions, replicationFactor: rf))
+        }
+        try topicsMap.finish()
+        return topics
     }
 
     /// The section of one stage, or an error saying the file has none.
