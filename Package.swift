@@ -9,7 +9,7 @@ let package = Package(
         .library(name: "EmbeddedBroker", targets: ["EmbeddedBroker"]),
         .executable(name: "streamfirst", targets: ["StreamfirstCLI"]),
         .executable(name: "streamfirst-bench", targets: ["Benchmarks"]),
-        .library(name: "Pipeline", targets: ["Pipeline", "PipelineModel"]),
+        .library(name: "Pipeline", targets: ["Pipeline", "PipelineModel", "StageWorker"]),
         .library(name: "Processing", targets: ["Processing"]),
         .library(name: "Validation", targets: ["Validation"]),
         .library(name: "Connectors", targets: ["Connectors"]),
@@ -106,12 +106,35 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "W3CTraceContext", package: "swift-w3c-trace-context"),
+            ]
+        ),
+        // The operator tools built on the runtime: redrive, replay, the inline pipeline tests, reference
+        // pages, lag per stage, reading a topic to its end. The CLI, LocalRun and tests use them; the
+        // workers do not link them. `package` access only.
+        .target(
+            name: "PipelineTools",
+            dependencies: [
+                "Pipeline", "PipelineModel", "Kafka", "StreamCore", "Config", "Processing", "Connectors", "Stateful",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        // The body of a worker executable: command-line options (ArgumentParser), logging, metrics and
+        // tracing bootstrap, the stage and its HTTP endpoints in one ServiceGroup. `Worker.main`.
+        .target(
+            name: "StageWorker",
+            dependencies: [
+                "Pipeline", "PipelineModel", "Config", "Processing",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         // The tracing backend the worker executables bootstrap when OTLP export is configured:
@@ -131,16 +154,16 @@ let package = Package(
         .target(
             name: "LocalRun",
             dependencies: [
-                "Pipeline", "PipelineModel", "EmbeddedBroker", "Kafka", "Connectors", "StreamCore", "Config",
+                "Pipeline", "PipelineModel", "PipelineTools", "EmbeddedBroker", "Kafka", "Connectors", "StreamCore", "Config",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
             ]
         ),
-        .executableTarget(name: "IngestWorker", dependencies: ["Pipeline", "TracingBackend"]),
-        .executableTarget(name: "ValidateWorker", dependencies: ["Pipeline", "TracingBackend"]),
-        .executableTarget(name: "ProcessWorker", dependencies: ["Pipeline", "TracingBackend"]),
-        .executableTarget(name: "PersistWorker", dependencies: ["Pipeline", "TracingBackend"]),
+        .executableTarget(name: "IngestWorker", dependencies: ["StageWorker", "TracingBackend"]),
+        .executableTarget(name: "ValidateWorker", dependencies: ["StageWorker", "TracingBackend"]),
+        .executableTarget(name: "ProcessWorker", dependencies: ["StageWorker", "TracingBackend"]),
+        .executableTarget(name: "PersistWorker", dependencies: ["StageWorker", "TracingBackend"]),
         // The live dashboard: reads the metrics, data and dead-letter topics and serves a page with
         // Chart.js charts (Debian's libjs-chart.js) updated by Server-Sent Events.
         .target(
@@ -163,6 +186,7 @@ let package = Package(
                 "EmbeddedBroker",
                 "Pipeline",
                 "PipelineModel",
+                "PipelineTools",
                 "LocalRun",
                 "Validation",
                 "Connectors",
@@ -180,7 +204,8 @@ let package = Package(
         .executableTarget(
             name: "Benchmarks",
             dependencies: [
-                "Kafka", "Stateful", "StreamCore", "Config", "Pipeline", "PipelineModel", "Connectors", "LocalRun", "Validation",
+                "Kafka", "Stateful", "StreamCore", "Config", "Pipeline", "PipelineModel", "PipelineTools", "Connectors", "LocalRun",
+                "Validation",
                 .product(name: "OTel", package: "swift-otel"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -214,7 +239,8 @@ let package = Package(
         .testTarget(
             name: "PipelineTests",
             dependencies: [
-                "Pipeline", "PipelineModel", "LocalRun", "StreamCore", "Config", "Kafka", "EmbeddedBroker", "Connectors", "Stateful",
+                "Pipeline", "PipelineModel", "PipelineTools", "LocalRun", "StreamCore", "Config", "Kafka", "EmbeddedBroker", "Connectors",
+                "Stateful",
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"), // the OTLP/HTTP receiver of the tracing test
                 .product(name: "Tracing", package: "swift-distributed-tracing"),

@@ -6,6 +6,7 @@ import Histogram
 import Kafka
 import Logging
 import Pipeline
+import PipelineTools
 
 /// `streamfirst-bench e2e`: the four real workers (ingest → validate → process → persist) at a
 /// constant input rate against a four-hop C chain (source → relay → relay → relay) at the same rate

@@ -4,6 +4,7 @@ import Foundation
 import Kafka
 import Logging
 import Pipeline
+import PipelineTools
 
 /// `streamfirst-bench scale`: 1, 2, 3 … instances of the pass-through `process` worker in one consumer
 /// group on the embedded broker: records/s, CPU per record (summed over the instances), ratio to one

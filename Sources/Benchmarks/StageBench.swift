@@ -4,6 +4,7 @@ import Foundation
 import Kafka
 import Logging
 import Pipeline
+import PipelineTools
 
 /// `streamfirst-bench stage`: one real worker process (pass-through `process`, `validate`, `persist`
 /// to SQLite or PostgreSQL) against a C librdkafka consume → produce relay process on the same

@@ -4,6 +4,7 @@ import EmbeddedBroker
 import Foundation
 import Kafka
 import Pipeline
+import PipelineTools
 import Synchronization
 
 // What the stage and end-to-end benchmarks share: the C relay and source as child processes of this

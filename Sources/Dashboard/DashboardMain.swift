@@ -43,7 +43,7 @@ public enum Dashboard {
             DashboardOptions.exit(withError: error)
         }
         let env = ProcessInfo.processInfo.environment
-        Worker.bootstrapLogging(level: options.logLevel, format: options.logFormat, environment: env)
+        WorkerProcess.bootstrapLogging(level: options.logLevel, format: options.logFormat, environment: env)
         var logger = Logger(label: "streamfirst.dashboard")
         guard let file = options.pipeline ?? env["PIPELINE"] else {
             fail(2, "dashboard: no pipeline file: pass --pipeline FILE or set PIPELINE")
@@ -93,5 +93,5 @@ public enum Dashboard {
         }
     }
 
-    static func fail(_ code: Int32, _ message: String) -> Never { Worker.fail(code, message) }
+    static func fail(_ code: Int32, _ message: String) -> Never { WorkerProcess.fail(code, message) }
 }

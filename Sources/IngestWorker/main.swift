@@ -1,6 +1,6 @@
-// The ingest worker: everything lives in the Pipeline library; this file only picks the stage and
+// The ingest worker: everything lives in the StageWorker and Pipeline libraries; this file only picks the stage and
 // plugs in the OTLP span exporter (used when an endpoint is configured).
-import Pipeline
+import StageWorker
 import TracingBackend
 
 await Worker.main(stage: .ingest, tracing: OTLPTracing.backend)

@@ -5,6 +5,7 @@ import Kafka
 import NIOConcurrencyHelpers
 import Pipeline
 import PipelineModel
+import PipelineTools
 import SQLiteNIO
 import StreamCore
 

@@ -7,6 +7,7 @@ import Logging
 import NIOConcurrencyHelpers
 import Pipeline
 import PipelineModel
+import PipelineTools
 import StreamCore
 
 /// A whole pipeline on one machine: the embedded broker (or an existing cluster) and one process per

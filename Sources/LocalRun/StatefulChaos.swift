@@ -5,6 +5,7 @@ import Logging
 import NIOConcurrencyHelpers
 import Pipeline
 import PipelineModel
+import PipelineTools
 import SQLiteNIO
 import StreamCore
 

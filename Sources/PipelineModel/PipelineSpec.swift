@@ -103,7 +103,7 @@ public struct PipelineSpec: Sendable {
     public var deadLetter: Topic
     public var stages: [StageName: StageCommon]
     public var environment: [String: String]
-    /// The file's `tests:` section (run by `streamfirst test`, see ``PipelineTestRunner``).
+    /// The file's `tests:` section (run by `streamfirst test`, module PipelineTools).
     public var tests: ConfigNode?
     /// The `metrics:` section: every worker publishes a snapshot of its counters to a topic.
     public var metrics: MetricsSettings?

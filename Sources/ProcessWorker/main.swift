@@ -1,6 +1,6 @@
-// The process worker: everything lives in the Pipeline library; this file only picks the stage and
+// The process worker: everything lives in the StageWorker and Pipeline libraries; this file only picks the stage and
 // plugs in the OTLP span exporter (used when an endpoint is configured).
-import Pipeline
+import StageWorker
 import TracingBackend
 
 await Worker.main(stage: .process, tracing: OTLPTracing.backend)

@@ -30,7 +30,7 @@ public struct ProcessingError: Error, Sendable, CustomStringConvertible, Equatab
 }
 
 /// Stateless per-record logic of the process stage. Implement it in your own executable for custom
-/// logic and run it with `Worker.main(processor:)`.
+/// logic and run it with `Worker.main(processor:)` (module `StageWorker`).
 ///
 /// Must be deterministic (the same record and context give the same outputs): a record redelivered
 /// after a crash must produce the same records, which is what makes redelivery harmless downstream.

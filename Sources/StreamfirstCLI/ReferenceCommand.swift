@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Pipeline
+import PipelineTools
 
 struct ReferenceCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Pipeline
 import PipelineModel
+import PipelineTools
 import Processing
 
 struct ReplayCommand: AsyncParsableCommand {

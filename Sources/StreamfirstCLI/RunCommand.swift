@@ -8,6 +8,7 @@ import LocalRun
 import Logging
 import Pipeline
 import PipelineModel
+import PipelineTools
 import StreamCore
 
 /// `streamfirst run FILE`: the whole pipeline on this machine, one process per worker.

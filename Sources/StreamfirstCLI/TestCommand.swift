@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Pipeline
 import PipelineModel
+import PipelineTools
 
 struct TestCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

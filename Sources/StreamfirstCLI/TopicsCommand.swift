@@ -4,6 +4,7 @@ import Foundation
 import Kafka
 import Pipeline
 import PipelineModel
+import PipelineTools
 
 struct TopicsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -13,7 +13,7 @@ import Tracing
 ///
 /// ```swift
 /// // Sources/ValidateWorker/main.swift
-/// import Pipeline
+/// import StageWorker
 /// import TracingBackend
 /// await Worker.main(stage: .validate, tracing: OTLPTracing.backend)
 /// ```

@@ -1,6 +1,7 @@
 import EmbeddedBroker
 import Foundation
 import Pipeline
+import PipelineTools
 import StreamCore
 
 #if canImport(Glibc)

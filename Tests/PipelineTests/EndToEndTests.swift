@@ -4,6 +4,7 @@ import Kafka
 import LocalRun
 import Pipeline
 import PipelineModel
+import PipelineTools
 import SQLiteNIO
 import StreamCore
 import Testing

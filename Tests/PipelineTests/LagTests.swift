@@ -3,6 +3,7 @@ import Foundation
 import Kafka
 import LocalRun
 import Pipeline
+import PipelineTools
 import Testing
 
 /// Lag as a worker reports it, through a real `process` worker on the embedded broker: records

@@ -2,6 +2,7 @@ import Config
 import Foundation
 import Pipeline
 import PipelineModel
+import PipelineTools
 import Testing
 
 /// The inline `tests:` of pipeline files: the shipped ones pass (CI runs them through this test),

@@ -5,6 +5,7 @@ import LocalRun
 import Logging
 import Pipeline
 import PipelineModel
+import PipelineTools
 import StreamCore
 import Testing
 

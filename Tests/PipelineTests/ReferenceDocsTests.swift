@@ -1,6 +1,7 @@
 import Config
 import Foundation
 import Pipeline
+import PipelineTools
 import StreamCore
 import Testing
 

@@ -5,6 +5,7 @@ import Kafka
 import Logging
 import Pipeline
 import PipelineModel
+import PipelineTools
 import Stateful
 import StreamCore
 import Testing

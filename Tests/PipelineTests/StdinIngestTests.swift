@@ -2,6 +2,7 @@ import EmbeddedBroker
 import Foundation
 import Kafka
 import Pipeline
+import PipelineTools
 import StreamCore
 import Testing
 

@@ -2,6 +2,7 @@ import Config
 import Foundation
 import Pipeline
 import PipelineModel
+import PipelineTools
 import Testing
 
 /// The stream–table join (`enrich:` with `topic:`) as a pipeline file declares it: the process

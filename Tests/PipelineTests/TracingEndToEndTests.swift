@@ -7,6 +7,7 @@ import Logging
 import NIOCore
 import Pipeline
 import PipelineModel
+import PipelineTools
 import ServiceLifecycle
 import StreamCore
 import Synchronization

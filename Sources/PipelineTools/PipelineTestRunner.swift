@@ -1,5 +1,6 @@
 import Config
 import Kafka
+import Pipeline
 import PipelineModel
 import Processing
 import StreamCore
@@ -38,13 +39,13 @@ import Yams
 ///     input: [ { sensor_id: s1 }, { sensor_id: s2 } ]
 ///     expect: { enriched: [ { site: north }, { sensor_id: s2 } ] }
 /// ```
-public struct PipelineTestRunner: Sendable {
+package struct PipelineTestRunner: Sendable {
     /// One test's outcome: failures are readable lines; empty means it passed.
-    public struct Result: Sendable {
-        public var name: String
-        public var line: Int?
-        public var failures: [String]
-        public var passed: Bool { failures.isEmpty }
+    package struct Result: Sendable {
+        package var name: String
+        package var line: Int?
+        package var failures: [String]
+        package var passed: Bool { failures.isEmpty }
     }
 
     struct Emitted {
@@ -66,7 +67,7 @@ public struct PipelineTestRunner: Sendable {
     let tables: [String: InMemoryLookupTable]
 
     /// Builds the validate and process handlers of `spec` (a configuration error names its line).
-    public init(spec: PipelineSpec) throws(ConfigError) {
+    package init(spec: PipelineSpec) throws(ConfigError) {
         self.spec = spec
         var handlers: [(PipelineSpec.StageName, String, any StageHandler)] = []
         if let common = spec.stages[.validate], let input = common.input {
@@ -126,18 +127,18 @@ public struct PipelineTestRunner: Sendable {
     }
 
     /// What the validate and process stages made of some records, without a broker.
-    public struct Driven: Sendable {
+    package struct Driven: Sendable {
         /// Every record a stage produced, by topic name, in the order produced.
-        public var outputs: [String: [KafkaMessage]] = [:]
+        package var outputs: [String: [KafkaMessage]] = [:]
         /// Every record a stage dead-lettered, with the stage and the reason.
-        public var deadLetters: [(stage: PipelineSpec.StageName, reason: DeadLetterReason, message: KafkaMessage)] = []
+        package var deadLetters: [(stage: PipelineSpec.StageName, reason: DeadLetterReason, message: KafkaMessage)] = []
     }
 
     /// Feeds `inputs` to the stage that consumes their topic and every record a stage emits to the
     /// stage that consumes its topic, in order (the inline tests and `streamfirst chaos`' oracle).
     /// Stateful stages start from empty state. `partition` places an emitted record the way the
     /// producer would (the stateful engine keeps state per input partition); by default all go to 0.
-    public func drive(
+    package func drive(
         _ inputs: [KafkaMessage], partition: (_ topic: String, _ key: [UInt8]?) -> Int32 = { _, _ in 0 }
     ) -> Driven {
         for h in handlers { (h.handler as? StatefulTestHandler)?.reset() }
@@ -170,7 +171,7 @@ public struct PipelineTestRunner: Sendable {
     }
 
     /// Runs every test of the file's `tests:` section (none: an empty list).
-    public func run() throws(ConfigError) -> [Result] {
+    package func run() throws(ConfigError) -> [Result] {
         guard let node = spec.tests else { return [] }
         guard let firstInput = handlers.first?.input else {
             throw node.error("tests need a validate or process stage to feed")

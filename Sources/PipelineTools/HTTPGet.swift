@@ -12,19 +12,19 @@ import Glibc
 /// The blocking socket calls run on NIO's thread pool, never on the cooperative pool.
 // Written by hand because the slim runtime image has no curl and Foundation's URLSession needs
 // libcurl; async-http-client would do it but adds a large dependency for one request.
-public enum HTTPGet {
-    public struct Response: Sendable {
-        public var status: Int
-        public var body: [UInt8]
+package enum HTTPGet {
+    package struct Response: Sendable {
+        package var status: Int
+        package var body: [UInt8]
     }
 
-    public struct Failure: Error, CustomStringConvertible, Sendable {
-        public let description: String
+    package struct Failure: Error, CustomStringConvertible, Sendable {
+        package let description: String
     }
 
     /// GETs `path` from `host:port` (IPv4 dotted address or `localhost`), waiting at most `timeoutMs`
     /// for each socket operation.
-    public static func get(
+    package static func get(
         host: String, port: Int, path: String, headers: [String: String] = [:], timeoutMs: Int = 2000
     ) async throws -> Response {
         try await NIOThreadPool.singleton.runIfActive {
@@ -36,7 +36,7 @@ public enum HTTPGet {
     /// as HTTP/1.1. Accepts response headers without a space after the colon.
     // The browser test drives chromedriver with it: Foundation's URLSession rejects chromedriver's
     // headers, which have no space after the colon.
-    public static func request(
+    package static func request(
         _ method: String, host: String, port: Int, path: String, headers: [String: String] = [:], body: [UInt8]? = nil,
         timeoutMs: Int = 2000
     ) async throws -> Response {
@@ -47,7 +47,7 @@ public enum HTTPGet {
     }
 
     /// Parses `http://host:port/path`.
-    public static func parse(url: String) -> (host: String, port: Int, path: String)? {
+    package static func parse(url: String) -> (host: String, port: Int, path: String)? {
         guard url.hasPrefix("http://") else { return nil }
         let rest = url.dropFirst("http://".count)
         let hostPort = rest.prefix { $0 != "/" }

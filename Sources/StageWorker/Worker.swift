@@ -3,11 +3,11 @@ import Config
 import Foundation
 import Logging
 import Metrics
+import Pipeline
 import PipelineModel
 import Processing
 import Prometheus
 import ServiceLifecycle
-import Tracing
 
 /// Options every worker executable takes. Each has an environment variable, so one container image
 /// runs anywhere: `PIPELINE`, `KAFKA_BROKERS` (read by the pipeline file), `HTTP_PORT`, `LOG_LEVEL`,
@@ -36,13 +36,6 @@ public struct WorkerOptions: ParsableArguments {
     public init() {}
 }
 
-/// Exports spans over OTLP: bootstraps `InstrumentationSystem` with its tracer for `settings` (whose
-/// ``TracingSettings/export`` is set) and returns the service that batches and flushes the spans;
-/// the worker runs it in its `ServiceGroup`, shut down after the stage so the last spans go out.
-/// The worker executables pass `OTLPTracing.backend` (module `TracingBackend`, swift-otel), so the
-/// libraries depend on the swift-distributed-tracing API only.
-public typealias TracingBackend = @Sendable (_ settings: TracingSettings, _ logger: Logger) throws -> any Service
-
 /// The body of the four worker executables: parse options, bootstrap logging and metrics, build the
 /// stage from the pipeline file, run it with the HTTP endpoints in a `ServiceGroup` that turns
 /// SIGTERM / SIGINT into a graceful shutdown, and exit 0 when it ends cleanly.
@@ -64,7 +57,7 @@ public enum Worker {
     ///
     /// ```swift
     /// // Sources/MyProcess/main.swift
-    /// import Pipeline
+    /// import StageWorker
     /// import Processing
     /// struct Celsius: RecordProcessor { … }
     /// await Worker.main(processor: Celsius())
@@ -83,14 +76,14 @@ public enum Worker {
             WorkerOptions.exit(withError: error)
         }
         let env = ProcessInfo.processInfo.environment
-        bootstrapLogging(level: options.logLevel, format: options.logFormat, environment: env)
+        WorkerProcess.bootstrapLogging(level: options.logLevel, format: options.logFormat, environment: env)
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         var logger = Logger(label: "streamfirst.\(stage.rawValue)")
         logger[metadataKey: "stage"] = "\(stage.rawValue)"
 
         guard let file = options.pipeline ?? env["PIPELINE"] else {
-            fail(2, "\(stage.rawValue): no pipeline file: pass --pipeline FILE or set PIPELINE")
+            WorkerProcess.fail(2, "\(stage.rawValue): no pipeline file: pass --pipeline FILE or set PIPELINE")
         }
         let built: BuiltStage
         let spec: PipelineSpec
@@ -99,10 +92,11 @@ public enum Worker {
             spec = try PipelineSpec.load(file: file, environment: env)
             logger[metadataKey: "pipeline"] = "\(spec.name)"
             // Before the stage is built: its record tracer takes the bootstrapped tracer.
-            tracingService = try bootstrapTracing(spec: spec, stage: stage, environment: env, backend: backend, logger: logger)
+            tracingService = try WorkerProcess.bootstrapTracing(
+                spec: spec, stage: stage, environment: env, backend: backend, logger: logger)
             built = try BuiltStage.build(stage, spec: spec, logger: logger, processor: custom)
         } catch {
-            fail(2, "\(stage.rawValue): \(error)")
+            WorkerProcess.fail(2, "\(stage.rawValue): \(error)")
         }
         if options.check {
             print("\(file): the \(stage.rawValue) stage is configured correctly")
@@ -117,7 +111,7 @@ public enum Worker {
         do {
             token = try env["HTTP_TOKEN"].map { t throws(Interpolation.Failure) in try Interpolation.expand(t, environment: env) }
         } catch {
-            fail(2, "HTTP_TOKEN: \(error.message)")
+            WorkerProcess.fail(2, "HTTP_TOKEN: \(error.message)")
         }
         let http = WorkerHTTP.application(
             host: host, port: port, metrics: built.metrics, health: built.health, registry: registry, token: token, logger: logger,
@@ -155,102 +149,7 @@ public enum Worker {
             exit(0)
         } catch {
             logger.error("stage failed", metadata: ["error": "\(error)"])
-            fail(1, "\(stage.rawValue): \(error)")
+            WorkerProcess.fail(1, "\(stage.rawValue): \(error)")
         }
-    }
-
-    /// Bootstraps the process's tracer: the OTLP backend when an endpoint is configured, otherwise
-    /// ``PropagatingTracer`` (traceparent flows, nothing is recorded). Returns the exporter's service.
-    static func bootstrapTracing(
-        spec: PipelineSpec, stage: PipelineSpec.StageName, environment: [String: String], backend: TracingBackend?,
-        logger: Logger
-    ) throws -> (any Service)? {
-        let settings = try TracingSettings.resolve(spec.tracing, stage: stage, environment: environment)
-        guard let export = settings.export else {
-            InstrumentationSystem.bootstrap(PropagatingTracer(sampleRatio: settings.sampleRatio))
-            logger.debug("tracing: propagating traceparent, no exporter configured", metadata: ["sample_ratio": "\(settings.sampleRatio)"])
-            return nil
-        }
-        guard let backend else {
-            throw PipelineError.setup(
-                "tracing: an OTLP endpoint is configured (\(export.endpoint)) but this worker has no exporter built in: "
-                    + "pass `tracing: OTLPTracing.backend` (module TracingBackend) to Worker.main, or unset tracing.endpoint / "
-                    + "OTEL_EXPORTER_OTLP_ENDPOINT"
-            )
-        }
-        let service = try backend(settings, logger)
-        logger.info(
-            "tracing: exporting spans",
-            metadata: [
-                "endpoint": "\(export.endpoint)", "protocol": "\(export.protocol)", "service": "\(settings.serviceName)",
-                "sample_ratio": "\(settings.sampleRatio)",
-            ])
-        return service
-    }
-
-    /// Bootstraps swift-log for a Streamfirst executable: `level` (else `LOG_LEVEL`, default info),
-    /// `format` `text` or `json` (else `LOG_FORMAT`; json writes one object per line). Shared by the
-    /// workers and the dashboard.
-    public static func bootstrapLogging(level: String?, format: String?, environment env: [String: String]) {
-        let level = Logger.Level(rawValue: level ?? env["LOG_LEVEL"] ?? "info") ?? .info
-        let json = (format ?? env["LOG_FORMAT"] ?? "text") == "json"
-        LoggingSystem.bootstrap { label in
-            var handler: any LogHandler = json ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
-    }
-
-    /// Writes `message` to standard error and exits with `code` (1: failed, 2: bad options or configuration).
-    public static func fail(_ code: Int32, _ message: String) -> Never {
-        FileHandle.standardError.write(Data((message + "\n").utf8))
-        exit(code)
-    }
-}
-
-extension ServiceGroupConfiguration {
-    /// The graceful-shutdown bound of a Streamfirst executable, then 5 s for cancellation.
-    public func withDeadline(milliseconds: Int64) -> ServiceGroupConfiguration {
-        var c = self
-        c.maximumGracefulShutdownDuration = .milliseconds(milliseconds)
-        c.maximumCancellationDuration = .seconds(5)
-        return c
-    }
-}
-
-/// A stage built from its pipeline section: the service to run and what the endpoints report.
-public struct BuiltStage: Sendable {
-    public let service: any Service
-    public let common: PipelineSpec.StageCommon
-    public let metrics: StageMetrics
-    public let health: StageHealth
-
-    /// Builds the stage `name` from `spec` (reads and checks the stage's section; loads schemas,
-    /// tables and connector settings). Throws a ``ConfigError`` naming the key and line.
-    public static func build(
-        _ name: PipelineSpec.StageName, spec: PipelineSpec, logger: Logger, processor custom: (any RecordProcessor)? = nil
-    ) throws(ConfigError) -> BuiltStage {
-        let common = try spec.stage(name)
-        let metrics = StageMetrics(pipeline: spec.name, stage: name.rawValue)
-        let health = StageHealth()
-        let service: any Service
-        switch name {
-        case .ingest:
-            service = try IngestStage(spec: spec, common: common, metrics: metrics, health: health, logger: logger)
-        case .validate:
-            let handler = try ValidateHandler.make(spec: spec, common: common)
-            service = ConsumeProduceStage(spec: spec, common: common, handler: handler, metrics: metrics, health: health, logger: logger)
-        case .process where custom == nil && StatefulProcessConfig.isStateful(common):
-            let config = try StatefulProcessConfig.make(spec: spec, common: common)
-            service = StatefulStage(spec: spec, common: common, config: config, metrics: metrics, health: health, logger: logger)
-        case .process:
-            let handler = try ProcessHandler.make(spec: spec, common: common, custom: custom)
-            service = ConsumeProduceStage(
-                spec: spec, common: common, handler: handler, metrics: metrics, health: health, logger: logger,
-                extraTopics: handler.topics)
-        case .persist:
-            service = try PersistStage(spec: spec, common: common, metrics: metrics, health: health, logger: logger)
-        }
-        return BuiltStage(service: service, common: common, metrics: metrics, health: health)
     }
 }

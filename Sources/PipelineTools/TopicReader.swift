@@ -1,13 +1,14 @@
 import Kafka
+import Pipeline
 
 /// Reports how far a long operation got: a phase ("reading iot.dead-letter"), and done of total
 /// units (records). Called from the operation's task, often; the receiver throttles its drawing.
-public typealias ProgressHandler = @Sendable (_ phase: String, _ done: Int, _ total: Int) -> Void
+package typealias ProgressHandler = @Sendable (_ phase: String, _ done: Int, _ total: Int) -> Void
 
 /// Reads a topic from the beginning to the end it had when the read started (all partitions,
 /// no consumer group): for the redrive ledger, the dead-letter topic and tests.
-public enum TopicReader {
-    public static func readToEnd(
+package enum TopicReader {
+    package static func readToEnd(
         topic: String, kafka: KafkaConfiguration, timeout: Duration = .seconds(60), progress: ProgressHandler? = nil
     ) async throws -> [KafkaMessage] {
         let admin = try KafkaAdmin(configuration: kafka)

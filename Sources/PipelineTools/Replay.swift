@@ -2,6 +2,7 @@ import Config
 import Foundation
 import Kafka
 import Logging
+import Pipeline
 import PipelineModel
 import Stateful
 import StreamCore
@@ -17,28 +18,28 @@ import StreamCore
 /// except where results depend on wall-clock time (`idle_timeout`), on how partitions were spread
 /// under memory-budget evictions, on a stream–table join's table as it was then, or on windows that
 /// straddle the replay point (they see only part of their records). docs/PIPELINES.md lists them.
-public struct Replay: Sendable {
-    public enum Position: Sendable, Equatable {
+package struct Replay: Sendable {
+    package enum Position: Sendable, Equatable {
         case beginning
         case timestamp(Int64)
         case offset(Int64)
     }
 
-    public struct Report: Sendable {
+    package struct Report: Sendable {
         /// Offsets the stage's group now starts from, by topic and partition.
-        public var offsets: [KafkaTopicPartitionOffset]
+        package var offsets: [KafkaTopicPartitionOffset]
         /// Changelog partitions reset (stateful stages).
-        public var resetPartitions: [Int32]
+        package var resetPartitions: [Int32]
     }
 
-    public let spec: PipelineSpec
-    public let stage: PipelineSpec.StageName
-    public let logger: Logger
+    package let spec: PipelineSpec
+    package let stage: PipelineSpec.StageName
+    package let logger: Logger
     /// Told how far resolving the offsets (per topic) and resetting the state (per changelog
     /// partition) got (`streamfirst replay rewind`'s progress bar).
-    public var progress: ProgressHandler?
+    package var progress: ProgressHandler?
 
-    public init(spec: PipelineSpec, stage: PipelineSpec.StageName, logger: Logger) {
+    package init(spec: PipelineSpec, stage: PipelineSpec.StageName, logger: Logger) {
         self.spec = spec
         self.stage = stage
         self.logger = logger
@@ -48,7 +49,7 @@ public struct Replay: Sendable {
     /// member would commit over it). A stateful process stage needs `resetState`: its state is
     /// only valid at its own checkpoint, so the changelog gets a reset marker and a checkpoint at the
     /// new position, and the stage starts from there with empty state.
-    public func rewind(to position: Position, resetState: Bool, dryRun: Bool) async throws -> Report {
+    package func rewind(to position: Position, resetState: Bool, dryRun: Bool) async throws -> Report {
         let common = try spec.stage(stage)
         switch stage {
         case .ingest:
@@ -172,7 +173,7 @@ public struct Replay: Sendable {
     /// One line per record id of a topic: `<id> <digest>`, the digest being FNV-1a 64 of the value
     /// bytes of the id's last record (a window re-emitted after a restart counts once, as a sink's
     /// upsert does). Sorted by id, so two runs can be compared line by line.
-    public static func digests(topic: String, kafka: KafkaConfiguration, progress: ProgressHandler? = nil) async throws -> [String: String]
+    package static func digests(topic: String, kafka: KafkaConfiguration, progress: ProgressHandler? = nil) async throws -> [String: String]
     {
         var out: [String: String] = [:]
         for m in try await TopicReader.readToEnd(topic: topic, kafka: kafka, progress: progress) {
@@ -183,7 +184,7 @@ public struct Replay: Sendable {
     }
 
     /// Compares two digest sets: ids with equal digests, different digests, and ids only in one.
-    public static func compare(
+    package static func compare(
         _ before: [String: String], _ after: [String: String]
     ) -> (same: Int, different: [String], onlyBefore: [String], onlyAfter: [String]) {
         var same = 0

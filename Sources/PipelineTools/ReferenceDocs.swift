@@ -3,6 +3,7 @@ import Connectors
 import Foundation
 import Kafka
 import Logging
+import Pipeline
 import Processing
 import Stateful
 
@@ -12,9 +13,9 @@ import Stateful
 /// code. `streamfirst reference --output docs/reference` writes the pages; a test keeps the files
 /// equal to the output and feeds every documented key through the component's real reader
 /// (``ReferenceComponent/read(_:baseDirectory:keyLog:)``).
-public enum ReferenceDocs {
+package enum ReferenceDocs {
     /// Every documented component: sources, sinks, then processors (steps, then window and join).
-    public static var components: [ReferenceComponent] {
+    package static var components: [ReferenceComponent] {
         SourceFactory.specs.map(ReferenceComponent.init(source:))
             + SinkFactory.specs.map(ReferenceComponent.init(sink:))
             + StepProcessor.specs.map { ReferenceComponent(processor: $0) }
@@ -22,7 +23,7 @@ public enum ReferenceDocs {
     }
 
     /// The pages, by path relative to the reference directory (`sources/file.md`, …, `README.md`).
-    public static func pages() -> [String: String] {
+    package static func pages() -> [String: String] {
         var pages: [String: String] = [:]
         let all = components
         for c in all { pages[c.pagePath] = c.markdown() }
@@ -52,8 +53,8 @@ public enum ReferenceDocs {
 }
 
 /// One documented component: its spec in a common shape, and its reader.
-public struct ReferenceComponent: Sendable {
-    public enum Kind: String, CaseIterable, Sendable {
+package struct ReferenceComponent: Sendable {
+    package enum Kind: String, CaseIterable, Sendable {
         case source, sink, processor
         var directory: String { rawValue + "s" }
         var title: String {
@@ -65,26 +66,26 @@ public struct ReferenceComponent: Sendable {
         }
     }
 
-    public struct Field: Sendable {
-        public var name: String
-        public var type: String
-        public var defaultValue: String?
-        public var description: String
+    package struct Field: Sendable {
+        package var name: String
+        package var type: String
+        package var defaultValue: String?
+        package var description: String
     }
 
-    public var kind: Kind
-    public var name: String
-    public var summary: String
+    package var kind: Kind
+    package var name: String
+    package var summary: String
     /// What the value is, for processors (nil: a mapping of the fields).
-    public var form: String?
-    public var fields: [Field]
+    package var form: String?
+    package var fields: [Field]
     /// Valid settings (YAML): the mapping beside `type` for connectors, the value for processors.
-    public var examples: [String]
-    public var notes: String
+    package var examples: [String]
+    package var notes: String
     /// Whether the component is configured by keys (so the keys can be checked against the reader).
-    public var hasKeys: Bool { !fields.isEmpty }
+    package var hasKeys: Bool { !fields.isEmpty }
     /// The key path of the settings in a pipeline file, as the reader's errors (and key log) name it.
-    public var keyPath: String {
+    package var keyPath: String {
         switch (kind, placement) {
         case (.source, _): return "ingest.source"
         case (.sink, _): return "persist.sink"
@@ -92,7 +93,7 @@ public struct ReferenceComponent: Sendable {
         case (.processor, .stage): return "process.\(name)"
         }
     }
-    public var pagePath: String { "\(kind.directory)/\(name).md" }
+    package var pagePath: String { "\(kind.directory)/\(name).md" }
 
     let placement: StepSpec.Placement
 
@@ -147,7 +148,7 @@ public struct ReferenceComponent: Sendable {
     }
 
     /// `body` as it stands in a pipeline file.
-    public func snippet(_ body: String) -> String {
+    package func snippet(_ body: String) -> String {
         func indent(_ text: String, _ n: Int) -> String {
             text.split(separator: "\n", omittingEmptySubsequences: false)
                 .map { $0.isEmpty ? "" : String(repeating: " ", count: n) + $0 }.joined(separator: "\n")
@@ -166,7 +167,7 @@ public struct ReferenceComponent: Sendable {
     }
 
     /// The page.
-    public func markdown() -> String {
+    package func markdown() -> String {
         let cell = { (s: String) in s.replacingOccurrences(of: "|", with: "\\|") }
         var out = "# `\(name)` (\(kind.rawValue))\n\n\(summary)\n\n"
         switch (kind, placement) {
@@ -199,7 +200,7 @@ public struct ReferenceComponent: Sendable {
     /// placed at ``keyPath`` of a pipeline file (see ``snippet(_:)``) whose directory is
     /// `baseDirectory`; every key the reader looks up is recorded in `keyLog`. Nothing is opened,
     /// connected or started.
-    public func read(_ body: String, baseDirectory: String, keyLog: ConfigKeyLog) throws(ConfigError) {
+    package func read(_ body: String, baseDirectory: String, keyLog: ConfigKeyLog) throws(ConfigError) {
         let source = ConfigSource(file: "reference:\(pagePath)", environment: [:], keyLog: keyLog)
         let root = try ConfigNode.parse(yaml: snippet(body), source: source)
         func child(_ node: ConfigNode, _ key: String) throws(ConfigError) -> ConfigNode {

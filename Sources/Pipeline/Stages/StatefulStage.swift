@@ -369,7 +369,8 @@ public final class StatefulStage: Service, Sendable {
     }
 
     /// One changelog partition from its first retained record to the end it had when the read began.
-    static func readChangelog(topic: String, partition: Int32, kafka: KafkaConfiguration) async throws -> ([ChangelogMessage], Bool) {
+    package static func readChangelog(topic: String, partition: Int32, kafka: KafkaConfiguration) async throws -> ([ChangelogMessage], Bool)
+    {
         var config = KafkaConsumerConfiguration(kafka: kafka, groupID: nil)
         config.fetchWaitMax = .milliseconds(10)
         let consumer = try KafkaConsumer(configuration: config)

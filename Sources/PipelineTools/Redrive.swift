@@ -1,6 +1,7 @@
 import Foundation
 import Kafka
 import Logging
+import Pipeline
 import PipelineModel
 import StreamCore
 
@@ -20,13 +21,13 @@ import StreamCore
 ///   records them as done, and sends only the others.
 /// - Filters (stage, error class, time range) select what to send; the rest stays for later.
 ///   A record redriven `maxCount` times is not sent again (a poison record cannot loop forever).
-public struct Redrive: Sendable {
-    public struct Filter: Sendable {
-        public var stages: Set<String> = []
-        public var errorClasses: Set<String> = []
-        public var sinceMs: Int64?
-        public var untilMs: Int64?
-        public init(stages: Set<String> = [], errorClasses: Set<String> = [], sinceMs: Int64? = nil, untilMs: Int64? = nil) {
+package struct Redrive: Sendable {
+    package struct Filter: Sendable {
+        package var stages: Set<String> = []
+        package var errorClasses: Set<String> = []
+        package var sinceMs: Int64?
+        package var untilMs: Int64?
+        package init(stages: Set<String> = [], errorClasses: Set<String> = [], sinceMs: Int64? = nil, untilMs: Int64? = nil) {
             self.stages = stages
             self.errorClasses = errorClasses
             self.sinceMs = sinceMs
@@ -43,33 +44,33 @@ public struct Redrive: Sendable {
     }
 
     /// What a redrive did (or, with `dryRun`, would do).
-    public struct Report: Sendable, Equatable {
+    package struct Report: Sendable, Equatable {
         /// Dead letters read.
-        public var read = 0
+        package var read = 0
         /// Re-published, by "stage ErrorClass → topic".
-        public var redriven: [String: Int] = [:]
+        package var redriven: [String: Int] = [:]
         /// Skipped because the ledger says they were redriven before.
-        public var alreadyRedriven = 0
+        package var alreadyRedriven = 0
         /// Not matching the filters.
-        public var filteredOut = 0
+        package var filteredOut = 0
         /// Redriven `maxCount` times already.
-        public var exhausted = 0
-        public var redrivenTotal: Int { redriven.values.reduce(0, +) }
+        package var exhausted = 0
+        package var redrivenTotal: Int { redriven.values.reduce(0, +) }
     }
 
-    public static let ofHeader = "sf.redrive.of"
-    public static let timeHeader = "sf.redrive.time"
-    public static let countHeader = "sf.redrive.count"
+    package static let ofHeader = "sf.redrive.of"
+    package static let timeHeader = "sf.redrive.time"
+    package static let countHeader = "sf.redrive.count"
 
-    public let spec: PipelineSpec
-    public let filter: Filter
-    public let dryRun: Bool
-    public let maxCount: Int
+    package let spec: PipelineSpec
+    package let filter: Filter
+    package let dryRun: Bool
+    package let maxCount: Int
     let logger: Logger
     /// Told how far reading the dead letters and sending them back got (`streamfirst redrive`'s progress bar).
-    public var progress: ProgressHandler?
+    package var progress: ProgressHandler?
 
-    public init(spec: PipelineSpec, filter: Filter = Filter(), dryRun: Bool = false, maxCount: Int = 5, logger: Logger) {
+    package init(spec: PipelineSpec, filter: Filter = Filter(), dryRun: Bool = false, maxCount: Int = 5, logger: Logger) {
         self.spec = spec
         self.filter = filter
         self.dryRun = dryRun
@@ -77,10 +78,10 @@ public struct Redrive: Sendable {
         self.logger = logger
     }
 
-    public var ledgerTopic: String { spec.redriveLedger.name }
+    package var ledgerTopic: String { spec.redriveLedger.name }
 
     /// Reads the dead-letter topic to its current end and re-publishes what the filters select.
-    public func run() async throws -> Report {
+    package func run() async throws -> Report {
         let kafka = spec.kafka
         var state = try await ledger(kafka: kafka)
         if !state.pending.isEmpty && !dryRun {

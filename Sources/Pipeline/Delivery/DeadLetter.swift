@@ -79,7 +79,7 @@ public struct DeadLetterWriter: Sendable {
 
 extension KafkaMessage {
     /// A header's value as text.
-    func headerString(_ key: String) -> String? {
+    package func headerString(_ key: String) -> String? {
         guard let v = header(key)?.value else { return nil }
         return String(decoding: v, as: UTF8.self)
     }
