@@ -20,45 +20,45 @@ import PipelineModel
 ///   start: end                 # end | beginning: where the topics are read from
 ///   chart_js: /usr/share/javascript/chart.js/chart.min.js   # Debian's libjs-chart.js
 /// ```
-public struct DashboardConfig: Sendable {
+package struct DashboardConfig: Sendable {
     /// Where Debian's `libjs-chart.js` installs Chart.js.
-    public static let defaultChartJSPath = "/usr/share/javascript/chart.js/chart.min.js"
+    package static let defaultChartJSPath = "/usr/share/javascript/chart.js/chart.min.js"
     /// The default HTTP port (the workers' defaults are 9101–9104).
-    public static let defaultPort = 9100
+    package static let defaultPort = 9100
 
     /// The page's title (`title`, default `<pipeline> — live`).
-    public var title: String
+    package var title: String
     /// The HTTP port (`port`); `HTTP_PORT` / `--http-port` win.
-    public var port: Int
+    package var port: Int
     /// Data topics (Kafka names) to chart.
-    public var dataTopics: [String]
+    package var dataTopics: [String]
     /// The field naming the device; nil: the record's Kafka key.
-    public var keyField: String?
+    package var keyField: String?
     /// The numeric fields plotted per device.
-    public var valueFields: [String]
+    package var valueFields: [String]
     /// Windowed averages cover this many milliseconds of processing time (`window`).
-    public var windowMs: Int64
+    package var windowMs: Int64
     /// Devices kept (`max_devices`).
-    public var maxDevices: Int
+    package var maxDevices: Int
     /// Points per chart series and samples per device and field (`max_points`).
-    public var maxPoints: Int
+    package var maxPoints: Int
     /// Milliseconds between two updates of the page (`update_interval`).
-    public var updateIntervalMs: Int64
+    package var updateIntervalMs: Int64
     /// Read the topics from their beginning (true) or only what arrives after start (false).
-    public var fromBeginning: Bool
+    package var fromBeginning: Bool
     /// The Chart.js file served at `/chart.js` (`chart_js`).
-    public var chartJSPath: String
+    package var chartJSPath: String
     /// The metrics topic (Kafka name) the workers publish to.
-    public var metricsTopic: String
+    package var metricsTopic: String
     /// The dead-letter topic (Kafka name).
-    public var deadLetterTopic: String
+    package var deadLetterTopic: String
     /// The pipeline's stages, in pipeline order (the charts' series order).
-    public var stages: [String]
+    package var stages: [String]
 
     /// Reads `spec`'s `dashboard:` section. Throws a ``ConfigError`` naming the key (and the fix)
     /// when the section is missing or wrong, when the pipeline has no `metrics:` section, or when
     /// the Chart.js file does not exist (`checkFiles`).
-    public static func make(spec: PipelineSpec, checkFiles: Bool = true) throws(ConfigError) -> DashboardConfig {
+    package static func make(spec: PipelineSpec, checkFiles: Bool = true) throws(ConfigError) -> DashboardConfig {
         guard let node = spec.dashboard else {
             throw ConfigError(
                 file: spec.file, line: nil, path: "dashboard",
@@ -119,7 +119,7 @@ public struct DashboardConfig: Sendable {
     }
 
     /// What ``DashboardState`` needs of the configuration.
-    public var limits: DashboardState.Limits {
+    package var limits: DashboardState.Limits {
         DashboardState.Limits(
             keyField: keyField, valueFields: valueFields, windowMs: windowMs, maxDevices: maxDevices, maxPoints: maxPoints,
             stages: stages)

@@ -11,9 +11,9 @@ import Pipeline
 /// - `GET /frame` — the latest frame as JSON (for scripts and curl);
 /// - `GET /chart.js` — Chart.js, read at start from Debian's `libjs-chart.js` (`chart_js`);
 /// - `GET /healthz`, `GET /readyz` — liveness, and readiness once the consumer is assigned.
-public enum DashboardHTTP {
+package enum DashboardHTTP {
     /// The application; `onBound` receives the bound port (useful with port 0).
-    public static func application(
+    package static func application(
         host: String, port: Int, service: DashboardService, chartJS: ByteBuffer, logger: Logger,
         onBound: @escaping @Sendable (Int) -> Void
     ) -> some ApplicationProtocol {

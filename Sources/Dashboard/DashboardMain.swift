@@ -9,33 +9,33 @@ import PipelineModel
 import ServiceLifecycle
 
 /// Options of the `dashboard` executable; each has an environment variable like the workers'.
-public struct DashboardOptions: ParsableArguments {
+package struct DashboardOptions: ParsableArguments {
     @Option(name: .long, help: "The pipeline file (env PIPELINE); its dashboard: and metrics: sections configure the dashboard.")
-    public var pipeline: String?
+    package var pipeline: String?
 
     @Option(name: .long, help: "HTTP port; 0 picks a free one (env HTTP_PORT; default: dashboard.port, 9100).")
-    public var httpPort: Int?
+    package var httpPort: Int?
 
     @Option(name: .long, help: "Address to listen on (env HTTP_HOST; default 127.0.0.1).")
-    public var httpHost: String?
+    package var httpHost: String?
 
     @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical (env LOG_LEVEL).")
-    public var logLevel: String?
+    package var logLevel: String?
 
     @Option(name: .long, help: "text or json (env LOG_FORMAT).")
-    public var logFormat: String?
+    package var logFormat: String?
 
     @Flag(name: .long, help: "Check the pipeline file's dashboard: section, then exit.")
-    public var check = false
+    package var check = false
 
-    public init() {}
+    package init() {}
 }
 
 /// The body of the `dashboard` executable: read the pipeline file, serve the page and its event
 /// stream beside the consumer in a `ServiceGroup` (SIGTERM / SIGINT: graceful shutdown, exit 0).
 /// Exit codes as the workers': 1 it failed (Kafka), 2 bad options or configuration.
-public enum Dashboard {
-    public static func main() async -> Never {
+package enum Dashboard {
+    package static func main() async -> Never {
         let options: DashboardOptions
         do {
             options = try DashboardOptions.parse(Array(CommandLine.arguments.dropFirst()))

@@ -10,7 +10,7 @@ import Foundation
 // Written here: no template or front-end package does this job for us. Chart.js is not copied into the
 // repository (docs/decisions/0012-metrics-through-a-topic-and-the-dashboard.md). The browser test reads
 // the charts and `window.sfDashboard.last`.
-public enum DashboardPage {
+package enum DashboardPage {
     struct PageConfig: Encodable {
         var title: String
         var stages: [String]
@@ -21,7 +21,7 @@ public enum DashboardPage {
     }
 
     /// The page for `config`.
-    public static func html(config: DashboardConfig) -> String {
+    package static func html(config: DashboardConfig) -> String {
         let pageConfig = PageConfig(
             title: config.title, stages: config.stages, fields: config.valueFields, maxPoints: config.maxPoints,
             keyField: config.keyField ?? "key", windowSeconds: config.windowMs / 1000)

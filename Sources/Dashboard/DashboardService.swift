@@ -16,19 +16,19 @@ import ServiceLifecycle
 /// Graceful shutdown (SIGTERM): the poll loop ends, the consumer is closed, and the hub is closed,
 /// which ends every Server-Sent Events response — so the HTTP server, shut down after this service,
 /// has no endless request left to wait for.
-public final class DashboardService: Service, Sendable {
-    public let config: DashboardConfig
+package final class DashboardService: Service, Sendable {
+    package let config: DashboardConfig
     let kafka: KafkaConfiguration
     let consumerProperties: [String: String]
     let logger: Logger
     /// The page's update stream.
-    public let hub = EventHub()
+    package let hub = EventHub()
     /// Liveness and readiness (ready once the consumer is assigned).
-    public let health = StageHealth()
+    package let health = StageHealth()
     private let state: NIOLockedValueBox<DashboardState>
     private let lastFrame = NIOLockedValueBox<DashboardState.Frame?>(nil)
 
-    public init(config: DashboardConfig, spec: PipelineSpec, logger: Logger) {
+    package init(config: DashboardConfig, spec: PipelineSpec, logger: Logger) {
         self.config = config
         self.kafka = spec.kafka
         self.consumerProperties = spec.consumerProperties
@@ -37,10 +37,10 @@ public final class DashboardService: Service, Sendable {
     }
 
     /// The latest frame sent (nil before the first tick).
-    public var latestFrame: DashboardState.Frame? { lastFrame.withLockedValue { $0 } }
+    package var latestFrame: DashboardState.Frame? { lastFrame.withLockedValue { $0 } }
 
     /// The SSE events a page gets when it connects: the stage history, then the latest frame.
-    public func initialEvents() -> [ByteBuffer] {
+    package func initialEvents() -> [ByteBuffer] {
         let history = state.withLockedValue { $0.stageHistory }
         var out: [ByteBuffer] = [ByteBuffer(string: "retry: 2000\n\n")]
         if let data = try? Self.encoder.encode(history) { out.append(Self.event("history", data)) }
@@ -63,7 +63,7 @@ public final class DashboardService: Service, Sendable {
         return b
     }
 
-    public func run() async throws {
+    package func run() async throws {
         var consumerConfig = KafkaConsumerConfiguration(kafka: kafka, groupID: nil)
         consumerConfig.autoOffsetReset = config.fromBeginning ? .earliest : .latest
         consumerConfig.autoCommit = false
@@ -165,7 +165,7 @@ public final class DashboardService: Service, Sendable {
 /// Connected pages: each gets an `AsyncStream` of Server-Sent Events. A page that reads too slowly
 /// loses old frames (each stream buffers the newest 16 beyond its initial events), so a stuck browser
 /// cannot grow memory.
-public final class EventHub: Sendable {
+package final class EventHub: Sendable {
     private struct State {
         var closed = false
         var next = 0
@@ -174,11 +174,11 @@ public final class EventHub: Sendable {
 
     private let state = NIOLockedValueBox(State())
 
-    public init() {}
+    package init() {}
 
     /// A new subscriber's stream, starting with `initial`. If the hub is closed, the stream ends right
     /// after `initial`.
-    public func subscribe(initial: [ByteBuffer]) -> AsyncStream<ByteBuffer> {
+    package func subscribe(initial: [ByteBuffer]) -> AsyncStream<ByteBuffer> {
         let (stream, continuation) = AsyncStream<ByteBuffer>.makeStream(bufferingPolicy: .bufferingNewest(16 + initial.count))
         for b in initial { continuation.yield(b) }
         let id = state.withLockedValue { s -> Int? in
@@ -198,13 +198,13 @@ public final class EventHub: Sendable {
     }
 
     /// Sends an event to every subscriber.
-    public func broadcast(_ buffer: ByteBuffer) {
+    package func broadcast(_ buffer: ByteBuffer) {
         let all = state.withLockedValue { Array($0.subscribers.values) }
         for c in all { c.yield(buffer) }
     }
 
     /// Ends every stream; later subscribers get a finished stream.
-    public func close() {
+    package func close() {
         let all = state.withLockedValue { s -> [AsyncStream<ByteBuffer>.Continuation] in
             s.closed = true
             defer { s.subscribers = [:] }
@@ -214,7 +214,7 @@ public final class EventHub: Sendable {
     }
 
     /// Pages connected now.
-    public var subscriberCount: Int { state.withLockedValue { $0.subscribers.count } }
+    package var subscriberCount: Int { state.withLockedValue { $0.subscribers.count } }
 }
 
 /// Set when the service should stop.

@@ -11,18 +11,18 @@ import StreamCore
 /// windowed average, `maxPoints` frames of stage history, ``maxInstances`` worker instances and the
 /// ``recentDeadLetters`` latest dead letters.
 // Broker-free so that the aggregation is tested without Kafka.
-public struct DashboardState: Sendable {
+package struct DashboardState: Sendable {
     /// The settings the aggregation uses (from ``DashboardConfig``).
-    public struct Limits: Sendable {
+    package struct Limits: Sendable {
         /// The field naming the device; nil: the record's Kafka key.
-        public var keyField: String?
-        public var valueFields: [String]
-        public var windowMs: Int64
-        public var maxDevices: Int
-        public var maxPoints: Int
-        public var stages: [String]
+        package var keyField: String?
+        package var valueFields: [String]
+        package var windowMs: Int64
+        package var maxDevices: Int
+        package var maxPoints: Int
+        package var stages: [String]
 
-        public init(keyField: String?, valueFields: [String], windowMs: Int64, maxDevices: Int, maxPoints: Int, stages: [String]) {
+        package init(keyField: String?, valueFields: [String], windowMs: Int64, maxDevices: Int, maxPoints: Int, stages: [String]) {
             self.keyField = keyField
             self.valueFields = valueFields
             self.windowMs = windowMs
@@ -33,72 +33,72 @@ public struct DashboardState: Sendable {
     }
 
     /// One update of the page (sent as a Server-Sent Event, JSON).
-    public struct Frame: Sendable, Codable, Equatable {
-        public var timeMs: Int64
-        public var stages: [StagePoint]
-        public var devices: [Device]
-        public var devicesRefused: Int
+    package struct Frame: Sendable, Codable, Equatable {
+        package var timeMs: Int64
+        package var stages: [StagePoint]
+        package var devices: [Device]
+        package var devicesRefused: Int
         /// Records read per data topic, since the dashboard started.
-        public var records: [String: Int]
+        package var records: [String: Int]
         /// Data records that were not JSON objects with the key field.
-        public var unusable: Int
-        public var deadLetters: DeadLetters
+        package var unusable: Int
+        package var deadLetters: DeadLetters
         /// The average of each value field over all devices' samples in the window.
-        public var fieldAverages: [String: Double]
-        public var fields: [String]
+        package var fieldAverages: [String: Double]
+        package var fields: [String]
     }
 
     /// A stage's numbers at one moment (summed over its live instances).
-    public struct StagePoint: Sendable, Codable, Equatable {
-        public var stage: String
+    package struct StagePoint: Sendable, Codable, Equatable {
+        package var stage: String
         /// Records per second in, out and dead-lettered (from the last two snapshots of each instance).
-        public var inRate: Double
-        public var outRate: Double
-        public var deadRate: Double
+        package var inRate: Double
+        package var outRate: Double
+        package var deadRate: Double
         /// Records behind the input topic's end; nil when no instance has measured it (ingest).
-        public var lag: Int?
-        public var recordsIn: Int
-        public var recordsOut: Int
-        public var deadLettered: Int
-        public var filtered: Int
+        package var lag: Int?
+        package var recordsIn: Int
+        package var recordsOut: Int
+        package var deadLettered: Int
+        package var filtered: Int
         /// Instances that published a snapshot within the last three intervals.
-        public var instances: Int
+        package var instances: Int
         /// The largest p99 end-to-end latency of the live instances, milliseconds.
-        public var p99EndToEndMs: Double?
+        package var p99EndToEndMs: Double?
     }
 
     /// A device's latest reading and averages, per value field.
-    public struct Device: Sendable, Codable, Equatable {
-        public var id: String
-        public var latest: [String: Double]
+    package struct Device: Sendable, Codable, Equatable {
+        package var id: String
+        package var latest: [String: Double]
         /// Over every reading since the dashboard started.
-        public var average: [String: Double]
+        package var average: [String: Double]
         /// Over the readings of the last `window`.
-        public var windowAverage: [String: Double]
-        public var count: Int
-        public var lastMs: Int64
+        package var windowAverage: [String: Double]
+        package var count: Int
+        package var lastMs: Int64
     }
 
     /// Dead letters read from the dead-letter topic since the dashboard started.
-    public struct DeadLetters: Sendable, Codable, Equatable {
-        public var total: Int
-        public var byStage: [String: Int]
-        public var byClass: [String: Int]
-        public var recent: [DeadLetter]
+    package struct DeadLetters: Sendable, Codable, Equatable {
+        package var total: Int
+        package var byStage: [String: Int]
+        package var byClass: [String: Int]
+        package var recent: [DeadLetter]
     }
 
     /// One dead letter, from its headers.
-    public struct DeadLetter: Sendable, Codable, Equatable {
-        public var stage: String
-        public var errorClass: String
-        public var message: String
-        public var timeMs: Int64
+    package struct DeadLetter: Sendable, Codable, Equatable {
+        package var stage: String
+        package var errorClass: String
+        package var message: String
+        package var timeMs: Int64
     }
 
     /// The stages' numbers at one moment (the page's history when it connects).
-    public struct HistoryPoint: Sendable, Codable, Equatable {
-        public var timeMs: Int64
-        public var stages: [StagePoint]
+    package struct HistoryPoint: Sendable, Codable, Equatable {
+        package var timeMs: Int64
+        package var stages: [StagePoint]
     }
 
     struct Instance: Sendable {
@@ -126,12 +126,12 @@ public struct DashboardState: Sendable {
     }
 
     /// Worker instances kept (the one heard from longest ago is forgotten first).
-    public static let maxInstances = 200
+    package static let maxInstances = 200
     /// Dead letters listed on the page.
-    public static let recentDeadLetters = 10
+    package static let recentDeadLetters = 10
 
     /// The bounds and fields in use.
-    public let limits: Limits
+    package let limits: Limits
     private var instances: [String: Instance] = [:]
     private var devices: [String: DeviceState] = [:]
     private(set) var devicesRefused = 0
@@ -143,7 +143,7 @@ public struct DashboardState: Sendable {
     private var recent = Ring<DeadLetter>(capacity: DashboardState.recentDeadLetters)
     private var history: Ring<HistoryPoint>
 
-    public init(limits: Limits) {
+    package init(limits: Limits) {
         self.limits = limits
         self.history = Ring(capacity: limits.maxPoints)
     }
@@ -151,7 +151,7 @@ public struct DashboardState: Sendable {
     // MARK: - Feeding
 
     /// A worker's metrics snapshot. Out-of-order or repeated snapshots of an instance are ignored.
-    public mutating func apply(metrics snapshot: WorkerMetricsSnapshot) {
+    package mutating func apply(metrics snapshot: WorkerMetricsSnapshot) {
         let key = snapshot.key
         if var i = instances[key] {
             guard snapshot.timeMs > i.last.timeMs else { return }
@@ -170,7 +170,7 @@ public struct DashboardState: Sendable {
     /// key field is configured. Returns false if the record could not be used (not a JSON object,
     /// no device id), which is counted.
     @discardableResult
-    public mutating func apply(record value: [UInt8]?, topic: String, key: [UInt8]?, nowMs: Int64) -> Bool {
+    package mutating func apply(record value: [UInt8]?, topic: String, key: [UInt8]?, nowMs: Int64) -> Bool {
         records[topic, default: 0] += 1
         guard let value, let json = try? JSONValue.parse(value), case .object(let object) = json else {
             unusable += 1
@@ -216,7 +216,7 @@ public struct DashboardState: Sendable {
     }
 
     /// A record of the dead-letter topic, by its headers (stage, error class, message, time).
-    public mutating func apply(deadLetter headers: [String: String], nowMs: Int64) {
+    package mutating func apply(deadLetter headers: [String: String], nowMs: Int64) {
         let stage = headers[DeadLetterHeader.stage] ?? "?"
         let cls = headers[DeadLetterHeader.exceptionClass] ?? "?"
         deadTotal += 1
@@ -231,7 +231,7 @@ public struct DashboardState: Sendable {
     // MARK: - Reading
 
     /// The stages' numbers now (also kept in the history).
-    public func stagePoints(nowMs: Int64) -> [StagePoint] {
+    package func stagePoints(nowMs: Int64) -> [StagePoint] {
         var byStage: [String: [Instance]] = [:]
         for i in instances.values { byStage[i.last.stats.stage, default: []].append(i) }
         let order = limits.stages + byStage.keys.filter { !limits.stages.contains($0) }.sorted()
@@ -267,7 +267,7 @@ public struct DashboardState: Sendable {
     }
 
     /// Takes the stage numbers into the history and returns the frame the page gets now.
-    public mutating func frame(nowMs: Int64) -> Frame {
+    package mutating func frame(nowMs: Int64) -> Frame {
         let points = stagePoints(nowMs: nowMs)
         history.append(HistoryPoint(timeMs: nowMs, stages: points))
         let windowStart = nowMs - limits.windowMs
@@ -305,10 +305,10 @@ public struct DashboardState: Sendable {
     }
 
     /// The stage numbers of the last `maxPoints` frames, oldest first (sent to a page when it connects).
-    public var stageHistory: [HistoryPoint] { history.elements }
+    package var stageHistory: [HistoryPoint] { history.elements }
 
     /// Devices currently held.
-    public var deviceCount: Int { devices.count }
+    package var deviceCount: Int { devices.count }
 }
 
 /// A fixed-capacity ring buffer: appending beyond the capacity drops the oldest element.

@@ -18,28 +18,28 @@ import StreamCore
 /// for in the table and the dead-letter topic. A stateful (window) process stage is checked against
 /// the broker-free engine instead (see `StatefulChaos.swift`): its sink needs the window key,
 /// `window_start` and the `count()` aggregate as columns.
-public struct ChaosRun: Sendable {
-    public struct Options: Sendable {
-        public var pipelineFile: String
-        public var workDirectory: String
-        public var records: Int
-        public var rate: Int
+package struct ChaosRun: Sendable {
+    package struct Options: Sendable {
+        package var pipelineFile: String
+        package var workDirectory: String
+        package var records: Int
+        package var rate: Int
         /// Mean pause between faults; each pause is drawn from 0.5×…1.5× this.
-        public var interval: Duration
-        public var seed: UInt64
-        public var brokerFaults: Bool
+        package var interval: Duration
+        package var seed: UInt64
+        package var brokerFaults: Bool
         /// Partitions of the pipeline's data topics (`IOT_PARTITIONS`; the dead-letter and side topics
         /// get a quarter, at least 3: `IOT_SIDE_PARTITIONS`); nil keeps the file's counts. The embedded
         /// broker keeps 5 MiB per partition, so the lag a stage may build up without losing records
         /// grows with the partition count.
-        public var partitions: Int?
+        package var partitions: Int?
         /// The workers' `session.timeout.ms` (`KAFKA_SESSION_TIMEOUT_MS`; heartbeats at a tenth): a
         /// killed worker's partitions move after this long, and each group membership change on the
         /// embedded broker takes about this long, so it dominates recovery.
-        public var sessionTimeoutMs: Int
+        package var sessionTimeoutMs: Int
         /// How long the pipeline may take to drain after the generator is done.
-        public var drainTimeout: Duration
-        public init(
+        package var drainTimeout: Duration
+        package init(
             pipelineFile: String, workDirectory: String, records: Int = 8000, rate: Int = 400, interval: Duration = .seconds(2),
             seed: UInt64 = 1, brokerFaults: Bool = true, partitions: Int? = nil, sessionTimeoutMs: Int = 6000,
             drainTimeout: Duration = .seconds(240)
@@ -72,67 +72,67 @@ public struct ChaosRun: Sendable {
         }
     }
 
-    public struct Report: Sendable {
-        public var records = 0
+    package struct Report: Sendable {
+        package var records = 0
         /// Partitions of the topic ingest writes.
-        public var partitions = 0
-        public var kills: [String] = []
-        public var brokerFaults: [String] = []
+        package var partitions = 0
+        package var kills: [String] = []
+        package var brokerFaults: [String] = []
         /// Time from a kill to the restarted worker's `/readyz`, per kill (ms).
-        public var recoveryMs: [Int] = []
-        public var rows = 0
-        public var deadLettered = 0
-        public var deadLettersWritten = 0
-        public var lost: [String] = []
-        public var duplicatedRows = 0
-        public var inBoth: [String] = []
-        public var unhealthy: [String] = []
-        public var exits: [String: String] = [:]
-        public var seconds = 0.0
+        package var recoveryMs: [Int] = []
+        package var rows = 0
+        package var deadLettered = 0
+        package var deadLettersWritten = 0
+        package var lost: [String] = []
+        package var duplicatedRows = 0
+        package var inBoth: [String] = []
+        package var unhealthy: [String] = []
+        package var exits: [String: String] = [:]
+        package var seconds = 0.0
         /// Partitions whose unread records the broker no longer had (librdkafka's "offset reset …
         /// requested offset not available"): on the embedded broker, its 5 MiB-per-partition retention.
-        public var evictions: [String] = []
+        package var evictions: [String] = []
         /// A stateful process stage: `rows` counts the records that reached it, and its windows are
         /// compared with the broker-free engine's.
-        public var stateful = false
+        package var stateful = false
         /// Windows the broker-free oracle emits.
-        public var windows = 0
+        package var windows = 0
         /// Window results in the output topic (re-emitted identical ones included).
-        public var windowResultsWritten = 0
-        public var sinkRows = 0
+        package var windowResultsWritten = 0
+        package var sinkRows = 0
         /// Window ids written with two different values (a record counted twice, or missed once).
-        public var doubleCounted: [String] = []
+        package var doubleCounted: [String] = []
         /// How the windows, the sink or the dead letters differ from the oracle's.
-        public var windowMismatches: [String] = []
+        package var windowMismatches: [String] = []
         /// Lost records per hop (the stage that had them in its input and passed nothing on; `ingest`:
         /// never written to its output), from the run's tap of every topic.
-        public var lostAtHop: [String: Int] = [:]
+        package var lostAtHop: [String: Int] = [:]
         /// Where each lost record was seen, the watermarks and committed offsets of its partitions and
         /// the faults around it, read before the broker stopped (empty when nothing was lost).
-        public var lossDiagnosis: [String] = []
+        package var lossDiagnosis: [String] = []
         /// Lost records their hop's input partition no longer holds: evicted by the broker's retention.
-        public var lostToRetention = 0
+        package var lostToRetention = 0
         /// Records the tap read from the pipeline's topics (every copy, dead letters included).
-        public var tapped = 0
+        package var tapped = 0
         /// Where the workers' logs are (every instance of a stage appends to its stage's file).
-        public var logs = ""
+        package var logs = ""
         /// Peak resident memory and open descriptors per worker (all its instances) and of the broker.
-        public var resources: [String] = []
+        package var resources: [String] = []
         /// Records a worker's producer saw acknowledged only implicitly and sent again (each line:
         /// stage, count, ids; see `KafkaProducer.sendConfirmed`).
         // On the embedded broker each would otherwise have been lost: it does not check idempotent sequence
         // numbers. See docs/decisions/0005-resend-implicitly-acknowledged-records.md.
-        public var implicitAcks: [String] = []
-        public var implicitlyAcknowledged = 0
+        package var implicitAcks: [String] = []
+        package var implicitlyAcknowledged = 0
         /// Of those, records the tap found once in their topic: only the re-send wrote them.
-        public var implicitAcksWrittenOnce = 0
+        package var implicitAcksWrittenOnce = 0
 
-        public var passed: Bool {
+        package var passed: Bool {
             lost.isEmpty && duplicatedRows == 0 && inBoth.isEmpty && unhealthy.isEmpty && rows + deadLettered == records
                 && exits.values.allSatisfy { $0 == "exit code 0" } && doubleCounted.isEmpty && windowMismatches.isEmpty
         }
 
-        public var text: String {
+        package var text: String {
             let sorted = recoveryMs.sorted()
             let p50 = sorted.isEmpty ? 0 : sorted[sorted.count / 2]
             let rowsLine =
@@ -193,10 +193,10 @@ public struct ChaosRun: Sendable {
         }
     }
 
-    public let options: Options
-    public init(options: Options) { self.options = options }
+    package let options: Options
+    package init(options: Options) { self.options = options }
 
-    public func run(progress: @Sendable (String) -> Void = { _ in }) async throws -> Report {
+    package func run(progress: @Sendable (String) -> Void = { _ in }) async throws -> Report {
         let started = ContinuousClock.now
         // Check the requirements before starting anything.
         let probe = try PipelineSpec.load(file: options.pipelineFile, environment: ProcessInfo.processInfo.environment)

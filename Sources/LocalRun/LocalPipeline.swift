@@ -16,20 +16,20 @@ import StreamCore
 ///
 /// Workers get their settings the way a container would: `--pipeline FILE` plus the environment
 /// (`KAFKA_BROKERS`, `STREAMFIRST_STATE_DIR`, `SQLITE_PATH`, `HTTP_PORT=0`, …).
-public final class LocalPipeline: Sendable {
-    public struct Options: Sendable {
-        public var pipelineFile: String
+package final class LocalPipeline: Sendable {
+    package struct Options: Sendable {
+        package var pipelineFile: String
         /// Holds the state directory, the SQLite file and the worker logs.
-        public var workDirectory: String
+        package var workDirectory: String
         /// Extra environment for the workers (and for reading the pipeline file here).
-        public var environment: [String: String]
+        package var environment: [String: String]
         /// Use this cluster instead of starting the embedded broker.
-        public var bootstrapServers: String?
-        public var logLevel: String
+        package var bootstrapServers: String?
+        package var logLevel: String
         /// Brokers of the embedded cluster (more than one lets chaos runs take one down or move leaders).
-        public var brokers: Int
+        package var brokers: Int
 
-        public init(
+        package init(
             pipelineFile: String, workDirectory: String, environment: [String: String] = [:],
             bootstrapServers: String? = nil, logLevel: String = "info", brokers: Int = 1
         ) {
@@ -47,12 +47,12 @@ public final class LocalPipeline: Sendable {
         var port: Int
     }
 
-    public let options: Options
-    public let broker: EmbeddedBrokerProcess?
-    public let bootstrapServers: String
-    public let spec: PipelineSpec
+    package let options: Options
+    package let broker: EmbeddedBrokerProcess?
+    package let bootstrapServers: String
+    package let spec: PipelineSpec
     /// The environment every worker gets.
-    public let workerEnvironment: [String: String]
+    package let workerEnvironment: [String: String]
     private let workers = NIOLockedValueBox<[PipelineSpec.StageName: Running]>([:])
     private let dashboardWorker = NIOLockedValueBox<Running?>(nil)
 
@@ -66,7 +66,7 @@ public final class LocalPipeline: Sendable {
 
     /// Starts the embedded broker with the pipeline's topics (unless `bootstrapServers` is given) and
     /// reads the pipeline file. Workers are started with ``start(_:)``.
-    public static func launch(_ options: Options) async throws -> LocalPipeline {
+    package static func launch(_ options: Options) async throws -> LocalPipeline {
         let work = URL(fileURLWithPath: options.workDirectory)
         try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
         var env = options.environment
@@ -100,12 +100,12 @@ public final class LocalPipeline: Sendable {
     }
 
     /// The stages the pipeline file has, in pipeline order.
-    public var stages: [PipelineSpec.StageName] {
+    package var stages: [PipelineSpec.StageName] {
         PipelineSpec.StageName.allCases.filter { spec.stages[$0] != nil }
     }
 
     /// Where a stage's log (its stderr) goes.
-    public func logFile(_ stage: PipelineSpec.StageName) -> String {
+    package func logFile(_ stage: PipelineSpec.StageName) -> String {
         URL(fileURLWithPath: options.workDirectory).appendingPathComponent("logs/\(stage.rawValue).log").path
     }
 
@@ -113,7 +113,7 @@ public final class LocalPipeline: Sendable {
     ///
     /// With `waitUntilReady` (the default) it also waits for `/readyz`: a consuming stage is ready
     /// once its group has assigned it partitions, so records produced afterwards flow at once.
-    public func start(
+    package func start(
         _ stage: PipelineSpec.StageName, extraEnvironment: [String: String] = [:], waitUntilReady: Bool = true
     )
         async throws
@@ -185,7 +185,7 @@ public final class LocalPipeline: Sendable {
 
     /// Starts several stages at once and waits until every one is ready (consumer groups form in
     /// parallel instead of one after the other).
-    public func start(_ stages: [PipelineSpec.StageName]) async throws {
+    package func start(_ stages: [PipelineSpec.StageName]) async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in
             for stage in stages {
                 group.addTask { try await self.start(stage) }
@@ -195,7 +195,7 @@ public final class LocalPipeline: Sendable {
     }
 
     /// The running process of a stage.
-    public func process(_ stage: PipelineSpec.StageName) -> ChildProcess? {
+    package func process(_ stage: PipelineSpec.StageName) -> ChildProcess? {
         workers.withLockedValue { $0[stage]?.process }
     }
 
@@ -203,7 +203,7 @@ public final class LocalPipeline: Sendable {
     /// and its output to end. Throws, naming what never came, if that takes longer: a SIGKILLed
     /// process always dies, so that would mean another process holds its pipes.
     @discardableResult
-    public func kill(_ stage: PipelineSpec.StageName, timeout: Duration = .seconds(30)) async throws -> ChildProcess.ExitStatus? {
+    package func kill(_ stage: PipelineSpec.StageName, timeout: Duration = .seconds(30)) async throws -> ChildProcess.ExitStatus? {
         guard let p = process(stage) else { return nil }
         p.signal(SIGKILL)
         if let status = await p.wait(timeout: timeout) { return status }
@@ -214,7 +214,7 @@ public final class LocalPipeline: Sendable {
     }
 
     /// SIGTERM: the graceful shutdown path. Returns the exit status and whether it took longer than `timeout`.
-    public func terminate(
+    package func terminate(
         _ stage: PipelineSpec.StageName, timeout: Duration = .seconds(30)
     ) async -> (status: ChildProcess.ExitStatus, timedOut: Bool)? {
         guard let p = process(stage) else { return nil }
@@ -222,7 +222,7 @@ public final class LocalPipeline: Sendable {
     }
 
     /// The `/stats` document of a running stage, or nil if it does not answer.
-    public func stats(_ stage: PipelineSpec.StageName) async -> StageStats? {
+    package func stats(_ stage: PipelineSpec.StageName) async -> StageStats? {
         guard let port = workers.withLockedValue({ $0[stage]?.port }),
             let response = try? await HTTPGet.get(
                 host: "127.0.0.1", port: port, path: "/stats",
@@ -233,13 +233,13 @@ public final class LocalPipeline: Sendable {
     }
 
     /// Resident memory (KiB) and open file descriptors of a running worker, from /proc (Linux).
-    public func resources(_ stage: PipelineSpec.StageName) -> (rssKiB: Int, fds: Int)? {
+    package func resources(_ stage: PipelineSpec.StageName) -> (rssKiB: Int, fds: Int)? {
         guard let process = process(stage), process.exited == nil else { return nil }
         return Self.resources(pid: process.processIdentifier)
     }
 
     /// Resident memory (KiB) and open file descriptors of a process, from /proc (Linux).
-    public static func resources(pid: Int32) -> (rssKiB: Int, fds: Int)? {
+    package static func resources(pid: Int32) -> (rssKiB: Int, fds: Int)? {
         guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
             let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
             let kib = Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
@@ -249,7 +249,7 @@ public final class LocalPipeline: Sendable {
     }
 
     /// The HTTP port of a running stage.
-    public func port(_ stage: PipelineSpec.StageName) -> Int? { workers.withLockedValue { $0[stage]?.port } }
+    package func port(_ stage: PipelineSpec.StageName) -> Int? { workers.withLockedValue { $0[stage]?.port } }
 
     // MARK: - Kafka-side views
 
@@ -258,7 +258,7 @@ public final class LocalPipeline: Sendable {
     }
 
     /// Records in each declared topic (sum of high watermarks), by logical name.
-    public func topicCounts() async throws -> [String: Int64] {
+    package func topicCounts() async throws -> [String: Int64] {
         let admin = try admin()
         defer { Task { await admin.shutdown() } }
         var out: [String: Int64] = [:]
@@ -274,7 +274,7 @@ public final class LocalPipeline: Sendable {
     }
 
     /// Records each consuming stage's group has not committed yet, by stage.
-    public func groupLags() async throws -> [PipelineSpec.StageName: Int64] {
+    package func groupLags() async throws -> [PipelineSpec.StageName: Int64] {
         let admin = try admin()
         defer { Task { await admin.shutdown() } }
         var out: [PipelineSpec.StageName: Int64] = [:]
@@ -290,7 +290,7 @@ public final class LocalPipeline: Sendable {
     /// topics' record counts (the metrics topic aside) stayed so for two checks in a row, 500 ms apart.
     /// `onTick` gets the lags of every check. Does not wait for ingest's end: wait for that first.
     /// Throws a ``LocalRunError`` with the lags when `timeout` passes.
-    public func waitUntilDrained(
+    package func waitUntilDrained(
         timeout: Duration, onTick: @Sendable ([PipelineSpec.StageName: Int64]) async -> Void = { _ in }
     )
         async throws
@@ -317,14 +317,14 @@ public final class LocalPipeline: Sendable {
     }
 
     /// Every record in a topic (logical name), read from the beginning to the current end.
-    public func readAll(_ logical: String) async throws -> [KafkaMessage] {
+    package func readAll(_ logical: String) async throws -> [KafkaMessage] {
         guard let topic = spec.topics[logical] else { throw LocalRunError("no topic \(logical)") }
         return try await TopicReader.readToEnd(
             topic: topic.name, kafka: KafkaConfiguration(bootstrapServers: bootstrapServers, clientID: "streamfirst-run-reader"))
     }
 
     /// Opens the persist stage's sink (read-only use: counting rows) with the workers' settings.
-    public func sinkRowCount() async throws -> Int {
+    package func sinkRowCount() async throws -> Int {
         let common = try spec.stage(.persist)
         let m = try common.mapping()
         let sinkNode = try m.required("sink")
@@ -339,7 +339,7 @@ public final class LocalPipeline: Sendable {
 
     /// Stops every worker (SIGTERM, graceful) in pipeline order, then the dashboard, then the broker.
     /// Returns each worker's exit status.
-    public func stop(timeout: Duration = .seconds(30)) async -> [PipelineSpec.StageName: ChildProcess.ExitStatus] {
+    package func stop(timeout: Duration = .seconds(30)) async -> [PipelineSpec.StageName: ChildProcess.ExitStatus] {
         var out: [PipelineSpec.StageName: ChildProcess.ExitStatus] = [:]
         for stage in stages {
             if let r = await terminate(stage, timeout: timeout) { out[stage] = r.status }
@@ -352,17 +352,17 @@ public final class LocalPipeline: Sendable {
     // MARK: - Dashboard
 
     /// Whether the pipeline file has a `dashboard:` section.
-    public var hasDashboard: Bool { spec.dashboard != nil }
+    package var hasDashboard: Bool { spec.dashboard != nil }
 
     /// Where the dashboard's log (its stderr) goes.
-    public var dashboardLogFile: String {
+    package var dashboardLogFile: String {
         URL(fileURLWithPath: options.workDirectory).appendingPathComponent("logs/dashboard.log").path
     }
 
     /// Starts the `dashboard` executable (on a free port) and waits until it is ready (its consumer
     /// is assigned). Returns its port.
     @discardableResult
-    public func startDashboard(extraEnvironment: [String: String] = [:]) async throws -> Int {
+    package func startDashboard(extraEnvironment: [String: String] = [:]) async throws -> Int {
         let (process, p) = try await launch(
             "dashboard", what: "the dashboard", logFile: dashboardLogFile, extraEnvironment: extraEnvironment)
         dashboardWorker.withLockedValue { $0 = Running(process: process, port: p) }
@@ -371,22 +371,22 @@ public final class LocalPipeline: Sendable {
     }
 
     /// The dashboard's port while it runs.
-    public var dashboardPort: Int? { dashboardWorker.withLockedValue { $0?.port } }
+    package var dashboardPort: Int? { dashboardWorker.withLockedValue { $0?.port } }
 
     /// The dashboard's process while it runs.
-    public var dashboardProcess: ChildProcess? { dashboardWorker.withLockedValue { $0?.process } }
+    package var dashboardProcess: ChildProcess? { dashboardWorker.withLockedValue { $0?.process } }
 
     /// SIGTERM to the dashboard; its exit status (nil if it was not started).
-    public func stopDashboard(timeout: Duration = .seconds(30)) async -> ChildProcess.ExitStatus? {
+    package func stopDashboard(timeout: Duration = .seconds(30)) async -> ChildProcess.ExitStatus? {
         guard let p = dashboardProcess else { return nil }
         return await p.terminate(timeout: timeout).status
     }
 }
 
 /// An error of the local runner.
-public struct LocalRunError: Error, CustomStringConvertible, Sendable {
-    public let description: String
-    public init(_ description: String) { self.description = description }
+package struct LocalRunError: Error, CustomStringConvertible, Sendable {
+    package let description: String
+    package init(_ description: String) { self.description = description }
 }
 
 /// The `http_port=` line of a starting worker, its exit, or the end of the wait for them.
