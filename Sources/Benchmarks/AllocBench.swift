@@ -144,7 +144,7 @@ final class AllocCases {
         out.reserveCapacity(16)
         // Every case is checked once: a case that dead-letters where it should forward measures the wrong path.
         guard (try? JSONValue.parse(benchRecord)) != nil, schema.validate(value).isEmpty,
-            !validate.handle(message).outputs(for: message).isEmpty, case .forward = process.handle(processMessage)
+            !validate.outcome(for: message).outputs(for: message).isEmpty, case .forward = process.outcome(for: processMessage)
         else { throw ValidationError("a benchmark case does not take its normal path (check the record, schema and steps)") }
 
         all = [
@@ -154,17 +154,21 @@ final class AllocCases {
             (
                 "validate handler (parse + schema)",
                 {
-                    switch validate.handle(message) {
-                    case .forward(let o): sink.value &+= o.count
-                    case .forwardInput: sink.value &+= 1
-                    default: break
-                    }
+                    out.removeAll(keepingCapacity: true)
+                    var emitter = StageEmitter(input: message, span: nil, appendingTo: &out)
+                    validate.handle(message, into: &emitter)
+                    emitter.returnMessages(to: &out)
+                    sink.value &+= out.count
                 }
             ),
             (
                 "process handler (parse, steps, write)",
                 {
-                    if case .forward(let o) = process.handle(processMessage) { sink.value &+= o.count }
+                    out.removeAll(keepingCapacity: true)
+                    var emitter = StageEmitter(input: processMessage, span: nil, appendingTo: &out)
+                    process.handle(processMessage, into: &emitter)
+                    emitter.returnMessages(to: &out)
+                    sink.value &+= out.count
                 }
             ),
             ("dead-letter message build", { sink.value &+= deadLetters.message(for: message, reason: reason, nowMs: 0).headers.count }),

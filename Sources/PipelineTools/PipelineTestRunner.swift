@@ -150,7 +150,7 @@ package struct PipelineTestRunner: Sendable {
             let message = queue[next]
             next += 1
             guard let stage = handlers.first(where: { $0.input == message.topic }) else { continue }
-            switch stage.handler.handle(message) {
+            switch stage.handler.outcome(for: message) {
             case .filtered: continue
             case .deadLetter(let reason):
                 driven.deadLetters.append((stage.stage, reason, message))

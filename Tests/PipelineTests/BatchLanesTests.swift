@@ -66,9 +66,9 @@ import Testing
     /// Forwards each record with its value; the first record of partitions 0 and 1 meet each other.
     struct MeetingHandler: StageHandler {
         let rendezvous: Rendezvous
-        func handle(_ message: KafkaMessage) -> StageOutcome {
+        func handle(_ message: KafkaMessage, into emitter: inout StageEmitter) {
             if message.offset == 0 && message.partition < 2 { rendezvous.meet() }
-            return .forward([StageOutput(topic: "out", key: message.key, value: message.value ?? [], headers: message.headers)])
+            emitter.emit(topic: "out", key: message.key, value: message.value ?? [], headers: message.headers)
         }
     }
 
@@ -101,7 +101,7 @@ import Testing
     }
 
     struct Echo: StageHandler {
-        func handle(_ message: KafkaMessage) -> StageOutcome { .forwardInput(to: "out") }
+        func handle(_ message: KafkaMessage, into emitter: inout StageEmitter) { emitter.forwardInput(to: "out") }
     }
 
     @Test func oneLaneHandlesTheBatchInOrder() async throws {

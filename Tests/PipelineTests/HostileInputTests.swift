@@ -17,7 +17,7 @@ import Testing
     static func validate(_ bytes: [UInt8]?) throws -> StageOutcome {
         let spec = try #require(Self.spec)
         let handler = try ValidateHandler.make(spec: spec, common: try spec.stage(.validate))
-        return handler.handle(message(bytes))
+        return handler.outcome(for: message(bytes))
     }
 
     static func message(_ bytes: [UInt8]?) -> KafkaMessage {
@@ -88,7 +88,7 @@ import Testing
                 """, file: "/tmp/t.yaml", environment: [:])
         let handler = try ProcessHandler.make(spec: spec, common: try spec.stage(.process))
         let input = KafkaMessage(topic: "raw", partition: 0, offset: 7, key: nil, value: bytes, headers: [])
-        let outcome = handler.handle(input)
+        let outcome = handler.outcome(for: input)
         if errorClass == "MalformedJSON" {
             let r = try #require(Self.reason(outcome), "\(name) was not dead-lettered")
             #expect(r.errorClass.rawValue == errorClass && r.message.contains(fragment), "\(name): \(r.errorClass) \(r.message)")

@@ -74,11 +74,11 @@ import Testing
             func joined(_ sensor: String) throws -> JSONValue? {
                 let message = KafkaMessage(
                     topic: "in", partition: 0, offset: 0, key: nil, value: Array(#"{"sensor_id":"\#(sensor)"}"#.utf8), headers: [])
-                guard case .forward(let outputs) = handler.handle(message), let first = outputs.first else { return nil }
+                guard case .forward(let outputs) = handler.outcome(for: message), let first = outputs.first else { return nil }
                 return try JSONValue.parse(first.value)
             }
             #expect(try joined("s1") == ["sensor_id": "s1", "site": "north", "floor": 2])
-            if case .deadLetter(let reason) = handler.handle(Self.record(nil, #"{"sensor_id":"s2"}"#, offset: 1)) {
+            if case .deadLetter(let reason) = handler.outcome(for: Self.record(nil, #"{"sensor_id":"s2"}"#, offset: 1)) {
                 #expect(reason.errorClass == "EnrichmentMissing")
             } else {
                 Issue.record("a deleted row must not join")

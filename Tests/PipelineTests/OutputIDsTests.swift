@@ -55,7 +55,7 @@ import Testing
     func processHandler(inputHasID: Bool) throws {
         let spec = try Self.spec(process: Self.steps)
         let handler = try ProcessHandler.make(spec: spec, common: try spec.stage(.process))
-        let outcome = handler.handle(Self.message(withID: inputHasID))
+        let outcome = handler.outcome(for: Self.message(withID: inputHasID))
         let id = inputHasID ? "r-9" : "raw:2:17"
         #expect(Self.ids(outcome, topic: "alerts") == [id, "\(id)#1"])
         #expect(Self.ids(outcome, topic: "out") == [id])
@@ -71,7 +71,7 @@ import Testing
                 """)
         let config = try StatefulProcessConfig.make(spec: spec, common: try spec.stage(.process))
         let handler = StatefulTestHandler(config: config)
-        let outcome = handler.handle(Self.message(withID: inputHasID))
+        let outcome = handler.outcome(for: Self.message(withID: inputHasID))
         let id = inputHasID ? "r-9" : "raw:2:17"
         #expect(Self.ids(outcome, topic: "alerts") == [id, "\(id)#1"])
     }

@@ -258,12 +258,12 @@ import W3CTraceContext
 
     /// A handler that forwards `{"ok":…}` twice and dead-letters everything else.
     struct Forker: StageHandler {
-        func handle(_ message: KafkaMessage) -> StageOutcome {
+        func handle(_ message: KafkaMessage, into emitter: inout StageEmitter) {
             guard message.value == Array(#"{"ok":1}"#.utf8) else {
-                return .deadLetter(DeadLetterReason(component: "test", errorClass: "Refused", message: "not ok"))
+                return emitter.deadLetter(DeadLetterReason(component: "test", errorClass: "Refused", message: "not ok"))
             }
             let out = StageOutput(topic: "out", key: nil, value: message.value ?? [], headers: message.headers)
-            return .forward([out, out])
+            emitter.apply(.forward([out, out]))
         }
     }
 

@@ -52,17 +52,21 @@ extension StageOutcome {
     }
 }
 
-/// The per-record logic of a consume → produce stage (validate, process, or your own). Called on the
-/// stage's task for every record in order per partition; must be deterministic for the no-duplicate
-/// guarantee (the same input always yields the same outputs), and must not block.
+/// The per-record logic of a consume → produce stage (validate, process, or your own): writes what
+/// each consumed record becomes into a ``StageEmitter`` (push-style, as Kafka Streams'
+/// `ProcessorContext.forward`). Called on the stage's task for every record in order per partition;
+/// must be deterministic for the no-duplicate guarantee (the same input always yields the same
+/// outputs), and must not block. A handler that decides by value returns a ``StageOutcome`` and
+/// hands it to ``StageEmitter/apply(_:)``; ``outcome(for:)`` gives any handler's decision as a value.
 ///
 /// A handler that holds resources of its own (e.g. the live tables of `enrich` steps reading a
 /// topic) loads them in ``start(kafka:logger:)``, which the stage awaits before it subscribes, and
 /// releases them in ``stop()``, which the stage calls after its consumer and producer are closed.
 /// Both default to doing nothing.
 public protocol StageHandler: Sendable {
-    func handle(_ message: KafkaMessage) -> StageOutcome
-    /// Prepares what ``handle(_:)`` needs before the first record (cancelled on graceful shutdown).
+    /// Writes what `message` becomes into `emitter`: outputs, nothing (filtered), or a dead letter.
+    func handle(_ message: KafkaMessage, into emitter: inout StageEmitter)
+    /// Prepares what ``handle(_:into:)`` needs before the first record (cancelled on graceful shutdown).
     func start(kafka: KafkaConfiguration, logger: Logger) async throws
     /// Releases what ``start(kafka:logger:)`` acquired; also called when it failed. Idempotent.
     func stop() async
@@ -421,37 +425,21 @@ public struct TracedHandler: Sendable {
     /// Handles `message`, appending what to produce to `messages`.
     public func handle(_ message: KafkaMessage, nowMs: Int64, into messages: inout [KafkaProducerMessage]) -> Result {
         let span = tracer.startConsuming(message)
-        switch handler.handle(message) {
-        case .forward(let outputs):
-            for o in outputs {
-                var out = KafkaProducerMessage(topic: o.topic, key: o.key, value: o.value, headers: o.headers)
-                span.stamp(&out)
-                messages.append(out)
-            }
-            span.end(outputs.isEmpty ? .filtered : .forwarded)
-            return outputs.isEmpty ? .filtered : .forwarded(outputs.count)
-        case .forwardInput(let topic, let removing, let adding):
-            // The input's bytes go from the consumer's buffer to the producer's; only the header
-            // edits (this span's context among them) are Swift values.
-            var headers = adding
-            span.appendContext(to: &headers)
-            messages.append(
-                KafkaProducerMessage(
-                    forwarding: message, to: topic,
-                    removingHeaders: removing.isEmpty ? RecordSpan.contextHeaderKeys : removing + RecordSpan.contextHeaderKeys,
-                    addingHeaders: headers))
-            span.end(.forwarded)
-            return .forwarded(1)
-        case .filtered:
-            span.end(.filtered)
-            return .filtered
-        case .deadLetter(let reason):
+        let start = messages.count
+        // The emitter appends to the batch's own array: moved in and back out, never copied.
+        var emitter = StageEmitter(input: message, span: span, appendingTo: &messages)
+        handler.handle(message, into: &emitter)
+        emitter.returnMessages(to: &messages)
+        if let reason = emitter.deadLetterReason {
             var dead = deadLetters.message(for: message, reason: reason, nowMs: nowMs)
             span.stamp(&dead)
             messages.append(dead)
             span.end(.deadLetter, errorClass: reason.errorClass)
             return .deadLettered(reason)
         }
+        let n = messages.count - start
+        span.end(n == 0 ? .filtered : .forwarded)
+        return n == 0 ? .filtered : .forwarded(n)
     }
 }
 

@@ -130,59 +130,57 @@ public struct ProcessHandler: StageHandler {
     /// `steps: []`: the record as it came, with its `sf.id`, if it is JSON. No tree is built: the
     /// bytes are scanned in place and parsed only when the scan cannot vouch for them (to refuse
     /// them with the parser's error, or to accept them after all).
-    func forwardUnchanged(_ message: KafkaMessage) -> StageOutcome {
+    func forwardUnchanged(_ message: KafkaMessage, into emitter: inout StageEmitter) {
         guard let certain = message.withUnsafeValueBytes({ JSONValue.isCertainlyWellFormed($0) }) else {
-            return .deadLetter(Self.tombstone)
+            return emitter.deadLetter(Self.tombstone)
         }
         if !certain, let bytes = message.value {
             do {
                 _ = try JSONValue.parse(bytes)
             } catch {
-                return .deadLetter(Self.malformed(error))
+                return emitter.deadLetter(Self.malformed(error))
             }
         }
-        if message.hasHeader(RecordHeader.id) { return .forwardInput(to: output) }
-        return .forwardInput(to: output, addingHeaders: [KafkaHeader(key: RecordHeader.id, value: message.recordContext.id)])
+        if message.hasHeader(RecordHeader.id) { return emitter.forwardInput(to: output) }
+        emitter.forwardInput(to: output, addingHeaders: [KafkaHeader(key: RecordHeader.id, value: message.recordContext.id)])
     }
 
     /// Every topic this handler may write to (for the producer to prepare).
     public var topics: [String] { [output] + routes.values }
 
-    public func handle(_ message: KafkaMessage) -> StageOutcome {
-        if forwardsUnchanged { return forwardUnchanged(message) }
-        guard let bytes = message.value else { return .deadLetter(Self.tombstone) }
+    public func handle(_ message: KafkaMessage, into emitter: inout StageEmitter) {
+        if forwardsUnchanged { return forwardUnchanged(message, into: &emitter) }
+        guard let bytes = message.value else { return emitter.deadLetter(Self.tombstone) }
         let value: JSONValue
         do {
             value = try JSONValue.parse(bytes)
         } catch {
-            return .deadLetter(Self.malformed(error))
+            return emitter.deadLetter(Self.malformed(error))
         }
         let context = message.recordContext
-        let id = context.id
         let outputs: [ProcessorOutput]
         do {
             outputs = try processor.process(value, context: context)
         } catch {
-            return .deadLetter(DeadLetterReason(component: error.step, errorClass: error.errorClass, message: error.message))
+            return emitter.deadLetter(DeadLetterReason(component: error.step, errorClass: error.errorClass, message: error.message))
         }
-        if outputs.isEmpty { return .filtered }
-        var ids = OutputIDs(message, id: id)
-        var result: [StageOutput] = []
-        result.reserveCapacity(outputs.count)
+        guard !outputs.isEmpty else { return } // filtered
+        var ids = OutputIDs(message, id: context.id)
+        let key = message.key
+        let headers = message.headers
         for out in outputs {
             var topic = output
             if let route = out.route {
                 guard let routed = routes[route] else {
-                    return .deadLetter(
+                    // Withdraws the outputs emitted before this one: the record is dead-lettered whole.
+                    return emitter.deadLetter(
                         DeadLetterReason(
                             component: "route", errorClass: .unknownRoute,
                             message: "the processor routed the record to '\(route)', which is not a declared topic"))
                 }
                 topic = routed
             }
-            let headers = ids.headers(for: topic, from: message.headers)
-            result.append(StageOutput(topic: topic, key: message.key, value: out.value.serialized(), headers: headers))
+            emitter.emit(topic: topic, key: key, value: out.value.serialized(), headers: ids.headers(for: topic, from: headers))
         }
-        return .forward(result)
     }
 }

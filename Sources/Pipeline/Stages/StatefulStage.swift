@@ -611,7 +611,11 @@ public final class StatefulTestHandler: StageHandler {
         engine.withLockedValue { $0 = Self.fresh(config) }
     }
 
-    public func handle(_ message: KafkaMessage) -> StageOutcome {
+    public func handle(_ message: KafkaMessage, into emitter: inout StageEmitter) {
+        emitter.apply(decide(message))
+    }
+
+    func decide(_ message: KafkaMessage) -> StageOutcome {
         guard let bytes = message.value, let value = try? JSONValue.parse(bytes) else {
             return .deadLetter(DeadLetterReason(component: "json-parse", errorClass: .malformedJSON, message: "the record is not JSON"))
         }

@@ -74,7 +74,12 @@ public struct ValidateHandler: StageHandler {
         return ValidateHandler(schema: schema, schemaName: name, output: output.name)
     }
 
-    public func handle(_ message: KafkaMessage) -> StageOutcome {
+    public func handle(_ message: KafkaMessage, into emitter: inout StageEmitter) {
+        emitter.apply(decide(message))
+    }
+
+    /// The decision for one record, as a value (a valid record is at most one output).
+    func decide(_ message: KafkaMessage) -> StageOutcome {
         // Parsed in place, from the consumer's buffer: the bytes are copied only for an output
         // that changes them (an upcast record).
         let parsed = message.withUnsafeValueBytes { buffer in Result { () throws(JSONParseError) in try JSONValue.parse(utf8: buffer) } }
