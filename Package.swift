@@ -240,7 +240,7 @@ let package = Package(
             name: "PipelineTests",
             dependencies: [
                 "Pipeline", "PipelineModel", "PipelineTools", "LocalRun", "StreamCore", "Config", "Kafka", "EmbeddedBroker", "Connectors",
-                "Stateful",
+                "Stateful", "Validation",
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"), // the OTLP/HTTP receiver of the tracing test
                 .product(name: "Tracing", package: "swift-distributed-tracing"),

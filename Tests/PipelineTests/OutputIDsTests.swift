@@ -4,6 +4,7 @@ import Pipeline
 import PipelineModel
 import StreamCore
 import Testing
+import Validation
 
 /// The `sf.id`s of one input's outputs, in the process handler and in a stateful process stage's
 /// routed records alike: the input's id for the first output to a topic, `<id>#n` for further ones,
@@ -74,5 +75,52 @@ import Testing
         let outcome = handler.outcome(for: Self.message(withID: inputHasID))
         let id = inputHasID ? "r-9" : "raw:2:17"
         #expect(Self.ids(outcome, topic: "alerts") == [id, "\(id)#1"])
+    }
+}
+
+/// Every consuming stage refuses a tombstone and bytes that are not JSON with the same reason (one
+/// decoding path, `KafkaMessage.decodeJSON`): what a dead letter says must not depend on the stage,
+/// nor on whether it ran in a worker or in the inline tests.
+@Suite struct UndecodableRecordTests {
+    static func handlers() throws -> [(String, any StageHandler)] {
+        let spec = try OutputIDsTests.spec(process: OutputIDsTests.steps)
+        let stateful = try OutputIDsTests.spec(
+            process: """
+                  window: { type: tumbling, size: 1m, time: ts, key: s, aggregate: { n: count() } }
+                  state: { changelog: changelog }
+                """)
+        let passThrough = try OutputIDsTests.spec(process: "  steps: []")
+        return [
+            ("process", try ProcessHandler.make(spec: spec, common: try spec.stage(.process))),
+            ("process steps: []", try ProcessHandler.make(spec: passThrough, common: try passThrough.stage(.process))),
+            (
+                "stateful (inline tests)",
+                StatefulTestHandler(config: try StatefulProcessConfig.make(spec: stateful, common: try stateful.stage(.process)))
+            ),
+            ("validate", ValidateHandler(schema: try JSONSchema(["type": "object"]), schemaName: "s", output: "out")),
+        ]
+    }
+
+    @Test func tombstonesAndMalformedBytesGetOneReason() throws {
+        let expected = try #require(
+            { () -> DeadLetterReason? in
+                do throws(JSONParseError) {
+                    _ = try JSONValue.parse(Array(#"{"s":"#.utf8))
+                    return nil
+                } catch {
+                    return .malformedJSON(error)
+                }
+            }())
+        for (name, handler) in try Self.handlers() {
+            let tombstone = KafkaMessage(topic: "raw", partition: 0, offset: 1, key: nil, value: nil, headers: [])
+            let malformed = KafkaMessage(topic: "raw", partition: 0, offset: 2, key: nil, value: Array(#"{"s":"#.utf8), headers: [])
+            guard case .deadLetter(let t) = handler.outcome(for: tombstone), case .deadLetter(let m) = handler.outcome(for: malformed)
+            else {
+                Issue.record("\(name): not dead-lettered")
+                continue
+            }
+            #expect(t == .tombstone, "\(name)")
+            #expect(m == expected, "\(name): \(m.message)")
+        }
     }
 }

@@ -4,7 +4,7 @@ import Processing
 import StreamCore
 
 /// Why a stage could not handle a record: what goes into the dead-letter headers.
-public struct DeadLetterReason: Sendable, Equatable {
+public struct DeadLetterReason: Error, Sendable, Equatable {
     /// The component within the stage (`json-parse`, `schema:iot-reading`, `steps[2].set`, `sink:sqlite`).
     public var component: String
     /// The error class (``DeadLetterClass/malformedJSON``, ``DeadLetterClass/schemaViolation``, …).
@@ -96,5 +96,30 @@ extension KafkaMessage {
             id: recordID, key: key.map { String(decoding: $0, as: UTF8.self) },
             eventTimeMs: headerString(RecordHeader.eventTime).flatMap { Int64($0) },
             topic: topic, partition: partition, offset: offset)
+    }
+}
+
+extension DeadLetterReason {
+    /// A consumed record without a value (a tombstone): every stage refuses it the same way.
+    public static let tombstone = DeadLetterReason(
+        component: "json-parse", errorClass: .malformedJSON, message: "the record has no value (tombstone)")
+
+    /// Bytes that are not JSON, with the parser's reason (offset and what was wrong).
+    public static func malformedJSON(_ error: JSONParseError) -> DeadLetterReason {
+        DeadLetterReason(component: "json-parse", errorClass: .malformedJSON, message: error.description)
+    }
+}
+
+extension KafkaMessage {
+    /// The record's value as JSON, parsed in place from the consumer's buffer, or the reason every
+    /// consuming stage gives for refusing it: ``DeadLetterReason/tombstone`` or
+    /// ``DeadLetterReason/malformedJSON(_:)``.
+    public func decodeJSON() -> Result<JSONValue, DeadLetterReason> {
+        let parsed = withUnsafeValueBytes { buffer in Result { () throws(JSONParseError) in try JSONValue.parse(utf8: buffer) } }
+        switch parsed {
+        case nil: return .failure(.tombstone)
+        case .failure(let error)?: return .failure(.malformedJSON(error))
+        case .success(let value)?: return .success(value)
+        }
     }
 }

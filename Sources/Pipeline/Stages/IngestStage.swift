@@ -166,7 +166,7 @@ public final class IngestStage: Service, RecordEmitter, Sendable {
             do {
                 value = try JSONValue.parse(record.bytes)
             } catch {
-                deadLetter(DeadLetterReason(component: "json-parse", errorClass: .malformedJSON, message: error.description))
+                deadLetter(.malformedJSON(error))
                 continue
             }
             let context = RecordContext(id: id, key: nil, eventTimeMs: nil, topic: "", partition: -1, offset: -1)

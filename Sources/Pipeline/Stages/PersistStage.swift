@@ -173,20 +173,11 @@ public final class PersistStage: Service, Sendable {
         for m in batch {
             let span = spans.start(m, tracer: tracer)
             next[m.partition] = max(next[m.partition] ?? 0, m.offset + 1)
-            guard let bytes = m.value else {
-                dead.append(
-                    (
-                        m,
-                        DeadLetterReason(
-                            component: "json-parse", errorClass: .malformedJSON, message: "the record has no value (tombstone)")
-                    ))
-                continue
-            }
             let value: JSONValue
-            do {
-                value = try JSONValue.parse(bytes)
-            } catch {
-                dead.append((m, DeadLetterReason(component: "json-parse", errorClass: .malformedJSON, message: error.description)))
+            switch m.decodeJSON() {
+            case .success(let v): value = v
+            case .failure(let reason):
+                dead.append((m, reason))
                 continue
             }
             records.append(

@@ -120,25 +120,18 @@ public struct ProcessHandler: StageHandler {
         }
     }
 
-    static let tombstone = DeadLetterReason(
-        component: "json-parse", errorClass: .malformedJSON, message: "the record has no value (tombstone)")
-
-    static func malformed(_ error: JSONParseError) -> DeadLetterReason {
-        DeadLetterReason(component: "json-parse", errorClass: .malformedJSON, message: error.description)
-    }
-
     /// `steps: []`: the record as it came, with its `sf.id`, if it is JSON. No tree is built: the
     /// bytes are scanned in place and parsed only when the scan cannot vouch for them (to refuse
     /// them with the parser's error, or to accept them after all).
     func forwardUnchanged(_ message: KafkaMessage, into emitter: inout StageEmitter) {
         guard let certain = message.withUnsafeValueBytes({ JSONValue.isCertainlyWellFormed($0) }) else {
-            return emitter.deadLetter(Self.tombstone)
+            return emitter.deadLetter(.tombstone)
         }
         if !certain, let bytes = message.value {
             do {
                 _ = try JSONValue.parse(bytes)
             } catch {
-                return emitter.deadLetter(Self.malformed(error))
+                return emitter.deadLetter(.malformedJSON(error))
             }
         }
         if message.hasHeader(RecordHeader.id) { return emitter.forwardInput(to: output) }
@@ -150,12 +143,10 @@ public struct ProcessHandler: StageHandler {
 
     public func handle(_ message: KafkaMessage, into emitter: inout StageEmitter) {
         if forwardsUnchanged { return forwardUnchanged(message, into: &emitter) }
-        guard let bytes = message.value else { return emitter.deadLetter(Self.tombstone) }
         let value: JSONValue
-        do {
-            value = try JSONValue.parse(bytes)
-        } catch {
-            return emitter.deadLetter(Self.malformed(error))
+        switch message.decodeJSON() {
+        case .success(let v): value = v
+        case .failure(let reason): return emitter.deadLetter(reason)
         }
         let context = message.recordContext
         let outputs: [ProcessorOutput]

@@ -443,13 +443,11 @@ public final class StatefulStage: Service, Sendable {
                     outcome = .deadLetter
                     failedClass = errorClass
                 }
-                guard let bytes = message.value else {
-                    dead("json-parse", .malformedJSON, "the record has no value (tombstone)")
-                    continue
-                }
                 let value: JSONValue
-                do { value = try JSONValue.parse(bytes) } catch {
-                    dead("json-parse", .malformedJSON, "\(error)")
+                switch message.decodeJSON() {
+                case .success(let v): value = v
+                case .failure(let reason):
+                    dead(reason.component, reason.errorClass, reason.message)
                     continue
                 }
                 let context = message.recordContext
@@ -616,8 +614,10 @@ public final class StatefulTestHandler: StageHandler {
     }
 
     func decide(_ message: KafkaMessage) -> StageOutcome {
-        guard let bytes = message.value, let value = try? JSONValue.parse(bytes) else {
-            return .deadLetter(DeadLetterReason(component: "json-parse", errorClass: .malformedJSON, message: "the record is not JSON"))
+        let value: JSONValue
+        switch message.decodeJSON() {
+        case .success(let v): value = v
+        case .failure(let reason): return .deadLetter(reason)
         }
         let context = message.recordContext
         let values: [JSONValue]
@@ -657,7 +657,7 @@ public final class StatefulTestHandler: StageHandler {
         if late {
             let reason = DeadLetterReason(component: "window", errorClass: .lateRecord, message: "arrived after its window closed")
             if config.lateIsDeadLetter { return .deadLetter(reason) }
-            outputs.append(StageOutput(topic: config.late.name, key: message.key, value: bytes, headers: message.headers))
+            outputs.append(StageOutput(topic: config.late.name, key: message.key, value: message.value ?? [], headers: message.headers))
         }
         return .forward(outputs)
     }

@@ -82,16 +82,10 @@ public struct ValidateHandler: StageHandler {
     func decide(_ message: KafkaMessage) -> StageOutcome {
         // Parsed in place, from the consumer's buffer: the bytes are copied only for an output
         // that changes them (an upcast record).
-        let parsed = message.withUnsafeValueBytes { buffer in Result { () throws(JSONParseError) in try JSONValue.parse(utf8: buffer) } }
         var value: JSONValue
-        switch parsed {
-        case nil:
-            return .deadLetter(
-                DeadLetterReason(component: "json-parse", errorClass: .malformedJSON, message: "the record has no value (tombstone)"))
-        case .failure(let error)?:
-            return .deadLetter(DeadLetterReason(component: "json-parse", errorClass: .malformedJSON, message: error.description))
-        case .success(let v)?:
-            value = v
+        switch message.decodeJSON() {
+        case .success(let v): value = v
+        case .failure(let reason): return .deadLetter(reason)
         }
         var versionHeaders: [KafkaHeader] = []
         var upcastFrom: Int?
