@@ -103,14 +103,9 @@ public final class StageHealth: Sendable {
 /// the broker. A crash before that redelivers the batch; the handler is deterministic and outputs
 /// carry the input's record id (`sf.id`), so the redelivered outputs are identical and the sink's
 /// upsert by id absorbs them.
-public final class ConsumeProduceStage: Service, Sendable {
-    let spec: PipelineSpec
-    let common: PipelineSpec.StageCommon
+public final class ConsumeProduceStage: Service, ContextualStage, Sendable {
+    let context: StageContext
     let handler: any StageHandler
-    let metrics: StageMetrics
-    let health: StageHealth
-    let logger: Logger
-    let deadLetters: DeadLetterWriter
     /// The handler with a span per record (see ``TracedHandler``).
     let traced: TracedHandler
     /// Extra topics the handler may produce to (routes), prepared at start.
@@ -118,22 +113,12 @@ public final class ConsumeProduceStage: Service, Sendable {
     /// Runs the traced handler over each batch on up to `concurrency:` cores.
     let lanes: BatchLanes
 
-    public init(
-        spec: PipelineSpec, common: PipelineSpec.StageCommon, handler: any StageHandler, metrics: StageMetrics,
-        health: StageHealth, logger: Logger, extraTopics: [String] = []
-    ) {
-        self.spec = spec
-        self.common = common
+    public init(context: StageContext, handler: any StageHandler, extraTopics: [String] = []) {
+        self.context = context
         self.handler = handler
-        self.metrics = metrics
-        self.health = health
-        self.logger = logger
-        self.deadLetters = DeadLetterWriter(pipeline: spec.name, stage: common.name.rawValue, topic: spec.deadLetter.name)
-        self.traced = TracedHandler(
-            handler: handler, deadLetters: deadLetters,
-            tracer: RecordTracer(stage: common.name.rawValue, pipeline: spec.name, topic: common.input?.name ?? "", group: common.group))
+        self.traced = TracedHandler(handler: handler, deadLetters: context.deadLetters, tracer: context.tracer)
         self.extraTopics = extraTopics
-        self.lanes = BatchLanes(traced: traced, concurrency: common.concurrency, logger: logger)
+        self.lanes = BatchLanes(traced: traced, concurrency: context.common.concurrency, logger: context.logger)
     }
 
     public func run() async throws {

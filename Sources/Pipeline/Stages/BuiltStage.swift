@@ -87,27 +87,22 @@ public struct BuiltStage: Sendable {
     public static func build(
         _ name: PipelineSpec.StageName, spec: PipelineSpec, logger: Logger, processor custom: (any RecordProcessor)? = nil
     ) throws(ConfigError) -> BuiltStage {
-        let common = try spec.stage(name)
-        let metrics = StageMetrics(pipeline: spec.name, stage: name.rawValue)
-        let health = StageHealth()
+        let context = try StageContext(stage: name, spec: spec, logger: logger)
+        let common = context.common
         let service: any Service
         switch name {
         case .ingest:
-            service = try IngestStage(spec: spec, common: common, metrics: metrics, health: health, logger: logger)
+            service = try IngestStage(context: context)
         case .validate:
-            let handler = try ValidateHandler.make(spec: spec, common: common)
-            service = ConsumeProduceStage(spec: spec, common: common, handler: handler, metrics: metrics, health: health, logger: logger)
+            service = ConsumeProduceStage(context: context, handler: try ValidateHandler.make(spec: spec, common: common))
         case .process where custom == nil && StatefulProcessConfig.isStateful(common):
-            let config = try StatefulProcessConfig.make(spec: spec, common: common)
-            service = StatefulStage(spec: spec, common: common, config: config, metrics: metrics, health: health, logger: logger)
+            service = StatefulStage(context: context, config: try StatefulProcessConfig.make(spec: spec, common: common))
         case .process:
             let handler = try ProcessHandler.make(spec: spec, common: common, custom: custom)
-            service = ConsumeProduceStage(
-                spec: spec, common: common, handler: handler, metrics: metrics, health: health, logger: logger,
-                extraTopics: handler.topics)
+            service = ConsumeProduceStage(context: context, handler: handler, extraTopics: handler.topics)
         case .persist:
-            service = try PersistStage(spec: spec, common: common, metrics: metrics, health: health, logger: logger)
+            service = try PersistStage(context: context)
         }
-        return BuiltStage(service: service, common: common, metrics: metrics, health: health)
+        return BuiltStage(service: service, common: common, metrics: context.metrics, health: context.health)
     }
 }

@@ -20,20 +20,14 @@ import Synchronization
 /// `state_dir` (where the source checkpoint is kept, default `${STREAMFIRST_STATE_DIR:-.streamfirst}`
 /// relative to the working directory), `max_in_flight` (records queued in the producer before HTTP
 /// answers 429, default 50000), `on_source_end` (`exit` | `wait`: what a finite source's end does).
-public final class IngestStage: Service, RecordEmitter, Sendable {
-    let spec: PipelineSpec
-    let common: PipelineSpec.StageCommon
+public final class IngestStage: Service, ContextualStage, RecordEmitter, Sendable {
+    let context: StageContext
     let source: any RecordSource
     let keyExpression: Processing.Expression?
     let eventTimeExpression: Processing.Expression?
     let checkpointFile: String
     let maxInFlight: Int
     let waitAtEnd: Bool
-    let metrics: StageMetrics
-    let health: StageHealth
-    let logger: Logger
-    let deadLetters: DeadLetterWriter
-    let tracer: RecordTracer
     let output: String
     private let producerBox = NIOLockedValueBox<KafkaProducer?>(nil)
     private let stopping = Synchronization.Atomic<Bool>(false)
@@ -45,11 +39,9 @@ public final class IngestStage: Service, RecordEmitter, Sendable {
         var lastWriteMs: Int64 = 0
     }
 
-    public init(
-        spec: PipelineSpec, common: PipelineSpec.StageCommon, metrics: StageMetrics, health: StageHealth, logger: Logger
-    )
-        throws(ConfigError)
-    {
+    public init(context: StageContext) throws(ConfigError) {
+        let (spec, common, logger) = (context.spec, context.common, context.logger)
+        self.context = context
         let m = try common.mapping()
         let sourceNode = try m.required("source", hint: "where records come from: stdin, file, tail, http, generator or mqtt")
         let sourceMapping = try sourceNode.mapping()
@@ -71,14 +63,7 @@ public final class IngestStage: Service, RecordEmitter, Sendable {
         self.waitAtEnd = try m.choice("on_source_end", ["exit", "wait"], default: "exit") == "wait"
         try m.finish()
         guard let output = common.output else { throw sourceNode.error("ingest needs an output topic") }
-        self.spec = spec
-        self.common = common
         self.output = output.name
-        self.metrics = metrics
-        self.health = health
-        self.logger = logger
-        self.deadLetters = DeadLetterWriter(pipeline: spec.name, stage: "ingest", topic: spec.deadLetter.name)
-        self.tracer = RecordTracer(stage: "ingest", pipeline: spec.name, topic: output.name)
     }
 
     public func run() async throws {

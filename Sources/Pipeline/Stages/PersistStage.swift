@@ -24,24 +24,16 @@ import Synchronization
 /// Settings (section `persist:`): `sink` (see docs/CONNECTORS.md), `batch_size` (default 500),
 /// `batch_wait` (how long a batch may wait to fill, default 20ms), `retry_backoff` (between failed
 /// writes, default 1s; the batch is retried until it is written or the worker is stopped).
-public final class PersistStage: Service, Sendable {
-    let spec: PipelineSpec
-    let common: PipelineSpec.StageCommon
+public final class PersistStage: Service, ContextualStage, Sendable {
+    let context: StageContext
     let sink: any RecordSink
-    let metrics: StageMetrics
-    let health: StageHealth
-    let logger: Logger
-    let deadLetters: DeadLetterWriter
-    let tracer: RecordTracer
     let retryBackoffMs: Int64
     /// Orders sink writes against the rebalance listener's reads of the sink's offsets.
     let gate = SinkGate()
 
-    public init(
-        spec: PipelineSpec, common: PipelineSpec.StageCommon, metrics: StageMetrics, health: StageHealth, logger: Logger
-    )
-        throws(ConfigError)
-    {
+    public init(context: StageContext) throws(ConfigError) {
+        let (spec, common, logger) = (context.spec, context.common, context.logger)
+        self.context = context
         let m = try common.mapping()
         let sinkNode = try m.required("sink", hint: "where records go: sqlite, postgres, ndjson or kafka")
         let sinkMapping = try sinkNode.mapping()
@@ -50,13 +42,6 @@ public final class PersistStage: Service, Sendable {
         self.sink = try SinkFactory.make(sinkMapping, baseDirectory: spec.baseDirectory, kafka: producerConfig, logger: logger)
         self.retryBackoffMs = try m.duration("retry_backoff", defaultMilliseconds: 1000)
         try m.finish()
-        self.spec = spec
-        self.common = common
-        self.metrics = metrics
-        self.health = health
-        self.logger = logger
-        self.deadLetters = DeadLetterWriter(pipeline: spec.name, stage: "persist", topic: spec.deadLetter.name)
-        self.tracer = RecordTracer(stage: "persist", pipeline: spec.name, topic: common.input?.name ?? "", group: common.group)
     }
 
     public func run() async throws {

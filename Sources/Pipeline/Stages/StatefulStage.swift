@@ -181,16 +181,10 @@ public struct StatefulProcessConfig: Sendable {
 /// instances at once in a healthy group. A member that stalls past the session timeout and comes
 /// back could still write once more (a "zombie"); Kafka transactions would fence it, which the
 /// embedded broker does not support — see docs/ARCHITECTURE.md.
-public final class StatefulStage: Service, Sendable {
-    let spec: PipelineSpec
-    let common: PipelineSpec.StageCommon
+public final class StatefulStage: Service, ContextualStage, Sendable {
+    let context: StageContext
     let config: StatefulProcessConfig
-    let metrics: StageMetrics
-    let health: StageHealth
-    let logger: Logger
-    let deadLetters: DeadLetterWriter
     let lateWriter: DeadLetterWriter
-    let tracer: RecordTracer
     /// `window <output>` or `join <output>`: the span of a result (child of the record that closed it).
     let resultSpanName: String
     let engine: NIOLockedValueBox<StatefulEngine>
@@ -208,19 +202,11 @@ public final class StatefulStage: Service, Sendable {
     /// of a commit that failed during the rebalance, though its checkpoint is at the end.
     let positionsToStore = NIOLockedValueBox<[KafkaTopicPartitionOffset]>([])
 
-    public init(
-        spec: PipelineSpec, common: PipelineSpec.StageCommon, config: StatefulProcessConfig, metrics: StageMetrics, health: StageHealth,
-        logger: Logger
-    ) {
-        self.spec = spec
-        self.common = common
+    public init(context: StageContext, config: StatefulProcessConfig) {
+        let spec = context.spec
+        self.context = context
         self.config = config
-        self.metrics = metrics
-        self.health = health
-        self.logger = logger
-        self.deadLetters = DeadLetterWriter(pipeline: spec.name, stage: "process", topic: spec.deadLetter.name)
         self.lateWriter = DeadLetterWriter(pipeline: spec.name, stage: "process", topic: config.late.name)
-        self.tracer = RecordTracer(stage: "process", pipeline: spec.name, topic: config.input.name, group: common.group)
         if case .join = config.op {
             self.resultSpanName = "join \(config.output.name)"
         } else {
