@@ -390,10 +390,12 @@ public final class KafkaProducer: Sendable {
         message: KafkaProducerMessage, rkt: OpaquePointer, partition: Int32, opaque: UnsafeMutableRawPointer?
     ) -> ProduceResult {
         let headers = batch.copyHeaders(index) ?? rd_kafka_headers_new(f.adding.count)
-        for key in f.removing { _ = rd_kafka_header_remove(headers, key) }
-        for h in f.adding { _ = rd_kafka_header_remove(headers, h.key) }
+        // Names go through `withCString`: passing a String where C wants `const char *` makes a
+        // heap array per call; `withCString` lends the string's own bytes (or a stack copy).
+        for key in f.removing { _ = key.withCString { rd_kafka_header_remove(headers, $0) } }
+        for h in f.adding { _ = h.key.withCString { rd_kafka_header_remove(headers, $0) } }
         for h in f.adding {
-            _ = withOptionalBytes(h.value) { v, n in rd_kafka_header_add(headers, h.key, -1, v, n) }
+            _ = withOptionalBytes(h.value) { v, n in h.key.withCString { rd_kafka_header_add(headers, $0, -1, v, n) } }
         }
         let error = produceva(
             rkt: rkt, partition: partition, value: UnsafeRawPointer(m.pointee.payload), valueLength: m.pointee.len,
@@ -415,7 +417,7 @@ public final class KafkaProducer: Sendable {
             headers = rd_kafka_headers_new(list.count)
             for h in list {
                 _ = withOptionalBytes(h.value) { v, n in
-                    rd_kafka_header_add(headers, h.key, -1, v, n)
+                    h.key.withCString { rd_kafka_header_add(headers, $0, -1, v, n) }
                 }
             }
         }

@@ -77,7 +77,9 @@ final class RDKafkaRecordBatch: @unchecked Sendable {
     private static func lookup(_ hdrs: OpaquePointer, _ key: String) -> (found: Bool, value: UnsafeRawBufferPointer?) {
         var value: UnsafeRawPointer?
         var size = 0
-        guard rd_kafka_header_get(hdrs, 0, key, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR else { return (false, nil) }
+        // `withCString`, not the implicit String → `const char *` conversion, which allocates per call.
+        let err = key.withCString { rd_kafka_header_get(hdrs, 0, $0, &value, &size) }
+        guard err == RD_KAFKA_RESP_ERR_NO_ERROR else { return (false, nil) }
         return (true, value.map { UnsafeRawBufferPointer(start: $0, count: size) })
     }
 
