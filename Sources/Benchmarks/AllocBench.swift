@@ -4,6 +4,7 @@ import Kafka
 import Pipeline
 import PipelineModel
 import StreamCore
+import Tracing
 import Validation
 
 #if STREAMFIRST_BENCH_ALLOC
@@ -31,6 +32,13 @@ struct AllocBench: AsyncParsableCommand {
     @Option(help: "Timed rounds per case (median).") var rounds = 5
     @Option(help: "Warm-up calls per case.") var warmup = 2_000
     @Option(help: "Comma-separated cases to run (default: all).") var only: String?
+    @Flag(
+        inversion: .prefixedNo,
+        help: "Also count the whole stage path (consume → handle → produce → store offsets) on the embedded broker, against the C relay.")
+    var path = true
+    @Option(help: "Records of the larger whole-path run (the smaller has a quarter; the figure is the slope between them).")
+    var pathRecords = 200_000
+    @Option(help: "Partitions of the whole-path topics.") var pathPartitions = 24
 
     func run() async throws {
         #if STREAMFIRST_BENCH_ALLOC
@@ -62,6 +70,33 @@ struct AllocBench: AsyncParsableCommand {
                     + "\(String(format: "%12.0f", bytes))  \(String(format: "%9.0f", median(times)))")
         }
         print("\n  (load now: \(loadAverage()); sink \(cases.sink.value % 10))")
+        if path {
+            // As a worker does: records carry traceparent through the default tracer.
+            InstrumentationSystem.bootstrap(PropagatingTracer())
+            try checkStageRetention(records: pathRecords, partitions: pathPartitions)
+            let runs = AllocPath(
+                start: {
+                    MallocInterposerSwift.reset()
+                    MallocInterposerSwift.hook()
+                },
+                stop: {
+                    MallocInterposerSwift.unhook()
+                    let s = MallocInterposerSwift.getStatistics()
+                    return (Int64(s.mallocCount), Int64(s.mallocBytesCount))
+                }, small: pathRecords / 4, large: pathRecords, partitions: pathPartitions)
+            print(
+                "\nwhole stage path: consume → handle → produce → store offsets, every thread of this process, the broker in its own "
+                    + "process; slope between \(pathRecords / 4) and \(pathRecords) records over \(pathPartitions) partitions")
+            print("  path                                   mallocs/record  bytes/record  beyond the C relay")
+            let rows = try await runs.run()
+            let base = rows.first
+            for row in rows {
+                let beyond = row.name == base?.name ? "" : String(format: "%+18.1f", row.mallocsPerRecord - (base?.mallocsPerRecord ?? 0))
+                print(
+                    "  \(row.name.padding(toLength: 39, withPad: " ", startingAt: 0))  \(String(format: "%14.1f", row.mallocsPerRecord))  "
+                        + "\(String(format: "%12.0f", row.bytesPerRecord))  \(beyond)")
+            }
+        }
         #else
         throw ValidationError(
             "streamfirst-bench alloc needs the malloc interposer: build with STREAMFIRST_BENCH=1 (`make bench-alloc`)")

@@ -171,6 +171,8 @@ void cb_install_stop_handler(void) {
 
 void cb_request_stop(void) { cb_stop_requested = 1; }
 
+void cb_clear_stop(void) { cb_stop_requested = 0; }
+
 static int64_t wall_micros(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);

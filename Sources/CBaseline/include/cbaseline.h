@@ -49,6 +49,8 @@ int cb_relay(const cb_relay_config *config, char *errstr, int errstr_size);
 // Installs SIGTERM/SIGINT handlers that make cb_relay / cb_source return.
 void cb_install_stop_handler(void);
 void cb_request_stop(void);
+// Clears a stop request, so that a process can run the relay (or source) again.
+void cb_clear_stop(void);
 
 // Produces `count` copies of `payload` to `topic`, record i with key "k<i % 1000>" (partitioned by
 // key, like the stages' outputs) and headers sf.id = "bench-<i>" and sf.ingest_time = the wall
