@@ -389,13 +389,17 @@ public final class KafkaProducer: Sendable {
         _ f: KafkaProducerMessage.Forwarded, from m: UnsafeMutablePointer<rd_kafka_message_t>, batch: RDKafkaRecordBatch, index: Int,
         message: KafkaProducerMessage, rkt: OpaquePointer, partition: Int32, opaque: UnsafeMutableRawPointer?
     ) -> ProduceResult {
-        let headers = batch.copyHeaders(index) ?? rd_kafka_headers_new(f.adding.count)
+        let headers = batch.copyHeaders(index) ?? rd_kafka_headers_new(f.adding.count + 1)
         // Names go through `withCString`: passing a String where C wants `const char *` makes a
         // heap array per call; `withCString` lends the string's own bytes (or a stack copy).
         for key in f.removing { _ = key.withCString { rd_kafka_header_remove(headers, $0) } }
         for h in f.adding { _ = h.key.withCString { rd_kafka_header_remove(headers, $0) } }
+        if let inline = f.inline { _ = inline.key.withCString { rd_kafka_header_remove(headers, $0) } }
         for h in f.adding {
             _ = withOptionalBytes(h.value) { v, n in h.key.withCString { rd_kafka_header_add(headers, $0, -1, v, n) } }
+        }
+        if let inline = f.inline {
+            _ = inline.withUnsafeBytes { v in inline.key.withCString { rd_kafka_header_add(headers, $0, -1, v.baseAddress, v.count) } }
         }
         let error = produceva(
             rkt: rkt, partition: partition, value: UnsafeRawPointer(m.pointee.payload), valueLength: m.pointee.len,

@@ -21,14 +21,20 @@ public struct KafkaProducerMessage: Sendable, Hashable {
         case forwarded(Forwarded)
     }
 
-    /// A consumed record's key, value and headers; headers named in `removing` or `adding` are
-    /// left out, then `adding` is appended.
+    /// A consumed record's key, value and headers; headers named in `removing`, `adding` or
+    /// `inline` are left out, then `adding` and `inline` are appended.
     struct Forwarded: Sendable {
         let input: KafkaMessage
         let removing: [String]
         let adding: [KafkaHeader]
+        let inline: KafkaInlineHeader?
 
-        func removes(_ key: String) -> Bool { removing.contains(key) || adding.contains { $0.key == key } }
+        func removes(_ key: String) -> Bool {
+            removing.contains(key) || adding.contains { $0.key == key } || inline?.key == key
+        }
+
+        /// The headers this record adds.
+        var added: [KafkaHeader] { inline.map { adding + [$0.header] } ?? adding }
     }
 
     public init(
@@ -47,14 +53,18 @@ public struct KafkaProducerMessage: Sendable, Hashable {
     }
 
     /// `input`'s key, value and headers, to `topic` (partition chosen from the key, timestamp now):
-    /// the headers without any named in `removingHeaders` or in `addingHeaders`, then
-    /// `addingHeaders`. A record from ``KafkaConsumer`` is passed to librdkafka from its consumer
-    /// buffer, with no Swift copy of its bytes (`input` is kept alive until the record is queued).
-    public init(forwarding input: KafkaMessage, to topic: String, removingHeaders: [String] = [], addingHeaders: [KafkaHeader] = []) {
+    /// the headers without any named in `removingHeaders`, in `addingHeaders` or by `inlineHeader`,
+    /// then `addingHeaders`, then `inlineHeader`. A record from ``KafkaConsumer`` is passed to
+    /// librdkafka from its consumer buffer, with no Swift copy of its bytes (`input` is kept alive
+    /// until the record is queued); an `inlineHeader` makes no heap allocation either.
+    public init(
+        forwarding input: KafkaMessage, to topic: String, removingHeaders: [String] = [], addingHeaders: [KafkaHeader] = [],
+        inlineHeader: KafkaInlineHeader? = nil
+    ) {
         self.topic = topic
         self.partition = nil
         self.timestamp = nil
-        self.storage = .forwarded(Forwarded(input: input, removing: removingHeaders, adding: addingHeaders))
+        self.storage = .forwarded(Forwarded(input: input, removing: removingHeaders, adding: addingHeaders, inline: inlineHeader))
     }
 
     /// The key (copied from the input for a forwarded record); nil for a null key.
@@ -84,7 +94,7 @@ public struct KafkaProducerMessage: Sendable, Hashable {
         get {
             switch storage {
             case .owned(_, _, let headers): return headers
-            case .forwarded(let f): return f.input.headers.filter { !f.removes($0.key) } + f.adding
+            case .forwarded(let f): return f.input.headers.filter { !f.removes($0.key) } + f.added
             }
         }
         set { storage = .owned(key: key, value: value, headers: newValue) }
@@ -95,6 +105,7 @@ public struct KafkaProducerMessage: Sendable, Hashable {
         switch storage {
         case .owned(_, _, let headers): return headers.first { $0.key == key }
         case .forwarded(let f):
+            if let inline = f.inline, inline.key == key { return inline.header }
             if let added = f.adding.first(where: { $0.key == key }) { return added }
             return f.removing.contains(key) ? nil : f.input.header(key)
         }
@@ -116,6 +127,7 @@ public struct KafkaProducerMessage: Sendable, Hashable {
         case .forwarded(let f):
             return (f.input.keyCount ?? 0) + (f.input.valueCount ?? 0)
                 + f.adding.reduce(0) { $0 + $1.key.utf8.count + ($1.value?.count ?? 0) }
+                + (f.inline.map { $0.key.utf8.count + $0.count } ?? 0)
         }
     }
 

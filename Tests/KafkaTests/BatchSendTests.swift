@@ -72,8 +72,14 @@ struct BatchSendTests {
         try await consumer.assign([KafkaTopicPartition(topic: input, partition: 0)], startingAt: .beginning)
         let consumed = try await collect(consumer, count: 20)
         let added = KafkaHeader(key: "traceparent", value: "new")
-        var forwarded = consumed.map {
-            KafkaProducerMessage(forwarding: $0, to: output, removingHeaders: ["tracestate"], addingHeaders: [added])
+        // Odd records get their new traceparent as an inline header (no Swift heap array), after an
+        // ordinary added header.
+        var forwarded = consumed.enumerated().map { i, m in
+            i % 2 == 0
+                ? KafkaProducerMessage(forwarding: m, to: output, removingHeaders: ["tracestate"], addingHeaders: [added])
+                : KafkaProducerMessage(
+                    forwarding: m, to: output, removingHeaders: ["tracestate"], addingHeaders: [KafkaHeader(key: "x", value: "1")],
+                    inlineHeader: KafkaInlineHeader(key: "traceparent", value: bytes("inline-\(i)")))
         }
         // The same edits on an input built in Swift (not consumed) take the owned path.
         let owned = KafkaMessage(
@@ -102,8 +108,29 @@ struct BatchSendTests {
         }
         #expect(got[3].key == nil && got[5].value == nil && got[6].value == [])
         #expect(got[0].headers.map(\.key) == ["sf.id", "nil", "traceparent"])
-        #expect(got[9].headers == [added])
+        #expect(got[1].headers.map(\.key) == ["sf.id", "nil", "x", "traceparent"])
+        #expect(got[1].header("traceparent")?.value == bytes("inline-1"), "the inline header replaces both old traceparents")
+        #expect(forwarded[1].header("traceparent")?.value == bytes("inline-1"))
+        #expect(
+            got[9].headers == [KafkaHeader(key: "x", value: "1"), KafkaHeader(key: "traceparent", value: "inline-9")], "no input headers")
         #expect(got[20].headers == [KafkaHeader(key: "a", value: "b"), added])
         _ = try await broker.terminate()
+    }
+
+    @Test("an inline header holds up to 64 bytes in place and compares by content")
+    func inlineHeaders() {
+        let full = [UInt8](repeating: 0x61, count: KafkaInlineHeader.capacity)
+        let h = KafkaInlineHeader(key: "traceparent", value: full)
+        #expect(h?.value == full && h?.count == 64 && h?.header == KafkaHeader(key: "traceparent", value: full))
+        #expect(KafkaInlineHeader(key: "k", value: full + [0x62]) == nil, "longer than the capacity")
+        #expect(KafkaInlineHeader(key: "k", value: [])?.value == [])
+        #expect(KafkaInlineHeader(key: "k", value: bytes("ab")) == KafkaInlineHeader(key: "k", value: bytes("ab")))
+        #expect(KafkaInlineHeader(key: "k", value: bytes("ab")) != KafkaInlineHeader(key: "k", value: bytes("ac")))
+        #expect(KafkaInlineHeader(key: "k", value: bytes("ab")) != KafkaInlineHeader(key: "j", value: bytes("ab")))
+        let written = KafkaInlineHeader(key: "k") { buffer in
+            buffer.storeBytes(of: 0x7A, toByteOffset: 0, as: UInt8.self)
+            return 1_000 // clamped to the buffer
+        }
+        #expect(written.count == 64 && written.value.first == 0x7A)
     }
 }

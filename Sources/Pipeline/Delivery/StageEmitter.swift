@@ -61,10 +61,17 @@ public struct StageEmitter {
                 KafkaProducerMessage(forwarding: input, to: topic, removingHeaders: removingHeaders, addingHeaders: addingHeaders))
             return
         }
-        // The input's own trace context is replaced by this record's span's.
+        // The input's own trace context is replaced by this record's span's: with the default tracer
+        // an inline `traceparent`, so forwarding allocates nothing per record in Swift.
+        let removing = removingHeaders.isEmpty ? RecordSpan.contextHeaderKeys : removingHeaders + RecordSpan.contextHeaderKeys
+        if let inline = span.inlineContext() {
+            messages.append(
+                KafkaProducerMessage(
+                    forwarding: input, to: topic, removingHeaders: removing, addingHeaders: addingHeaders, inlineHeader: inline))
+            return
+        }
         var headers = addingHeaders
         span.appendContext(to: &headers)
-        let removing = removingHeaders.isEmpty ? RecordSpan.contextHeaderKeys : removingHeaders + RecordSpan.contextHeaderKeys
         messages.append(KafkaProducerMessage(forwarding: input, to: topic, removingHeaders: removing, addingHeaders: headers))
     }
 

@@ -127,6 +127,15 @@ extension PropagatingTracer {
         }
     }
 
+    /// The `traceparent` of `c` as a header kept inline (no heap allocation); nil when `c` also
+    /// has a `tracestate`, which needs a header of its own.
+    static func inlineTraceParent(_ c: TraceContext) -> KafkaInlineHeader? {
+        guard c.traceStateHeaderValue == nil else { return nil }
+        return KafkaInlineHeader(key: RecordHeader.traceParent) { raw in
+            write(c, into: raw.bindMemory(to: UInt8.self))
+        }
+    }
+
     /// Appends the `traceparent` (and `tracestate`) of `c` to `headers`, the `traceparent` written
     /// straight as bytes.
     static func append(_ c: TraceContext, to headers: inout [KafkaHeader]) {

@@ -271,6 +271,18 @@ public struct RecordSpan: Sendable {
     /// The header keys that carry a span's context: what ``headers(replacingContextIn:)`` replaces.
     public static let contextHeaderKeys = [RecordHeader.traceParent, RecordHeader.traceState]
 
+    /// This span's context as one inline header (a `traceparent` that costs no allocation), when
+    /// that is all of it: the default tracer's context without a `tracestate`. Otherwise nil, and
+    /// ``appendContext(to:)`` writes it.
+    public func inlineContext() -> KafkaInlineHeader? {
+        switch storage {
+        case .propagated(let c): return PropagatingTracer.inlineTraceParent(c)
+        case .span(let span):
+            guard span is PropagatingSpan, let c = span.context[W3CContextKey.self] else { return nil }
+            return PropagatingTracer.inlineTraceParent(c)
+        }
+    }
+
     /// Appends this span's context headers (`traceparent`, and `tracestate` when it has one).
     public func appendContext(to headers: inout [KafkaHeader]) {
         if case .propagated(let c) = storage {
