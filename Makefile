@@ -129,7 +129,7 @@ test-tsan: test-deps deps-postgres
 # `make fuzz` runs each target FUZZ_SECONDS (default 20: what CI runs); longer by
 # `make fuzz FUZZ_SECONDS=600`. Corpora live in .build-fuzz/corpus (seeded from the repository),
 # findings (crash-*, leak-*, oom-*) in .build-fuzz/findings; any finding fails the run.
-FUZZ_TARGETS := json schema expression csv config
+FUZZ_TARGETS := json schema expression csv config avro avro-schema
 FUZZ_SECONDS ?= 20
 fuzz-build: deps-system
 	STREAMFIRST_FUZZ=1 $(SWIFT) build --build-path .build-fuzz -c release -Xswiftc -sanitize=fuzzer,address --product streamfirst-fuzz

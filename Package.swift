@@ -72,6 +72,9 @@ let package = Package(
         .target(name: "Config", dependencies: [.product(name: "Yams", package: "Yams")]),
         // JSON Schema (draft 2020-12) validation.
         .target(name: "Validation", dependencies: ["StreamCore", "Config", "Processing"]),
+        // Avro: schemas, binary decoding with writer → reader resolution, encoding. Written here from the
+        // specification (no Swift Avro package is mirrored); values are StreamCore's JSON values.
+        .target(name: "Avro", dependencies: ["StreamCore"]),
         // Expressions and stateless operators (filter, set, rename, drop, route, enrich); the custom processor protocol.
         .target(name: "Processing", dependencies: ["StreamCore", "Config"]),
         // Event-time windows, aggregations, stream joins and their state (stores, changelog records,
@@ -232,6 +235,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "StreamCoreTests", dependencies: ["StreamCore", "Config"]),
+        .testTarget(name: "AvroTests", dependencies: ["Avro", "StreamCore"]),
         .testTarget(name: "ValidationTests", dependencies: ["Validation", "StreamCore", "Config", "Processing"]),
         .testTarget(name: "StatefulTests", dependencies: ["Stateful", "Processing", "StreamCore", "Config"]),
         .testTarget(name: "ProcessingTests", dependencies: ["Processing", "StreamCore", "Config"]),
@@ -269,7 +273,7 @@ if Context.environment["STREAMFIRST_FUZZ"] == "1" {
     package.targets.append(.target(name: "CFuzzDriver"))
     package.targets.append(
         .executableTarget(
-            name: "Fuzz", dependencies: ["CFuzzDriver", "StreamCore", "Config", "Processing", "Validation"],
+            name: "Fuzz", dependencies: ["CFuzzDriver", "StreamCore", "Config", "Processing", "Validation", "Avro"],
             swiftSettings: [.unsafeFlags(["-parse-as-library"])]))
 }
 

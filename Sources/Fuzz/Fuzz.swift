@@ -7,8 +7,13 @@
 //   expression  Expression parse + evaluation against a fixed record
 //   csv         CSV.parse and type inference
 //   config      pipeline-file YAML: ConfigNode.parse, interpolation, every typed accessor
+//   avro        Avro binary data of a fixed rich schema (recursive types, unions, decimals): what
+//               decodes must encode back to bytes that decode to the same value
+//   avro-schema the input as an Avro schema: parsed, resolved against itself and against a fixed
+//               schema, and a few bytes decoded with it
 // A crash, an assertion failure or a sanitizer report is a finding; findings become regression
 // tests in Tests/*/FuzzRegressionTests.swift.
+import Avro
 import CFuzzDriver
 import Config
 import Foundation
@@ -18,7 +23,22 @@ import Validation
 
 enum FuzzTarget: String {
     case json, schema, expression, csv, config
+    case avro
+    case avroSchema = "avro-schema"
 }
+
+let avroSchema = try? AvroSchema(
+    json: """
+        {"type": "record", "name": "R", "fields": [
+          {"name": "s", "type": "string"}, {"name": "l", "type": "long"}, {"name": "d", "type": "double"},
+          {"name": "b", "type": "bytes"}, {"name": "e", "type": {"type": "enum", "name": "E", "symbols": ["A", "B"]}},
+          {"name": "f", "type": {"type": "fixed", "name": "F", "size": 3}},
+          {"name": "m", "type": {"type": "map", "values": ["null", "int", "float"]}},
+          {"name": "a", "type": {"type": "array", "items": "R"}},
+          {"name": "n", "type": ["null", "R"]},
+          {"name": "p", "type": {"type": "bytes", "logicalType": "decimal", "precision": 30, "scale": 4}}
+        ]}
+        """)
 
 let target = FuzzTarget(rawValue: ProcessInfo.processInfo.environment["FUZZ_TARGET"] ?? "json") ?? .json
 
@@ -67,6 +87,23 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         let text = String(decoding: bytes, as: UTF8.self)
         if let rows = try? CSV.parse(text) {
             for row in rows { for field in row { _ = CSV.infer(field) } }
+        }
+    case .avro:
+        // The harness's invariant: a trap records a finding (see the json target).
+        guard let schema = avroSchema else { fatalError("the fixed Avro schema does not parse") }
+        if let value = try? AvroReader(schema: schema).decode(bytes) {
+            guard let again = try? AvroWriter(schema: schema).encode(value), (try? AvroReader(schema: schema).decode(again)) == value else {
+                fatalError("decoded Avro does not encode back to the same value: \(value.jsonString.prefix(200))")
+            }
+        }
+    case .avroSchema:
+        if let doc = try? JSONValue.parse(bytes), let schema = try? AvroSchema(doc) {
+            let reader = AvroReader(schema: schema)
+            _ = try? reader.decode([0x02, 0x04, 0x00])
+            if let fixed = avroSchema {
+                _ = try? AvroReader(writer: schema, reader: fixed)
+                _ = try? AvroReader(writer: fixed, reader: schema)
+            }
         }
     case .config:
         let text = String(decoding: bytes, as: UTF8.self)
