@@ -207,7 +207,7 @@ let package = Package(
         .executableTarget(
             name: "Benchmarks",
             dependencies: [
-                "Kafka", "Stateful", "StreamCore", "Config", "Pipeline", "PipelineModel", "PipelineTools", "Connectors", "LocalRun",
+                "Kafka", "Stateful", "StreamCore", "Config", "Pipeline", "PipelineModel", "PipelineTools", "Connectors", "Avro", "LocalRun",
                 "Validation",
                 .product(name: "OTel", package: "swift-otel"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),

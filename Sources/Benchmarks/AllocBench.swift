@@ -1,4 +1,5 @@
 import ArgumentParser
+import Avro
 import Foundation
 import Kafka
 import Pipeline
@@ -182,9 +183,18 @@ final class AllocCases {
             !validate.outcome(for: message).outputs(for: message).isEmpty, case .forward = process.outcome(for: processMessage)
         else { throw ValidationError("a benchmark case does not take its normal path (check the record, schema and steps)") }
 
+        let avroSchema = try AvroSchema(json: benchAvroSchema)
+        let avroReader = AvroReader(schema: avroSchema)
+        let avroWriter = AvroWriter(schema: avroSchema)
+        let avroRecord = try avroWriter.encode(value)
+        guard (try? avroReader.decode(avroRecord))?.jsonEquals(value) == true else {
+            throw ValidationError("the bench record does not round-trip through its Avro schema")
+        }
         all = [
             ("json-read (parse the record)", { if (try? JSONValue.parse(benchRecord)) != nil { sink.value &+= 1 } }),
             ("json-write (serialise the record)", { sink.value &+= value.serialized().count }),
+            ("avro-read (decode the record)", { if (try? avroReader.decode(avroRecord)) != nil { sink.value &+= 1 } }),
+            ("avro-write (encode the record)", { sink.value &+= (try? avroWriter.encode(value))?.count ?? 0 }),
             ("schema (validate a parsed record)", { sink.value &+= schema.validate(value).count }),
             (
                 "validate handler (parse + schema)",

@@ -102,6 +102,17 @@ let benchSchema = """
     }
     """
 
+/// The bench record's shape as an Avro schema (the stage benchmark's record, in Avro).
+let benchAvroSchema = """
+    {"type": "record", "name": "Reading", "namespace": "iot", "fields": [
+      {"name": "sensor_id", "type": "string"}, {"name": "seq", "type": "long"}, {"name": "ts", "type": "string"},
+      {"name": "temperature_c", "type": "double"}, {"name": "humidity_pct", "type": "double"},
+      {"name": "battery_v", "type": "double"}, {"name": "site", "type": "string"},
+      {"name": "status", "type": {"type": "enum", "name": "Status", "symbols": ["ok", "degraded", "fault"]}},
+      {"name": "firmware", "type": "string"}, {"name": "rssi", "type": "int"}
+    ]}
+    """
+
 /// User + system CPU seconds of a process so far, from /proc/<pid>/stat (Linux).
 func processCPUSeconds(_ pid: Int32) -> Double? {
     guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),

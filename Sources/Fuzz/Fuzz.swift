@@ -27,18 +27,23 @@ enum FuzzTarget: String {
     case avroSchema = "avro-schema"
 }
 
-let avroSchema = try? AvroSchema(
-    json: """
-        {"type": "record", "name": "R", "fields": [
-          {"name": "s", "type": "string"}, {"name": "l", "type": "long"}, {"name": "d", "type": "double"},
-          {"name": "b", "type": "bytes"}, {"name": "e", "type": {"type": "enum", "name": "E", "symbols": ["A", "B"]}},
-          {"name": "f", "type": {"type": "fixed", "name": "F", "size": 3}},
-          {"name": "m", "type": {"type": "map", "values": ["null", "int", "float"]}},
-          {"name": "a", "type": {"type": "array", "items": "R"}},
-          {"name": "n", "type": ["null", "R"]},
-          {"name": "p", "type": {"type": "bytes", "logicalType": "decimal", "precision": 30, "scale": 4}}
-        ]}
-        """)
+// Parsed per input, not held in a global: LeakSanitizer cannot follow Swift's tagged enum payload
+// pointers out of a global, and reports the schema's nodes as leaked at exit.
+func fixedAvroSchema() -> AvroSchema? {
+    try? AvroSchema(json: fixedAvroSchemaText)
+}
+
+let fixedAvroSchemaText = """
+    {"type": "record", "name": "R", "fields": [
+      {"name": "s", "type": "string"}, {"name": "l", "type": "long"}, {"name": "d", "type": "double"},
+      {"name": "b", "type": "bytes"}, {"name": "e", "type": {"type": "enum", "name": "E", "symbols": ["A", "B"]}},
+      {"name": "f", "type": {"type": "fixed", "name": "F", "size": 3}},
+      {"name": "m", "type": {"type": "map", "values": ["null", "int", "float"]}},
+      {"name": "a", "type": {"type": "array", "items": "R"}},
+      {"name": "n", "type": ["null", "R"]},
+      {"name": "p", "type": {"type": "bytes", "logicalType": "decimal", "precision": 30, "scale": 4}}
+    ]}
+    """
 
 let target = FuzzTarget(rawValue: ProcessInfo.processInfo.environment["FUZZ_TARGET"] ?? "json") ?? .json
 
@@ -90,9 +95,12 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         }
     case .avro:
         // The harness's invariant: a trap records a finding (see the json target).
-        guard let schema = avroSchema else { fatalError("the fixed Avro schema does not parse") }
+        guard let schema = fixedAvroSchema() else { fatalError("the fixed Avro schema does not parse") }
         if let value = try? AvroReader(schema: schema).decode(bytes) {
-            guard let again = try? AvroWriter(schema: schema).encode(value), (try? AvroReader(schema: schema).decode(again)) == value else {
+            // NaN is not equal to itself: a value holding one only has to decode again.
+            guard let again = try? AvroWriter(schema: schema).encode(value), let back = try? AvroReader(schema: schema).decode(again),
+                back == value || value.containsNaN
+            else {
                 fatalError("decoded Avro does not encode back to the same value: \(value.jsonString.prefix(200))")
             }
         }
@@ -100,7 +108,7 @@ public func fuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         if let doc = try? JSONValue.parse(bytes), let schema = try? AvroSchema(doc) {
             let reader = AvroReader(schema: schema)
             _ = try? reader.decode([0x02, 0x04, 0x00])
-            if let fixed = avroSchema {
+            if let fixed = fixedAvroSchema() {
                 _ = try? AvroReader(writer: schema, reader: fixed)
                 _ = try? AvroReader(writer: fixed, reader: schema)
             }
