@@ -35,9 +35,9 @@ deps-test-system: deps-system
 	$(call apt_install,$(TEST_APT_PACKAGES))
 
 deps-python:
-	@if ! $(VENV)/bin/python -c 'import confluent_kafka, kubernetes_validate, fastavro' >/dev/null 2>&1; then \
-	  echo "installing the interop client (confluent-kafka), the independent Avro codec (fastavro) and the Kubernetes manifest validator (kubernetes-validate) from PyPI into $(VENV)"; \
-	  python3 -m venv $(VENV) && $(VENV)/bin/pip install -q 'confluent-kafka>=2.3' 'fastavro>=1.9' 'kubernetes-validate>=1.31'; \
+	@if ! $(VENV)/bin/python -c 'import confluent_kafka.schema_registry.avro, kubernetes_validate, fastavro' >/dev/null 2>&1; then \
+	  echo "installing the interop client (confluent-kafka with its Schema Registry serializers), the independent Avro codec (fastavro) and the Kubernetes manifest validator (kubernetes-validate) from PyPI into $(VENV)"; \
+	  python3 -m venv $(VENV) && $(VENV)/bin/pip install -q 'confluent-kafka[avro,schemaregistry]>=2.3' 'fastavro>=1.9' 'kubernetes-validate>=1.31'; \
 	fi
 
 # The Python baseline of `streamfirst-bench stage` (scripts/bench-python-relay.py): orjson and

@@ -36,6 +36,7 @@ let package = Package(
         .package(url: "https://github.com/swift-otel/swift-w3c-trace-context", from: "1.0.0"),
         // OTLP/HTTP only (protobuf and JSON): the gRPC trait would add grpc-swift to every build.
         .package(url: "https://github.com/swift-otel/swift-otel", from: "1.6.0", traits: ["OTLPHTTP"]),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.20.0"),
     ],
     targets: [
         // The C boundary: librdkafka 2.x from Debian's librdkafka-dev (client + mock cluster headers).
@@ -75,6 +76,27 @@ let package = Package(
         // Avro: schemas, binary decoding with writer → reader resolution, encoding. Written here from the
         // specification (no Swift Avro package is mirrored); values are StreamCore's JSON values.
         .target(name: "Avro", dependencies: ["StreamCore"]),
+        // A Confluent Schema Registry client (REST API on AsyncHTTPClient, schemas cached by id) and the
+        // Confluent wire format (magic byte, schema id).
+        .target(
+            name: "SchemaRegistry",
+            dependencies: [
+                "StreamCore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
+        // The development schema registry `streamfirst registry` serves (Confluent's REST API, in memory).
+        .target(
+            name: "SchemaRegistryServer",
+            dependencies: [
+                "SchemaRegistry", "Avro", "StreamCore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
         // Expressions and stateless operators (filter, set, rename, drop, route, enrich); the custom processor protocol.
         .target(name: "Processing", dependencies: ["StreamCore", "Config"]),
         // Event-time windows, aggregations, stream joins and their state (stores, changelog records,
@@ -195,8 +217,10 @@ let package = Package(
                 "Connectors",
                 "Processing",
                 "Dashboard",
+                "SchemaRegistryServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         // C librdkafka loops: the baseline the benchmark compares the Swift client with.
@@ -236,6 +260,15 @@ let package = Package(
         ),
         .testTarget(name: "StreamCoreTests", dependencies: ["StreamCore", "Config"]),
         .testTarget(name: "AvroTests", dependencies: ["Avro", "StreamCore"]),
+        .testTarget(
+            name: "SchemaRegistryTests",
+            dependencies: [
+                "SchemaRegistry", "SchemaRegistryServer", "Avro", "StreamCore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .testTarget(name: "ValidationTests", dependencies: ["Validation", "StreamCore", "Config", "Processing"]),
         .testTarget(name: "StatefulTests", dependencies: ["Stateful", "Processing", "StreamCore", "Config"]),
         .testTarget(name: "ProcessingTests", dependencies: ["Processing", "StreamCore", "Config"]),

@@ -6,6 +6,7 @@ struct Streamfirst: AsyncParsableCommand {
     static let subcommands: [any ParsableCommand.Type] = [
         BrokerCommand.self,
         BrokerCtlCommand.self,
+        RegistryCommand.self,
         RunCommand.self,
         DemoCommand.self,
         CheckCommand.self,
