@@ -91,7 +91,7 @@ let package = Package(
         .target(
             name: "SchemaRegistryServer",
             dependencies: [
-                "SchemaRegistry", "Avro", "StreamCore",
+                "SchemaRegistry", "Avro", "StreamCore", "Kafka",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -263,7 +263,7 @@ let package = Package(
         .testTarget(
             name: "SchemaRegistryTests",
             dependencies: [
-                "SchemaRegistry", "SchemaRegistryServer", "Avro", "StreamCore",
+                "SchemaRegistry", "SchemaRegistryServer", "Avro", "StreamCore", "Kafka", "EmbeddedBroker",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),

@@ -21,7 +21,8 @@ import Synchronization
 ///
 /// Errors carry Confluent's `error_code`s (40401 subject not found, 40402 version not found, 40403
 /// schema not found, 409 incompatible, 42201 invalid schema, 42203 invalid compatibility level).
-/// Schemas live in memory (not yet in a `_schemas` topic): a restart forgets them.
+/// Schemas live in memory and, with a ``KafkaSchemaLog``, in a compacted `_schemas` topic that
+/// ``restore(from:)`` reads back at start: a registration is answered only once the topic has it.
 public final class DevSchemaRegistry: Sendable {
     struct Version: Sendable {
         var version: Int
@@ -29,7 +30,8 @@ public final class DevSchemaRegistry: Sendable {
     }
 
     struct State: Sendable {
-        var schemas: [RegisteredSchema] = [] // id - 1 -> schema
+        var schemas: [Int32: RegisteredSchema] = [:]
+        var nextID: Int32 = 1
         var subjects: [String: [Version]] = [:]
         var order: [String] = []
         var globalCompatibility = "BACKWARD"
@@ -37,8 +39,42 @@ public final class DevSchemaRegistry: Sendable {
     }
 
     private let state = Mutex(State())
+    private let log: KafkaSchemaLog?
+    /// Registrations and settings one at a time: each is written to the log before it is answered.
+    private let writes = AsyncSerial()
 
-    public init() {}
+    /// A registry kept in memory only, or also in `log` (start it with ``restore(from:)`` then).
+    public init(log: KafkaSchemaLog? = nil) {
+        self.log = log
+    }
+
+    /// A registry with the schemas and settings `log` holds, which keeps writing to it.
+    public static func restore(from log: KafkaSchemaLog) async throws -> DevSchemaRegistry {
+        let registry = DevSchemaRegistry(log: log)
+        let records = try await log.load()
+        registry.state.withLock { s in
+            for (key, value) in records {
+                switch key["keytype"]?.stringValue {
+                case "SCHEMA":
+                    guard let subject = key["subject"]?.stringValue, let version = key["version"]?.int64Value, let value,
+                        let id = value["id"]?.int64Value.flatMap({ Int32(exactly: $0) }), case .success(let schema) = Self.parse(value)
+                    else { continue }
+                    s.schemas[id] = schema
+                    s.nextID = max(s.nextID, id + 1)
+                    if s.subjects[subject] == nil { s.order.append(subject) }
+                    var list = s.subjects[subject, default: []].filter { $0.version != Int(version) }
+                    list.append(Version(version: Int(version), id: id))
+                    s.subjects[subject] = list.sorted { $0.version < $1.version }
+                case "CONFIG":
+                    guard let level = value?["compatibilityLevel"]?.stringValue, Self.levels.contains(level) else { continue }
+                    if let subject = key["subject"]?.stringValue { s.compatibility[subject] = level } else { s.globalCompatibility = level }
+                default:
+                    continue
+                }
+            }
+        }
+        return registry
+    }
 
     static let levels = ["NONE", "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE"]
 
@@ -88,14 +124,13 @@ public final class DevSchemaRegistry: Sendable {
                 return Self.error(422, 42202, "The specified version '\(version)' is not a valid version id.")
             }
             guard let v = found else { return Self.error(404, 40402, "Version \(version) not found.") }
-            return Answer(status: 200, body: Self.describe(subject, v, s.schemas[Int(v.id) - 1]))
+            return Answer(status: 200, body: Self.describe(subject, v, s.schemas[v.id] ?? RegisteredSchema(text: "")))
         }
     }
 
     public func schema(id: Int32) -> Answer {
         state.withLock { s in
-            guard id >= 1, Int(id) <= s.schemas.count else { return Self.error(404, 40403, "Schema \(id) not found") }
-            let schema = s.schemas[Int(id) - 1]
+            guard let schema = s.schemas[id] else { return Self.error(404, 40403, "Schema \(id) not found") }
             var o: [String: JSONValue] = ["schema": .string(schema.text)]
             if schema.type != "AVRO" { o["schemaType"] = .string(schema.type) }
             if !schema.references.isEmpty { o["references"] = Self.references(schema) }
@@ -103,35 +138,65 @@ public final class DevSchemaRegistry: Sendable {
         }
     }
 
-    public func register(subject: String, body: JSONValue) -> Answer {
+    public func register(subject: String, body: JSONValue) async -> Answer {
         let schema: RegisteredSchema
         switch Self.parse(body) {
         case .failure(let e): return e.answer
         case .success(let s): schema = s
         }
-        return state.withLock { s in
-            let existingID = s.schemas.firstIndex(of: schema).map { Int32($0 + 1) }
+        await writes.acquire()
+        defer { Task { await writes.release() } }
+        // Decided and applied under the lock; written to the log after, and undone if that fails.
+        let decision: (answer: Answer, added: (version: Version, newSchema: Bool)?) = state.withLock { s in
+            let existingID = s.schemas.first { $0.value == schema }?.key
             if let existingID, let v = s.subjects[subject]?.first(where: { $0.id == existingID }) {
-                return Answer(status: 200, body: ["id": .integer(Int64(v.id))])
+                return (Answer(status: 200, body: ["id": .integer(Int64(v.id))]), nil)
             }
             let level = s.compatibility[subject] ?? s.globalCompatibility
-            let earlier = (s.subjects[subject] ?? []).map { s.schemas[Int($0.id) - 1] }
+            let earlier = (s.subjects[subject] ?? []).compactMap { s.schemas[$0.id] }
             if let problem = Self.incompatibility(schema, with: earlier, level: level) {
-                return Self.error(
-                    409, 409, "Schema being registered is incompatible with an earlier schema for subject \"\(subject)\": \(problem)")
+                return (
+                    Self.error(
+                        409, 409, "Schema being registered is incompatible with an earlier schema for subject \"\(subject)\": \(problem)"),
+                    nil
+                )
             }
-            let id: Int32
-            if let existingID {
-                id = existingID
-            } else {
-                s.schemas.append(schema)
-                id = Int32(s.schemas.count)
+            let id = existingID ?? s.nextID
+            if existingID == nil {
+                s.schemas[id] = schema
+                s.nextID += 1
             }
             if s.subjects[subject] == nil { s.order.append(subject) }
-            let next = (s.subjects[subject]?.last?.version ?? 0) + 1
-            s.subjects[subject, default: []].append(Version(version: next, id: id))
-            return Answer(status: 200, body: ["id": .integer(Int64(id))])
+            let version = Version(version: (s.subjects[subject]?.last?.version ?? 0) + 1, id: id)
+            s.subjects[subject, default: []].append(version)
+            return (Answer(status: 200, body: ["id": .integer(Int64(id))]), (version, existingID == nil))
         }
+        guard let added = decision.added, let log else { return decision.answer }
+        let key: JSONValue = [
+            "keytype": "SCHEMA", "subject": .string(subject), "version": .integer(Int64(added.version.version)), "magic": 1,
+        ]
+        var value = Self.describe(subject, added.version, schema)
+        if case .object(var o) = value {
+            o["deleted"] = .bool(false)
+            value = .object(o)
+        }
+        do {
+            try await log.append(key: key, value: value)
+        } catch {
+            state.withLock { s in
+                s.subjects[subject]?.removeAll { $0.version == added.version.version }
+                if s.subjects[subject]?.isEmpty == true {
+                    s.subjects[subject] = nil
+                    s.order.removeAll { $0 == subject }
+                }
+                if added.newSchema {
+                    s.schemas[added.version.id] = nil
+                    s.nextID = added.version.id
+                }
+            }
+            return Self.error(500, 50001, "Error while storing the schema in \(log.topic): \(error)")
+        }
+        return decision.answer
     }
 
     public func lookup(subject: String, body: JSONValue) -> Answer {
@@ -142,7 +207,7 @@ public final class DevSchemaRegistry: Sendable {
         }
         return state.withLock { s in
             guard let list = s.subjects[subject] else { return Self.error(404, 40401, "Subject '\(subject)' not found.") }
-            guard let i = s.schemas.firstIndex(of: schema), let v = list.first(where: { $0.id == Int32(i + 1) }) else {
+            guard let id = s.schemas.first(where: { $0.value == schema })?.key, let v = list.first(where: { $0.id == id }) else {
                 return Self.error(404, 40403, "Schema not found")
             }
             return Answer(status: 200, body: Self.describe(subject, v, schema))
@@ -161,9 +226,19 @@ public final class DevSchemaRegistry: Sendable {
         }
     }
 
-    public func setCompatibility(subject: String?, body: JSONValue) -> Answer {
+    public func setCompatibility(subject: String?, body: JSONValue) async -> Answer {
         guard let level = body["compatibility"]?.stringValue, Self.levels.contains(level) else {
             return Self.error(422, 42203, "Invalid compatibility level: expected one of \(Self.levels.joined(separator: ", "))")
+        }
+        await writes.acquire()
+        defer { Task { await writes.release() } }
+        if let log {
+            let key: JSONValue = ["keytype": "CONFIG", "subject": subject.map { .string($0) } ?? .null, "magic": 0]
+            do {
+                try await log.append(key: key, value: ["compatibilityLevel": .string(level)])
+            } catch {
+                return Self.error(500, 50001, "Error while storing the setting in \(log.topic): \(error)")
+            }
         }
         state.withLock { s in
             if let subject { s.compatibility[subject] = level } else { s.globalCompatibility = level }
@@ -262,7 +337,7 @@ extension DevSchemaRegistry {
         }
         router.post("/subjects/:subject/versions") { r, c in
             guard let b = await body(r) else { return respond(unreadable) }
-            return respond(registry.register(subject: c.parameters.get("subject") ?? "", body: b))
+            return respond(await registry.register(subject: c.parameters.get("subject") ?? "", body: b))
         }
         router.post("/subjects/:subject") { r, c in
             guard let b = await body(r) else { return respond(unreadable) }
@@ -276,16 +351,39 @@ extension DevSchemaRegistry {
         router.get("/config") { _, _ in respond(registry.compatibility(subject: nil)) }
         router.put("/config") { r, _ in
             guard let b = await body(r) else { return respond(unreadable) }
-            return respond(registry.setCompatibility(subject: nil, body: b))
+            return respond(await registry.setCompatibility(subject: nil, body: b))
         }
         router.get("/config/:subject") { _, c in respond(registry.compatibility(subject: c.parameters.get("subject"))) }
         router.put("/config/:subject") { r, c in
             guard let b = await body(r) else { return respond(unreadable) }
-            return respond(registry.setCompatibility(subject: c.parameters.get("subject"), body: b))
+            return respond(await registry.setCompatibility(subject: c.parameters.get("subject"), body: b))
         }
         return Application(
             router: router, configuration: .init(address: .hostname(host, port: port), serverName: nil),
             onServerRunning: { channel in onBound(channel.localAddress?.port ?? port) }, logger: logger)
     }
 
+}
+
+/// One at a time, in arrival order, across suspension points (an actor alone would interleave at
+/// each `await`).
+actor AsyncSerial {
+    private var busy = false
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+
+    func acquire() async {
+        guard busy else {
+            busy = true
+            return
+        }
+        await withCheckedContinuation { waiters.append($0) }
+    }
+
+    func release() {
+        if waiters.isEmpty {
+            busy = false
+        } else {
+            waiters.removeFirst().resume()
+        }
+    }
 }

@@ -1,6 +1,8 @@
 import Avro
+import EmbeddedBroker
 import Foundation
 import Hummingbird
+import Kafka
 import Logging
 import SchemaRegistry
 import SchemaRegistryServer
@@ -11,12 +13,15 @@ import Testing
 /// The registry client against the development registry over HTTP, and the wire format.
 @Suite("Schema registry client and development registry", .serialized)
 struct SchemaRegistryTests {
-    /// Runs a development registry on a free loopback port for the duration of `body`.
-    static func withRegistry<R: Sendable>(_ body: @Sendable (String) async throws -> R) async throws -> R {
+    /// Runs a development registry (`registry`, default: a new one in memory) on a free loopback port
+    /// for the duration of `body`.
+    static func withRegistry<R: Sendable>(
+        _ registry: DevSchemaRegistry = DevSchemaRegistry(), _ body: @Sendable (String) async throws -> R
+    ) async throws -> R {
         var logger = Logger(label: "registry-test")
         logger.logLevel = .warning
         let (ports, bound) = AsyncStream<Int>.makeStream()
-        let app = DevSchemaRegistry().application(host: "127.0.0.1", port: 0, logger: logger) { bound.yield($0) }
+        let app = registry.application(host: "127.0.0.1", port: 0, logger: logger) { bound.yield($0) }
         let group = ServiceGroup(configuration: .init(services: [app], logger: logger))
         let running = Task { try await group.run() }
         var it = ports.makeAsyncIterator()
@@ -104,6 +109,40 @@ struct SchemaRegistryTests {
         } throws: { error in
             (error as? SchemaRegistryError)?.isUnavailable == true
         }
+    }
+
+    /// Schemas, ids, versions and settings survive a restart through the `_schemas` topic (on the
+    /// embedded broker, in its own process).
+    @Test func aRestartedRegistryKnowsWhatItWasTold() async throws {
+        let broker = try await EmbeddedBrokerProcess.launch()
+        let topic = "_schemas-\(UUID().uuidString.prefix(8))"
+        try await broker.control.createTopic(topic, partitions: 1)
+        var logger = Logger(label: "registry-test")
+        logger.logLevel = .warning
+        let kafka = KafkaConfiguration(bootstrapServers: broker.bootstrapServers)
+        let first = try KafkaSchemaLog(kafka: kafka, topic: topic, logger: logger)
+        let (id1, id2) = try await Self.withRegistry(try await DevSchemaRegistry.restore(from: first)) { url in
+            let client = SchemaRegistryClient(url: url)
+            let id1 = try await client.register(subject: "orders-value", schema: RegisteredSchema(text: Self.v1))
+            let id2 = try await client.register(subject: "orders-value", schema: RegisteredSchema(text: Self.v2))
+            try await client.setCompatibility("NONE", subject: "orders-value")
+            return (id1, id2)
+        }
+        await first.shutdown()
+
+        let second = try KafkaSchemaLog(kafka: kafka, topic: topic, logger: logger)
+        try await Self.withRegistry(try await DevSchemaRegistry.restore(from: second)) { url in
+            let client = SchemaRegistryClient(url: url)
+            #expect(try await client.latest(subject: "orders-value").version == 2)
+            #expect(try await client.version(1, of: "orders-value").id == id1)
+            #expect(try AvroSchema(json: try await client.schema(id: id2).text) == AvroSchema(json: Self.v2))
+            #expect(try await client.register(subject: "copy-value", schema: RegisteredSchema(text: Self.v1)) == id1, "the same id again")
+            // The subject's NONE setting came back: the breaking schema is accepted.
+            let id3 = try await client.register(subject: "orders-value", schema: RegisteredSchema(text: Self.breaking))
+            #expect(id3 > id2, "new ids continue after the restored ones")
+        }
+        await second.shutdown()
+        _ = try await broker.terminate()
     }
 
     @Test func theWireFormat() throws {
