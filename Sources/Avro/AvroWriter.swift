@@ -174,7 +174,10 @@ public struct AvroWriter: Sendable {
             return true
         case (.int, .integer(let i)): return i >= Int64(Int32.min) && i <= Int64(Int32.max)
         case (.bytes, .string(let s)): return Self.latin1Bytes(s) != nil
-        case (.logical(.decimal, _), .string(let s)): return AvroDecimal.bytes(s, scale: 0) != nil || s.contains(".")
+        case (.logical(.decimal(_, let scale), let inner), .string(let s)):
+            var size: Int?
+            if case .named(let i) = inner, case .fixed(let n) = schema.named[i].kind { size = n }
+            return AvroDecimal.bytes(s, scale: scale, size: size) != nil
         case (.logical(_, let inner), _): return fits(value, inner)
         case (.named(let i), _):
             switch (schema.named[i].kind, value) {

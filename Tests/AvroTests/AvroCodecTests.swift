@@ -74,6 +74,21 @@ import Testing
         #expect(try AvroReader(schema: schema).decode(try AvroWriter(schema: schema).encode(other)) == other)
     }
 
+    /// A union of a decimal and a string: a decimal string takes the decimal branch, any other string
+    /// the string branch (not an error from the decimal).
+    @Test func aUnionOfDecimalAndStringChoosesByContent() throws {
+        let schema = try Self.schema(#"[{"type": "bytes", "logicalType": "decimal", "precision": 6, "scale": 2}, "string"]"#)
+        let writer = AvroWriter(schema: schema)
+        let reader = AvroReader(schema: schema)
+        #expect(try writer.encode(.string("12.50")).first == 0x00, "branch 0")
+        #expect(try reader.decode(try writer.encode(.string("12.50"))) == .string("12.50"))
+        for text in ["hello.world", "1.234", "n/a"] {
+            let bytes = try writer.encode(.string(text))
+            #expect(bytes.first == 0x02, "\(text): branch 1")
+            #expect(try reader.decode(bytes) == .string(text))
+        }
+    }
+
     @Test func decimalsAreExactStrings() throws {
         let bytesSchema = try Self.schema(#"{"type": "bytes", "logicalType": "decimal", "precision": 40, "scale": 3}"#)
         for text in ["0.000", "1.000", "-1.000", "-0.128", "0.127", "123456789012345678901234567890.123", "-99999999999999999999.999"] {
