@@ -12,17 +12,7 @@ enum AvroDecimal {
         }
         var magnitude = Array(raw)
         let negative = (magnitude.first ?? 0) & 0x80 != 0
-        if negative {
-            // Two's complement negation: invert, add one.
-            for i in magnitude.indices { magnitude[i] = ~magnitude[i] }
-            var i = magnitude.count - 1
-            while i >= 0 {
-                let (v, overflow) = magnitude[i].addingReportingOverflow(1)
-                magnitude[i] = v
-                if !overflow { break }
-                i -= 1
-            }
-        }
+        if negative { negate(&magnitude) }
         // Repeated division by 10 of the big-endian magnitude.
         var digits: [UInt8] = []
         while magnitude.contains(where: { $0 != 0 }) {
@@ -96,14 +86,7 @@ enum AvroDecimal {
         while magnitude.count > 1, magnitude[0] == 0, magnitude[1] & 0x80 == 0 { magnitude.removeFirst() }
         let isZero = !magnitude.contains { $0 != 0 }
         if negative && !isZero {
-            for i in magnitude.indices { magnitude[i] = ~magnitude[i] }
-            var i = magnitude.count - 1
-            while i >= 0 {
-                let (v, overflow) = magnitude[i].addingReportingOverflow(1)
-                magnitude[i] = v
-                if !overflow { break }
-                i -= 1
-            }
+            negate(&magnitude)
             // -128 needs one byte, not two: drop a redundant leading 0xFF.
             while magnitude.count > 1, magnitude[0] == 0xFF, magnitude[1] & 0x80 != 0 { magnitude.removeFirst() }
         }
@@ -114,5 +97,17 @@ enum AvroDecimal {
             return [UInt8](repeating: pad, count: size - magnitude.count) + magnitude
         }
         return magnitude
+    }
+
+    /// Two's complement negation of a big-endian number, in place: invert every bit, add one.
+    static func negate(_ bytes: inout [UInt8]) {
+        for i in bytes.indices { bytes[i] = ~bytes[i] }
+        var i = bytes.count - 1
+        while i >= 0 {
+            let (v, overflow) = bytes[i].addingReportingOverflow(1)
+            bytes[i] = v
+            if !overflow { break }
+            i -= 1
+        }
     }
 }

@@ -267,21 +267,7 @@ struct PlanBuilder {
     }
 
     func describe(_ n: AvroSchema.Node, _ s: AvroSchema) -> String {
-        switch Self.base(n) {
-        case .null: return "null"
-        case .boolean: return "boolean"
-        case .int: return "int"
-        case .long: return "long"
-        case .float: return "float"
-        case .double: return "double"
-        case .bytes: return "bytes"
-        case .string: return "string"
-        case .named(let i): return "'\(s.named[i].fullName)'"
-        case .array: return "array"
-        case .map: return "map"
-        case .union: return "union"
-        case .logical: return "logical"
-        }
+        AvroSchema.typeName(n) { "'\(s.named[$0].fullName)'" }
     }
 }
 

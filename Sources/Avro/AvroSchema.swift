@@ -49,6 +49,26 @@ public struct AvroSchema: Sendable, Hashable {
     public let root: Node
     public let named: [NamedType]
 
+    /// A node's type as Avro names it (`long`, `map`, a named type's full name via `name(of:)`);
+    /// a logical type is named by its underlying type.
+    static func typeName(_ node: Node, named name: (Int) -> String) -> String {
+        switch node {
+        case .null: return "null"
+        case .boolean: return "boolean"
+        case .int: return "int"
+        case .long: return "long"
+        case .float: return "float"
+        case .double: return "double"
+        case .bytes: return "bytes"
+        case .string: return "string"
+        case .named(let i): return name(i)
+        case .array: return "array"
+        case .map: return "map"
+        case .union: return "union"
+        case .logical(_, let inner): return typeName(inner, named: name)
+        }
+    }
+
     /// The named type at `index`.
     public func type(_ index: Int) -> NamedType { named[index] }
 
@@ -158,21 +178,7 @@ private struct SchemaParser {
     }
 
     func unionKey(_ node: AvroSchema.Node) -> String {
-        switch node {
-        case .null: return "null"
-        case .boolean: return "boolean"
-        case .int: return "int"
-        case .long: return "long"
-        case .float: return "float"
-        case .double: return "double"
-        case .bytes: return "bytes"
-        case .string: return "string"
-        case .named(let i): return named[i]?.fullName ?? "#\(i)"
-        case .array: return "array"
-        case .map: return "map"
-        case .union: return "union"
-        case .logical(_, let n): return unionKey(n)
-        }
+        AvroSchema.typeName(node) { named[$0]?.fullName ?? "#\($0)" }
     }
 
     func fullName(_ name: String, namespace: String?) -> String {
