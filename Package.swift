@@ -125,7 +125,8 @@ let package = Package(
         .target(
             name: "Pipeline",
             dependencies: [
-                "Kafka", "StreamCore", "Config", "Validation", "Processing", "Connectors", "Stateful", "PipelineModel",
+                "Kafka", "StreamCore", "Config", "Validation", "Processing", "Connectors", "Stateful", "PipelineModel", "Avro",
+                "SchemaRegistry",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -277,7 +278,7 @@ let package = Package(
             name: "PipelineTests",
             dependencies: [
                 "Pipeline", "PipelineModel", "PipelineTools", "LocalRun", "StreamCore", "Config", "Kafka", "EmbeddedBroker", "Connectors",
-                "Stateful", "Validation",
+                "Stateful", "Validation", "Avro", "SchemaRegistry", "SchemaRegistryServer",
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"), // the OTLP/HTTP receiver of the tracing test
                 .product(name: "Tracing", package: "swift-distributed-tracing"),

@@ -22,6 +22,30 @@ public struct PipelineSpec: Sendable {
         public var replicationFactor: Int
         /// Topic configuration to create it with (e.g. `cleanup.policy`).
         public var config: [String: String] = [:]
+        /// How the records' values are written: JSON text, or Avro in the Confluent wire format
+        /// (schema id from ``PipelineSpec/schemaRegistry``).
+        public var format: RecordFormat = .json
+    }
+
+    /// How a topic's record values are written.
+    public enum RecordFormat: String, Sendable, Hashable, CaseIterable {
+        case json
+        /// Avro binary in the Confluent wire format: magic byte 0, the schema's registry id, the data.
+        case avro
+    }
+
+    /// The `schema_registry:` section: the Confluent-compatible registry that holds the schemas of
+    /// topics with `format: avro`.
+    public struct SchemaRegistrySettings: Sendable, Hashable {
+        public var url: String
+        public var username: String?
+        public var password: String?
+
+        public init(url: String, username: String? = nil, password: String? = nil) {
+            self.url = url
+            self.username = username
+            self.password = password
+        }
     }
 
     /// The ledger of `streamfirst redrive` (which dead letters were sent back): a compacted topic
@@ -107,6 +131,8 @@ public struct PipelineSpec: Sendable {
     public var tests: ConfigNode?
     /// The `metrics:` section: every worker publishes a snapshot of its counters to a topic.
     public var metrics: MetricsSettings?
+    /// The `schema_registry:` section (required when a topic has `format: avro`).
+    public var schemaRegistry: SchemaRegistrySettings?
     /// The `dashboard:` section, read and checked by the `dashboard` worker (`Dashboard.DashboardConfig`).
     public var dashboard: ConfigNode?
 
@@ -181,7 +207,8 @@ public struct PipelineSpec: Sendable {
             kafka.bootstrapServers = brokers
         }
 
-        let declared = try parseTopics(try top.required("topics", hint: "a mapping of logical name to { name, partitions }"))
+        let topicsNode = try top.required("topics", hint: "a mapping of logical name to { name, partitions }")
+        let declared = try parseTopics(topicsNode)
         let topics = Dictionary(uniqueKeysWithValues: declared.map { ($0.logical, $0) })
 
         func topic(_ node: ConfigNode) throws(ConfigError) -> Topic {
@@ -205,6 +232,22 @@ public struct PipelineSpec: Sendable {
             }
             try m.finish()
             metrics = MetricsSettings(topic: t, intervalMs: interval)
+        }
+
+        var schemaRegistry: SchemaRegistrySettings?
+        if let node = top.optional("schema_registry") {
+            let m = try node.mapping()
+            let urlNode = try m.required("url", hint: "the registry's base URL, e.g. http://schema-registry:8081")
+            let url = try urlNode.string()
+            guard url.hasPrefix("http://") || url.hasPrefix("https://") else {
+                throw urlNode.error("'\(url)' is not an http:// or https:// URL")
+            }
+            schemaRegistry = SchemaRegistrySettings(url: url, username: try m.string("username"), password: try m.string("password"))
+            try m.finish()
+        }
+        if schemaRegistry == nil, let avro = topics.values.first(where: { $0.format == .avro }) {
+            throw topicsNode.error(
+                "topics.\(avro.logical) has format: avro, which needs a schema_registry: section (url: http://…) to find its schemas")
         }
 
         var stages: [StageName: StageCommon] = [:]
@@ -244,6 +287,7 @@ public struct PipelineSpec: Sendable {
             producerProperties: producerProperties, topics: topics, deadLetter: deadLetter,
             stages: stages, environment: environment, tests: testsNode, metrics: metrics, dashboard: dashboardNode)
         spec.tracing = tracing
+        spec.schemaRegistry = schemaRegistry
         return spec
     }
 
@@ -290,8 +334,11 @@ public struct PipelineSpec: Sendable {
             declaredBy[topicName] = logical
             let partitions = try m.int("partitions", default: 1, in: 1...10_000)
             let rf = try m.int("replication_factor", default: 1, in: 1...32)
+            let format = try RecordFormat(rawValue: m.choice("format", RecordFormat.allCases.map(\.rawValue), default: "json")) ?? .json
             try m.finish()
-            topics.append(Topic(logical: logical, name: topicName, partitions: partitions, replicationFactor: rf))
+            var topic = Topic(logical: logical, name: topicName, partitions: partitions, replicationFactor: rf)
+            topic.format = format
+            topics.append(topic)
         }
         try topicsMap.finish()
         return topics

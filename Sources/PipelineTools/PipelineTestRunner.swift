@@ -71,7 +71,10 @@ package struct PipelineTestRunner: Sendable {
         self.spec = spec
         var handlers: [(PipelineSpec.StageName, String, any StageHandler)] = []
         if let common = spec.stages[.validate], let input = common.input {
-            handlers.append((.validate, input.name, try ValidateHandler.make(spec: spec, common: common)))
+            // Inline tests give record values, not their encoding: every input is read as JSON.
+            var handler = try ValidateHandler.make(spec: spec, common: common)
+            handler.decoding = .json
+            handlers.append((.validate, input.name, handler))
         }
         var tables: [String: InMemoryLookupTable] = [:]
         if let common = spec.stages[.process], let input = common.input {
@@ -80,11 +83,12 @@ package struct PipelineTestRunner: Sendable {
                 let handler = StatefulTestHandler(config: config)
                 for topic in config.inputTopics { handlers.append((.process, topic, handler)) }
             } else {
-                let handler = try ProcessHandler.make(spec: spec, common: common) { logical in
+                var handler = try ProcessHandler.make(spec: spec, common: common) { logical in
                     let table = InMemoryLookupTable()
                     tables[logical] = table
                     return table
                 }
+                handler.decoding = .json
                 handlers.append((.process, input.name, handler))
             }
         }

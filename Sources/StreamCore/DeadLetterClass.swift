@@ -26,6 +26,12 @@ public struct DeadLetterClass: RawRepresentable, Hashable, Sendable, Codable, Ex
 
     /// Not JSON (any stage that reads JSON), or a tombstone (no value). Fix the producer.
     public static let malformedJSON: DeadLetterClass = "MalformedJSON"
+    /// Not Avro in the Confluent wire format, or not valid data for the schema its id names (any
+    /// stage reading a topic with `format: avro`). Fix the producer.
+    public static let malformedAvro: DeadLetterClass = "MalformedAvro"
+    /// The schema id of an Avro record is not in the registry (or is not an Avro schema): register
+    /// it, then redrive.
+    public static let unknownSchemaID: DeadLetterClass = "UnknownSchemaId"
     /// The source itself refused the bytes (ingest: e.g. a CSV line with the wrong column count).
     public static let sourceRejected: DeadLetterClass = "SourceRejected"
     /// The record breaks its JSON Schema (validate); `sf.errors.violations` says where.
@@ -56,7 +62,8 @@ public struct DeadLetterClass: RawRepresentable, Hashable, Sendable, Codable, Ex
 
     /// Every class Streamfirst's own stages and steps use.
     public static let builtIn: [DeadLetterClass] = [
-        .malformedJSON, .sourceRejected, .schemaViolation, .unknownSchemaVersion, .upcastFailed, .expressionError,
+        .malformedJSON, .malformedAvro, .unknownSchemaID, .sourceRejected, .schemaViolation, .unknownSchemaVersion, .upcastFailed,
+        .expressionError,
         .enrichmentMissing, .enrichmentTableIncomplete, .unknownRoute, .missingEventTime, .missingKey, .aggregateError,
         .lateRecord, .sinkRejected,
     ]

@@ -175,4 +175,52 @@ import Testing
             try PipelineSpec.declaredTopics(yaml: "topics:\n  a: {name: t}\n  b: {name: t}\n", file: "p.yaml", environment: [:])
         }
     }
+
+    /// `format: avro` needs a registry; stages read Avro but refuse to write it (not built yet),
+    /// naming the key and the fix.
+    @Test func avroTopicsAreCheckedAtStart() throws {
+        let base = Self.minimal.replacingOccurrences(
+            of: "in:   { name: t.in, partitions: 3 }", with: "in:   { name: t.in, partitions: 3, format: avro }")
+        expectError(base, "topics.in has format: avro, which needs a schema_registry: section")
+        let withRegistry = base + "\nschema_registry: { url: \"http://registry:8081\", username: key, password: secret }\n"
+        let spec = try parse(withRegistry)
+        #expect(spec.topics["in"]?.format == .avro && spec.topics["out"]?.format == .json)
+        #expect(
+            spec.schemaRegistry == PipelineSpec.SchemaRegistrySettings(url: "http://registry:8081", username: "key", password: "secret"))
+        expectError(base + "\nschema_registry: { url: registry:8081 }\n", "is not an http:// or https:// URL")
+        expectError(withRegistry.replacingOccurrences(of: "format: avro", with: "format: protobuf"), "format")
+        // An Avro output topic is refused by the stage that would write it; a window cannot read Avro yet.
+        func process(_ section: String, out: String = "json") throws -> PipelineSpec {
+            try parse(
+                """
+                name: t
+                schema_registry: { url: "http://registry:8081" }
+                topics:
+                  in: { name: t.in, format: avro }
+                  out: { name: t.out, format: \(out) }
+                  cl: { name: t.cl }
+                  dead: { name: t.dead }
+                dead_letter: dead
+                process:
+                  input: in
+                  output: out
+                \(section)
+                """)
+        }
+        let avroOut = try process("  steps: []", out: "avro")
+        #expect {
+            _ = try ProcessHandler.make(spec: avroOut, common: try avroOut.stage(.process))
+        } throws: { error in
+            "\(error)".contains("has format: avro, which stages do not write yet")
+        }
+        let reading = try process("  steps: []")
+        #expect(try ProcessHandler.make(spec: reading, common: try reading.stage(.process)).decoding.format == .avro)
+        let window = try process(
+            "  window: { type: tumbling, size: 1m, time: ts, key: s, aggregate: { n: count() } }\n  state: { changelog: cl }")
+        #expect {
+            _ = try StatefulProcessConfig.make(spec: window, common: try window.stage(.process))
+        } throws: { error in
+            "\(error)".contains("which a window or join stage does not read yet")
+        }
+    }
 }

@@ -68,12 +68,17 @@ public protocol StageHandler: Sendable {
     func handle(_ message: KafkaMessage, into emitter: inout StageEmitter)
     /// Prepares what ``handle(_:into:)`` needs before the first record (cancelled on graceful shutdown).
     func start(kafka: KafkaConfiguration, logger: Logger) async throws
+    /// Fetches what ``handle(_:into:)`` will need for `batch` (e.g. the Avro schemas of ids not seen
+    /// before), so that handling never waits; called before each batch. `health` is not ready while
+    /// it waits on something that is down.
+    func prepare(_ batch: [KafkaMessage], health: StageHealth) async throws
     /// Releases what ``start(kafka:logger:)`` acquired; also called when it failed. Idempotent.
     func stop() async
 }
 
 extension StageHandler {
     public func start(kafka: KafkaConfiguration, logger: Logger) async throws {}
+    public func prepare(_ batch: [KafkaMessage], health: StageHealth) async throws {}
     public func stop() async {}
 }
 
@@ -183,6 +188,7 @@ public final class ConsumeProduceStage: Service, ContextualStage, Sendable {
         // Once per batch: the lag's position and the offsets the window stores.
         let next = batch.nextOffsets
         metrics.recordIn(batch.count, nextOffsets: next)
+        try await handler.prepare(batch, health: health)
         let handled = await lanes.handle(batch, nowMs: currentTimeMs())
         try await window.send(
             handled.messages, next: next,

@@ -63,6 +63,7 @@ public final class IngestStage: Service, ContextualStage, RecordEmitter, Sendabl
         self.waitAtEnd = try m.choice("on_source_end", ["exit", "wait"], default: "exit") == "wait"
         try m.finish()
         guard let output = common.output else { throw sourceNode.error("ingest needs an output topic") }
+        try common.refuseAvroOutput()
         self.output = output.name
     }
 

@@ -28,6 +28,8 @@ public final class PersistStage: Service, ContextualStage, Sendable {
     let context: StageContext
     let sink: any RecordSink
     let retryBackoffMs: Int64
+    /// How the input's values are read (JSON, or Avro through the registry).
+    let decoding: RecordDecoding
     /// Orders sink writes against the rebalance listener's reads of the sink's offsets.
     let gate = SinkGate()
 
@@ -41,6 +43,7 @@ public final class PersistStage: Service, ContextualStage, Sendable {
         producerConfig.properties = common.producerProperties
         self.sink = try SinkFactory.make(sinkMapping, baseDirectory: spec.baseDirectory, kafka: producerConfig, logger: logger)
         self.retryBackoffMs = try m.duration("retry_backoff", defaultMilliseconds: 1000)
+        self.decoding = common.input.map { RecordDecoding(topic: $0, registry: spec.schemaRegistry, logger: logger) } ?? .json
         try m.finish()
     }
 
@@ -147,6 +150,7 @@ public final class PersistStage: Service, ContextualStage, Sendable {
         }
         let started = ContinuousClock.now
         metrics.recordIn(batch)
+        try await decoding.prepare(batch, health: health)
         let now = currentTimeMs()
         var records: [SinkRecord] = []
         records.reserveCapacity(batch.count)
@@ -159,7 +163,7 @@ public final class PersistStage: Service, ContextualStage, Sendable {
             let span = spans.start(m, tracer: tracer)
             next[m.partition] = max(next[m.partition] ?? 0, m.offset + 1)
             let value: JSONValue
-            switch m.decodeJSON() {
+            switch decoding.decode(m) {
             case .success(let v): value = v
             case .failure(let reason):
                 dead.append((m, reason))

@@ -24,6 +24,8 @@ public struct ProcessHandler: StageHandler {
     /// No steps and no custom processor (`steps: []`): every record is forwarded as it is, its bytes
     /// unchanged (still checked to be JSON), without building and re-serialising a value.
     let forwardsUnchanged: Bool
+    /// How the input's values are read (JSON, or Avro through the registry; outputs are JSON).
+    package var decoding: RecordDecoding = .json
 
     public init(processor: any RecordProcessor, output: String, routes: [String: String], liveTables: [LiveTable] = []) {
         self.init(processor: processor, output: output, routes: routes, liveTables: liveTables, forwardsUnchanged: false)
@@ -101,8 +103,20 @@ public struct ProcessHandler: StageHandler {
         }
         guard let output = common.output else { throw common.node.error("process needs an output topic") }
         let processor: any RecordProcessor = processors.count == 1 ? processors[0] : ProcessorChain(processors)
-        let noSteps = custom == nil && ((try? stepsNode?.sequence())?.isEmpty ?? false)
-        return ProcessHandler(processor: processor, output: output.name, routes: routes, liveTables: liveTables, forwardsUnchanged: noSteps)
+        try common.refuseAvroOutput()
+        for logical in routes.keys.sorted() where spec.topics[logical]?.format == .avro {
+            throw (stepsNode ?? common.node).error(
+                "a route writes to '\(logical)', which has format: avro; stages do not write Avro yet (use format: json)")
+        }
+        let decoding = common.input.map {
+            RecordDecoding(topic: $0, registry: spec.schemaRegistry, logger: Logger(label: "streamfirst.process"))
+        }
+        // An Avro input is decoded and written as JSON even without steps: its bytes cannot go on as they are.
+        let noSteps = custom == nil && ((try? stepsNode?.sequence())?.isEmpty ?? false) && decoding?.format != .avro
+        var handler = ProcessHandler(
+            processor: processor, output: output.name, routes: routes, liveTables: liveTables, forwardsUnchanged: noSteps)
+        if let decoding { handler.decoding = decoding }
+        return handler
     }
 
     /// Loads every live table (each up to the end its topic had when loading began) before the
@@ -111,6 +125,10 @@ public struct ProcessHandler: StageHandler {
         for table in liveTables {
             try await table.start(kafka: kafka, logger: logger)
         }
+    }
+
+    public func prepare(_ batch: [KafkaMessage], health: StageHealth) async throws {
+        try await decoding.prepare(batch, health: health)
     }
 
     /// Stops following the tables' topics and closes their consumers.
@@ -144,7 +162,7 @@ public struct ProcessHandler: StageHandler {
     public func handle(_ message: KafkaMessage, into emitter: inout StageEmitter) {
         if forwardsUnchanged { return forwardUnchanged(message, into: &emitter) }
         let value: JSONValue
-        switch message.decodeJSON() {
+        switch decoding.decode(message) {
         case .success(let v): value = v
         case .failure(let reason): return emitter.deadLetter(reason)
         }

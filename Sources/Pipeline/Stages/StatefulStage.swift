@@ -77,6 +77,12 @@ public struct StatefulProcessConfig: Sendable {
         guard let input = common.input, let output = common.output else {
             throw common.node.error("process needs input: and output: topics")
         }
+        try common.refuseAvroOutput()
+        for t in [input] where t.format == .avro {
+            throw common.node.error(
+                "the input topic '\(t.logical)' has format: avro, which a window or join stage does not read yet: put a process "
+                    + "stage before it that reads Avro and writes json")
+        }
         let windowNode = m.optional("window")
         let joinNode = m.optional("join")
         if windowNode != nil && joinNode != nil {
@@ -96,6 +102,9 @@ public struct StatefulProcessConfig: Sendable {
                 throw joinNode.error(
                     "join.with: '\(j.right)' has \(r.partitions) partitions and the input '\(input.logical)' has \(input.partitions): "
                         + "a join needs co-partitioned inputs (same partition count, same key partitioning)")
+            }
+            guard r.format == .json else {
+                throw joinNode.error("join.with: '\(j.right)' has format: avro, which a join does not read yet (use format: json)")
             }
             right = r
             op = .join(j)
