@@ -120,6 +120,9 @@ struct AvroInputTests {
             try FileManager.default.createDirectory(at: dir.appendingPathComponent("schemas"), withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(at: dir) }
             try Data(Self.jsonSchema.utf8).write(to: dir.appendingPathComponent("schemas/order.json"))
+            let section =
+                stage == "validate"
+                ? "validate: { input: in, output: out, schema: order }" : "process: { input: in, output: out, steps: [] }"
             let spec = try PipelineSpec.parse(
                 yaml: """
                     name: avro-\(id)
@@ -130,7 +133,7 @@ struct AvroInputTests {
                       out: { name: \(output) }
                       dead: { name: \(dead) }
                     dead_letter: dead
-                    \(stage == "validate" ? "validate: { input: in, output: out, schema: order }" : "process: { input: in, output: out, steps: [] }")
+                    \(section)
                     """, file: dir.appendingPathComponent("p.yaml").path, environment: [:])
             var logger = Logger(label: "avro-input-test")
             logger.logLevel = .warning
