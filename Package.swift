@@ -260,11 +260,13 @@ let package = Package(
             ]
         ),
         .testTarget(name: "StreamCoreTests", dependencies: ["StreamCore", "Config"]),
-        .testTarget(name: "AvroTests", dependencies: ["Avro", "StreamCore"]),
+        // What several test targets share: running the Python interop helpers of Tests/Interop.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "AvroTests", dependencies: ["Avro", "StreamCore", "TestSupport"]),
         .testTarget(
             name: "SchemaRegistryTests",
             dependencies: [
-                "SchemaRegistry", "SchemaRegistryServer", "Avro", "StreamCore", "Kafka", "EmbeddedBroker",
+                "SchemaRegistry", "SchemaRegistryServer", "Avro", "StreamCore", "Kafka", "EmbeddedBroker", "TestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
@@ -278,7 +280,7 @@ let package = Package(
             name: "PipelineTests",
             dependencies: [
                 "Pipeline", "PipelineModel", "PipelineTools", "LocalRun", "StreamCore", "Config", "Kafka", "EmbeddedBroker", "Connectors",
-                "Stateful", "Validation", "Avro", "SchemaRegistry", "SchemaRegistryServer",
+                "Stateful", "Validation", "Avro", "SchemaRegistry", "SchemaRegistryServer", "TestSupport",
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"), // the OTLP/HTTP receiver of the tracing test
                 .product(name: "Tracing", package: "swift-distributed-tracing"),

@@ -1,6 +1,7 @@
 import Avro
 import Foundation
 import StreamCore
+import TestSupport
 import Testing
 
 /// The Swift codec against fastavro, an independent implementation (PyPI, in the tests' .venv):
@@ -8,64 +9,16 @@ import Testing
 /// `make test` installs fastavro; without it these tests fail, saying how to get it.
 @Suite("Avro interop with fastavro", .serialized)
 struct FastavroInteropTests {
-    static func python() throws -> String {
-        let env = ProcessInfo.processInfo.environment
-        let candidates = [env["STREAMFIRST_PYTHON"], FileManager.default.currentDirectoryPath + "/.venv/bin/python"].compactMap { $0 }
-        guard let p = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
-            throw InteropError("no Python with fastavro: run `make test` (it creates .venv) or set STREAMFIRST_PYTHON")
-        }
-        return p
-    }
-
-    struct InteropError: Error, CustomStringConvertible {
-        var description: String
-        init(_ description: String) { self.description = description }
-    }
-
-    static var script: String {
-        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("Interop/avro_interop.py").path
-    }
-
-    /// Runs the interop script in `mode` with `schema`, feeding `lines`; returns its output lines.
-    static func fastavro(_ mode: String, schema: String, lines: [String]) throws -> [String] {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("avro-interop-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let schemaFile = dir.appendingPathComponent("schema.avsc")
-        let input = dir.appendingPathComponent("input.txt")
+    /// Runs the fastavro helper in `mode` with `schema`, feeding `lines`; returns its output lines.
+    static func fastavro(_ mode: String, schema: String, lines: [String]) async throws -> [String] {
+        let schemaFile = FileManager.default.temporaryDirectory.appendingPathComponent("avro-interop-\(UUID().uuidString).avsc")
         try Data(schema.utf8).write(to: schemaFile)
-        try Data(lines.joined(separator: "\n").utf8).write(to: input)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try python())
-        process.arguments = [script, mode, schemaFile.path]
-        process.standardInput = try FileHandle(forReadingFrom: input)
-        let out = Pipe()
-        let err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        // Small outputs: read to the end, then wait.
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw InteropError("avro_interop.py \(mode) failed (\(process.terminationStatus)): \(String(decoding: stderr, as: UTF8.self))")
-        }
-        return String(decoding: stdout, as: UTF8.self).split(separator: "\n").map(String.init)
+        defer { try? FileManager.default.removeItem(at: schemaFile) }
+        return try await PythonScript.run("avro_interop.py", [mode, schemaFile.path], lines: lines)
     }
 
-    static func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
-
-    static func unhex(_ text: String) -> [UInt8] {
-        var out: [UInt8] = []
-        var it = text.utf8.makeIterator()
-        while let hi = it.next(), let lo = it.next() {
-            func v(_ c: UInt8) -> UInt8 { c <= UInt8(ascii: "9") ? c - UInt8(ascii: "0") : c - UInt8(ascii: "a") + 10 }
-            out.append(v(hi) << 4 | v(lo))
-        }
-        return out
-    }
+    static func hex(_ bytes: [UInt8]) -> String { PythonScript.hex(bytes) }
+    static func unhex(_ text: String) -> [UInt8] { PythonScript.unhex(text) }
 
     /// The rich record of AvroCodecTests and variants that take the other union branches.
     static func values() throws -> [JSONValue] {
@@ -85,11 +38,11 @@ struct FastavroInteropTests {
     }
 
     @Test("fastavro reads what the Swift writer wrote, field for field")
-    func swiftWritesFastavroReads() throws {
+    func swiftWritesFastavroReads() async throws {
         let schema = try AvroSchema(json: AvroCodecTests.rich)
         let values = try Self.values()
         let lines = try values.map { Self.hex(try AvroWriter(schema: schema).encode($0)) }
-        let read = try Self.fastavro("read", schema: AvroCodecTests.rich, lines: lines)
+        let read = try await Self.fastavro("read", schema: AvroCodecTests.rich, lines: lines)
         #expect(read.count == values.count)
         for (got, want) in zip(read, values) {
             let value = try JSONValue.parse(Array(got.utf8))
@@ -98,10 +51,10 @@ struct FastavroInteropTests {
     }
 
     @Test("the Swift reader reads what fastavro wrote, byte for byte the same encoding")
-    func fastavroWritesSwiftReads() throws {
+    func fastavroWritesSwiftReads() async throws {
         let schema = try AvroSchema(json: AvroCodecTests.rich)
         let values = try Self.values()
-        let written = try Self.fastavro("write", schema: AvroCodecTests.rich, lines: values.map(\.jsonString))
+        let written = try await Self.fastavro("write", schema: AvroCodecTests.rich, lines: values.map(\.jsonString))
         #expect(written.count == values.count)
         for (line, want) in zip(written, values) {
             let bytes = Self.unhex(line)
@@ -113,12 +66,12 @@ struct FastavroInteropTests {
     }
 
     @Test("records fastavro wrote with an older schema are read with the newer one")
-    func resolutionAgainstFastavrosWriter() throws {
+    func resolutionAgainstFastavrosWriter() async throws {
         let values = [
             #"{"name": "Ada", "age": 36, "legacy": ["x"], "color": "PURPLE", "score": 7}"#,
             #"{"name": "Bo", "age": -1, "legacy": [], "color": "GREEN", "score": null}"#,
         ]
-        let written = try Self.fastavro("write", schema: AvroCodecTests.v1, lines: values)
+        let written = try await Self.fastavro("write", schema: AvroCodecTests.v1, lines: values)
         let reader = try AvroReader(writer: try AvroSchema(json: AvroCodecTests.v1), reader: try AvroSchema(json: AvroCodecTests.v2))
         let got = try written.map { try reader.decode(Self.unhex($0)) }
         #expect(

@@ -9,6 +9,7 @@ import SchemaRegistry
 import SchemaRegistryServer
 import ServiceLifecycle
 import StreamCore
+import TestSupport
 import Testing
 
 /// Stages reading a `format: avro` topic: records serialized by Python's confluent-kafka
@@ -56,39 +57,12 @@ struct AvroInputTests {
     }
 
     /// Python's AvroSerializer output for `values`, registered under `<topic>-value`.
-    static func serialized(url: String, topic: String) throws -> [[UInt8]] {
+    static func serialized(url: String, topic: String) async throws -> [[UInt8]] {
         let schemaFile = FileManager.default.temporaryDirectory.appendingPathComponent("order-\(UUID().uuidString).avsc")
         try Data(avroSchema.utf8).write(to: schemaFile)
         defer { try? FileManager.default.removeItem(at: schemaFile) }
-        let env = ProcessInfo.processInfo.environment
-        let python = [env["STREAMFIRST_PYTHON"], FileManager.default.currentDirectoryPath + "/.venv/bin/python"].compactMap { $0 }
-            .first { FileManager.default.isExecutableFile(atPath: $0) }
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("Interop/registry_interop.py").path
-        let input = FileManager.default.temporaryDirectory.appendingPathComponent("avro-values-\(UUID().uuidString).jsonl")
-        try Data(values.joined(separator: "\n").utf8).write(to: input)
-        defer { try? FileManager.default.removeItem(at: input) }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try #require(python, "no .venv/bin/python: run `make test`"))
-        process.arguments = [script, "serialize", url, topic, schemaFile.path]
-        process.standardInput = try FileHandle(forReadingFrom: input)
-        let out = Pipe()
-        let err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0, "\(String(decoding: stderr, as: UTF8.self))")
-        return String(decoding: stdout, as: UTF8.self).split(separator: "\n").map { line in
-            var bytes: [UInt8] = []
-            var it = line.utf8.makeIterator()
-            while let hi = it.next(), let lo = it.next() {
-                func v(_ c: UInt8) -> UInt8 { c <= UInt8(ascii: "9") ? c - UInt8(ascii: "0") : c - UInt8(ascii: "a") + 10 }
-                bytes.append(v(hi) << 4 | v(lo))
-            }
-            return bytes
+        return try await PythonScript.run("registry_interop.py", ["serialize", url, topic, schemaFile.path], lines: values).map {
+            PythonScript.unhex($0)
         }
     }
 
@@ -101,7 +75,7 @@ struct AvroInputTests {
         for t in [input, output, dead] { try await broker.control.createTopic(t, partitions: 1) }
         try await Self.withRegistry { url in
             // What a Python producer of an existing cluster writes, plus two records no registry explains.
-            var records = try Self.serialized(url: url, topic: input)
+            var records = try await Self.serialized(url: url, topic: input)
             #expect(records.count == Self.values.count)
             records.append(Array(#"{"id": "plain json"}"#.utf8))
             records.append(ConfluentWireFormat.frame(schemaID: 4242, payload: [0x02]))

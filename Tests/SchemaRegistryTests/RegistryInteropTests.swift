@@ -2,6 +2,7 @@ import Avro
 import Foundation
 import SchemaRegistry
 import StreamCore
+import TestSupport
 import Testing
 
 /// Python's confluent-kafka AvroSerializer / AvroDeserializer (PyPI, in the tests' .venv) against the
@@ -9,43 +10,9 @@ import Testing
 /// Python are read in Swift field for field, and the other way round.
 @Suite("Registry interop with confluent-kafka's Avro serializers", .serialized)
 struct RegistryInteropTests {
-    static func python() throws -> String {
-        let env = ProcessInfo.processInfo.environment
-        let candidates = [env["STREAMFIRST_PYTHON"], FileManager.default.currentDirectoryPath + "/.venv/bin/python"].compactMap { $0 }
-        guard let p = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
-            throw SchemaRegistryError(
-                code: nil, message: "no Python with confluent-kafka[avro,schemaregistry]: run `make test` or set STREAMFIRST_PYTHON")
-        }
-        return p
-    }
-
-    static var script: String {
-        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("Interop/registry_interop.py").path
-    }
-
-    /// Runs the script with `arguments`, feeding `lines`; returns its output lines.
-    static func run(_ arguments: [String], lines: [String]) throws -> [String] {
-        let input = FileManager.default.temporaryDirectory.appendingPathComponent("registry-interop-\(UUID().uuidString).txt")
-        try Data(lines.joined(separator: "\n").utf8).write(to: input)
-        defer { try? FileManager.default.removeItem(at: input) }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try python())
-        process.arguments = [script] + arguments
-        process.standardInput = try FileHandle(forReadingFrom: input)
-        let out = Pipe()
-        let err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw SchemaRegistryError(
-                code: nil, message: "registry_interop.py \(arguments.first ?? "") failed: \(String(decoding: stderr, as: UTF8.self))")
-        }
-        return String(decoding: stdout, as: UTF8.self).split(separator: "\n").map(String.init)
+    /// Runs the registry helper with `arguments`, feeding `lines`; returns its output lines.
+    static func run(_ arguments: [String], lines: [String]) async throws -> [String] {
+        try await PythonScript.run("registry_interop.py", arguments, lines: lines)
     }
 
     static let schema = """
@@ -68,12 +35,12 @@ struct RegistryInteropTests {
             let schemaFile = FileManager.default.temporaryDirectory.appendingPathComponent("order-\(UUID().uuidString).avsc")
             try Data(Self.schema.utf8).write(to: schemaFile)
             defer { try? FileManager.default.removeItem(at: schemaFile) }
-            let records = try Self.run(["serialize", url, "orders", schemaFile.path], lines: Self.values)
+            let records = try await Self.run(["serialize", url, "orders", schemaFile.path], lines: Self.values)
             #expect(records.count == Self.values.count)
             let client = SchemaRegistryClient(url: url)
             #expect(try await client.subjects() == ["orders-value"], "AvroSerializer registered <topic>-value")
             for (hex, want) in zip(records, Self.values) {
-                let bytes = FastavroHex.unhex(hex)
+                let bytes = PythonScript.unhex(hex)
                 let (id, payload) = try bytes.withUnsafeBytes { raw in
                     let (id, payload) = try ConfluentWireFormat.parse(raw)
                     return (id, Array(payload))
@@ -92,27 +59,13 @@ struct RegistryInteropTests {
             let id = try await client.register(subject: "orders-value", schema: RegisteredSchema(text: Self.schema))
             let writer = AvroWriter(schema: try AvroSchema(json: Self.schema))
             let records = try Self.values.map { text in
-                FastavroHex.hex(ConfluentWireFormat.frame(schemaID: id, payload: try writer.encode(try JSONValue.parse(Array(text.utf8)))))
+                PythonScript.hex(ConfluentWireFormat.frame(schemaID: id, payload: try writer.encode(try JSONValue.parse(Array(text.utf8)))))
             }
-            let read = try Self.run(["deserialize", url, "orders"], lines: records)
+            let read = try await Self.run(["deserialize", url, "orders"], lines: records)
             #expect(read.count == Self.values.count)
             for (got, want) in zip(read, Self.values) {
                 #expect(try JSONValue.parse(Array(got.utf8)).jsonEquals(try JSONValue.parse(Array(want.utf8))), "\(got)")
             }
         }
-    }
-}
-
-enum FastavroHex {
-    static func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
-
-    static func unhex(_ text: String) -> [UInt8] {
-        var out: [UInt8] = []
-        var it = text.utf8.makeIterator()
-        while let hi = it.next(), let lo = it.next() {
-            func v(_ c: UInt8) -> UInt8 { c <= UInt8(ascii: "9") ? c - UInt8(ascii: "0") : c - UInt8(ascii: "a") + 10 }
-            out.append(v(hi) << 4 | v(lo))
-        }
-        return out
     }
 }
