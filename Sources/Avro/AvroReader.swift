@@ -81,8 +81,9 @@ public struct AvroDecodingError: Error, Sendable, Equatable, CustomStringConvert
 /// How to read one writer value into the reader's shape.
 indirect enum Plan: Sendable {
     case null, boolean
-    /// int or long, as an integer (`asDouble`: promoted to a float or double reader).
-    case varint(asDouble: Bool)
+    /// int or long, as an integer (`asDouble`: promoted to a float or double reader); `int32`: the
+    /// writer's type is int, so a value beyond 32 bits is invalid data.
+    case varint(asDouble: Bool, int32: Bool)
     case float, double
     /// UTF-8 text (a string, or bytes read as a string: checked to be UTF-8).
     case text
@@ -196,8 +197,10 @@ struct PlanBuilder {
         switch (Self.base(w), Self.base(r)) {
         case (.null, .null): return .null
         case (.boolean, .boolean): return .boolean
-        case (.int, .int), (.long, .long), (.int, .long): return .varint(asDouble: false)
-        case (.int, .float), (.int, .double), (.long, .float), (.long, .double): return .varint(asDouble: true)
+        case (.int, .int), (.int, .long): return .varint(asDouble: false, int32: true)
+        case (.long, .long): return .varint(asDouble: false, int32: false)
+        case (.int, .float), (.int, .double): return .varint(asDouble: true, int32: true)
+        case (.long, .float), (.long, .double): return .varint(asDouble: true, int32: false)
         case (.float, .float), (.float, .double): return .float
         case (.double, .double): return .double
         case (.string, .string), (.bytes, .string): return .text
@@ -360,8 +363,8 @@ struct Decoder {
             case 1: return .bool(true)
             case let b: throw fail("a boolean byte of \(b)")
             }
-        case .varint(let asDouble):
-            let v = try long()
+        case .varint(let asDouble, let int32):
+            let v = int32 ? try int() : try long()
             return asDouble ? .number(Double(v)) : .integer(v)
         case .float:
             let raw = try take(4)

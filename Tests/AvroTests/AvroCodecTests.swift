@@ -247,6 +247,43 @@ import Testing
         #expect(back["d"]?.doubleValue?.isNaN == true && back["f"]?.doubleValue?.isNaN == true)
     }
 
+    /// Found by the `avro` fuzz target (CI): a map value of union [null, int, float] whose int branch
+    /// held a 56-bit number decoded as an integer, and came back from a round trip as a float. An int
+    /// beyond 32 bits is invalid data, and is refused.
+    @Test func anIntBeyond32BitsIsInvalidData() throws {
+        let schema = try Self.schema(
+            """
+            {"type": "record", "name": "R", "fields": [
+              {"name": "s", "type": "string"}, {"name": "l", "type": "long"}, {"name": "d", "type": "double"},
+              {"name": "b", "type": "bytes"}, {"name": "e", "type": {"type": "enum", "name": "E", "symbols": ["A", "B"]}},
+              {"name": "f", "type": {"type": "fixed", "name": "F", "size": 3}},
+              {"name": "m", "type": {"type": "map", "values": ["null", "int", "float"]}},
+              {"name": "a", "type": {"type": "array", "items": "R"}},
+              {"name": "n", "type": ["null", "R"]},
+              {"name": "p", "type": {"type": "bytes", "logicalType": "decimal", "precision": 30, "scale": 4}}
+            ]}
+            """)
+        let bytes: [UInt8] = [
+            0x02, 0x02, 0x02, 0x02, 0x02, 0x02, 0x02, 0x34, 0x02, 0x06, 0x02, 0x02, 0x02, 0x02, 0x02, 0x02, 0x02, 0x02, 0x02, 0x02, 0x02,
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x02, 0x02, 0x02, 0x02, 0x02, 0x02, 0x02, 0x01, 0x02, 0x02,
+            0x49, 0x6e, 0x74, 0x02, 0x02, 0x02, 0x02, 0x02, 0x02, 0x02, 0x02, 0x12, 0x02, 0x02, 0x02, 0x02, 0x02, 0x02, 0x02, 0x02, 0x02,
+            0x02, 0x02, 0x02, 0x02, 0x02, 0x00, 0x00, 0x00, 0x02, 0x02, 0x02, 0x02, 0x02, 0x02, 0x02, 0x02, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0xff, 0xff, 0x02, 0x02, 0x02, 0x02, 0x02, 0x02, 0x02, 0x02, 0x02, 0x12, 0x02, 0x02, 0x02, 0x02, 0x02, 0x02, 0x02, 0x02, 0x02,
+            0x02, 0x02, 0x02, 0x02, 0x02, 0x02, 0x02, 0x02, 0x02, 0x12, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x3f,
+        ]
+        #expect {
+            _ = try AvroReader(schema: schema).decode(bytes)
+        } throws: { error in
+            "\(error)".contains("an int out of 32-bit range")
+        }
+        let int = AvroReader(schema: try Self.schema(#""int""#))
+        #expect(throws: AvroDecodingError.self) { try int.decode([0x80, 0x80, 0x80, 0x80, 0x10]) } // 2^31
+        #expect(try int.decode([0xFE, 0xFF, 0xFF, 0xFF, 0x0F]) == .integer(Int64(Int32.max)))
+        // Read as a long through resolution, it is still the writer's int: refused too.
+        let widened = try AvroReader(writer: try Self.schema(#""int""#), reader: try Self.schema(#""long""#))
+        #expect(throws: AvroDecodingError.self) { try widened.decode([0x80, 0x80, 0x80, 0x80, 0x10]) }
+    }
+
     /// Seeded random bytes through the rich schema: never a crash, and whatever decodes re-encodes
     /// to the same bytes.
     @Test func randomBytesNeverCrash() throws {
